@@ -1,0 +1,138 @@
+//! The process around the VMs: logging, directories, the bus connection, readiness for
+//! systemd, and a clean exit on SIGTERM that leaves the VMs running.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::prelude::*;
+
+use crate::cli::Args;
+use crate::config::Config;
+use crate::dbus;
+use crate::manager::{Defaults, Manager};
+use crate::ports::{Ports, Protocol};
+use crate::store::{self, Store};
+use crate::vm::{self, settings::Limits, Context};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state directory: {0}")]
+    Store(#[from] store::Error),
+    #[error("cannot load the VMs: {0}")]
+    Load(#[from] vm::Error),
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("cannot own {name} on the bus: {reason}")]
+    Name { name: &'static str, reason: String },
+    #[error("cannot watch for signals: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// To the journal when systemd gave us a journal stream, else to stderr. `RUST_LOG` filters
+/// (default: info).
+pub fn init_logging() {
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let registry = tracing_subscriber::registry().with(filter);
+    match journal {
+        Some(layer) => registry.with(layer).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false),
+            )
+            .init(),
+    }
+}
+
+fn host_ram_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(u64::from(u32::MAX), |kib| kib / 1024)
+}
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+pub async fn run(args: Args, config: Config) -> Result<(), Error> {
+    for dir in [&args.state_dir, &args.runtime_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let ctx = Arc::new(Context {
+        store: Store::open(&args.state_dir)?,
+        runtime_dir: args.runtime_dir.clone(),
+        console_host: config.console_host.clone(),
+        limits: Limits {
+            host_ram_mib: host_ram_mib(),
+            host_cpus: host_cpus(),
+            console_ports: config.console_ports(),
+        },
+        console_ports: Mutex::new(Ports::new(
+            Protocol::Tcp,
+            &config.console_host,
+            config.console_ports(),
+        )),
+        names: Mutex::new(HashMap::new()),
+    });
+    let manager = Arc::new(Manager::load(
+        ctx,
+        Defaults {
+            qemu_binary: config.qemu_binary.clone(),
+            accelerator: config.accelerator,
+        },
+    )?);
+    let builder = match &args.bus {
+        Some(address) => zbus::connection::Builder::address(address.as_str())?,
+        None => zbus::connection::Builder::system()?,
+    };
+    let conn = builder.build().await?;
+    // Watch for signals before telling anyone we are up, so an early SIGTERM is not lost.
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    dbus::serve(&conn, manager.clone(), config.console_host.clone())
+        .await
+        .map_err(|e| match e {
+            zbus::Error::NameTaken => Error::Name {
+                name: dbus::BUS_NAME,
+                reason: "another process owns it (is gns3-qemud already running?)".into(),
+            },
+            zbus::Error::MethodError(_, Some(msg), _) => Error::Name {
+                name: dbus::BUS_NAME,
+                reason: msg,
+            },
+            other => Error::Bus(other),
+        })?;
+    let vms = manager.list().len();
+    tracing::info!(vms, bus = args.bus.as_deref().unwrap_or("system"), "ready");
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: exiting, VMs keep running"),
+        _ = int.recv() => tracing::info!("SIGINT: exiting, VMs keep running"),
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}

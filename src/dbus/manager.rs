@@ -1,0 +1,86 @@
+//! `org.gns3.Qemu.Manager` at `/org/gns3/Qemu`: the VMs as a whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{interface, Connection};
+
+use super::error::Result;
+use super::vm::Vm;
+use crate::manager::Manager;
+
+pub struct ManagerIface {
+    pub(super) manager: Arc<Manager>,
+    pub(super) console_host: String,
+}
+
+/// The QEMU virtual machines of this host. Every VM is an object under /org/gns3/Qemu/vm/;
+/// the org.freedesktop.DBus.ObjectManager on this object announces each one created
+/// (InterfacesAdded) and deleted (InterfacesRemoved).
+#[interface(name = "org.gns3.Qemu.Manager")]
+impl ManagerIface {
+    /// Create a VM. `settings` takes any writable property of org.gns3.Qemu.VM by name,
+    /// plus Id (s: a UUID chosen by the caller) and Project (s: a free-form group id).
+    /// Everything is checked before anything is written; console and monitor ports not
+    /// given are allocated. Returns the new VM's object path.
+    #[zbus(name = "CreateVM")]
+    async fn create_vm(
+        &self,
+        name: String,
+        settings: HashMap<String, OwnedValue>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath> {
+        let (changes, extra) = super::parse_settings(&settings, &["Id", "Project"])?;
+        let id = extra.get("Id").map(String::as_str);
+        let project = extra.get("Project").map_or("", String::as_str);
+        let handle = self.manager.create(&name, id, project, changes).await?;
+        let vm = Vm {
+            handle,
+            manager: self.manager.clone(),
+        };
+        Ok(super::export(conn, vm).await?)
+    }
+
+    /// The object path of the VM with this name or id (32 hex digits, dashes allowed).
+    #[zbus(name = "GetVM")]
+    async fn get_vm(&self, name_or_id: &str) -> Result<OwnedObjectPath> {
+        let handle = self.manager.get(name_or_id)?;
+        let id = handle.view().id.clone();
+        super::vm_path(&id)
+    }
+
+    /// Every VM as (id, name, state, object path), in id order.
+    #[zbus(name = "ListVMs")]
+    async fn list_vms(&self) -> Result<Vec<(String, String, String, OwnedObjectPath)>> {
+        self.manager
+            .list()
+            .iter()
+            .map(|h| {
+                let v = h.view();
+                Ok((
+                    v.id.clone(),
+                    v.settings.name.clone(),
+                    v.state.as_str().to_string(),
+                    super::vm_path(&v.id)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The qemu-system-* binaries found in the daemon's PATH: (path, version).
+    async fn qemu_binaries(&self) -> Vec<(String, String)> {
+        self.manager.qemu_binaries().await
+    }
+
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn version(&self) -> &str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// The address the VMs' serial consoles and monitors listen on.
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn console_host(&self) -> String {
+        self.console_host.clone()
+    }
+}

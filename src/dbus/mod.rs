@@ -1,0 +1,122 @@
+//! The face of the daemon on D-Bus: it translates calls into commands for the core and the
+//! core's answers and errors back, and holds no logic of its own.
+
+pub mod error;
+pub mod manager;
+pub mod properties;
+pub mod settings;
+pub mod vm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{fdo, Connection, ObjectServer};
+
+use self::error::Error;
+use self::properties::VmProperties;
+use self::vm::Vm;
+use crate::manager::Manager;
+use crate::vm::Setting;
+
+pub const BUS_NAME: &str = "org.gns3.Qemu";
+pub const MANAGER_PATH: &str = "/org/gns3/Qemu";
+
+/// The read-only properties of org.gns3.Qemu.VM.
+pub const READ_ONLY: [&str; 8] = [
+    "Id",
+    "Project",
+    "State",
+    "Pid",
+    "Accelerated",
+    "Tunnels",
+    "ExitStatus",
+    "LastError",
+];
+
+pub fn vm_path(id: &str) -> Result<OwnedObjectPath, Error> {
+    OwnedObjectPath::try_from(format!("{MANAGER_PATH}/vm/{id}"))
+        .map_err(|e| Error::Internal(format!("VM id {id} makes no object path: {e}")))
+}
+
+/// Splits CreateVM/Configure settings into VM settings and the `extra` keys allowed (as
+/// strings).
+fn parse_settings(
+    settings: &HashMap<String, OwnedValue>,
+    extra: &[&str],
+) -> Result<(Vec<Setting>, HashMap<String, String>), Error> {
+    let mut changes = Vec::new();
+    let mut extras = HashMap::new();
+    // Sorted, so that the first bad setting reported is the same on every call.
+    let mut keys: Vec<&String> = settings.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &settings[key];
+        if extra.contains(&key.as_str()) {
+            let s: &str = value.downcast_ref().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{key} takes a value of D-Bus type 's', not '{}'",
+                    value.value_signature()
+                ))
+            })?;
+            extras.insert(key.clone(), s.to_string());
+        } else {
+            changes.push(settings::parse(key, value)?);
+        }
+    }
+    Ok((changes, extras))
+}
+
+/// Puts a VM on the bus: its object (announced through the ObjectManager), our Properties
+/// in place of zbus's, and the task mirroring its changes as PropertiesChanged.
+pub async fn export(conn: &Connection, vm: Vm) -> zbus::Result<OwnedObjectPath> {
+    let id = vm.handle.view().id.clone();
+    let path = vm_path(&id).map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    let server = conn.object_server();
+    server.at(&path, vm.clone()).await?;
+    server.remove::<fdo::Properties, _>(&path).await?;
+    server.at(&path, VmProperties { vm: vm.clone() }).await?;
+    let emitter = SignalEmitter::new(conn, path.clone())?.into_owned();
+    tokio::spawn(vm::mirror(vm, conn.clone(), emitter));
+    Ok(path)
+}
+
+pub async fn unexport(server: &ObjectServer, id: &str) {
+    let Ok(path) = vm_path(id) else { return };
+    if let Err(e) = server.remove::<Vm, _>(&path).await {
+        tracing::warn!(vm_id = %id, "cannot remove the VM's object: {e}");
+    }
+}
+
+/// Serves the manager and every VM, then takes the bus name: no call can arrive before
+/// the objects exist.
+pub async fn serve(
+    conn: &Connection,
+    manager: Arc<Manager>,
+    console_host: String,
+) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server
+        .at(
+            MANAGER_PATH,
+            manager::ManagerIface {
+                manager: manager.clone(),
+                console_host,
+            },
+        )
+        .await?;
+    server.at(MANAGER_PATH, fdo::ObjectManager).await?;
+    for handle in manager.list() {
+        export(
+            conn,
+            Vm {
+                handle,
+                manager: manager.clone(),
+            },
+        )
+        .await?;
+    }
+    conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
+        .await?;
+    Ok(())
+}

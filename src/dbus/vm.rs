@@ -1,0 +1,371 @@
+//! `org.gns3.Qemu.VM`: one object per VM. Reads come from the actor's published view;
+//! everything else is a command to the actor.
+
+use std::sync::Arc;
+use zbus::object_server::SignalEmitter;
+use zbus::{fdo, interface, ObjectServer};
+
+use super::error::Result;
+use crate::manager::Manager;
+use crate::vm::{Handle, Setting};
+
+pub const INTERFACE: &str = "org.gns3.Qemu.VM";
+
+#[derive(Clone)]
+pub struct Vm {
+    pub(super) handle: Handle,
+    pub(super) manager: Arc<Manager>,
+}
+
+impl Vm {
+    pub async fn set(&self, setting: Setting) -> Result<()> {
+        Ok(self.handle.configure(vec![setting]).await?)
+    }
+
+    /// Setters reached through zbus's own Properties interface can only fail with the
+    /// standard errors; the VM objects serve Set through `VmProperties` instead, so these
+    /// exist for the introspection data (read-write access) and as a fallback.
+    async fn set_fallback(&self, setting: Setting) -> fdo::Result<()> {
+        self.set(setting)
+            .await
+            .map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+}
+
+/// A QEMU virtual machine. Settings are read-write properties (`busctl set-property`
+/// works); a change is checked whole and either stored or refused with a named error.
+/// Settings used by QEMU itself take effect at the next Start.
+#[interface(name = "org.gns3.Qemu.VM")]
+impl Vm {
+    /// Start the VM and return once the guest runs. On a paused VM: resume it.
+    /// Fails with StartFailed, carrying the end of qemu.log, if QEMU does not come up;
+    /// then nothing is left running.
+    async fn start(&self) -> Result<()> {
+        Ok(self.handle.start().await?)
+    }
+
+    /// Stop the VM: QMP quit, then SIGTERM, then SIGKILL, each after a bounded wait.
+    /// Stopping a stopped VM does nothing.
+    async fn stop(&self) -> Result<()> {
+        Ok(self.handle.stop().await?)
+    }
+
+    /// Pause the guest's CPUs (QEMU keeps running). Does nothing on a paused VM.
+    async fn suspend(&self) -> Result<()> {
+        Ok(self.handle.suspend().await?)
+    }
+
+    /// Resume a paused guest. Does nothing on a running VM.
+    async fn resume(&self) -> Result<()> {
+        Ok(self.handle.resume().await?)
+    }
+
+    /// Reset the guest, as the reset button of a PC does.
+    async fn reload(&self) -> Result<()> {
+        Ok(self.handle.reload().await?)
+    }
+
+    /// Stop the VM if it runs, remove its files (disks, log, record), free its name and
+    /// ports, and remove this object.
+    async fn delete(&self, #[zbus(object_server)] server: &ObjectServer) -> Result<()> {
+        let id = self.handle.view().id.clone();
+        self.manager.delete(&id).await?;
+        super::unexport(server, &id).await;
+        Ok(())
+    }
+
+    /// Set several settings at once: all of them are stored, or none is.
+    async fn configure(
+        &self,
+        settings: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+    ) -> Result<()> {
+        let changes = super::parse_settings(&settings, &[])?.0;
+        Ok(self.handle.configure(changes).await?)
+    }
+
+    /// The command line Start runs, argument by argument. The QMP socket is passed to
+    /// QEMU as an open file descriptor (fd=3), bound by the daemon beforehand.
+    async fn command_line(&self) -> Result<Vec<String>> {
+        Ok(self.handle.command_line().await?)
+    }
+
+    /// QEMU's own output (qemu.log) since the last Start, at most its last MiB.
+    async fn read_log(&self) -> Result<String> {
+        Ok(self.handle.read_log().await?)
+    }
+
+    /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn id(&self) -> String {
+        self.handle.view().id.clone()
+    }
+
+    /// The free-form group id given at creation (GNS3's project).
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn project(&self) -> String {
+        self.handle.view().project.clone()
+    }
+
+    /// stopped, starting, running, paused or stopping. Follows QEMU's own events: a guest
+    /// that powers off, or a QEMU that dies, turns it stopped.
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.handle.view().state.as_str().to_string()
+    }
+
+    /// The QEMU process id, 0 when stopped.
+    #[zbus(property)]
+    async fn pid(&self) -> u32 {
+        self.handle.view().pid
+    }
+
+    /// Whether the running VM uses KVM (false: TCG, or stopped).
+    #[zbus(property)]
+    async fn accelerated(&self) -> bool {
+        self.handle.view().accelerated
+    }
+
+    /// UDP tunnels: (adapter, local port, remote host, remote port).
+    #[zbus(property)]
+    async fn tunnels(&self) -> Vec<(u32, u16, String, u16)> {
+        self.handle.view().tunnels.clone()
+    }
+
+    /// How QEMU last ended: its exit status, minus the signal number if killed, -1 unknown.
+    #[zbus(property)]
+    async fn exit_status(&self) -> i32 {
+        self.handle.view().exit_status
+    }
+
+    /// Why the VM last stopped when nobody asked it to (with the end of qemu.log); empty
+    /// after a requested Stop.
+    #[zbus(property)]
+    async fn last_error(&self) -> String {
+        self.handle.view().last_error.clone()
+    }
+
+    /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.
+    #[zbus(property)]
+    async fn name(&self) -> String {
+        self.handle.view().settings.name.clone()
+    }
+    #[zbus(property)]
+    async fn set_name(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::Name(value)).await
+    }
+
+    /// The QEMU binary, stored as an absolute path (a bare name is looked up in PATH).
+    #[zbus(property)]
+    async fn qemu_path(&self) -> String {
+        self.handle.view().settings.qemu_path.clone()
+    }
+    #[zbus(property)]
+    async fn set_qemu_path(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::QemuPath(value)).await
+    }
+
+    /// Guest RAM in MiB (default 256), at most the host's memory.
+    #[zbus(property)]
+    async fn ram(&self) -> u32 {
+        self.handle.view().settings.ram
+    }
+    #[zbus(property)]
+    async fn set_ram(&self, value: u32) -> fdo::Result<()> {
+        self.set_fallback(Setting::Ram(value)).await
+    }
+
+    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
+    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone.
+    #[zbus(property)]
+    async fn hda_disk_image(&self) -> String {
+        self.handle.view().settings.hda_disk_image.clone()
+    }
+    #[zbus(property)]
+    async fn set_hda_disk_image(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::HdaDiskImage(value)).await
+    }
+
+    /// Base image of the second disk (a linked clone too); empty for none.
+    #[zbus(property)]
+    async fn hdb_disk_image(&self) -> String {
+        self.handle.view().settings.hdb_disk_image.clone()
+    }
+    #[zbus(property)]
+    async fn set_hdb_disk_image(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::HdbDiskImage(value)).await
+    }
+
+    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped.
+    #[zbus(property)]
+    async fn adapters(&self) -> u32 {
+        self.handle.view().settings.adapters
+    }
+    #[zbus(property)]
+    async fn set_adapters(&self, value: u32) -> fdo::Result<()> {
+        self.set_fallback(Setting::Adapters(value)).await
+    }
+
+    /// QEMU NIC model of every adapter (default e1000).
+    #[zbus(property)]
+    async fn adapter_type(&self) -> String {
+        self.handle.view().settings.adapter_type.clone()
+    }
+    #[zbus(property)]
+    async fn set_adapter_type(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::AdapterType(value)).await
+    }
+
+    /// Base MAC address: adapter n gets base + n. The default comes from the id, so it is
+    /// the same at every start.
+    #[zbus(property)]
+    async fn mac_address(&self) -> String {
+        self.handle.view().settings.mac_address.clone()
+    }
+    #[zbus(property)]
+    async fn set_mac_address(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::MacAddress(value)).await
+    }
+
+    /// Linux kernel to boot directly (-kernel); empty for none.
+    #[zbus(property)]
+    async fn kernel_image(&self) -> String {
+        self.handle.view().settings.kernel_image.clone()
+    }
+    #[zbus(property)]
+    async fn set_kernel_image(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::KernelImage(value)).await
+    }
+
+    /// Initial ramdisk for KernelImage (-initrd); empty for none.
+    #[zbus(property)]
+    async fn initrd(&self) -> String {
+        self.handle.view().settings.initrd.clone()
+    }
+    #[zbus(property)]
+    async fn set_initrd(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::Initrd(value)).await
+    }
+
+    /// Kernel command line for KernelImage (-append).
+    #[zbus(property)]
+    async fn kernel_command_line(&self) -> String {
+        self.handle.view().settings.kernel_command_line.clone()
+    }
+    #[zbus(property)]
+    async fn set_kernel_command_line(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::KernelCommandLine(value)).await
+    }
+
+    /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
+    /// -pidfile, -daemonize, -S, and -serial/-monitor while a console/monitor port is set)
+    /// are refused.
+    #[zbus(property)]
+    async fn options(&self) -> String {
+        self.handle.view().settings.options.clone()
+    }
+    #[zbus(property)]
+    async fn set_options(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::Options(value)).await
+    }
+
+    /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
+    #[zbus(property)]
+    async fn cpu_throttling(&self) -> u32 {
+        self.handle.view().settings.cpu_throttling
+    }
+    #[zbus(property)]
+    async fn set_cpu_throttling(&self, value: u32) -> fdo::Result<()> {
+        self.set_fallback(Setting::CpuThrottling(value)).await
+    }
+
+    /// realtime, very high, high, normal, low (default) or very low: nice -20, -15, -5, 0,
+    /// 5, 19 for every QEMU thread.
+    #[zbus(property)]
+    async fn process_priority(&self) -> String {
+        self.handle
+            .view()
+            .settings
+            .process_priority
+            .as_str()
+            .to_string()
+    }
+    #[zbus(property)]
+    async fn set_process_priority(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::ProcessPriority(value)).await
+    }
+
+    /// TCP port of the serial console (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    #[zbus(property)]
+    async fn console_port(&self) -> u16 {
+        self.handle.view().settings.console_port
+    }
+    #[zbus(property)]
+    async fn set_console_port(&self, value: u16) -> fdo::Result<()> {
+        self.set_fallback(Setting::ConsolePort(value)).await
+    }
+
+    /// TCP port of the QEMU human monitor (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    #[zbus(property)]
+    async fn monitor_port(&self) -> u16 {
+        self.handle.view().settings.monitor_port
+    }
+    #[zbus(property)]
+    async fn set_monitor_port(&self, value: u16) -> fdo::Result<()> {
+        self.set_fallback(Setting::MonitorPort(value)).await
+    }
+
+    /// Use the older `socket` netdev for UDP tunnels even where `dgram` exists.
+    #[zbus(property)]
+    async fn legacy_networking(&self) -> bool {
+        self.handle.view().settings.legacy_networking
+    }
+    #[zbus(property)]
+    async fn set_legacy_networking(&self, value: bool) -> fdo::Result<()> {
+        self.set_fallback(Setting::LegacyNetworking(value)).await
+    }
+
+    /// auto (KVM where /dev/kvm is usable, else TCG), kvm, or tcg.
+    #[zbus(property)]
+    async fn accelerator(&self) -> String {
+        self.handle.view().settings.accelerator.as_str().to_string()
+    }
+    #[zbus(property)]
+    async fn set_accelerator(&self, value: String) -> fdo::Result<()> {
+        self.set_fallback(Setting::Accelerator(value)).await
+    }
+}
+
+/// Emits one PropertiesChanged per change of the VM's view, with every property that
+/// differs; ends when the VM is gone.
+pub async fn mirror(vm: Vm, conn: zbus::Connection, emitter: SignalEmitter<'static>) {
+    use zbus::object_server::Interface;
+    let mut rx = vm.handle.watch();
+    let server = conn.object_server();
+    let mut last = match vm.get_all(server, &conn, None, &emitter).await {
+        Ok(props) => props,
+        Err(e) => {
+            tracing::error!("cannot read the VM's properties: {e}");
+            return;
+        }
+    };
+    while rx.changed().await.is_ok() {
+        let Ok(now) = vm.get_all(server, &conn, None, &emitter).await else {
+            continue;
+        };
+        let changed: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> = now
+            .iter()
+            .filter(|(k, v)| last.get(*k) != Some(*v))
+            .filter_map(|(k, v)| Some((k.as_str(), zbus::zvariant::Value::try_from(v).ok()?)))
+            .collect();
+        if !changed.is_empty() {
+            let iface = zbus::names::InterfaceName::from_static_str_unchecked(INTERFACE);
+            if let Err(e) =
+                fdo::Properties::properties_changed(&emitter, iface, changed, Default::default())
+                    .await
+            {
+                tracing::warn!("cannot emit PropertiesChanged: {e}");
+            }
+        }
+        last = now;
+    }
+}

@@ -1,0 +1,317 @@
+//! The set of VMs: creation (checked whole before anything is written), lookup by name or
+//! id, deletion, and the QEMU binaries this host has.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::store::Record;
+use crate::vm::settings::{self, Accelerator, Priority, Setting, Settings};
+use crate::vm::{self, actor, lock, network, options, Context, Error, Handle, Result};
+
+/// What a new VM gets when the client does not say.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub qemu_binary: String,
+    pub accelerator: Accelerator,
+}
+
+pub struct Manager {
+    ctx: Arc<Context>,
+    defaults: Defaults,
+    vms: Mutex<BTreeMap<String, Handle>>,
+    /// `--version` of each binary seen, by path and modification time.
+    versions: Mutex<HashMap<(PathBuf, SystemTime), String>>,
+}
+
+impl Manager {
+    /// Takes back every VM on disk: its name, its ports, an actor.
+    pub fn load(ctx: Arc<Context>, defaults: Defaults) -> Result<Manager> {
+        let manager = Manager {
+            ctx,
+            defaults,
+            vms: Mutex::default(),
+            versions: Mutex::default(),
+        };
+        for (path, record) in manager.ctx.store.load_all()? {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    // Left where it is for a person to look at; the other VMs still load.
+                    tracing::error!(path = %path.display(), "skipping a VM that cannot be read: {e}");
+                    continue;
+                }
+            };
+            manager.adopt(record);
+        }
+        Ok(manager)
+    }
+
+    fn adopt(&self, record: Record) {
+        let s = &record.settings;
+        {
+            let mut names = lock(&self.ctx.names);
+            if let Some(other) = names.get(&s.name) {
+                tracing::error!(vm_id = %record.id, other = %other, name = %s.name, "two VMs on disk have the same name; skipping this one");
+                return;
+            }
+            names.insert(s.name.clone(), record.id.clone());
+        }
+        let mut ports = lock(&self.ctx.console_ports);
+        for port in [s.console_port, s.monitor_port] {
+            if port != 0 && !ports.restore(port) {
+                tracing::error!(vm_id = %record.id, port, "port recorded by two VMs");
+            }
+        }
+        drop(ports);
+        let id = record.id.clone();
+        let handle = actor::spawn(self.ctx.clone(), record);
+        lock(&self.vms).insert(id, handle);
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        project: &str,
+        changes: Vec<Setting>,
+    ) -> Result<Handle> {
+        let id = match id {
+            Some(id) => settings::normalize_id(id)?,
+            None => settings::new_id()
+                .map_err(|e| Error::Internal(format!("cannot read /dev/urandom: {e}")))?,
+        };
+        if lock(&self.vms).contains_key(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "a VM with id {id} already exists"
+            )));
+        }
+        let project = settings::check_project(project)?;
+        let sets_binary = changes.iter().any(|c| matches!(c, Setting::QemuPath(_)));
+        let base = Settings {
+            name: settings::check_name(name)?,
+            qemu_path: if sets_binary {
+                String::new()
+            } else {
+                settings::resolve_qemu_path(&self.defaults.qemu_binary)?
+            },
+            ram: settings::DEFAULT_RAM_MIB,
+            hda_disk_image: String::new(),
+            hdb_disk_image: String::new(),
+            adapters: 1,
+            adapter_type: settings::DEFAULT_ADAPTER_TYPE.into(),
+            mac_address: network::default_mac(&id),
+            kernel_image: String::new(),
+            initrd: String::new(),
+            kernel_command_line: String::new(),
+            options: String::new(),
+            cpu_throttling: 0,
+            process_priority: Priority::Low,
+            console_port: 0,
+            monitor_port: 0,
+            legacy_networking: false,
+            accelerator: self.defaults.accelerator,
+        };
+        let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
+        let claims = Claims::take(&self.ctx, &id, &mut s, &changes)?;
+        let record = Record {
+            id: id.clone(),
+            project,
+            settings: s,
+            exit_status: 0,
+            last_error: String::new(),
+        };
+        let checked = options::check(
+            &record.settings.options,
+            record.settings.console_port != 0,
+            record.settings.monitor_port != 0,
+        );
+        let stored = match checked {
+            Ok(()) => {
+                let store = self.ctx.store.clone();
+                let r = record.clone();
+                tokio::task::spawn_blocking(move || store.create(&r))
+                    .await
+                    .map_err(|e| Error::Internal(format!("the create task failed: {e}")))
+                    .and_then(|r| r.map_err(Error::from))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            claims.undo(&self.ctx);
+            return Err(e);
+        }
+        tracing::info!(vm_id = %id, vm_name = %record.settings.name, "VM created");
+        let handle = actor::spawn(self.ctx.clone(), record);
+        lock(&self.vms).insert(id, handle.clone());
+        Ok(handle)
+    }
+
+    pub fn get(&self, name_or_id: &str) -> Result<Handle> {
+        let by_name = lock(&self.ctx.names).get(name_or_id).cloned();
+        let id = match by_name {
+            Some(id) => id,
+            None => settings::normalize_id(name_or_id).map_err(|_| not_found(name_or_id))?,
+        };
+        lock(&self.vms)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found(name_or_id))
+    }
+
+    pub fn list(&self) -> Vec<Handle> {
+        lock(&self.vms).values().cloned().collect()
+    }
+
+    /// Stops the VM if it runs, removes its files, gives back its name and ports.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let handle = lock(&self.vms)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))?;
+        handle.delete().await?;
+        lock(&self.vms).remove(id);
+        Ok(())
+    }
+
+    /// The `qemu-system-*` binaries in PATH, with the version each reports.
+    pub async fn qemu_binaries(&self) -> Vec<(String, String)> {
+        let mut found = BTreeMap::new();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = std::fs::metadata(e.path()) else {
+                    continue;
+                };
+                if name.starts_with("qemu-system-")
+                    && meta.is_file()
+                    && meta.permissions().mode() & 0o111 != 0
+                {
+                    // The first of a name in PATH is the one a bare name finds.
+                    found
+                        .entry(name)
+                        .or_insert((e.path(), meta.modified().ok()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (path, mtime) in found.into_values() {
+            let version = self.version_of(path.clone(), mtime).await;
+            out.push((path.to_string_lossy().into_owned(), version));
+        }
+        out
+    }
+
+    async fn version_of(&self, path: PathBuf, mtime: Option<SystemTime>) -> String {
+        let key = (path.clone(), mtime.unwrap_or(SystemTime::UNIX_EPOCH));
+        if let Some(v) = lock(&self.versions).get(&key) {
+            return v.clone();
+        }
+        let out = tokio::process::Command::new(&path)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output();
+        let version = match tokio::time::timeout(std::time::Duration::from_secs(10), out).await {
+            Ok(Ok(o)) => parse_version(&String::from_utf8_lossy(&o.stdout)),
+            _ => String::new(),
+        };
+        lock(&self.versions).insert(key, version.clone());
+        version
+    }
+}
+
+/// "QEMU emulator version 7.2.22 (Debian ...)" -> "7.2.22".
+fn parse_version(out: &str) -> String {
+    out.lines()
+        .next()
+        .and_then(|l| l.split("version ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn not_found(what: &str) -> Error {
+    Error::NotFound(format!(
+        "no VM is named or has the id '{}'",
+        settings::shown(what)
+    ))
+}
+
+/// The name and ports a new VM takes: a requested port is honoured or refused, the others
+/// come from the range.
+struct Claims {
+    name: String,
+    ports: Vec<u16>,
+}
+
+impl Claims {
+    fn take(ctx: &Context, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
+        {
+            let mut names = lock(&ctx.names);
+            if names.contains_key(&s.name) {
+                return Err(Error::AlreadyExists(format!(
+                    "a VM named '{}' already exists; VM names are unique",
+                    s.name
+                )));
+            }
+            names.insert(s.name.clone(), id.to_string());
+        }
+        let mut claims = Claims {
+            name: s.name.clone(),
+            ports: Vec::new(),
+        };
+        let requested = |key: &str| changes.iter().any(|c| c.key() == key);
+        let mut ports = lock(&ctx.console_ports);
+        for (key, port) in [
+            ("ConsolePort", &mut s.console_port),
+            ("MonitorPort", &mut s.monitor_port),
+        ] {
+            let got = if requested(key) {
+                match *port {
+                    0 => continue,
+                    p => ports.reserve(p).map(|_| p),
+                }
+            } else {
+                ports.allocate()
+            };
+            match got {
+                Ok(p) => {
+                    *port = p;
+                    claims.ports.push(p);
+                }
+                Err(e) => {
+                    drop(ports);
+                    claims.undo(ctx);
+                    return Err(vm::Error::Port(e));
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    fn undo(&self, ctx: &Context) {
+        lock(&ctx.names).remove(&self.name);
+        let mut ports = lock(&ctx.console_ports);
+        for p in &self.ports {
+            ports.release(*p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(
+            super::parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\nCopyright"),
+            "7.2.22"
+        );
+        assert_eq!(super::parse_version("garbage"), "");
+    }
+}

@@ -1,0 +1,672 @@
+//! The task that owns one VM. It runs one command at a time, so a VM's operations never
+//! interleave; between commands it listens to QEMU (QMP events, process exit) so `State`
+//! follows what really happens.
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::future::pending;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+
+use super::error::{Error, Result};
+use super::process::{Exit, Process};
+use super::qmp::{Event, Qmp};
+use super::settings::{self, Accelerator, Setting};
+use super::{cmdline, disks, lock, network, Command, Context, Handle, State, View};
+use crate::store::Record;
+
+/// How long a QMP command may take before the VM is deemed stuck.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long QEMU gets to exit after `quit`, then after SIGTERM, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How much of qemu.log an error message carries.
+const LOG_TAIL_LINES: usize = 5;
+/// The largest part of qemu.log `ReadLog` returns (its end).
+const MAX_LOG: u64 = 1 << 20;
+
+struct Running {
+    process: Process,
+    qmp: Qmp,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
+    shutdown: Option<String>,
+}
+
+enum FromQemu {
+    Exited(Exit),
+    Event(Event),
+}
+
+impl Running {
+    async fn next(&mut self) -> FromQemu {
+        tokio::select! {
+            exit = self.process.exited() => FromQemu::Exited(exit),
+            Some(event) = self.events.recv() => FromQemu::Event(event),
+        }
+    }
+}
+
+pub struct Actor {
+    ctx: Arc<Context>,
+    record: Record,
+    state: State,
+    accelerated: bool,
+    run: Option<Running>,
+    view: watch::Sender<View>,
+}
+
+/// Starts the actor of a VM whose record is already on disk.
+pub fn spawn(ctx: Arc<Context>, record: Record) -> Handle {
+    let (tx, rx) = mpsc::channel(16);
+    let actor = Actor {
+        view: watch::Sender::new(view_of(&record, State::Stopped, 0, false)),
+        ctx,
+        record,
+        state: State::Stopped,
+        accelerated: false,
+        run: None,
+    };
+    let handle = Handle {
+        tx,
+        view: actor.view.subscribe(),
+    };
+    tokio::spawn(actor.run(rx));
+    handle
+}
+
+fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
+    View {
+        id: r.id.clone(),
+        project: r.project.clone(),
+        settings: r.settings.clone(),
+        state,
+        pid,
+        accelerated,
+        tunnels: Vec::new(),
+        exit_status: r.exit_status,
+        last_error: r.last_error.clone(),
+    }
+}
+
+async fn from_qemu(run: &mut Option<Running>) -> FromQemu {
+    match run {
+        Some(run) => run.next().await,
+        None => pending().await,
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if self.handle(cmd).await {
+                        break;
+                    }
+                }
+                from = from_qemu(&mut self.run) => match from {
+                    FromQemu::Exited(exit) => self.exited(exit, false).await,
+                    FromQemu::Event(event) => self.event(event),
+                },
+            }
+        }
+    }
+
+    /// Runs one command; true once the VM is deleted.
+    async fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Configure(changes, reply) => {
+                let _ = reply.send(self.configure(changes).await);
+            }
+            Command::Start(reply) => {
+                let _ = reply.send(self.start().await);
+            }
+            Command::Stop(reply) => {
+                let _ = reply.send(self.stop().await);
+            }
+            Command::Suspend(reply) => {
+                let _ = reply.send(self.suspend().await);
+            }
+            Command::Resume(reply) => {
+                let _ = reply.send(self.resume().await);
+            }
+            Command::Reload(reply) => {
+                let _ = reply.send(self.reload().await);
+            }
+            Command::CommandLine(reply) => {
+                let _ = reply.send(self.command_line());
+            }
+            Command::ReadLog(reply) => {
+                let _ = reply.send(self.read_log());
+            }
+            Command::Delete(reply) => {
+                let result = self.delete().await;
+                let deleted = result.is_ok();
+                let _ = reply.send(result);
+                return deleted;
+            }
+        }
+        false
+    }
+
+    fn name(&self) -> &str {
+        &self.record.settings.name
+    }
+
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    fn publish(&self) {
+        let pid = self.run.as_ref().map_or(0, |r| r.process.pid());
+        let view = view_of(&self.record, self.state, pid, self.accelerated);
+        self.view.send_if_modified(|old| {
+            let changed = *old != view;
+            *old = view;
+            changed
+        });
+    }
+
+    fn set_state(&mut self, next: State) {
+        if self.state == next {
+            return;
+        }
+        if !self.state.can_become(next) {
+            // A bug, not a user error: keep going with what QEMU really does.
+            tracing::error!(vm_id = %self.id(), from = %self.state, to = %next, "illegal state change");
+        }
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), state = %next, "state changed");
+        self.state = next;
+        self.publish();
+    }
+
+    fn vm_dir(&self) -> PathBuf {
+        self.ctx.store.vm_dir(self.id())
+    }
+
+    fn runtime_dir(&self) -> PathBuf {
+        self.ctx.runtime_dir.join(self.id())
+    }
+
+    async fn save(&self, record: Record) -> Result<()> {
+        let store = self.ctx.store.clone();
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(|e| Error::Internal(format!("the save task failed: {e}")))??;
+        Ok(())
+    }
+
+    fn not_running(&self, what: &str) -> Error {
+        Error::InvalidState(format!(
+            "cannot {what} VM '{}': it is {}; start it first",
+            self.name(),
+            self.state
+        ))
+    }
+
+    // ---- settings ----
+
+    async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
+        let old = self.record.settings.clone();
+        let new = settings::apply(&old, &changes, &self.ctx.limits)?;
+        if new == old {
+            return Ok(());
+        }
+        if self.state.is_active() {
+            if let Some(key) = settings::needs_stopped_vm(&old, &new) {
+                return Err(Error::InvalidState(format!(
+                    "cannot change {key} of VM '{}' while it is {}: QEMU holds it; stop the VM first",
+                    self.name(),
+                    self.state
+                )));
+            }
+        }
+        let claims = Claims::take(&self.ctx, self.id(), &old, &new)?;
+        let mut record = self.record.clone();
+        record.settings = new.clone();
+        if let Err(e) = self.save(record.clone()).await {
+            claims.undo(&self.ctx);
+            return Err(e);
+        }
+        claims.release_old(&self.ctx, &old, &new);
+        if let Err(e) = disks::forget(&self.vm_dir(), &old, &new) {
+            tracing::warn!(vm_id = %self.id(), "could not remove an old disk overlay: {e}");
+        }
+        self.record = record;
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), changed = ?changes.iter().map(Setting::key).collect::<Vec<_>>(), "settings changed");
+        self.publish();
+        Ok(())
+    }
+
+    // ---- lifecycle ----
+
+    fn use_kvm(&self) -> Result<bool> {
+        let usable = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .map(drop)
+        };
+        match self.record.settings.accelerator {
+            Accelerator::Tcg => Ok(false),
+            Accelerator::Auto => Ok(usable().is_ok()),
+            Accelerator::Kvm => usable().map(|_| true).map_err(|e| {
+                let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+                Error::StartFailed(format!(
+                    "VM '{}' asks for KVM (Accelerator=kvm) but /dev/kvm is not usable by user {user}: {e}. \
+                     Add {user} to group kvm (and check the CPU's virtualization is on), or set Accelerator to auto or tcg",
+                    self.name()
+                ))
+            }),
+        }
+    }
+
+    fn launch_plan(&self, kvm: bool) -> Result<Vec<String>> {
+        let pidfile = self.runtime_dir().join("qemu.pid");
+        cmdline::build(&cmdline::Launch {
+            settings: &self.record.settings,
+            vm_dir: &self.vm_dir(),
+            pidfile: &pidfile,
+            console_host: &self.ctx.console_host,
+            kvm,
+        })
+    }
+
+    fn command_line(&self) -> Result<Vec<String>> {
+        self.launch_plan(self.use_kvm()?)
+    }
+
+    async fn start(&mut self) -> Result<()> {
+        match self.state {
+            State::Running => return Ok(()),
+            State::Paused => return self.resume().await,
+            State::Stopped => {}
+            State::Starting | State::Stopping => return Err(self.busy()),
+        }
+        self.set_state(State::Starting);
+        match self.launch().await {
+            Ok((run, kvm)) => {
+                self.run = Some(run);
+                self.accelerated = kvm;
+                self.set_state(State::Running);
+                tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = self.run.as_ref().map_or(0, |r| r.process.pid()), kvm, "VM started");
+                Ok(())
+            }
+            Err(e) => {
+                self.clean_runtime();
+                self.set_state(State::Stopped);
+                tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "start failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn busy(&self) -> Error {
+        Error::InvalidState(format!(
+            "VM '{}' is {}; try again once that is done",
+            self.name(),
+            self.state
+        ))
+    }
+
+    /// Everything Start does; on error the caller cleans up and nothing is left running.
+    async fn launch(&mut self) -> Result<(Running, bool)> {
+        let s = self.record.settings.clone();
+        // Files may have gone since they were set.
+        settings::resolve_qemu_path(&s.qemu_path)?;
+        for (key, path) in [
+            ("HdaDiskImage", &s.hda_disk_image),
+            ("HdbDiskImage", &s.hdb_disk_image),
+            ("KernelImage", &s.kernel_image),
+            ("Initrd", &s.initrd),
+        ] {
+            settings::check_file(key, path)?;
+        }
+        let kvm = self.use_kvm()?;
+        let vm_dir = self.vm_dir();
+        disks::prepare(&vm_dir, &s).await?;
+        let cmd = self.launch_plan(kvm)?;
+
+        let rt = self.runtime_dir();
+        let internal = |what: &str, e: std::io::Error| Error::Internal(format!("{what}: {e}"));
+        std::fs::create_dir_all(&rt)
+            .map_err(|e| internal(&format!("cannot create {}", rt.display()), e))?;
+        let qmp_path = rt.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_path);
+        let listener = std::os::unix::net::UnixListener::bind(&qmp_path)
+            .map_err(|e| internal(&format!("cannot bind {}", qmp_path.display()), e))?;
+        let log_path = vm_dir.join("qemu.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| internal(&format!("cannot create {}", log_path.display()), e))?;
+
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), command = %cmd.join(" "), "starting QEMU");
+        let listener_fd = OwnedFd::from(listener);
+        let mut process = Process::spawn(&cmd, &vm_dir, log, &listener_fd)
+            .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", s.qemu_path)))?;
+        drop(listener_fd);
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let connect = async {
+            let stream = UnixStream::connect(&qmp_path)
+                .await
+                .map_err(super::qmp::Error::Io)?;
+            Qmp::handshake(stream, events_tx, QMP_TIMEOUT).await
+        };
+        let qmp = tokio::select! {
+            qmp = connect => qmp,
+            exit = process.exited() => {
+                return Err(Error::StartFailed(format!(
+                    "QEMU did not start VM '{}': {}. {}",
+                    self.name(),
+                    exit.describe(),
+                    self.log_tail()
+                )));
+            }
+        };
+        let qmp = match qmp {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                process.signal(Signal::SIGKILL).ok();
+                process.exited().await;
+                return Err(Error::StartFailed(format!(
+                    "QEMU of VM '{}' did not answer on QMP: {e}. {}",
+                    self.name(),
+                    self.log_tail()
+                )));
+            }
+        };
+        let mut run = Running {
+            process,
+            qmp,
+            events,
+            shutdown: None,
+        };
+        match self.prepare_guest(&mut run).await {
+            Ok(()) => Ok((run, kvm)),
+            Err(e) => {
+                run.process.signal(Signal::SIGKILL).ok();
+                run.process.exited().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// While QEMU is still paused (-S): links down where no tunnel is attached, then go.
+    async fn prepare_guest(&mut self, run: &mut Running) -> Result<()> {
+        for n in 0..self.record.settings.adapters {
+            // A hub whose only port is the NIC stalls the NIC for good; a down link is
+            // also what the guest should see without a cable.
+            run.qmp
+                .execute(
+                    "set_link",
+                    Some(json!({ "name": network::adapter_netdev(n), "up": false })),
+                    QMP_TIMEOUT,
+                )
+                .await?;
+        }
+        run.qmp.execute("cont", None, QMP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        match self.state {
+            State::Stopped => return Ok(()),
+            State::Starting | State::Stopping => return Err(self.busy()),
+            State::Running | State::Paused => {}
+        }
+        self.set_state(State::Stopping);
+        let name = self.record.settings.name.clone();
+        let Some(run) = self.run.as_mut() else {
+            self.set_state(State::Stopped);
+            return Ok(());
+        };
+        let quit = run.qmp.execute("quit", None, STOP_GRACE).await;
+        if let Err(e) = quit {
+            tracing::info!(vm_id = %self.record.id, "QMP quit failed ({e}); sending SIGTERM");
+        }
+        let mut exit = timeout(STOP_GRACE, run.process.exited()).await.ok();
+        for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+            if exit.is_some() {
+                break;
+            }
+            tracing::warn!(vm_id = %self.record.id, signal = %sig, "QEMU did not exit in time");
+            if let Err(e) = run.process.signal(sig) {
+                tracing::warn!(vm_id = %self.record.id, "cannot send {sig}: {e}");
+            }
+            exit = timeout(STOP_GRACE, run.process.exited()).await.ok();
+        }
+        match exit {
+            Some(exit) => {
+                self.exited(exit, true).await;
+                Ok(())
+            }
+            None => Err(Error::Timeout(format!(
+                "QEMU of VM '{name}' (pid {}) did not die even after SIGKILL",
+                run.process.pid()
+            ))),
+        }
+    }
+
+    /// QEMU is gone: record why, unless a client asked for it.
+    async fn exited(&mut self, exit: Exit, requested: bool) {
+        let shutdown = self.run.take().and_then(|r| r.shutdown);
+        self.accelerated = false;
+        self.clean_runtime();
+        let mut record = self.record.clone();
+        record.exit_status = exit.status();
+        record.last_error = if requested {
+            String::new()
+        } else if shutdown.as_deref() == Some("guest-shutdown") {
+            format!("the guest powered itself off ({})", exit.describe())
+        } else {
+            let tail = self.log_tail();
+            format!("{}. {tail}", exit.describe())
+        };
+        if !requested {
+            tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), exit_status = record.exit_status, "VM stopped on its own: {}", record.last_error);
+        }
+        if let Err(e) = self.save(record.clone()).await {
+            tracing::error!(vm_id = %self.id(), "cannot record why the VM stopped: {e}");
+        }
+        self.record = record;
+        self.set_state(State::Stopped);
+    }
+
+    fn event(&mut self, event: Event) {
+        tracing::debug!(vm_id = %self.id(), event = %event.name, data = %event.data, "QMP event");
+        match event.name.as_str() {
+            "STOP" if self.state == State::Running => self.set_state(State::Paused),
+            "RESUME" if self.state == State::Paused => self.set_state(State::Running),
+            "SHUTDOWN" => {
+                if let Some(run) = self.run.as_mut() {
+                    run.shutdown = event.data["reason"].as_str().map(str::to_string);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn qmp(&mut self, command: &str) -> Result<()> {
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))?;
+        run.qmp.execute(command, None, QMP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    async fn suspend(&mut self) -> Result<()> {
+        match self.state {
+            State::Paused => Ok(()),
+            State::Running => {
+                self.qmp("stop").await?;
+                self.set_state(State::Paused);
+                Ok(())
+            }
+            _ => Err(self.not_running("suspend")),
+        }
+    }
+
+    async fn resume(&mut self) -> Result<()> {
+        match self.state {
+            State::Running => Ok(()),
+            State::Paused => {
+                self.qmp("cont").await?;
+                self.set_state(State::Running);
+                Ok(())
+            }
+            _ => Err(self.not_running("resume")),
+        }
+    }
+
+    async fn reload(&mut self) -> Result<()> {
+        match self.state {
+            State::Running | State::Paused => self.qmp("system_reset").await,
+            _ => Err(self.not_running("reload")),
+        }
+    }
+
+    async fn delete(&mut self) -> Result<()> {
+        self.stop().await?;
+        let store = self.ctx.store.clone();
+        let id = self.id().to_string();
+        tokio::task::spawn_blocking(move || store.delete(&id))
+            .await
+            .map_err(|e| Error::Internal(format!("the delete task failed: {e}")))??;
+        let _ = std::fs::remove_dir_all(self.runtime_dir());
+        let s = &self.record.settings;
+        let mut ports = lock(&self.ctx.console_ports);
+        for port in [s.console_port, s.monitor_port] {
+            if port != 0 {
+                ports.release(port);
+            }
+        }
+        drop(ports);
+        lock(&self.ctx.names).remove(&s.name);
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), "VM deleted");
+        Ok(())
+    }
+
+    // ---- files ----
+
+    fn clean_runtime(&self) {
+        let rt = self.runtime_dir();
+        for f in ["qmp.sock", "qemu.pid"] {
+            let _ = std::fs::remove_file(rt.join(f));
+        }
+        let _ = std::fs::remove_dir(rt);
+    }
+
+    fn read_log(&self) -> Result<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.vm_dir().join("qemu.log");
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut bytes = Vec::new();
+        f.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG)))
+            .and_then(|_| f.read_to_end(&mut bytes))
+            .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The last lines of qemu.log, for error messages.
+    fn log_tail(&self) -> String {
+        let log = self.read_log().unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            return "qemu.log is empty".into();
+        }
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        format!("qemu.log ends with:\n{tail}")
+    }
+}
+
+/// What a settings change takes from the shared pools before it is written, so it can be
+/// given back if the write fails.
+struct Claims {
+    name: Option<String>,
+    ports: Vec<u16>,
+}
+
+impl Claims {
+    fn take(
+        ctx: &Context,
+        id: &str,
+        old: &settings::Settings,
+        new: &settings::Settings,
+    ) -> Result<Claims> {
+        let mut claims = Claims {
+            name: None,
+            ports: Vec::new(),
+        };
+        if new.name != old.name {
+            let mut names = lock(&ctx.names);
+            if names.contains_key(&new.name) {
+                return Err(Error::AlreadyExists(format!(
+                    "a VM named '{}' already exists; VM names are unique",
+                    new.name
+                )));
+            }
+            names.insert(new.name.clone(), id.to_string());
+            claims.name = Some(new.name.clone());
+        }
+        let old_ports: BTreeSet<u16> = [old.console_port, old.monitor_port].into();
+        let mut ports = lock(&ctx.console_ports);
+        for port in [new.console_port, new.monitor_port] {
+            if port == 0 || old_ports.contains(&port) {
+                continue;
+            }
+            if let Err(e) = ports.reserve(port) {
+                drop(ports);
+                claims.undo(ctx);
+                return Err(e.into());
+            }
+            claims.ports.push(port);
+        }
+        Ok(claims)
+    }
+
+    fn undo(&self, ctx: &Context) {
+        if let Some(name) = &self.name {
+            lock(&ctx.names).remove(name);
+        }
+        let mut ports = lock(&ctx.console_ports);
+        for p in &self.ports {
+            ports.release(*p);
+        }
+    }
+
+    /// The change is written: give back what the old settings held and the new do not.
+    fn release_old(self, ctx: &Context, old: &settings::Settings, new: &settings::Settings) {
+        if self.name.is_some() {
+            lock(&ctx.names).remove(&old.name);
+        }
+        let kept: BTreeSet<u16> = [new.console_port, new.monitor_port].into();
+        let mut ports = lock(&ctx.console_ports);
+        for p in [old.console_port, old.monitor_port] {
+            if p != 0 && !kept.contains(&p) {
+                ports.release(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The QEMU command line of a VM: a pure function of its settings and where its files live.
+
+use std::path::{Path, PathBuf};
+
+use super::error::Result;
+use super::settings::Settings;
+use super::{network, options};
+
+/// The file descriptor on which QEMU finds its QMP socket, already bound and listening.
+/// The daemon binds it before the spawn, so it can connect at once: no waiting for QEMU to
+/// create a socket file, no race with a stale one.
+pub const QMP_FD: i32 = 3;
+
+/// Where a VM's files are, and what the host decided for it.
+pub struct Launch<'a> {
+    pub settings: &'a Settings,
+    pub vm_dir: &'a Path,
+    pub pidfile: &'a Path,
+    pub console_host: &'a str,
+    pub kvm: bool,
+}
+
+/// The overlay disks QEMU is given, made by `disks::prepare` before the start.
+pub fn hda_overlay(vm_dir: &Path, s: &Settings) -> PathBuf {
+    vm_dir.join(if s.hda_disk_image.is_empty() {
+        "flash.qcow2"
+    } else {
+        "hda_disk.qcow2"
+    })
+}
+
+pub fn hdb_overlay(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("hdb_disk.qcow2")
+}
+
+/// In QEMU's `key=value,...` option syntax a comma inside a value is written twice.
+fn opt_value(p: &Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
+}
+
+fn tcp_server(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("telnet:{host}:{port},server=on,wait=off")
+}
+
+pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
+    let s = l.settings;
+    let mut cmd: Vec<String> = vec![
+        s.qemu_path.clone(),
+        "-name".into(),
+        s.name.clone(),
+        "-m".into(),
+        s.ram.to_string(),
+        "-accel".into(),
+        if l.kvm { "kvm" } else { "tcg" }.into(),
+        "-display".into(),
+        "none".into(),
+        "-S".into(),
+        "-pidfile".into(),
+        l.pidfile.to_string_lossy().into_owned(),
+        "-chardev".into(),
+        format!("socket,id=gns3-qmp,fd={QMP_FD},server=on,wait=off"),
+        "-mon".into(),
+        "chardev=gns3-qmp,mode=control".into(),
+    ];
+    let drive = |path: PathBuf, index: u32| {
+        [
+            "-drive".to_string(),
+            format!(
+                "file={},format=qcow2,if=ide,index={index},media=disk",
+                opt_value(&path)
+            ),
+        ]
+    };
+    cmd.extend(drive(hda_overlay(l.vm_dir, s), 0));
+    if !s.hdb_disk_image.is_empty() {
+        cmd.extend(drive(hdb_overlay(l.vm_dir), 1));
+    }
+    for (flag, value) in [
+        ("-kernel", &s.kernel_image),
+        ("-initrd", &s.initrd),
+        ("-append", &s.kernel_command_line),
+    ] {
+        if !value.is_empty() {
+            cmd.extend([flag.to_string(), value.clone()]);
+        }
+    }
+    if s.console_port != 0 {
+        cmd.extend(["-serial".into(), tcp_server(l.console_host, s.console_port)]);
+    }
+    if s.monitor_port != 0 {
+        cmd.extend([
+            "-monitor".into(),
+            tcp_server(l.console_host, s.monitor_port),
+        ]);
+    }
+    cmd.extend(options::split(&s.options)?);
+    cmd.extend(network::args(s.adapters, &s.adapter_type, &s.mac_address));
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::settings::{Accelerator, Priority};
+
+    fn settings() -> Settings {
+        Settings {
+            name: "r1".into(),
+            qemu_path: "/usr/bin/qemu-system-x86_64".into(),
+            ram: 256,
+            hda_disk_image: String::new(),
+            hdb_disk_image: String::new(),
+            adapters: 1,
+            adapter_type: "e1000".into(),
+            mac_address: "52:54:00:12:34:00".into(),
+            kernel_image: String::new(),
+            initrd: String::new(),
+            kernel_command_line: String::new(),
+            options: String::new(),
+            cpu_throttling: 0,
+            process_priority: Priority::Low,
+            console_port: 5000,
+            monitor_port: 5001,
+            legacy_networking: false,
+            accelerator: Accelerator::Auto,
+        }
+    }
+
+    fn launch(s: &Settings) -> Vec<String> {
+        build(&Launch {
+            settings: s,
+            vm_dir: Path::new("/var/lib/gns3-qemud/vms/ab"),
+            pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
+            console_host: "127.0.0.1",
+            kvm: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_default_vm() {
+        assert_eq!(
+            launch(&settings()).join(" "),
+            "/usr/bin/qemu-system-x86_64 -name r1 -m 256 -accel tcg -display none -S \
+             -pidfile /run/gns3-qemud/ab/qemu.pid \
+             -chardev socket,id=gns3-qmp,fd=3,server=on,wait=off -mon chardev=gns3-qmp,mode=control \
+             -drive file=/var/lib/gns3-qemud/vms/ab/flash.qcow2,format=qcow2,if=ide,index=0,media=disk \
+             -serial telnet:127.0.0.1:5000,server=on,wait=off \
+             -monitor telnet:127.0.0.1:5001,server=on,wait=off \
+             -netdev hubport,id=gns3-0,hubid=0 -device e1000,netdev=gns3-0,mac=52:54:00:12:34:00"
+        );
+    }
+
+    #[test]
+    fn disks_boot_files_options_in_order() {
+        let mut s = settings();
+        s.hda_disk_image = "/images/base.qcow2".into();
+        s.hdb_disk_image = "/images/data.img".into();
+        s.kernel_image = "/boot/vmlinuz".into();
+        s.initrd = "/boot/initrd.gz".into();
+        s.kernel_command_line = "console=ttyS0 panic=-1".into();
+        s.options = "-cpu max -smp 2".into();
+        s.console_port = 0;
+        s.monitor_port = 0;
+        s.adapters = 0;
+        let cmd = launch(&s);
+        let tail = cmd[cmd.iter().position(|a| a == "-drive").unwrap()..].join(" ");
+        assert_eq!(
+            tail,
+            "-drive file=/var/lib/gns3-qemud/vms/ab/hda_disk.qcow2,format=qcow2,if=ide,index=0,media=disk \
+             -drive file=/var/lib/gns3-qemud/vms/ab/hdb_disk.qcow2,format=qcow2,if=ide,index=1,media=disk \
+             -kernel /boot/vmlinuz -initrd /boot/initrd.gz -append console=ttyS0 panic=-1 \
+             -cpu max -smp 2 -nic none"
+        );
+    }
+
+    #[test]
+    fn commas_in_paths_and_ipv6_hosts() {
+        let s = settings();
+        let cmd = build(&Launch {
+            settings: &s,
+            vm_dir: Path::new("/srv/a,b"),
+            pidfile: Path::new("/run/x.pid"),
+            console_host: "::1",
+            kvm: true,
+        })
+        .unwrap();
+        assert!(cmd
+            .contains(&"file=/srv/a,,b/flash.qcow2,format=qcow2,if=ide,index=0,media=disk".into()));
+        assert!(cmd.contains(&"telnet:[::1]:5000,server=on,wait=off".into()));
+        assert!(cmd.windows(2).any(|w| w == ["-accel", "kvm"]));
+    }
+}

@@ -1,0 +1,125 @@
+//! One VM: its settings, command line, QEMU process, QMP connection, disks and network, all
+//! owned by one actor task. Everyone else holds a [`Handle`]: a channel to send it
+//! [`Command`]s, and a watch of its [`View`] to read properties without waiting on it.
+
+pub mod actor;
+pub mod cmdline;
+pub mod disks;
+pub mod error;
+pub mod network;
+pub mod options;
+pub mod process;
+pub mod qmp;
+pub mod settings;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use error::{Error, Result};
+pub use settings::{Setting, Settings};
+pub use state::State;
+
+use crate::ports::Ports;
+use crate::store::Store;
+
+/// What every VM actor shares: where files go, the host's limits, and the two things that
+/// must be unique across VMs (names, ports).
+pub struct Context {
+    pub store: Store,
+    pub runtime_dir: PathBuf,
+    pub console_host: String,
+    pub limits: settings::Limits,
+    pub console_ports: Mutex<Ports>,
+    /// name -> id of every VM.
+    pub names: Mutex<HashMap<String, String>>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
+/// section is a single insert or remove).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Everything clients can read about a VM; published by the actor on every change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    pub id: String,
+    pub project: String,
+    pub settings: Settings,
+    pub state: State,
+    pub pid: u32,
+    pub accelerated: bool,
+    pub tunnels: Vec<(u32, u16, String, u16)>,
+    pub exit_status: i32,
+    pub last_error: String,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// The one set of requests between the D-Bus face and a VM.
+pub enum Command {
+    Configure(Vec<Setting>, Reply<()>),
+    Start(Reply<()>),
+    Stop(Reply<()>),
+    Suspend(Reply<()>),
+    Resume(Reply<()>),
+    Reload(Reply<()>),
+    Delete(Reply<()>),
+    CommandLine(Reply<Vec<String>>),
+    ReadLog(Reply<String>),
+}
+
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    view: watch::Receiver<View>,
+}
+
+impl Handle {
+    pub fn view(&self) -> watch::Ref<'_, View> {
+        self.view.borrow()
+    }
+
+    /// A receiver that wakes on every change of the view, and ends when the VM is gone.
+    pub fn watch(&self) -> watch::Receiver<View> {
+        self.view.clone()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let gone = || Error::NotFound(format!("VM {} has been deleted", self.view.borrow().id));
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn configure(&self, changes: Vec<Setting>) -> Result<()> {
+        self.call(|r| Command::Configure(changes, r)).await
+    }
+    pub async fn start(&self) -> Result<()> {
+        self.call(Command::Start).await
+    }
+    pub async fn stop(&self) -> Result<()> {
+        self.call(Command::Stop).await
+    }
+    pub async fn suspend(&self) -> Result<()> {
+        self.call(Command::Suspend).await
+    }
+    pub async fn resume(&self) -> Result<()> {
+        self.call(Command::Resume).await
+    }
+    pub async fn reload(&self) -> Result<()> {
+        self.call(Command::Reload).await
+    }
+    pub async fn delete(&self) -> Result<()> {
+        self.call(Command::Delete).await
+    }
+    pub async fn command_line(&self) -> Result<Vec<String>> {
+        self.call(Command::CommandLine).await
+    }
+    pub async fn read_log(&self) -> Result<String> {
+        self.call(Command::ReadLog).await
+    }
+}

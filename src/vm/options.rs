@@ -1,0 +1,90 @@
+//! The user's extra QEMU options (`Options`): split as a shell would, and kept away from
+//! what the daemon itself must own for the VM to be controllable.
+
+use super::error::{Error, Result};
+
+/// Splits `Options` into arguments. Quotes and backslashes work as in a POSIX shell;
+/// nothing is expanded.
+pub fn split(options: &str) -> Result<Vec<String>> {
+    shlex::split(options).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "Options '{}' cannot be split into arguments: a quote is not closed or a backslash ends it",
+            super::settings::shown(options)
+        ))
+    })
+}
+
+/// Refuses options that would take the VM away from the daemon. `console`/`monitor` say
+/// whether the daemon puts its own `-serial`/`-monitor` on the command line.
+pub fn check(options: &str, console: bool, monitor: bool) -> Result<()> {
+    for arg in split(options)? {
+        // QEMU accepts `--opt` as well as `-opt`.
+        let Some(opt) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            continue;
+        };
+        let why = match opt {
+            "qmp" | "qmp-pretty" => {
+                "the daemon controls the VM through its own QMP socket; a second one could stop or reconfigure it behind the daemon's back"
+            }
+            "pidfile" => "the daemon writes the pid file itself, to find the VM again after a restart",
+            "daemonize" => "QEMU must stay the daemon's child so that its exit is seen at once",
+            "S" => "the daemon already starts QEMU paused and resumes it once the VM is set up",
+            "serial" if console => {
+                "the serial port is the VM's console on ConsolePort; set ConsolePort to 0 to pass your own -serial"
+            }
+            "monitor" if monitor => {
+                "the monitor is served on MonitorPort; set MonitorPort to 0 to pass your own -monitor"
+            }
+            "nographic" if console || monitor => {
+                "it moves the serial port and monitor to stdio, away from ConsolePort and MonitorPort"
+            }
+            _ => continue,
+        };
+        return Err(Error::InvalidArgument(format!(
+            "Options may not contain '{arg}': {why}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(
+            split(r#"-cpu host -append "a b" 'c d' e\ f"#).unwrap(),
+            ["-cpu", "host", "-append", "a b", "c d", "e f"]
+        );
+        assert!(split("").unwrap().is_empty());
+        assert!(matches!(split("-name 'x"), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn refuses_what_the_daemon_owns() {
+        for bad in [
+            "-qmp unix:/x",
+            "--qmp tcp::1",
+            "-pidfile /x",
+            "-daemonize",
+            "-S",
+        ] {
+            let e = check(bad, true, true).unwrap_err().to_string();
+            assert!(e.contains("may not contain"), "{bad}: {e}");
+        }
+        assert!(check("-serial stdio", true, false)
+            .unwrap_err()
+            .to_string()
+            .contains("ConsolePort"));
+        assert!(check("-serial stdio", false, true).is_ok());
+        assert!(check("-monitor stdio", true, true)
+            .unwrap_err()
+            .to_string()
+            .contains("MonitorPort"));
+        assert!(check("-monitor stdio", true, false).is_ok());
+        assert!(check("-cpu max -smp 2 -vga std", true, true).is_ok());
+        // a value that merely looks like an option name is an argument, not an option
+        assert!(check("-name qmp", true, true).is_ok());
+    }
+}

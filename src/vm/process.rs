@@ -1,0 +1,179 @@
+//! The QEMU process: spawned in a session of its own (it outlives the daemon), held by a
+//! pidfd so that its exit wakes the actor at once and a recycled pid is never signalled.
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use tokio::io::unix::AsyncFd;
+
+use super::cmdline::QMP_FD;
+
+/// How a QEMU process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Not our child (found again after a daemon restart): the status went to init.
+    Unknown,
+}
+
+impl Exit {
+    /// The `ExitStatus` property: the exit code, minus the signal number, or -1.
+    pub fn status(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => -s,
+            Exit::Unknown => -1,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Exit::Code(c) => format!("QEMU exited with status {c}"),
+            Exit::Signal(s) => {
+                let name = Signal::try_from(s).map(Signal::as_str).unwrap_or("?");
+                format!("QEMU was killed by signal {s} ({name})")
+            }
+            Exit::Unknown => "QEMU exited".into(),
+        }
+    }
+}
+
+pub struct Process {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    exit: Option<Exit>,
+}
+
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; nothing is borrowed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout and stderr to `log`, `qmp` as fd [`QMP_FD`], in `cwd`.
+    pub fn spawn(cmd: &[String], cwd: &Path, log: File, qmp: &OwnedFd) -> io::Result<Process> {
+        let (program, args) = cmd
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
+        let log_err = log.try_clone()?;
+        let qmp_fd = qmp.as_raw_fd();
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+        // (setsid, dup2, fcntl) and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                // A session of its own: a Ctrl-C or SIGTERM for the daemon's process group
+                // must not reach the VMs, which outlive the daemon.
+                nix::unistd::setsid()?;
+                if qmp_fd == QMP_FD {
+                    let flags = libc::fcntl(QMP_FD, libc::F_GETFD);
+                    if flags < 0
+                        || libc::fcntl(QMP_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(qmp_fd, QMP_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // The std handle is dropped without a wait: the pidfd below is how the exit is seen,
+        // and `exited` reaps the zombie.
+        drop(child);
+        Self::attach(pid)
+    }
+
+    /// Holds a running process by pid, our child or not.
+    pub fn attach(pid: Pid) -> io::Result<Process> {
+        let fd = pidfd_open(pid)?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which alone closes it, after it has
+        // deregistered it.
+        let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
+        Ok(Process {
+            pid,
+            pidfd,
+            exit: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Waits until the process has ended, and reaps it. Cancel-safe; returns at once once
+    /// the exit is known.
+    pub async fn exited(&mut self) -> Exit {
+        loop {
+            if let Some(exit) = self.exit {
+                return exit;
+            }
+            let Ok(mut ready) = self.pidfd.readable().await else {
+                // The pidfd cannot fail to poll; if it ever did, polling the pid is all we have.
+                self.exit = Some(self.reap().unwrap_or(Exit::Unknown));
+                continue;
+            };
+            match self.reap() {
+                Some(exit) => self.exit = Some(exit),
+                None => ready.clear_ready(),
+            }
+        }
+    }
+
+    /// The exit status if the process is gone, None if it still runs.
+    fn reap(&self) -> Option<Exit> {
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
+            Ok(_) => None,
+            // Not our child: readable pidfd means it has exited.
+            Err(nix::errno::Errno::ECHILD) => Some(Exit::Unknown),
+            Err(_) => None,
+        }
+    }
+
+    /// Sends `sig` through the pidfd: it can never reach another process that got the pid.
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        // SAFETY: plain syscall on an fd we own; the info pointer is null as the man page allows.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // ESRCH: it has already exited, which is what the caller wanted.
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

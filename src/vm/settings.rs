@@ -1,0 +1,621 @@
+//! A VM's settings: what is stored in `vm.json`, what clients may change, and the checks
+//! every change goes through before anything is written.
+
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::fs;
+use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{Error, Result};
+use super::options;
+
+pub const DEFAULT_RAM_MIB: u32 = 256;
+pub const DEFAULT_ADAPTER_TYPE: &str = "e1000";
+pub const MAX_ADAPTERS: u32 = 32;
+const MAX_NAME: usize = 64;
+const MAX_PROJECT: usize = 256;
+const MAX_PATH: usize = 4096;
+const MAX_KERNEL_COMMAND_LINE: usize = 4096;
+const MAX_OPTIONS: usize = 16 * 1024;
+
+/// Process priority, as the seed named the levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    #[serde(rename = "realtime")]
+    Realtime,
+    #[serde(rename = "very high")]
+    VeryHigh,
+    #[serde(rename = "high")]
+    High,
+    #[serde(rename = "normal")]
+    Normal,
+    #[serde(rename = "low")]
+    Low,
+    #[serde(rename = "very low")]
+    VeryLow,
+}
+
+impl Priority {
+    const ALL: [Priority; 6] = [
+        Priority::Realtime,
+        Priority::VeryHigh,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+        Priority::VeryLow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Realtime => "realtime",
+            Priority::VeryHigh => "very high",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+            Priority::VeryLow => "very low",
+        }
+    }
+
+    pub fn nice(self) -> i32 {
+        match self {
+            Priority::Realtime => -20,
+            Priority::VeryHigh => -15,
+            Priority::High => -5,
+            Priority::Normal => 0,
+            Priority::Low => 5,
+            Priority::VeryLow => 19,
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "ProcessPriority '{s}' is not a priority; use one of: realtime, very high, high, normal, low, very low"
+            ))
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Auto => "auto",
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Accelerator::Auto),
+            "kvm" => Ok(Accelerator::Kvm),
+            "tcg" => Ok(Accelerator::Tcg),
+            _ => Err(Error::InvalidArgument(format!(
+                "Accelerator '{s}' is not known; use auto (KVM where /dev/kvm is usable, else TCG), kvm or tcg"
+            ))),
+        }
+    }
+}
+
+/// Everything a client may set, as stored in `vm.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Settings {
+    pub name: String,
+    pub qemu_path: String,
+    pub ram: u32,
+    pub hda_disk_image: String,
+    pub hdb_disk_image: String,
+    pub adapters: u32,
+    pub adapter_type: String,
+    pub mac_address: String,
+    pub kernel_image: String,
+    pub initrd: String,
+    pub kernel_command_line: String,
+    pub options: String,
+    pub cpu_throttling: u32,
+    pub process_priority: Priority,
+    pub console_port: u16,
+    pub monitor_port: u16,
+    pub legacy_networking: bool,
+    pub accelerator: Accelerator,
+}
+
+/// One requested change, carrying the value as the client sent it. Checked by [`apply`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Setting {
+    Name(String),
+    QemuPath(String),
+    Ram(u32),
+    HdaDiskImage(String),
+    HdbDiskImage(String),
+    Adapters(u32),
+    AdapterType(String),
+    MacAddress(String),
+    KernelImage(String),
+    Initrd(String),
+    KernelCommandLine(String),
+    Options(String),
+    CpuThrottling(u32),
+    ProcessPriority(String),
+    ConsolePort(u16),
+    MonitorPort(u16),
+    LegacyNetworking(bool),
+    Accelerator(String),
+}
+
+impl Setting {
+    /// The D-Bus property name of the setting.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Setting::Name(_) => "Name",
+            Setting::QemuPath(_) => "QemuPath",
+            Setting::Ram(_) => "Ram",
+            Setting::HdaDiskImage(_) => "HdaDiskImage",
+            Setting::HdbDiskImage(_) => "HdbDiskImage",
+            Setting::Adapters(_) => "Adapters",
+            Setting::AdapterType(_) => "AdapterType",
+            Setting::MacAddress(_) => "MacAddress",
+            Setting::KernelImage(_) => "KernelImage",
+            Setting::Initrd(_) => "Initrd",
+            Setting::KernelCommandLine(_) => "KernelCommandLine",
+            Setting::Options(_) => "Options",
+            Setting::CpuThrottling(_) => "CpuThrottling",
+            Setting::ProcessPriority(_) => "ProcessPriority",
+            Setting::ConsolePort(_) => "ConsolePort",
+            Setting::MonitorPort(_) => "MonitorPort",
+            Setting::LegacyNetworking(_) => "LegacyNetworking",
+            Setting::Accelerator(_) => "Accelerator",
+        }
+    }
+}
+
+/// The first setting that differs between `old` and `new` and cannot change under a running
+/// QEMU: the process holds the ports and the disk overlays, and the adapters are its PCI
+/// devices. Everything else is stored and used at the next start.
+pub fn needs_stopped_vm(old: &Settings, new: &Settings) -> Option<&'static str> {
+    [
+        ("HdaDiskImage", old.hda_disk_image != new.hda_disk_image),
+        ("HdbDiskImage", old.hdb_disk_image != new.hdb_disk_image),
+        ("Adapters", old.adapters != new.adapters),
+        ("ConsolePort", old.console_port != new.console_port),
+        ("MonitorPort", old.monitor_port != new.monitor_port),
+    ]
+    .into_iter()
+    .find_map(|(key, differs)| differs.then_some(key))
+}
+
+/// Facts about the host and the daemon's configuration that the checks need.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub host_ram_mib: u64,
+    pub host_cpus: u32,
+    pub console_ports: RangeInclusive<u16>,
+}
+
+/// Returns `current` with every change applied, or the first change that is not valid.
+/// Nothing is touched on disk: the caller writes the result only if this succeeds.
+pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result<Settings> {
+    let mut next = current.clone();
+    for change in changes {
+        apply_one(&mut next, change, limits)?;
+    }
+    options::check(
+        &next.options,
+        next.console_port != 0,
+        next.monitor_port != 0,
+    )?;
+    if next.console_port != 0 && next.console_port == next.monitor_port {
+        return Err(Error::InvalidArgument(format!(
+            "ConsolePort and MonitorPort are both {}; they must differ",
+            next.console_port
+        )));
+    }
+    super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    Ok(next)
+}
+
+fn apply_one(s: &mut Settings, change: &Setting, limits: &Limits) -> Result<()> {
+    match change {
+        Setting::Name(v) => s.name = check_name(v)?,
+        Setting::QemuPath(v) => s.qemu_path = resolve_qemu_path(v)?,
+        Setting::Ram(v) => s.ram = check_ram(*v, limits.host_ram_mib)?,
+        Setting::HdaDiskImage(v) => s.hda_disk_image = check_file("HdaDiskImage", v)?,
+        Setting::HdbDiskImage(v) => s.hdb_disk_image = check_file("HdbDiskImage", v)?,
+        Setting::KernelImage(v) => s.kernel_image = check_file("KernelImage", v)?,
+        Setting::Initrd(v) => s.initrd = check_file("Initrd", v)?,
+        Setting::Adapters(v) => {
+            if *v > MAX_ADAPTERS {
+                return Err(Error::InvalidArgument(format!(
+                    "Adapters {v} is too many; a VM has 0 to {MAX_ADAPTERS} adapters"
+                )));
+            }
+            s.adapters = *v;
+        }
+        Setting::AdapterType(v) => s.adapter_type = super::network::check_adapter_type(v)?,
+        Setting::MacAddress(v) => s.mac_address = super::network::normalize_mac(v)?,
+        Setting::KernelCommandLine(v) => {
+            check_len("KernelCommandLine", v, MAX_KERNEL_COMMAND_LINE)?;
+            s.kernel_command_line = v.clone();
+        }
+        Setting::Options(v) => {
+            check_len("Options", v, MAX_OPTIONS)?;
+            s.options = v.clone();
+        }
+        Setting::CpuThrottling(v) => {
+            let max = 100 * limits.host_cpus;
+            if *v > max {
+                return Err(Error::InvalidArgument(format!(
+                    "CpuThrottling {v} is above {max}: it is a percentage of one CPU (0 = off), up to 100 × the {} CPUs of this host",
+                    limits.host_cpus
+                )));
+            }
+            s.cpu_throttling = *v;
+        }
+        Setting::ProcessPriority(v) => s.process_priority = Priority::parse(v)?,
+        Setting::ConsolePort(v) => s.console_port = check_port("ConsolePort", *v, limits)?,
+        Setting::MonitorPort(v) => s.monitor_port = check_port("MonitorPort", *v, limits)?,
+        Setting::LegacyNetworking(v) => s.legacy_networking = *v,
+        Setting::Accelerator(v) => s.accelerator = Accelerator::parse(v)?,
+    }
+    Ok(())
+}
+
+fn check_len(key: &str, v: &str, max: usize) -> Result<()> {
+    if v.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{key} is {} bytes long; at most {max} are allowed",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Shows a value in an error message without flooding it: long values are cut.
+pub fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    if v.chars().count() <= MAX {
+        return v.to_string();
+    }
+    let cut: String = v.chars().take(MAX).collect();
+    format!("{cut}… ({} bytes)", v.len())
+}
+
+pub fn check_name(v: &str) -> Result<String> {
+    let ok_chars = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if v.is_empty() || v.len() > MAX_NAME || !ok_chars {
+        return Err(Error::InvalidArgument(format!(
+            "VM name '{}' is not allowed: use 1 to {MAX_NAME} characters among letters, digits, '.', '_' and '-'",
+            shown(v)
+        )));
+    }
+    Ok(v.to_string())
+}
+
+pub fn check_project(v: &str) -> Result<String> {
+    if v.len() > MAX_PROJECT || v.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "Project '{}' is not allowed: at most {MAX_PROJECT} bytes, no control characters",
+            shown(v)
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn check_ram(v: u32, host_mib: u64) -> Result<u32> {
+    if v == 0 || u64::from(v) > host_mib {
+        return Err(Error::InvalidArgument(format!(
+            "Ram {v} MiB is out of range: it must be at least 1 MiB and at most the host's {host_mib} MiB"
+        )));
+    }
+    Ok(v)
+}
+
+fn check_port(key: &str, v: u16, limits: &Limits) -> Result<u16> {
+    if v != 0 && !limits.console_ports.contains(&v) {
+        return Err(Error::InvalidArgument(format!(
+            "{key} {v} is outside the console port range {}-{} of this daemon (0 = none)",
+            limits.console_ports.start(),
+            limits.console_ports.end()
+        )));
+    }
+    Ok(v)
+}
+
+/// A boot file or base disk image: empty (unset) or an absolute path to a readable file.
+pub fn check_file(key: &str, v: &str) -> Result<String> {
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    check_len(key, v, MAX_PATH)?;
+    let path = Path::new(v);
+    if !path.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "{key} '{}' is not an absolute path; give the full path (starting with /)",
+            shown(v)
+        )));
+    }
+    let not_accessible = |why: String| Error::ImageNotAccessible(format!("{key} '{v}' {why}"));
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(not_accessible("is not a regular file".into())),
+        Err(e) => {
+            return Err(match fs::read_link(path) {
+                Ok(target) => not_accessible(format!(
+                    "is a symlink to '{}', which is not accessible ({e})",
+                    target.display()
+                )),
+                Err(_) => not_accessible(format!("is not accessible ({e})")),
+            })
+        }
+    }
+    fs::File::open(path)
+        .map_err(|e| not_accessible(format!("cannot be read by the daemon ({e})")))?;
+    Ok(v.to_string())
+}
+
+/// The seed's rule: a bare name is looked up in PATH; the result must be an executable file.
+/// The absolute path is what gets stored, so a VM keeps its binary when PATH changes.
+pub fn resolve_qemu_path(v: &str) -> Result<String> {
+    check_len("QemuPath", v, MAX_PATH)?;
+    if v.is_empty() {
+        return Err(Error::QemuNotFound(
+            "QemuPath is empty; give a QEMU binary such as qemu-system-x86_64".into(),
+        ));
+    }
+    let path = if v.contains('/') {
+        if !v.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "QemuPath '{}' is relative; give an absolute path or a bare name looked up in PATH",
+                shown(v)
+            )));
+        }
+        PathBuf::from(v)
+    } else {
+        which(OsStr::new(v)).ok_or_else(|| {
+            Error::QemuNotFound(format!(
+                "QEMU binary '{}' is not in PATH ({}); install QEMU (Debian: qemu-system-x86) or give its absolute path",
+                shown(v),
+                std::env::var("PATH").unwrap_or_default()
+            ))
+        })?
+    };
+    let meta = fs::metadata(&path).map_err(|e| {
+        Error::QemuNotFound(format!(
+            "QEMU binary '{}' is not accessible: {e}",
+            path.display()
+        ))
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::QemuNotFound(format!(
+            "QEMU binary '{}' is not an executable file",
+            path.display()
+        )));
+    }
+    nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).map_err(|e| {
+        Error::QemuNotFound(format!(
+            "QEMU binary '{}' is not executable by the daemon: {e}",
+            path.display()
+        ))
+    })?;
+    path.into_os_string()
+        .into_string()
+        .map_err(|p| Error::InvalidArgument(format!("QemuPath {p:?} is not UTF-8")))
+}
+
+/// The first executable `name` in PATH.
+pub fn which(name: &OsStr) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Accepts a UUID with or without dashes, any case; returns the 32 lowercase hex digits the
+/// object path uses.
+pub fn normalize_id(v: &str) -> Result<String> {
+    let hex: String = v.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument(format!(
+            "Id '{}' is not a UUID: give 32 hexadecimal digits, dashes allowed",
+            shown(v)
+        )));
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// A fresh random id (UUID version 4, as 32 hex digits).
+pub fn new_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            host_ram_mib: 4096,
+            host_cpus: 2,
+            console_ports: 5000..=10000,
+        }
+    }
+
+    pub(crate) fn sample() -> Settings {
+        Settings {
+            name: "r1".into(),
+            qemu_path: "/usr/bin/qemu-system-x86_64".into(),
+            ram: DEFAULT_RAM_MIB,
+            hda_disk_image: String::new(),
+            hdb_disk_image: String::new(),
+            adapters: 1,
+            adapter_type: DEFAULT_ADAPTER_TYPE.into(),
+            mac_address: "52:54:00:12:34:00".into(),
+            kernel_image: String::new(),
+            initrd: String::new(),
+            kernel_command_line: String::new(),
+            options: String::new(),
+            cpu_throttling: 0,
+            process_priority: Priority::Low,
+            console_port: 5000,
+            monitor_port: 5001,
+            legacy_networking: false,
+            accelerator: Accelerator::Auto,
+        }
+    }
+
+    fn invalid(changes: &[Setting]) -> String {
+        match apply(&sample(), changes, &limits()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{changes:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("R1_core-2.a").is_ok());
+        assert!(check_name(&"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(65)] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.contains("letters, digits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ram_bounds_name_the_host_memory() {
+        assert!(invalid(&[Setting::Ram(0)]).contains("at least 1 MiB"));
+        assert!(invalid(&[Setting::Ram(4097)]).contains("4096 MiB"));
+        assert_eq!(
+            apply(&sample(), &[Setting::Ram(4096)], &limits())
+                .unwrap()
+                .ram,
+            4096
+        );
+    }
+
+    #[test]
+    fn throttling_is_capped_by_cpus() {
+        assert!(apply(&sample(), &[Setting::CpuThrottling(200)], &limits()).is_ok());
+        assert!(invalid(&[Setting::CpuThrottling(201)]).contains("200"));
+    }
+
+    #[test]
+    fn priorities_and_nice_levels() {
+        let expect = [
+            ("realtime", -20),
+            ("very high", -15),
+            ("high", -5),
+            ("normal", 0),
+            ("low", 5),
+            ("very low", 19),
+        ];
+        for (name, nice) in expect {
+            let s = apply(
+                &sample(),
+                &[Setting::ProcessPriority(name.into())],
+                &limits(),
+            )
+            .unwrap();
+            assert_eq!(s.process_priority.nice(), nice);
+            assert_eq!(s.process_priority.as_str(), name);
+        }
+        assert!(invalid(&[Setting::ProcessPriority("urgent".into())]).contains("very high"));
+    }
+
+    #[test]
+    fn ports_must_be_in_range_and_distinct() {
+        assert!(invalid(&[Setting::ConsolePort(80)]).contains("5000-10000"));
+        assert!(invalid(&[Setting::ConsolePort(5001)]).contains("must differ"));
+        let s = apply(&sample(), &[Setting::ConsolePort(0)], &limits()).unwrap();
+        assert_eq!(s.console_port, 0);
+    }
+
+    #[test]
+    fn files_must_be_absolute_readable_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("base.img");
+        fs::write(&file, b"x").unwrap();
+        let f = file.to_str().unwrap();
+        assert_eq!(check_file("HdaDiskImage", f).unwrap(), f);
+        assert_eq!(check_file("HdaDiskImage", "").unwrap(), "");
+        assert!(matches!(
+            check_file("Initrd", "rel/path"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let e = check_file("Initrd", dir.path().to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, Error::ImageNotAccessible(_)) && e.to_string().contains("regular"));
+        let link = dir.path().join("broken");
+        std::os::unix::fs::symlink("/nonexistent/target.img", &link).unwrap();
+        let e = check_file("KernelImage", link.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/target.img"), "{e}");
+    }
+
+    #[test]
+    fn qemu_path_lookup() {
+        let e = resolve_qemu_path("no-such-qemu-binary").unwrap_err();
+        assert!(matches!(e, Error::QemuNotFound(_)));
+        assert!(matches!(
+            resolve_qemu_path("bin/qemu"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let sh = resolve_qemu_path("sh").unwrap();
+        assert!(sh.starts_with('/') && sh.ends_with("/sh"), "{sh}");
+        let dir = tempfile::tempdir().unwrap();
+        let noexec = dir.path().join("qemu");
+        fs::write(&noexec, b"").unwrap();
+        assert!(matches!(
+            resolve_qemu_path(noexec.to_str().unwrap()),
+            Err(Error::QemuNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn ids() {
+        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+        assert_eq!(
+            normalize_id(id).unwrap(),
+            "6f9619ff8b86d011b42d00c04fc964ff"
+        );
+        assert!(normalize_id("xyz").is_err());
+        let fresh = new_id().unwrap();
+        assert_eq!(normalize_id(&fresh).unwrap(), fresh);
+        assert_eq!(&fresh[12..13], "4");
+    }
+
+    #[test]
+    fn a_failed_change_list_changes_nothing() {
+        let before = sample();
+        let r = apply(&before, &[Setting::Ram(512), Setting::Ram(0)], &limits());
+        assert!(r.is_err());
+        assert_eq!(before, sample());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let e = invalid(&[Setting::Name("x".repeat(65536))]);
+        assert!(e.len() < 300, "{}", e.len());
+    }
+}

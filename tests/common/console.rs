@@ -1,0 +1,185 @@
+//! A client for a guest's serial console served by QEMU as a telnet server
+//! (`-serial telnet:127.0.0.1:PORT,server=on,wait=off`).
+//!
+//! QEMU drops console output while no client is connected, so connect before the guest prints
+//! what the test waits for.
+
+// Every tests/*.rs binary compiles this module but not all of them use all of it.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const IAC: u8 = 0xFF;
+const SB: u8 = 0xFA;
+const SE: u8 = 0xF0;
+
+/// How much of the unread output a timeout error shows.
+const TAIL: usize = 2000;
+
+// Process-wide so that two Consoles on the same guest never wait for each other's markers.
+static NEXT_MARKER: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Copy)]
+enum Telnet {
+    Data,
+    Iac,
+    Option,
+    Sub,
+    SubIac,
+}
+
+pub struct Console {
+    stream: TcpStream,
+    /// Console output, telnet commands removed, not yet consumed by `wait_for`.
+    buf: Vec<u8>,
+    /// Telnet parser state, kept because a command can straddle two reads.
+    telnet: Telnet,
+}
+
+impl Console {
+    /// Connects to QEMU's telnet serial port on 127.0.0.1, retrying for up to 10 s while QEMU
+    /// is still starting. Panics if it never accepts.
+    pub fn connect(port: u16) -> Console {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut backoff = Duration::from_millis(10);
+        let stream = loop {
+            match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("cannot connect to the serial console on 127.0.0.1:{port}: {e}")
+                }
+                Err(_) => {
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+            }
+        };
+        stream.set_nodelay(true).expect("TCP_NODELAY on the console");
+        Console {
+            stream,
+            buf: Vec::new(),
+            telnet: Telnet::Data,
+        }
+    }
+
+    /// Reads until `needle` appears and returns everything up to and including it; the next
+    /// call searches only what follows. On timeout or EOF, returns an error with the tail of
+    /// the unread output, which stays unread.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let needle = needle.as_bytes();
+        let mut from = 0;
+        loop {
+            if let Some(pos) = find(&self.buf[from..], needle) {
+                let end = from + pos + needle.len();
+                let text: Vec<u8> = self.buf.drain(..end).collect();
+                return Ok(String::from_utf8_lossy(&text).into_owned());
+            }
+            // Only the last needle.len()-1 bytes can start a match that more input completes.
+            from = self.buf.len().saturating_sub(needle.len().saturating_sub(1));
+
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.failure(&format!(
+                    "timed out after {timeout:?} waiting for {:?}",
+                    String::from_utf8_lossy(needle)
+                )));
+            }
+            match self.read_some(deadline - now) {
+                Ok(0) => {
+                    return Err(self.failure(&format!(
+                        "console closed while waiting for {:?}",
+                        String::from_utf8_lossy(needle)
+                    )))
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(self.failure(&format!("reading the console: {e}"))),
+            }
+        }
+    }
+
+    /// Types `line` and Enter.
+    pub fn send_line(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("writing {line:?} to the console: {e}"));
+    }
+
+    /// Runs `cmd` in the guest's shell and returns its output (stdout and stderr, with `\n`
+    /// line ends). `cmd` is typed as `...; cmd; ...` on one line, so it must not end in `&`
+    /// (write `(cmd &)`) and must not read stdin.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let n = NEXT_MARKER.fetch_add(1, Ordering::Relaxed);
+        // The shell computes the marker numbers, so the echo of the typed line never matches;
+        // the begin marker skips that echo and the prompt.
+        self.send_line(&format!(
+            "echo __BEGIN_$((1+{n}))__; {cmd}; echo __DONE_$((1+{n}))__"
+        ));
+        let begin = format!("__BEGIN_{}__", n + 1);
+        let done = format!("__DONE_{}__", n + 1);
+        self.wait_for(&begin, timeout)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let out = self.wait_for(&done, remaining)?;
+        let out = out[..out.len() - done.len()].replace("\r\n", "\n");
+        Ok(out.strip_prefix('\n').unwrap_or(&out).to_owned())
+    }
+
+    fn read_some(&mut self, timeout: Duration) -> std::io::Result<usize> {
+        // A zero timeout would mean "block forever" to set_read_timeout.
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut chunk = [0u8; 4096];
+        let len = self.stream.read(&mut chunk)?;
+        for &b in &chunk[..len] {
+            self.telnet = match (self.telnet, b) {
+                (Telnet::Data, IAC) => Telnet::Iac,
+                (Telnet::Data, b) => {
+                    self.buf.push(b);
+                    Telnet::Data
+                }
+                // An escaped 0xFF data byte.
+                (Telnet::Iac, IAC) => {
+                    self.buf.push(IAC);
+                    Telnet::Data
+                }
+                // WILL, WONT, DO, DONT take an option byte.
+                (Telnet::Iac, 0xFB..=0xFE) => Telnet::Option,
+                (Telnet::Iac, SB) => Telnet::Sub,
+                // Any other command is two bytes.
+                (Telnet::Iac, _) => Telnet::Data,
+                (Telnet::Option, _) => Telnet::Data,
+                (Telnet::Sub, IAC) => Telnet::SubIac,
+                (Telnet::Sub, _) => Telnet::Sub,
+                (Telnet::SubIac, SE) => Telnet::Data,
+                (Telnet::SubIac, _) => Telnet::Sub,
+            };
+        }
+        Ok(len)
+    }
+
+    fn failure(&self, what: &str) -> String {
+        let tail = &self.buf[self.buf.len().saturating_sub(TAIL)..];
+        format!(
+            "{what}; unread console output (last {} bytes):\n{}",
+            tail.len(),
+            String::from_utf8_lossy(tail)
+        )
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
