@@ -58,7 +58,9 @@ impl Console {
                 }
             }
         };
-        stream.set_nodelay(true).expect("TCP_NODELAY on the console");
+        stream
+            .set_nodelay(true)
+            .expect("TCP_NODELAY on the console");
         Console {
             stream,
             buf: Vec::new(),
@@ -80,7 +82,10 @@ impl Console {
                 return Ok(String::from_utf8_lossy(&text).into_owned());
             }
             // Only the last needle.len()-1 bytes can start a match that more input completes.
-            from = self.buf.len().saturating_sub(needle.len().saturating_sub(1));
+            from = self
+                .buf
+                .len()
+                .saturating_sub(needle.len().saturating_sub(1));
 
             let now = Instant::now();
             if now >= deadline {

@@ -1,0 +1,305 @@
+//! The integration test harness: a private bus with the project's policy, the real daemon
+//! binary, zbus proxies, the test guest and its serial console.
+#![allow(dead_code, unused_imports)] // each test file uses a part of the harness
+
+pub mod bus;
+pub mod console;
+pub mod proxies;
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+pub use bus::Bus;
+pub use console::Console;
+pub use proxies::{ManagerProxy, VmProxy};
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_gns3-qemud");
+/// The tests run guests under TCG: on these machines /dev/kvm opens but a stock guest hangs.
+pub const TEST_CONFIG: &str = "accelerator = \"tcg\"\n";
+
+/// A gns3-qemud on a private bus, with its own state, runtime dir and config.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub address: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh directory and waits for READY=1.
+    pub fn start(bus: &Bus, dir: &Path) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("gns3-qemud.toml");
+        if !config.exists() {
+            std::fs::write(&config, TEST_CONFIG).unwrap();
+        }
+        Self::start_in(bus, dir)
+    }
+
+    /// Starts a daemon on the state already in `dir` (a restart).
+    pub fn start_in(bus: &Bus, dir: &Path) -> Daemon {
+        let notify_path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let log = dir.join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(DAEMON)
+            .args(["--bus", &bus.address])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.join("run"))
+            .arg("--config")
+            .arg(dir.join("gns3-qemud.toml"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("JOURNAL_STREAM")
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            address: bus.address.clone(),
+            log,
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if msg.lines().any(|l| l == "READY=1") {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let status = daemon.child.as_mut().unwrap().try_wait().unwrap();
+                    panic!(
+                        "no READY=1 from the daemon ({e}); exit: {status:?}; log:\n{}",
+                        daemon.log_text()
+                    );
+                }
+            }
+        }
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        wait_timeout(&mut child, Duration::from_secs(30))
+    }
+
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // VMs outlive the daemon by design: a test must not leave its QEMUs behind.
+        kill_qemus_under(&self.dir);
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < end, "process {} did not exit", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills every QEMU whose command line mentions `dir` (the test's state and runtime dirs).
+pub fn kill_qemus_under(dir: &Path) {
+    for pid in qemu_pids_under(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+pub fn qemu_pids_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("qemu-system") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie is not alive: look at the state, not only at the /proc entry.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|rest| !rest.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// The test guest (kernel + initramfs), built once per machine by tests/guest/build.sh.
+pub fn guest() -> &'static Path {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest/build.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tests/guest/build.sh failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("build.sh prints the guest dir")
+                .trim(),
+        )
+    })
+}
+
+/// Settings of a VM that boots the test guest.
+pub fn guest_settings(
+    extra: &[(&'static str, Value<'static>)],
+) -> HashMap<&'static str, Value<'static>> {
+    let g = guest();
+    let mut s: HashMap<&str, Value> = HashMap::new();
+    s.insert(
+        "KernelImage",
+        Value::from(g.join("vmlinuz").to_string_lossy().into_owned()),
+    );
+    s.insert(
+        "Initrd",
+        Value::from(g.join("initrd.gz").to_string_lossy().into_owned()),
+    );
+    s.insert("KernelCommandLine", Value::from("console=ttyS0 panic=-1"));
+    s.insert("Ram", Value::from(128u32));
+    for (k, v) in extra {
+        s.insert(k, v.clone());
+    }
+    s
+}
+
+pub async fn manager(conn: &zbus::Connection) -> ManagerProxy<'static> {
+    ManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+pub async fn vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'static> {
+    VmProxy::builder(conn)
+        .path(path.clone())
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The D-Bus error name of a failed call.
+pub fn error_name(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        zbus::Error::FDO(fdo) => zbus::DBusError::name(fdo.as_ref()).to_string(),
+        other => format!("not a method error: {other}"),
+    }
+}
+
+/// Every file under `dir` with its content, for before/after comparisons.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                walk(&p, out);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A free TCP port on loopback, found by binding port 0.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns Some, for conditions no event tells (a process leaving /proc).
+pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

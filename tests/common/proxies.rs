@@ -1,0 +1,98 @@
+//! Client proxies for the contract, as a front end would write them.
+
+use std::collections::HashMap;
+use zbus::proxy;
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+#[proxy(
+    interface = "org.gns3.Qemu.Manager",
+    default_service = "org.gns3.Qemu",
+    default_path = "/org/gns3/Qemu"
+)]
+pub trait Manager {
+    #[zbus(name = "CreateVM")]
+    fn create_vm(
+        &self,
+        name: &str,
+        settings: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "GetVM")]
+    fn get_vm(&self, name_or_id: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(name = "ListVMs")]
+    fn list_vms(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
+    fn qemu_binaries(&self) -> zbus::Result<Vec<(String, String)>>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn console_host(&self) -> zbus::Result<String>;
+}
+
+#[proxy(interface = "org.gns3.Qemu.VM", default_service = "org.gns3.Qemu")]
+pub trait Vm {
+    fn start(&self) -> zbus::Result<()>;
+    fn stop(&self) -> zbus::Result<()>;
+    fn suspend(&self) -> zbus::Result<()>;
+    fn resume(&self) -> zbus::Result<()>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn delete(&self) -> zbus::Result<()>;
+    fn configure(&self, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+    fn command_line(&self) -> zbus::Result<Vec<String>>;
+    fn read_log(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn project(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn accelerated(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn exit_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_name(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn qemu_path(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_qemu_path(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn ram(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_ram(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hda_disk_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hda_disk_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hdb_disk_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdb_disk_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn options(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_options(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn console_port(&self) -> zbus::Result<u16>;
+    #[zbus(property)]
+    fn set_console_port(&self, value: u16) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn monitor_port(&self) -> zbus::Result<u16>;
+    #[zbus(property)]
+    fn set_monitor_port(&self, value: u16) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn process_priority(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_process_priority(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn accelerator(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_accelerator(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn mac_address(&self) -> zbus::Result<String>;
+}

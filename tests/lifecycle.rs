@@ -1,0 +1,204 @@
+//! The VM lifecycle on real QEMU guests (TCG), driven through the daemon on a private bus.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use zbus::zvariant::Value;
+
+const BOOT: Duration = Duration::from_secs(90);
+
+async fn state_becomes(vm: &VmProxy<'_>, want: &str, timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if vm.state().await.unwrap() == want {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn boot_console_suspend_resume_reload_stop() {
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bus, dir.path());
+    let conn = daemon.connect().await;
+    let manager = manager(&conn).await;
+    let path = manager
+        .create_vm("guest1", guest_settings(&[]))
+        .await
+        .unwrap();
+    let vm = vm(&conn, &path).await;
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert_eq!(vm.pid().await.unwrap(), 0);
+
+    vm.start().await.unwrap();
+    // Start returns once QEMU runs the guest.
+    assert_eq!(vm.state().await.unwrap(), "running");
+    let pid = vm.pid().await.unwrap();
+    assert!(pid_alive(pid));
+    assert!(
+        !vm.accelerated().await.unwrap(),
+        "the test config asks for TCG"
+    );
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        args,
+        vm.command_line().await.unwrap(),
+        "CommandLine is what Start ran"
+    );
+
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    let out = console
+        .run("echo hello-$((6*7))", Duration::from_secs(30))
+        .unwrap();
+    assert!(out.contains("hello-42"), "{out}");
+
+    // A second Start on a running VM changes nothing.
+    vm.start().await.unwrap();
+    assert_eq!(vm.pid().await.unwrap(), pid);
+
+    vm.suspend().await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), "paused");
+    vm.suspend().await.unwrap();
+    // Start on a paused VM resumes it, as the seed did.
+    vm.start().await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), "running");
+    vm.suspend().await.unwrap();
+    vm.resume().await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), "running");
+    let out = console
+        .run("echo after-resume", Duration::from_secs(30))
+        .unwrap();
+    assert!(out.contains("after-resume"), "{out}");
+
+    vm.reload().await.unwrap();
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    assert_eq!(vm.pid().await.unwrap(), pid, "a reset keeps the same QEMU");
+
+    vm.stop().await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert_eq!(vm.pid().await.unwrap(), 0);
+    assert_eq!(
+        vm.last_error().await.unwrap(),
+        "",
+        "a requested stop is no error"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || (!pid_alive(pid)).then_some(()))
+            .await
+            .is_some()
+    );
+    let runtime = dir.path().join("run");
+    assert!(
+        std::fs::read_dir(&runtime).unwrap().next().is_none(),
+        "runtime files left behind"
+    );
+    let log = vm.read_log().await.unwrap();
+    assert!(!log.contains("invalid option"), "{log}");
+
+    // Suspend, Resume, Reload need a running VM.
+    for (what, e) in [
+        ("suspend", vm.suspend().await.unwrap_err()),
+        ("resume", vm.resume().await.unwrap_err()),
+        ("reload", vm.reload().await.unwrap_err()),
+    ] {
+        assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{what}");
+    }
+    vm.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_option_fails_start_with_qemus_own_words() {
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bus, dir.path());
+    let conn = daemon.connect().await;
+    let manager = manager(&conn).await;
+    let path = manager
+        .create_vm(
+            "bad",
+            guest_settings(&[("Options", Value::from("-bogus-option"))]),
+        )
+        .await
+        .unwrap();
+    let vm = vm(&conn, &path).await;
+    let e = vm.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed");
+    let msg = e.to_string();
+    assert!(msg.contains("-bogus-option: invalid option"), "{msg}");
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert_eq!(vm.pid().await.unwrap(), 0);
+    assert!(qemu_pids_under(dir.path()).is_empty(), "a QEMU is left");
+    let runtime = dir.path().join("run");
+    assert!(
+        std::fs::read_dir(&runtime).unwrap().next().is_none(),
+        "runtime files left"
+    );
+}
+
+#[tokio::test]
+async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bus, dir.path());
+    let conn = daemon.connect().await;
+    let manager = manager(&conn).await;
+    let path = manager
+        .create_vm("victim", guest_settings(&[]))
+        .await
+        .unwrap();
+    let vm = vm(&conn, &path).await;
+
+    vm.start().await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    // Property change streams need a caching proxy.
+    let cached = VmProxy::builder(&conn)
+        .path(path.clone())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut changes = cached.receive_state_changed().await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The change reaches clients as a signal, within a second.
+    let seen = tokio::time::timeout(Duration::from_secs(1), async {
+        use futures_util::StreamExt;
+        while let Some(c) = changes.next().await {
+            if c.get().await.unwrap() == "stopped" {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "no PropertiesChanged to stopped within 1 s");
+    assert_eq!(vm.exit_status().await.unwrap(), -9);
+    let why = vm.last_error().await.unwrap();
+    assert!(why.contains("signal 9"), "{why}");
+
+    vm.start().await.unwrap();
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    console.send_line("poweroff -f");
+    assert!(state_becomes(&vm, "stopped", Duration::from_secs(30)).await);
+    assert_eq!(vm.exit_status().await.unwrap(), 0);
+    let why = vm.last_error().await.unwrap();
+    assert!(why.contains("powered itself off"), "{why}");
+    // A clean Start after all that.
+    vm.start().await.unwrap();
+    vm.stop().await.unwrap();
+}
