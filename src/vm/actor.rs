@@ -365,18 +365,16 @@ impl Actor {
         };
         let qmp = tokio::select! {
             qmp = connect => qmp,
-            exit = process.exited() => {
-                return Err(Error::StartFailed(format!(
-                    "QEMU did not start VM '{}': {}. {}",
-                    self.name(),
-                    exit.describe(),
-                    self.log_tail()
-                )));
-            }
+            exit = process.exited() => return Err(self.did_not_start(exit)),
         };
         let qmp = match qmp {
             Ok(qmp) => qmp,
             Err(e) => {
+                // QEMU usually closes the socket because it is exiting on a bad argument:
+                // give it a moment to say so, which is the message that helps.
+                if let Ok(exit) = timeout(Duration::from_secs(1), process.exited()).await {
+                    return Err(self.did_not_start(exit));
+                }
                 process.signal(Signal::SIGKILL).ok();
                 process.exited().await;
                 return Err(Error::StartFailed(format!(
@@ -400,6 +398,15 @@ impl Actor {
                 Err(e)
             }
         }
+    }
+
+    fn did_not_start(&self, exit: Exit) -> Error {
+        Error::StartFailed(format!(
+            "QEMU did not start VM '{}': {}. {}",
+            self.name(),
+            exit.describe(),
+            self.log_tail()
+        ))
     }
 
     /// While QEMU is still paused (-S): links down where no tunnel is attached, then go.

@@ -22,12 +22,23 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_gns3-qemud");
 /// The tests run guests under TCG: on these machines /dev/kvm opens but a stock guest hangs.
 pub const TEST_CONFIG: &str = "accelerator = \"tcg\"\n";
 
+/// A console port range of its own for each daemon of a test process: daemons running side
+/// by side would otherwise hand out the same free ports, and their QEMUs would collide.
+fn test_port_range() -> (u16, u16) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+    let start = 5000 + n * 50;
+    (start, start + 49)
+}
+
 /// A gns3-qemud on a private bus, with its own state, runtime dir and config.
 pub struct Daemon {
     pub child: Option<Child>,
     pub dir: PathBuf,
     pub address: String,
     pub log: PathBuf,
+    /// The daemon's console port range.
+    pub ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Daemon {
@@ -36,7 +47,12 @@ impl Daemon {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("gns3-qemud.toml");
         if !config.exists() {
-            std::fs::write(&config, TEST_CONFIG).unwrap();
+            let (start, end) = test_port_range();
+            std::fs::write(
+                &config,
+                format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
+            )
+            .unwrap();
         }
         Self::start_in(bus, dir)
     }
@@ -49,6 +65,18 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        let ports = std::fs::read_to_string(dir.join("gns3-qemud.toml"))
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("console_port_range = ").map(str::to_string))
+            })
+            .and_then(|r| {
+                let r = r.trim_matches(|c| c == '[' || c == ']');
+                let (a, b) = r.split_once(',')?;
+                Some(a.trim().parse().ok()?..=b.trim().parse().ok()?)
+            })
+            .unwrap_or(5000..=10000);
         let log = dir.join("daemon.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -76,6 +104,7 @@ impl Daemon {
             dir: dir.to_path_buf(),
             address: bus.address.clone(),
             log,
+            ports,
         };
         let mut buf = [0u8; 4096];
         loop {
