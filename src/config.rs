@@ -107,6 +107,12 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_is_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/gns3-qemud.toml");
+        assert_eq!(Config::load(&example).unwrap(), Config::default());
+    }
+
+    #[test]
     fn partial_file_keeps_other_defaults() {
         let c = load("accelerator = \"tcg\"\nconsole_port_range = [6000, 6100]\n").unwrap();
         assert_eq!(c.accelerator, Accelerator::Tcg);

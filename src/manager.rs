@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::store::Record;
+use crate::vm::claims::Claims;
 use crate::vm::settings::{self, Accelerator, Priority, Setting, Settings};
-use crate::vm::{self, actor, lock, network, options, Context, Error, Handle, Result};
+use crate::vm::{actor, lock, network, options, Context, Error, Handle, Result};
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -115,7 +116,11 @@ impl Manager {
             accelerator: self.defaults.accelerator,
         };
         let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
-        let claims = Claims::take(&self.ctx, &id, &mut s, &changes)?;
+        let mut claims = Claims::default();
+        if let Err(e) = self.claim(&mut claims, &id, &mut s, &changes) {
+            claims.undo(&self.ctx);
+            return Err(e);
+        }
         let record = Record {
             id: id.clone(),
             project,
@@ -147,6 +152,29 @@ impl Manager {
         let handle = actor::spawn(self.ctx.clone(), record);
         lock(&self.vms).insert(id, handle.clone());
         Ok(handle)
+    }
+
+    /// The new VM's name, and its ports: a requested one is honoured or refused, the
+    /// others come from the range.
+    fn claim(
+        &self,
+        claims: &mut Claims,
+        id: &str,
+        s: &mut Settings,
+        changes: &[Setting],
+    ) -> Result<()> {
+        claims.name(&self.ctx, &s.name, id)?;
+        for (key, port) in [
+            ("ConsolePort", &mut s.console_port),
+            ("MonitorPort", &mut s.monitor_port),
+        ] {
+            if !changes.iter().any(|c| c.key() == key) {
+                *port = claims.allocate(&self.ctx)?;
+            } else if *port != 0 {
+                claims.reserve(&self.ctx, *port)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, name_or_id: &str) -> Result<Handle> {
@@ -241,67 +269,6 @@ fn not_found(what: &str) -> Error {
         "no VM is named or has the id '{}'",
         settings::shown(what)
     ))
-}
-
-/// The name and ports a new VM takes: a requested port is honoured or refused, the others
-/// come from the range.
-struct Claims {
-    name: String,
-    ports: Vec<u16>,
-}
-
-impl Claims {
-    fn take(ctx: &Context, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
-        {
-            let mut names = lock(&ctx.names);
-            if names.contains_key(&s.name) {
-                return Err(Error::AlreadyExists(format!(
-                    "a VM named '{}' already exists; VM names are unique",
-                    s.name
-                )));
-            }
-            names.insert(s.name.clone(), id.to_string());
-        }
-        let mut claims = Claims {
-            name: s.name.clone(),
-            ports: Vec::new(),
-        };
-        let requested = |key: &str| changes.iter().any(|c| c.key() == key);
-        let mut ports = lock(&ctx.console_ports);
-        for (key, port) in [
-            ("ConsolePort", &mut s.console_port),
-            ("MonitorPort", &mut s.monitor_port),
-        ] {
-            let got = if requested(key) {
-                match *port {
-                    0 => continue,
-                    p => ports.reserve(p).map(|_| p),
-                }
-            } else {
-                ports.allocate()
-            };
-            match got {
-                Ok(p) => {
-                    *port = p;
-                    claims.ports.push(p);
-                }
-                Err(e) => {
-                    drop(ports);
-                    claims.undo(ctx);
-                    return Err(vm::Error::Port(e));
-                }
-            }
-        }
-        Ok(claims)
-    }
-
-    fn undo(&self, ctx: &Context) {
-        lock(&ctx.names).remove(&self.name);
-        let mut ports = lock(&ctx.console_ports);
-        for p in &self.ports {
-            ports.release(*p);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::future::pending;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -14,10 +13,11 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
+use super::claims::Claims;
 use super::error::{Error, Result};
 use super::process::{Exit, Process};
 use super::qmp::{Event, Qmp};
-use super::settings::{self, Accelerator, Setting};
+use super::settings::{self, Accelerator, Setting, Settings};
 use super::{cmdline, disks, lock, network, Command, Context, Handle, State, View};
 use crate::store::Record;
 
@@ -228,14 +228,18 @@ impl Actor {
                 )));
             }
         }
-        let claims = Claims::take(&self.ctx, self.id(), &old, &new)?;
+        let mut claims = Claims::default();
+        if let Err(e) = self.claim(&mut claims, &old, &new) {
+            claims.undo(&self.ctx);
+            return Err(e);
+        }
         let mut record = self.record.clone();
         record.settings = new.clone();
         if let Err(e) = self.save(record.clone()).await {
             claims.undo(&self.ctx);
             return Err(e);
         }
-        claims.release_old(&self.ctx, &old, &new);
+        self.release_old(&old, &new);
         if let Err(e) = disks::forget(&self.vm_dir(), &old, &new) {
             tracing::warn!(vm_id = %self.id(), "could not remove an old disk overlay: {e}");
         }
@@ -243,6 +247,34 @@ impl Actor {
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), changed = ?changes.iter().map(Setting::key).collect::<Vec<_>>(), "settings changed");
         self.publish();
         Ok(())
+    }
+
+    /// Takes the new name and the new ports before the change is written.
+    fn claim(&self, claims: &mut Claims, old: &Settings, new: &Settings) -> Result<()> {
+        if new.name != old.name {
+            claims.name(&self.ctx, &new.name, self.id())?;
+        }
+        let old_ports = [old.console_port, old.monitor_port];
+        for port in [new.console_port, new.monitor_port] {
+            if port != 0 && !old_ports.contains(&port) {
+                claims.reserve(&self.ctx, port)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The change is written: gives back the name and ports only the old settings held.
+    fn release_old(&self, old: &Settings, new: &Settings) {
+        if new.name != old.name {
+            lock(&self.ctx.names).remove(&old.name);
+        }
+        let kept = [new.console_port, new.monitor_port];
+        let mut ports = lock(&self.ctx.console_ports);
+        for p in [old.console_port, old.monitor_port] {
+            if p != 0 && !kept.contains(&p) {
+                ports.release(p);
+            }
+        }
     }
 
     // ---- lifecycle ----
@@ -605,75 +637,5 @@ impl Actor {
         }
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
         format!("qemu.log ends with:\n{tail}")
-    }
-}
-
-/// What a settings change takes from the shared pools before it is written, so it can be
-/// given back if the write fails.
-struct Claims {
-    name: Option<String>,
-    ports: Vec<u16>,
-}
-
-impl Claims {
-    fn take(
-        ctx: &Context,
-        id: &str,
-        old: &settings::Settings,
-        new: &settings::Settings,
-    ) -> Result<Claims> {
-        let mut claims = Claims {
-            name: None,
-            ports: Vec::new(),
-        };
-        if new.name != old.name {
-            let mut names = lock(&ctx.names);
-            if names.contains_key(&new.name) {
-                return Err(Error::AlreadyExists(format!(
-                    "a VM named '{}' already exists; VM names are unique",
-                    new.name
-                )));
-            }
-            names.insert(new.name.clone(), id.to_string());
-            claims.name = Some(new.name.clone());
-        }
-        let old_ports: BTreeSet<u16> = [old.console_port, old.monitor_port].into();
-        let mut ports = lock(&ctx.console_ports);
-        for port in [new.console_port, new.monitor_port] {
-            if port == 0 || old_ports.contains(&port) {
-                continue;
-            }
-            if let Err(e) = ports.reserve(port) {
-                drop(ports);
-                claims.undo(ctx);
-                return Err(e.into());
-            }
-            claims.ports.push(port);
-        }
-        Ok(claims)
-    }
-
-    fn undo(&self, ctx: &Context) {
-        if let Some(name) = &self.name {
-            lock(&ctx.names).remove(name);
-        }
-        let mut ports = lock(&ctx.console_ports);
-        for p in &self.ports {
-            ports.release(*p);
-        }
-    }
-
-    /// The change is written: give back what the old settings held and the new do not.
-    fn release_old(self, ctx: &Context, old: &settings::Settings, new: &settings::Settings) {
-        if self.name.is_some() {
-            lock(&ctx.names).remove(&old.name);
-        }
-        let kept: BTreeSet<u16> = [new.console_port, new.monitor_port].into();
-        let mut ports = lock(&ctx.console_ports);
-        for p in [old.console_port, old.monitor_port] {
-            if p != 0 && !kept.contains(&p) {
-                ports.release(p);
-            }
-        }
     }
 }

@@ -1,0 +1,332 @@
+#!/bin/bash
+# The demo of gns3-qemud: builds the daemon and a tiny Linux guest, runs the daemon on a
+# private D-Bus bus in a temp dir (the system bus, /var/lib and /etc are left alone), boots
+# one VM and prints how to reach its serial console and drive it with busctl.
+# Ctrl-C stops the VM, the daemon and the bus, and removes the temp dir.
+#
+# Usage: sudo tests/demo.sh
+# Needs: Debian 12 on amd64, root (apt-get; the bus policy lets root own org.gns3.Qemu and
+#        call it), cargo from rustup. Installs the Debian packages it lacks.
+# shellcheck disable=SC2317 # shellcheck 0.9 takes the functions run from traps for dead code
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NAME=org.gns3.Qemu
+MANAGER=/org/gns3/Qemu
+
+say() { printf 'demo.sh: %s\n' "$*" >&2; }
+die() {
+  say "$*"
+  exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run me as root: sudo $0"
+
+# --- Debian packages ------------------------------------------------------------------------
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need qemu-system-x86_64 qemu-system-x86
+need qemu-img qemu-utils # the daemon makes the VM's disks with it
+need dbus-daemon dbus-daemon
+need busctl systemd
+need telnet telnet # only for you, to attach to the console
+need cc gcc        # rustc links through cc
+# gcc only recommends the C library's startup files, and recommends are not installed below.
+dpkg-query -W -f='${Status}\n' libc6-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libc6-dev)
+# tests/guest/build.sh needs nothing more: it fetches busybox-static and the kernel with
+# `apt-get download` and unpacks them itself.
+
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # Debian 11 had dbus-daemon inside the dbus package.
+  if [[ " ${missing[*]} " == *" dbus-daemon "* ]] && ! apt-cache show dbus-daemon >/dev/null 2>&1; then
+    missing=("${missing[@]/#dbus-daemon/dbus}")
+  fi
+  # --no-install-recommends: qemu-system-x86 recommends qemu-block-extra, which is tied to
+  # the distribution's QEMU version and would make apt remove a newer qemu-utils (backports).
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --- the daemon -----------------------------------------------------------------------------
+
+# Build as the owner of the checkout, with their rustup toolchain: under sudo, PATH does not
+# have ~/.cargo/bin, and a build as root would leave a target/ its owner cannot write.
+OWNER=$(stat -c %U "$REPO")
+OWNER_HOME=$(getent passwd "$OWNER" | cut -d: -f6)
+CARGO=
+AS_OWNER=()
+if [ "$OWNER" != root ] && [ -x "$OWNER_HOME/.cargo/bin/cargo" ]; then
+  CARGO=$OWNER_HOME/.cargo/bin/cargo
+  AS_OWNER=(runuser -u "$OWNER" -- env HOME="$OWNER_HOME" PATH="$OWNER_HOME/.cargo/bin:$PATH")
+else
+  for c in "$(command -v cargo || true)" "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo; do
+    if [ -n "$c" ] && [ -x "$c" ]; then
+      CARGO=$c
+      break
+    fi
+  done
+  [ -z "$CARGO" ] || AS_OWNER=(env PATH="$(dirname "$CARGO"):$PATH")
+fi
+if [ -z "$CARGO" ]; then
+  cat >&2 <<EOF
+demo.sh: cargo not found. Install the Rust toolchain with rustup, as ${OWNER} (the owner of
+$REPO), then run this again:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
+Debian 12's own cargo package is too old for this project (it needs Rust 1.80 or newer).
+EOF
+  exit 1
+fi
+
+say "building gns3-qemud (cargo build --release)"
+(cd "$REPO" && "${AS_OWNER[@]}" "$CARGO" build --release)
+DAEMON=$REPO/target/release/gns3-qemud
+[ -x "$DAEMON" ] || die "cargo built no $DAEMON (is CARGO_TARGET_DIR set?)"
+
+# --- the guest ------------------------------------------------------------------------------
+
+say "building the test guest (tests/guest/build.sh)"
+GUEST=$("$REPO/tests/guest/build.sh" | tail -n 1)
+if [ ! -f "$GUEST/vmlinuz" ] || [ ! -f "$GUEST/initrd.gz" ]; then
+  die "tests/guest/build.sh made no guest in '$GUEST'"
+fi
+
+# --- stopping -------------------------------------------------------------------------------
+
+TMP=
+BUS=
+BUS_PID=
+DAEMON_PID=
+VM=
+
+# Ends a child and waits for it; SIGKILL if it ignores SIGTERM for 10 s.
+end_child() {
+  local pid=$1 what=$2 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$what ignored SIGTERM; killing it"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# QEMUs of this demo: the daemon puts their pid file in the temp dir, so it is in their
+# command line, and no other QEMU has it.
+demo_qemus() {
+  local p cmd
+  [ -n "$TMP" ] || return 0
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    if [[ $cmd == *qemu-system* && $cmd == *"$TMP"* ]]; then echo "${p#/proc/}"; fi
+  done
+}
+
+cleanup() {
+  local status=$? vm pids
+  set +e
+  # A second Ctrl-C must not cut this short and leave a QEMU behind.
+  trap '' INT TERM
+  if [ -n "$BUS" ] && [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    # The daemon leaves VMs running when it exits (a restart of the service must not kill
+    # them), so stop them first: every VM on this bus, also those you created by hand.
+    for vm in $(busctl --address="$BUS" call "$NAME" "$MANAGER" org.gns3.Qemu.Manager ListVMs 2>/dev/null |
+      grep -o '/org/gns3/Qemu/vm/[0-9a-f]*'); do
+      say "stopping VM $vm"
+      busctl --address="$BUS" --timeout=60 call "$NAME" "$vm" org.gns3.Qemu.VM Stop ||
+        say "Stop of $vm failed"
+    done
+  fi
+  end_child "$DAEMON_PID" gns3-qemud
+  end_child "$BUS_PID" dbus-daemon
+  pids=$(demo_qemus)
+  if [ -n "$pids" ]; then
+    say "QEMU still running after Stop, killing it: ${pids//$'\n'/ }"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null
+    status=1
+  fi
+  [ -z "$TMP" ] || rm -rf "$TMP"
+  if [ "$status" = 0 ]; then echo "stopped cleanly"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+# Ctrl-C is how this demo is meant to end, so it is a success.
+trap 'echo >&2; say "stopping"; exit 0' INT TERM
+
+# Prints the end of the daemon's log, then fails.
+fail() {
+  say "$*"
+  if [ -s "$TMP/gns3-qemud.log" ]; then
+    say "end of the daemon's log:"
+    tail -n 20 "$TMP/gns3-qemud.log" >&2
+  fi
+  exit 1
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/gns3-qemud-demo.XXXXXX")
+# Others may connect to the bus (to read properties and watch, as the policy allows them);
+# calls stay limited to root and the gns3 group by the policy itself.
+chmod 755 "$TMP"
+
+# --- the bus --------------------------------------------------------------------------------
+
+# A bus like Debian's system bus (deny by default, services punch holes) with the project's
+# own policy file, so the demo runs under the same rules as the installed service.
+cat >"$TMP/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=$TMP/bus</listen>
+
+  <policy context="default">
+    <allow user="*"/>
+
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus"
+          send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+
+  <include>$REPO/dbus/org.gns3.Qemu.conf</include>
+</busconfig>
+EOF
+
+# setsid: Ctrl-C goes to the terminal's whole process group, and the bus and the daemon
+# (which handles SIGINT by exiting) must still be there when the cleanup stops the VM.
+coproc DBUS_COPROC {
+  exec setsid dbus-daemon --nofork --config-file="$TMP/bus.conf" --print-address 2>"$TMP/dbus-daemon.log"
+}
+BUS_PID=$DBUS_COPROC_PID
+# dbus-daemon prints its address once it listens: that line is the readiness signal.
+read -r -t 30 BUS <&"${DBUS_COPROC[0]}" || true
+if [ -z "$BUS" ]; then
+  say "dbus-daemon did not start:"
+  cat "$TMP/dbus-daemon.log" >&2
+  exit 1
+fi
+
+# --- the daemon -----------------------------------------------------------------------------
+
+# TCG, not KVM: on many cloud and nested-virtualisation machines /dev/kvm opens but guests
+# hang, and a demo must boot everywhere. On a machine where KVM works, set
+#   accelerator = "auto"
+# (KVM where /dev/kvm is usable, else TCG), or per VM: set-property ... Accelerator s auto.
+cat >"$TMP/gns3-qemud.toml" <<'EOF'
+# Written by tests/demo.sh. "auto" uses KVM where /dev/kvm is usable; the demo uses TCG
+# because on many cloud and nested machines /dev/kvm opens but guests hang.
+accelerator = "tcg"
+EOF
+
+# NOTIFY_SOCKET and JOURNAL_STREAM are dropped in case this script runs under systemd: the
+# daemon would notify the wrong manager and log to the journal instead of the log file.
+setsid env -u NOTIFY_SOCKET -u JOURNAL_STREAM "$DAEMON" \
+  --bus "$BUS" \
+  --state-dir "$TMP/state" \
+  --runtime-dir "$TMP/run" \
+  --config "$TMP/gns3-qemud.toml" \
+  </dev/null >"$TMP/gns3-qemud.log" 2>&1 &
+DAEMON_PID=$!
+
+# The daemon takes its bus name only once every object is served: owning it means ready.
+ready=false
+for ((i = 0; i < 300; i++)); do
+  if busctl --address="$BUS" status "$NAME" >/dev/null 2>&1; then
+    ready=true
+    break
+  fi
+  kill -0 "$DAEMON_PID" 2>/dev/null || fail "gns3-qemud exited during start-up"
+  sleep 0.1
+done
+$ready || fail "gns3-qemud did not take $NAME on the bus within 30 s"
+
+# --- the VM ---------------------------------------------------------------------------------
+
+say "creating and starting the VM 'demo'"
+reply=$(busctl --address="$BUS" call "$NAME" "$MANAGER" org.gns3.Qemu.Manager CreateVM 'sa{sv}' demo 4 \
+  KernelImage s "$GUEST/vmlinuz" \
+  Initrd s "$GUEST/initrd.gz" \
+  KernelCommandLine s "console=ttyS0 panic=-1" \
+  Ram u 128) || fail "CreateVM failed"
+# The reply reads: o "/org/gns3/Qemu/vm/<id>"
+VM=${reply#o \"}
+VM=${VM%\"}
+busctl --address="$BUS" --timeout=120 call "$NAME" "$VM" org.gns3.Qemu.VM Start || fail "Start failed"
+reply=$(busctl --address="$BUS" get-property "$NAME" "$VM" org.gns3.Qemu.VM ConsolePort)
+PORT=${reply#q }
+reply=$(busctl --address="$BUS" get-property "$NAME" "$MANAGER" org.gns3.Qemu.Manager ConsoleHost)
+HOST=${reply#s \"}
+HOST=${HOST%\"}
+
+cat <<EOF
+
+========================================================================================
+ gns3-qemud is running on a private bus; the VM 'demo' boots a tiny Linux guest (TCG).
+
+ Serial console:  telnet $HOST $PORT
+   The guest prints GUEST-READY after a few seconds; press Enter for a root shell.
+   Leave telnet with Ctrl-] then 'quit' (the VM keeps running).
+
+ Drive it from another terminal, as root (the bus policy lets only root and the gns3
+ group call methods):
+
+   export BUS='$BUS'
+   export VM=$VM
+   busctl --address="\$BUS" tree $NAME
+   busctl --address="\$BUS" introspect $NAME "\$VM"
+   busctl --address="\$BUS" get-property $NAME "\$VM" org.gns3.Qemu.VM State
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Suspend
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Resume
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Reload
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Stop
+   busctl --address="\$BUS" set-property $NAME "\$VM" org.gns3.Qemu.VM Ram u 256
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Start
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM CommandLine
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM ReadLog
+   busctl --address="\$BUS" call $NAME $MANAGER org.gns3.Qemu.Manager ListVMs
+   busctl --address="\$BUS" monitor $NAME
+   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Delete
+
+ The daemon's log: $TMP/gns3-qemud.log
+ Ctrl-C here stops the VM, the daemon and the bus, and removes $TMP.
+========================================================================================
+EOF
+
+# Only Ctrl-C (or SIGTERM) should end the demo; the daemon ending by itself is a failure.
+status=0
+wait "$DAEMON_PID" || status=$?
+DAEMON_PID=
+fail "gns3-qemud exited by itself (status $status)"
