@@ -124,7 +124,7 @@ demo_qemus() {
   local p cmd
   [ -n "$TMP" ] || return 0
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     if [[ $cmd == *qemu-system* && $cmd == *"$TMP"* ]]; then echo "${p#/proc/}"; fi
   done
 }

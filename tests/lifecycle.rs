@@ -82,6 +82,15 @@ async fn boot_console_suspend_resume_reload_stop() {
         .unwrap();
     assert!(out.contains("after-resume"), "{out}");
 
+    // The human monitor answers on MonitorPort.
+    let mut monitor = Console::connect(vm.monitor_port().await.unwrap());
+    monitor.wait_for("(qemu)", Duration::from_secs(10)).unwrap();
+    monitor.send_line("info status");
+    monitor
+        .wait_for("VM status: running", Duration::from_secs(10))
+        .unwrap();
+    drop(monitor);
+
     vm.reload().await.unwrap();
     console.wait_for("GUEST-READY", BOOT).unwrap();
     assert_eq!(vm.pid().await.unwrap(), pid, "a reset keeps the same QEMU");
@@ -201,4 +210,98 @@ async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
     // A clean Start after all that.
     vm.start().await.unwrap();
     vm.stop().await.unwrap();
+}
+
+/// The system user the daemon runs as (created if missing, as the package would).
+fn daemon_user() -> nix::unistd::User {
+    if nix::unistd::User::from_name("gns3-qemud")
+        .unwrap()
+        .is_none()
+    {
+        let ok = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "gns3-qemud",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "useradd gns3-qemud failed");
+    }
+    nix::unistd::User::from_name("gns3-qemud").unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn accelerator_follows_what_the_daemons_user_may_use() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: needs root to run the daemon as its own user");
+        return;
+    }
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let user = daemon_user();
+    let daemon = Daemon::start_as(&bus, &dir.path().join("d"), &user);
+    let conn = daemon.connect().await;
+    let m = manager(&conn).await;
+    // No kernel: the firmware runs, which is all a start needs.
+    let kvm_usable = nix::unistd::access(
+        "/dev/kvm",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok()
+        && std::fs::metadata("/dev/kvm")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == user.uid.as_raw() || m.mode() & 0o006 == 0o006
+            })
+            .unwrap_or(false);
+    let auto = vm(
+        &conn,
+        &m.create_vm("auto", [("Accelerator", Value::from("auto"))].into())
+            .await
+            .unwrap(),
+    )
+    .await;
+    auto.start().await.unwrap();
+    assert_eq!(
+        auto.accelerated().await.unwrap(),
+        kvm_usable,
+        "auto picks KVM only where /dev/kvm is usable"
+    );
+    auto.stop().await.unwrap();
+    let tcg = vm(
+        &conn,
+        &m.create_vm("tcg", [("Accelerator", Value::from("tcg"))].into())
+            .await
+            .unwrap(),
+    )
+    .await;
+    tcg.start().await.unwrap();
+    assert!(!tcg.accelerated().await.unwrap());
+    tcg.stop().await.unwrap();
+    if kvm_usable {
+        println!(
+            "SKIPPED the kvm refusal: /dev/kvm is usable by {}",
+            user.name
+        );
+        return;
+    }
+    let kvm = vm(
+        &conn,
+        &m.create_vm("kvm", [("Accelerator", Value::from("kvm"))].into())
+            .await
+            .unwrap(),
+    )
+    .await;
+    let e = kvm.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed");
+    assert!(e.to_string().contains("group kvm"), "{e}");
+    assert_eq!(kvm.state().await.unwrap(), "stopped");
 }

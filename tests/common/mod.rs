@@ -59,11 +59,33 @@ impl Daemon {
 
     /// Starts a daemon on the state already in `dir` (a restart).
     pub fn start_in(bus: &Bus, dir: &Path) -> Daemon {
+        Self::spawn(bus, dir, None)
+    }
+
+    /// Starts a daemon as another user (which owns `dir`), as systemd would.
+    pub fn start_as(bus: &Bus, dir: &Path, user: &nix::unistd::User) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("gns3-qemud.toml");
+        let (start, end) = test_port_range();
+        std::fs::write(
+            &config,
+            format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
+        )
+        .unwrap();
+        nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
+        Self::spawn(bus, dir, Some(user))
+    }
+
+    fn spawn(bus: &Bus, dir: &Path, user: Option<&nix::unistd::User>) -> Daemon {
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
+        if let Some(user) = user {
+            nix::unistd::chown(&notify_path, Some(user.uid), Some(user.gid)).unwrap();
+        }
+        // Short reads, so a daemon that exits early is seen at once.
         notify
-            .set_read_timeout(Some(Duration::from_secs(30)))
+            .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let ports = std::fs::read_to_string(dir.join("gns3-qemud.toml"))
             .ok()
@@ -83,7 +105,16 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(DAEMON)
+        let mut command = Command::new(DAEMON);
+        if let Some(user) = user {
+            use std::os::unix::process::CommandExt;
+            // std drops root's supplementary groups along with the uid.
+            command
+                .uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", dir);
+        }
+        let child = command
             .args(["--bus", &bus.address])
             .arg("--state-dir")
             .arg(dir.join("state"))
@@ -107,21 +138,21 @@ impl Daemon {
             ports,
         };
         let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(30);
         loop {
-            match notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if msg.lines().any(|l| l == "READY=1") {
-                        break;
-                    }
+            if let Ok(n) = notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if msg.lines().any(|l| l == "READY=1") {
+                    break;
                 }
-                Err(e) => {
-                    let status = daemon.child.as_mut().unwrap().try_wait().unwrap();
-                    panic!(
-                        "no READY=1 from the daemon ({e}); exit: {status:?}; log:\n{}",
-                        daemon.log_text()
-                    );
-                }
+                continue;
+            }
+            let status = daemon.child.as_mut().unwrap().try_wait().unwrap();
+            if status.is_some() || Instant::now() > end {
+                panic!(
+                    "no READY=1 from the daemon; exit: {status:?}; log:\n{}",
+                    daemon.log_text()
+                );
             }
         }
         daemon

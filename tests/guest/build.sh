@@ -13,7 +13,8 @@
 #
 # Usage: tests/guest/build.sh [OUTDIR]
 #   OUTDIR defaults to ${GNS3_TEST_GUEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gns3-qemud/test-guest}
-#   and is owned by this script: it is replaced as a whole. It gets vmlinuz, initrd.gz and stamp.
+#   and is owned by this script: it is replaced as a whole. It gets vmlinuz, initrd.gz, stamp
+#   (kernel package and /init version) and apt-lists (which package lists named that kernel).
 #   The last line of stdout is OUTDIR (absolute). A guest built from the same kernel package and
 #   the same /init is reused at once.
 # Needs: root (or a user allowed to run apt-get update, only when the package lists are missing).
@@ -80,20 +81,41 @@ kernel_pkg() {
   apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
 
-KPKG=$(kernel_pkg)
-if [ -z "$KPKG" ]; then
-  log "no package lists, running apt-get update"
-  apt-get update -qq >&2
-  KPKG=$(kernel_pkg)
-  [ -n "$KPKG" ] || die "apt-cache knows no linux-image-amd64 (is this Debian amd64?)"
-fi
-STAMP="$KPKG guest-$GUEST_VERSION init-$({ write_init; printf '%s\n' "${MODULES[@]}"; } | sha256sum | cut -c1-16)"
-
-is_built() {
-  [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.gz" ] && [ "$(cat "$OUT/stamp" 2>/dev/null)" = "$STAMP" ]
+# Identifies the package lists: while they are unchanged, apt-cache names the same kernel package.
+apt_lists() {
+  { stat -c '%n %s %Y' /var/lib/apt/lists/*_Packages* 2>/dev/null || true; } | sha256sum | cut -c1-16
 }
 
+# Sets KPKG, LISTS and STAMP.
+resolve_kernel() {
+  KPKG=$(kernel_pkg)
+  if [ -z "$KPKG" ]; then
+    log "no package lists, running apt-get update"
+    apt-get update -qq >&2
+    KPKG=$(kernel_pkg)
+    [ -n "$KPKG" ] || die "apt-cache knows no linux-image-amd64 (is this Debian amd64?)"
+  fi
+  LISTS=$(apt_lists)
+  STAMP="$KPKG $GUEST_ID"
+}
+
+GUEST_ID="guest-$GUEST_VERSION init-$({ write_init; printf '%s\n' "${MODULES[@]}"; } | sha256sum | cut -c1-16)"
+
+has_guest() { [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.gz" ]; }
+is_built() { has_guest && [ "$(cat "$OUT/stamp" 2>/dev/null)" = "$STAMP" ]; }
+
+# apt-cache takes about a second where pkgcache.bin is disabled (Docker images do that), so a
+# guest whose kernel was resolved from the current package lists is taken without asking it.
+if has_guest && [ "$(cat "$OUT/apt-lists" 2>/dev/null)" = "$(apt_lists)" ] &&
+  [ "$(cut -d' ' -f2- "$OUT/stamp" 2>/dev/null)" = "$GUEST_ID" ]; then
+  echo "$OUT"
+  exit 0
+fi
+resolve_kernel
 if is_built; then
+  # The lists changed but still name this kernel: remember them for the next fast check.
+  # A read-only shared guest still works, only without the fast check.
+  { echo "$LISTS" >"$OUT/.apt-lists.$$" && mv -f "$OUT/.apt-lists.$$" "$OUT/apt-lists"; } 2>/dev/null || true
   echo "$OUT"
   exit 0
 fi
@@ -127,8 +149,7 @@ if ! download; then
   # Stale package lists name versions the mirror no longer has.
   log "apt-get download failed, running apt-get update and retrying"
   apt-get update -qq >&2
-  KPKG=$(kernel_pkg)
-  STAMP="$KPKG guest-$GUEST_VERSION ${STAMP##* }"
+  resolve_kernel
   rm -f "$W"/dl/*.deb
   download || { cat "$W/apt.log" >&2; die "apt-get download $KPKG busybox-static failed"; }
 fi
@@ -179,6 +200,7 @@ write_init >"$R/init"
 chmod +x "$R/init"
 (cd "$R" && find . | "$BB" cpio -o -H newc 2>/dev/null) | gzip -9 >"$TMP/initrd.gz"
 echo "$STAMP" >"$TMP/stamp"
+echo "$LISTS" >"$TMP/apt-lists"
 rm -rf "$W"
 
 if [ -e "$OUT" ]; then
