@@ -99,9 +99,8 @@ TMP=
 BUS=
 BUS_PID=
 DAEMON_PID=
-VM=
 
-# Ends a child and waits for it; SIGKILL if it ignores SIGTERM for 10 s.
+# SIGTERM, then SIGKILL after 10 s: the cleanup must not hang on a stuck child.
 end_child() {
   local pid=$1 what=$2 i
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -132,8 +131,9 @@ demo_qemus() {
 cleanup() {
   local status=$? vm pids
   set +e
-  # A second Ctrl-C must not cut this short and leave a QEMU behind.
-  trap '' INT TERM
+  # A second Ctrl-C must not cut this short and leave a QEMU behind, nor a reader of our
+  # output that the Ctrl-C ended (`demo.sh | tee log`).
+  trap '' INT TERM PIPE
   if [ -n "$BUS" ] && [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
     # The daemon leaves VMs running when it exits (a restart of the service must not kill
     # them), so stop them first: every VM on this bus, also those you created by hand.
@@ -148,7 +148,7 @@ cleanup() {
   end_child "$BUS_PID" dbus-daemon
   pids=$(demo_qemus)
   if [ -n "$pids" ]; then
-    say "QEMU still running after Stop, killing it: ${pids//$'\n'/ }"
+    say "a QEMU of this demo is still running, killing it: ${pids//$'\n'/ }"
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null
     status=1
@@ -159,7 +159,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # Ctrl-C is how this demo is meant to end, so it is a success.
-trap 'echo >&2; say "stopping"; exit 0' INT TERM
+trap 'trap "" PIPE; { echo >&2; say "stopping"; } || true; exit 0' INT TERM
 
 # Prints the end of the daemon's log, then fails.
 fail() {
@@ -246,8 +246,7 @@ fi
 #   accelerator = "auto"
 # (KVM where /dev/kvm is usable, else TCG), or per VM: set-property ... Accelerator s auto.
 cat >"$TMP/gns3-qemud.toml" <<'EOF'
-# Written by tests/demo.sh. "auto" uses KVM where /dev/kvm is usable; the demo uses TCG
-# because on many cloud and nested machines /dev/kvm opens but guests hang.
+# tests/demo.sh: TCG, because on many cloud and nested machines /dev/kvm opens but guests hang
 accelerator = "tcg"
 EOF
 

@@ -284,7 +284,10 @@ pub fn guest_settings(
         "Initrd",
         Value::from(g.join("initrd.gz").to_string_lossy().into_owned()),
     );
-    s.insert("KernelCommandLine", Value::from("console=ttyS0 panic=-1"));
+    s.insert(
+        "KernelCommandLine",
+        Value::from("console=ttyS0 panic=-1 quiet"),
+    );
     s.insert("Ram", Value::from(128u32));
     for (k, v) in extra {
         s.insert(k, v.clone());
