@@ -88,11 +88,8 @@ async fn the_interface_files_are_what_the_daemon_exports() {
 #[tokio::test]
 async fn manager_basics_and_object_manager_signals() {
     use futures_util::StreamExt;
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let m = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (dir, conn, m) = (&lab.dir, &lab.conn, &lab.manager);
     assert_eq!(m.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
     assert_eq!(m.console_host().await.unwrap(), "127.0.0.1");
     let binaries = m.qemu_binaries().await.unwrap();
@@ -103,7 +100,7 @@ async fn manager_basics_and_object_manager_signals() {
         "{binaries:?}"
     );
 
-    let om = zbus::fdo::ObjectManagerProxy::builder(&conn)
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
         .destination("org.gns3.Qemu")
         .unwrap()
         .path("/org/gns3/Qemu")
@@ -146,10 +143,10 @@ async fn manager_basics_and_object_manager_signals() {
         .any(|i| i.as_str() == "org.gns3.Qemu.VM"));
 
     // Every change of a property is signalled; defaults are the seed's.
-    let vm = vm(&conn, &path).await;
+    let vm = vm(conn, &path).await;
     assert_eq!(vm.ram().await.unwrap(), 64);
     assert_eq!(vm.process_priority().await.unwrap(), "low");
-    let cached = VmProxy::builder(&conn)
+    let cached = VmProxy::builder(conn)
         .path(path.clone())
         .unwrap()
         .build()
@@ -207,15 +204,12 @@ async fn observe(dir: &Path, m: &ManagerProxy<'_>, vms: &[&VmProxy<'_>]) -> Stri
 
 #[tokio::test]
 async fn every_bad_input_is_named_and_changes_nothing() {
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let m = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (dir, conn, m, daemon) = (&lab.dir, &lab.conn, &lab.manager, &lab.daemon);
     let a_path = m.create_vm("a", HashMap::new()).await.unwrap();
     let b_path = m.create_vm("b", HashMap::new()).await.unwrap();
-    let a = vm(&conn, &a_path).await;
-    let b = vm(&conn, &b_path).await;
+    let a = vm(conn, &a_path).await;
+    let b = vm(conn, &b_path).await;
     let b_console = b.console_port().await.unwrap();
 
     let files = dir.path().join("files");
@@ -231,8 +225,8 @@ async fn every_bad_input_is_named_and_changes_nothing() {
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
     let big = "x".repeat(64 * 1024);
 
-    let before = observe(dir.path(), &m, &[&a, &b]).await;
-    let props = zbus::fdo::PropertiesProxy::builder(&conn)
+    let before = observe(dir.path(), m, &[&a, &b]).await;
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
         .destination("org.gns3.Qemu")
         .unwrap()
         .path(a_path.clone())
@@ -409,7 +403,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "Set {key}: '{e}' does not name '{word}'"
         );
         assert_eq!(
-            observe(dir.path(), &m, &[&a, &b]).await,
+            observe(dir.path(), m, &[&a, &b]).await,
             before,
             "Set {key} changed something"
         );
@@ -433,7 +427,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         let e = a.configure(settings.clone()).await.unwrap_err();
         assert!(error_name(&e).starts_with("org.gns3.Qemu.Error."), "{e}");
         assert_eq!(
-            observe(dir.path(), &m, &[&a, &b]).await,
+            observe(dir.path(), m, &[&a, &b]).await,
             before,
             "Configure {settings:?}"
         );
@@ -481,7 +475,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "CreateVM {name:?} {settings:?}: {e}"
         );
         assert_eq!(
-            observe(dir.path(), &m, &[&a, &b]).await,
+            observe(dir.path(), m, &[&a, &b]).await,
             before,
             "CreateVM {name:?} {settings:?}"
         );
@@ -504,7 +498,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         .create_vm("c", [("ConsolePort", Value::from(free))].into())
         .await
         .unwrap();
-    assert_eq!(vm(&conn, &c).await.console_port().await.unwrap(), free);
+    assert_eq!(vm(conn, &c).await.console_port().await.unwrap(), free);
     drop(held);
 }
 
@@ -609,11 +603,8 @@ fn qemu_img_info(path: &Path) -> serde_json::Value {
 
 #[tokio::test]
 async fn disks_are_linked_clones_made_once() {
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let m = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (dir, conn, m) = (&lab.dir, &lab.conn, &lab.manager);
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
     let raw = images.join("base.raw");
@@ -643,7 +634,7 @@ async fn disks_are_linked_clones_made_once() {
         )
         .await
         .unwrap();
-    let vm = vm(&conn, &path).await;
+    let vm = vm(conn, &path).await;
     let vm_dir = dir.path().join("state/vms").join(vm.id().await.unwrap());
     vm.start().await.unwrap();
     vm.stop().await.unwrap();
@@ -672,7 +663,7 @@ async fn disks_are_linked_clones_made_once() {
 
     // Without hda: a blank 128 MiB flash disk.
     let flash_vm = common::vm(
-        &conn,
+        conn,
         &m.create_vm("flash", guest_settings(&[])).await.unwrap(),
     )
     .await;
@@ -691,7 +682,7 @@ async fn disks_are_linked_clones_made_once() {
     bytes.extend([0xffu8; 508]);
     std::fs::write(&corrupt, bytes).unwrap();
     let bad = common::vm(
-        &conn,
+        conn,
         &m.create_vm(
             "corrupt",
             guest_settings(&[(

@@ -23,16 +23,13 @@ async fn state_becomes(vm: &VmProxy<'_>, want: &str, timeout: Duration) -> bool 
 
 #[tokio::test]
 async fn boot_console_suspend_resume_reload_stop() {
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let manager = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (dir, conn, manager) = (&lab.dir, &lab.conn, &lab.manager);
     let path = manager
         .create_vm("guest1", guest_settings(&[]))
         .await
         .unwrap();
-    let vm = vm(&conn, &path).await;
+    let vm = vm(conn, &path).await;
     assert_eq!(vm.state().await.unwrap(), "stopped");
     assert_eq!(vm.pid().await.unwrap(), 0);
 
@@ -129,11 +126,8 @@ async fn boot_console_suspend_resume_reload_stop() {
 
 #[tokio::test]
 async fn a_bad_option_fails_start_with_qemus_own_words() {
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let manager = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (dir, conn, manager) = (&lab.dir, &lab.conn, &lab.manager);
     let path = manager
         .create_vm(
             "bad",
@@ -141,7 +135,7 @@ async fn a_bad_option_fails_start_with_qemus_own_words() {
         )
         .await
         .unwrap();
-    let vm = vm(&conn, &path).await;
+    let vm = vm(conn, &path).await;
     let e = vm.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed");
     let msg = e.to_string();
@@ -158,21 +152,18 @@ async fn a_bad_option_fails_start_with_qemus_own_words() {
 
 #[tokio::test]
 async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&bus, dir.path());
-    let conn = daemon.connect().await;
-    let manager = manager(&conn).await;
+    let lab = Lab::start().await;
+    let (conn, manager) = (&lab.conn, &lab.manager);
     let path = manager
         .create_vm("victim", guest_settings(&[]))
         .await
         .unwrap();
-    let vm = vm(&conn, &path).await;
+    let vm = vm(conn, &path).await;
 
     vm.start().await.unwrap();
     let pid = vm.pid().await.unwrap();
     // Property change streams need a caching proxy.
-    let cached = VmProxy::builder(&conn)
+    let cached = VmProxy::builder(conn)
         .path(path.clone())
         .unwrap()
         .build()

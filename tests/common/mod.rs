@@ -353,6 +353,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A daemon on a private bus in a fresh directory, with a client connection: what most tests
+/// start from. Dropped in field order: clients, daemon (and its QEMUs), bus, directory.
+pub struct Lab {
+    pub manager: ManagerProxy<'static>,
+    pub conn: zbus::Connection,
+    pub daemon: Daemon,
+    pub bus: Bus,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub async fn start() -> Lab {
+        let bus = Bus::start();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(&bus, dir.path());
+        let conn = daemon.connect().await;
+        Lab {
+            manager: manager(&conn).await,
+            conn,
+            daemon,
+            bus,
+            dir,
+        }
+    }
+}
+
 /// Polls `f` until it returns Some, for conditions no event tells (a process leaving /proc).
 pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
