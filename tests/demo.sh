@@ -180,50 +180,8 @@ chmod 755 "$TMP"
 
 # A bus like Debian's system bus (deny by default, services punch holes) with the project's
 # own policy file, so the demo runs under the same rules as the installed service.
-cat >"$TMP/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path=$TMP/bus</listen>
-
-  <policy context="default">
-    <allow user="*"/>
-
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus.Debug.Stats"/>
-  </policy>
-
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-
-  <include>$REPO/dbus/org.gns3.Qemu.conf</include>
-</busconfig>
-EOF
+sed -e "s|@SOCKET@|$TMP/bus|" -e "s|@POLICY@|$REPO/dbus/org.gns3.Qemu.conf|" \
+  "$REPO/tests/private-bus.conf.in" >"$TMP/bus.conf"
 
 # setsid: Ctrl-C goes to the terminal's whole process group, and the bus and the daemon
 # (which handles SIGINT by exiting) must still be there when the cleanup stops the VM.

@@ -86,54 +86,10 @@ impl Drop for Bus {
     }
 }
 
-/// The default policy of Debian's /usr/share/dbus-1/system.conf (deny owning names and sending
-/// method calls unless a service's file punches a hole), plus the project's policy file.
+/// tests/private-bus.conf.in (shared with tests/demo.sh) with its blanks filled in.
 fn config_xml(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-
-  <policy context="default">
-    <allow user="*"/>
-
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus"
-          send_interface="org.freedesktop.DBus.Debug.Stats"/>
-  </policy>
-
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-
-  <include>{policy}</include>
-</busconfig>
-"#,
-        socket = socket.display(),
-        policy = POLICY,
-    )
+    let template = include_str!("../private-bus.conf.in");
+    template
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@POLICY@", POLICY)
 }
