@@ -146,12 +146,7 @@ async fn manager_basics_and_object_manager_signals() {
     let vm = vm(conn, &path).await;
     assert_eq!(vm.ram().await.unwrap(), 64);
     assert_eq!(vm.process_priority().await.unwrap(), "low");
-    let cached = VmProxy::builder(conn)
-        .path(path.clone())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let cached = cached_vm(conn, &path).await;
     let mut ram_changes = cached.receive_ram_changed().await;
     ram_changes.next().await; // the current value
     vm.set_ram(96).await.unwrap();

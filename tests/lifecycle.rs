@@ -162,13 +162,7 @@ async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
 
     vm.start().await.unwrap();
     let pid = vm.pid().await.unwrap();
-    // Property change streams need a caching proxy.
-    let cached = VmProxy::builder(conn)
-        .path(path.clone())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let cached = cached_vm(conn, &path).await;
     let mut changes = cached.receive_state_changed().await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),

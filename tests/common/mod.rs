@@ -313,6 +313,17 @@ pub async fn vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'sta
         .unwrap()
 }
 
+/// A proxy that caches properties: the one kind whose change streams (`receive_*_changed`)
+/// deliver PropertiesChanged.
+pub async fn cached_vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'static> {
+    VmProxy::builder(conn)
+        .path(path.clone())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
 /// The D-Bus error name of a failed call.
 pub fn error_name(e: &zbus::Error) -> String {
     match e {
