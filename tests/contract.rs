@@ -525,7 +525,7 @@ async fn ports_are_reserved_skipped_changed_and_released() {
     let daemon = Daemon::start(&bus, dir.path());
     let conn = daemon.connect().await;
     let m = manager(&conn).await;
-    let v1 = vm(&conn, &m.create_vm("v1", HashMap::new()).await.unwrap()).await;
+    let v1 = create(&m, "v1", HashMap::new()).await;
     assert_eq!(
         (
             v1.console_port().await.unwrap(),
@@ -540,13 +540,7 @@ async fn ports_are_reserved_skipped_changed_and_released() {
         .unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable");
     assert!(e.to_string().contains(&base.to_string()), "{e}");
-    let v2 = vm(
-        &conn,
-        &m.create_vm("v2", [("ConsolePort", Value::from(base + 6))].into())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let v2 = create(&m, "v2", [("ConsolePort", Value::from(base + 6))].into()).await;
     assert_eq!(
         v2.console_port().await.unwrap(),
         base + 6,
@@ -557,13 +551,7 @@ async fn ports_are_reserved_skipped_changed_and_released() {
     // Changing the property moves the reservation.
     v1.set_console_port(base + 7).await.unwrap();
     assert_eq!(v1.console_port().await.unwrap(), base + 7);
-    let v3 = vm(
-        &conn,
-        &m.create_vm("v3", [("ConsolePort", Value::from(base + 1))].into())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let v3 = create(&m, "v3", [("ConsolePort", Value::from(base + 1))].into()).await;
     assert_eq!(
         v3.console_port().await.unwrap(),
         base + 1,
@@ -576,7 +564,7 @@ async fn ports_are_reserved_skipped_changed_and_released() {
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable", "{e}");
     // Deleting gives the ports back.
     v2.delete().await.unwrap();
-    let v4 = vm(&conn, &m.create_vm("v4", HashMap::new()).await.unwrap()).await;
+    let v4 = create(&m, "v4", HashMap::new()).await;
     let mut got = [
         v4.console_port().await.unwrap(),
         v4.monitor_port().await.unwrap(),
@@ -657,11 +645,7 @@ async fn disks_are_linked_clones_made_once() {
     );
 
     // Without hda: a blank 128 MiB flash disk.
-    let flash_vm = common::vm(
-        conn,
-        &m.create_vm("flash", guest_settings(&[])).await.unwrap(),
-    )
-    .await;
+    let flash_vm = create(m, "flash", guest_settings(&[])).await;
     flash_vm.start().await.unwrap();
     flash_vm.stop().await.unwrap();
     let flash_dir = dir
@@ -676,17 +660,13 @@ async fn disks_are_linked_clones_made_once() {
     let mut bytes = b"QFI\xfb".to_vec();
     bytes.extend([0xffu8; 508]);
     std::fs::write(&corrupt, bytes).unwrap();
-    let bad = common::vm(
-        conn,
-        &m.create_vm(
-            "corrupt",
-            guest_settings(&[(
-                "HdaDiskImage",
-                Value::from(corrupt.to_string_lossy().into_owned()),
-            )]),
-        )
-        .await
-        .unwrap(),
+    let bad = create(
+        m,
+        "corrupt",
+        guest_settings(&[(
+            "HdaDiskImage",
+            Value::from(corrupt.to_string_lossy().into_owned()),
+        )]),
     )
     .await;
     let e = bad.start().await.unwrap_err();

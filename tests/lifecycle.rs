@@ -247,13 +247,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
                 m.uid() == user.uid.as_raw() || m.mode() & 0o006 == 0o006
             })
             .unwrap_or(false);
-    let auto = vm(
-        &conn,
-        &m.create_vm("auto", [("Accelerator", Value::from("auto"))].into())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let auto = create(&m, "auto", [("Accelerator", Value::from("auto"))].into()).await;
     auto.start().await.unwrap();
     assert_eq!(
         auto.accelerated().await.unwrap(),
@@ -261,13 +255,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
         "auto picks KVM only where /dev/kvm is usable"
     );
     auto.stop().await.unwrap();
-    let tcg = vm(
-        &conn,
-        &m.create_vm("tcg", [("Accelerator", Value::from("tcg"))].into())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let tcg = create(&m, "tcg", [("Accelerator", Value::from("tcg"))].into()).await;
     tcg.start().await.unwrap();
     assert!(!tcg.accelerated().await.unwrap());
     tcg.stop().await.unwrap();
@@ -278,13 +266,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
         );
         return;
     }
-    let kvm = vm(
-        &conn,
-        &m.create_vm("kvm", [("Accelerator", Value::from("kvm"))].into())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let kvm = create(&m, "kvm", [("Accelerator", Value::from("kvm"))].into()).await;
     let e = kvm.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed");
     assert!(e.to_string().contains("group kvm"), "{e}");

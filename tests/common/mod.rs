@@ -313,6 +313,16 @@ pub async fn vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'sta
         .unwrap()
 }
 
+/// Creates a VM and returns its proxy.
+pub async fn create(
+    m: &ManagerProxy<'_>,
+    name: &str,
+    settings: HashMap<&str, Value<'_>>,
+) -> VmProxy<'static> {
+    let path = m.create_vm(name, settings).await.unwrap();
+    vm(m.inner().connection(), &path).await
+}
+
 /// A proxy that caches properties: the one kind whose change streams (`receive_*_changed`)
 /// deliver PropertiesChanged.
 pub async fn cached_vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'static> {
