@@ -31,6 +31,16 @@ fn test_port_range() -> (u16, u16) {
     (start, start + 49)
 }
 
+/// The test config (TCG, a port range of its own) in `dir`.
+fn write_test_config(dir: &Path) {
+    let (start, end) = test_port_range();
+    std::fs::write(
+        dir.join("gns3-qemud.toml"),
+        format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
+    )
+    .unwrap();
+}
+
 /// A gns3-qemud on a private bus, with its own state, runtime dir and config.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -45,14 +55,8 @@ impl Daemon {
     /// Starts a daemon in a fresh directory and waits for READY=1.
     pub fn start(bus: &Bus, dir: &Path) -> Daemon {
         std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("gns3-qemud.toml");
-        if !config.exists() {
-            let (start, end) = test_port_range();
-            std::fs::write(
-                &config,
-                format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
-            )
-            .unwrap();
+        if !dir.join("gns3-qemud.toml").exists() {
+            write_test_config(dir);
         }
         Self::start_in(bus, dir)
     }
@@ -65,13 +69,7 @@ impl Daemon {
     /// Starts a daemon as another user (which owns `dir`), as systemd would.
     pub fn start_as(bus: &Bus, dir: &Path, user: &nix::unistd::User) -> Daemon {
         std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("gns3-qemud.toml");
-        let (start, end) = test_port_range();
-        std::fs::write(
-            &config,
-            format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
-        )
-        .unwrap();
+        write_test_config(dir);
         nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
         Self::spawn(bus, dir, Some(user))
     }
@@ -87,18 +85,9 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let ports = std::fs::read_to_string(dir.join("gns3-qemud.toml"))
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find_map(|l| l.strip_prefix("console_port_range = ").map(str::to_string))
-            })
-            .and_then(|r| {
-                let r = r.trim_matches(|c| c == '[' || c == ']');
-                let (a, b) = r.split_once(',')?;
-                Some(a.trim().parse().ok()?..=b.trim().parse().ok()?)
-            })
-            .unwrap_or(5000..=10000);
+        let ports = gns3_qemud::config::Config::load(&dir.join("gns3-qemud.toml"))
+            .unwrap()
+            .console_ports();
         let log = dir.join("daemon.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
