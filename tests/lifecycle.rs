@@ -8,19 +8,6 @@ use zbus::zvariant::Value;
 
 const BOOT: Duration = Duration::from_secs(90);
 
-async fn state_becomes(vm: &VmProxy<'_>, want: &str, timeout: Duration) -> bool {
-    let end = std::time::Instant::now() + timeout;
-    loop {
-        if vm.state().await.unwrap() == want {
-            return true;
-        }
-        if std::time::Instant::now() > end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn boot_console_suspend_resume_reload_stop() {
     let lab = Lab::start().await;
@@ -100,11 +87,7 @@ async fn boot_console_suspend_resume_reload_stop() {
         "",
         "a requested stop is no error"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || (!pid_alive(pid)).then_some(()))
-            .await
-            .is_some()
-    );
+    assert!(eventually(Duration::from_secs(5), || async { !pid_alive(pid) }).await);
     let runtime = dir.path().join("run");
     assert!(
         std::fs::read_dir(&runtime).unwrap().next().is_none(),
@@ -188,7 +171,8 @@ async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
     console.send_line("poweroff -f");
-    assert!(state_becomes(&vm, "stopped", Duration::from_secs(30)).await);
+    let stopped = || async { vm.state().await.unwrap() == "stopped" };
+    assert!(eventually(Duration::from_secs(30), stopped).await);
     assert_eq!(vm.exit_status().await.unwrap(), 0);
     let why = vm.last_error().await.unwrap();
     assert!(why.contains("powered itself off"), "{why}");

@@ -389,15 +389,19 @@ impl Lab {
     }
 }
 
-/// Polls `f` until it returns Some, for conditions no event tells (a process leaving /proc).
-pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Polls `check` until it holds, for conditions no event tells (a process leaving /proc, a
+/// guest powering off); false if it still does not after `timeout`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
     let end = Instant::now() + timeout;
     loop {
-        if let Some(v) = f() {
-            return Some(v);
+        if check().await {
+            return true;
         }
         if Instant::now() > end {
-            return None;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
