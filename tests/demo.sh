@@ -24,31 +24,19 @@ die() {
 
 # --- Debian packages ------------------------------------------------------------------------
 
-missing=()
-need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+# shellcheck source=tests/packages.sh
+. "$REPO/tests/packages.sh"
 need qemu-system-x86_64 qemu-system-x86
 need qemu-img qemu-utils # the daemon makes the VM's disks with it
 need dbus-daemon dbus-daemon
 need busctl systemd
 need telnet telnet # only for you, to attach to the console
 need cc gcc        # rustc links through cc
-# gcc only recommends the C library's startup files, and recommends are not installed below.
-dpkg-query -W -f='${Status}\n' libc6-dev 2>/dev/null | grep -q 'ok installed' || missing+=(libc6-dev)
+# gcc only recommends the C library's startup files, and recommends are not installed.
+need_pkg libc6-dev
 # tests/guest/build.sh needs nothing more: it fetches busybox-static and the kernel with
 # `apt-get download` and unpacks them itself.
-
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  # Debian 11 had dbus-daemon inside the dbus package.
-  if [[ " ${missing[*]} " == *" dbus-daemon "* ]] && ! apt-cache show dbus-daemon >/dev/null 2>&1; then
-    missing=("${missing[@]/#dbus-daemon/dbus}")
-  fi
-  # --no-install-recommends: qemu-system-x86 recommends qemu-block-extra, which is tied to
-  # the distribution's QEMU version and would make apt remove a newer qemu-utils (backports).
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+install_missing
 
 # --- the daemon -----------------------------------------------------------------------------
 

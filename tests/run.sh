@@ -6,18 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
-command -v busctl >/dev/null || need+=(systemd)
-command -v gdbus >/dev/null || need+=(libglib2.0-bin)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing: ${need[*]}"
-  apt-get update -q
-  # No recommends: they pull qemu-block-extra, which replaces a newer qemu-utils with its own.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+# shellcheck source=tests/packages.sh
+. tests/packages.sh
+need qemu-system-x86_64 qemu-system-x86
+need qemu-img qemu-utils
+need dbus-daemon dbus-daemon
+need busctl systemd
+need gdbus libglib2.0-bin
+need cc gcc # rustc links through cc
+need_pkg libc6-dev
+install_missing
 command -v cargo >/dev/null || {
   echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2
   exit 1
