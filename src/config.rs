@@ -2,6 +2,7 @@
 //! does not parse, or holds an unknown key, stops the daemon with the reason.
 
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,10 @@ pub struct Config {
     pub console_host: String,
     /// First and last TCP port for consoles and monitors.
     pub console_port_range: [u16; 2],
+    /// Address the UDP tunnels' local ports are bound on.
+    pub udp_host: IpAddr,
+    /// First and last UDP port of Manager.AllocateUdpPort.
+    pub udp_port_range: [u16; 2],
     /// QEMU binary of a VM created without QemuPath: a bare name (looked up in PATH) or a path.
     pub qemu_binary: String,
     /// Accelerator of a VM created without one: auto, kvm or tcg.
@@ -43,6 +48,8 @@ impl Default for Config {
         Config {
             console_host: "127.0.0.1".into(),
             console_port_range: [5000, 10000],
+            udp_host: IpAddr::from([127, 0, 0, 1]),
+            udp_port_range: [10000, 20000],
             qemu_binary: "qemu-system-x86_64".into(),
             accelerator: Accelerator::Auto,
         }
@@ -65,14 +72,18 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        let [start, end] = config.console_port_range;
-        if start == 0 || start > end || end - start < 1 {
-            return Err(Error::Invalid {
-                path: path.into(),
-                why: format!(
-                    "console_port_range [{start}, {end}] must be two ports, the first above 0 and below the second"
-                ),
-            });
+        for (key, [start, end]) in [
+            ("console_port_range", config.console_port_range),
+            ("udp_port_range", config.udp_port_range),
+        ] {
+            if start == 0 || start >= end {
+                return Err(Error::Invalid {
+                    path: path.into(),
+                    why: format!(
+                        "{key} [{start}, {end}] must be two ports, the first above 0 and below the second"
+                    ),
+                });
+            }
         }
         if config.console_host.is_empty() {
             return Err(Error::Invalid {
@@ -85,6 +96,10 @@ impl Config {
 
     pub fn console_ports(&self) -> RangeInclusive<u16> {
         self.console_port_range[0]..=self.console_port_range[1]
+    }
+
+    pub fn udp_ports(&self) -> RangeInclusive<u16> {
+        self.udp_port_range[0]..=self.udp_port_range[1]
     }
 }
 
@@ -114,9 +129,13 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults() {
-        let c = load("accelerator = \"tcg\"\nconsole_port_range = [6000, 6100]\n").unwrap();
+        let c =
+            load("accelerator = \"tcg\"\nconsole_port_range = [6000, 6100]\nudp_host = \"::1\"\n")
+                .unwrap();
         assert_eq!(c.accelerator, Accelerator::Tcg);
         assert_eq!(c.console_ports(), 6000..=6100);
+        assert_eq!(c.udp_host, IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        assert_eq!(c.udp_ports(), 10000..=20000);
         assert_eq!(c.console_host, "127.0.0.1");
     }
 
@@ -128,6 +147,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("7000"), "{e}");
+        let e = load("udp_port_range = [0, 10]").unwrap_err().to_string();
+        assert!(e.contains("udp_port_range"), "{e}");
+        let e = load("udp_host = \"localhost\"").unwrap_err().to_string();
+        assert!(e.contains("udp_host"), "{e}");
         let e = load("accelerator = \"fast\"").unwrap_err().to_string();
         assert!(e.contains("fast"), "{e}");
         assert!(load("[[[").is_err());

@@ -84,6 +84,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         store: Store::open(&args.state_dir)?,
         runtime_dir: args.runtime_dir.clone(),
         console_host: config.console_host.clone(),
+        udp_host: config.udp_host,
         limits: Limits {
             host_ram_mib: host_ram_mib(),
             host_cpus: host_cpus(),
@@ -94,6 +95,12 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
             &config.console_host,
             config.console_ports(),
         )),
+        udp_ports: Mutex::new(Ports::new(
+            Protocol::Udp,
+            &config.udp_host.to_string(),
+            config.udp_ports(),
+        )),
+        binaries: Default::default(),
         names: Mutex::new(HashMap::new()),
     });
     let manager = Arc::new(Manager::load(

@@ -1,16 +1,16 @@
 //! The set of VMs: creation (checked whole before anything is written), lookup by name or
-//! id, deletion, and the QEMU binaries this host has.
+//! id, deletion, the UDP ports clients allocate for tunnels, and the QEMU binaries this host
+//! has.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
+use crate::ports::Holder;
 use crate::store::Record;
 use crate::vm::claims::Claims;
 use crate::vm::settings::{self, Accelerator, Priority, Setting, Settings};
-use crate::vm::{actor, lock, network, options, Context, Error, Handle, Result};
+use crate::vm::{actor, lock, network, options, Context, Error, Handle, Pool, Result};
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -23,8 +23,6 @@ pub struct Manager {
     ctx: Arc<Context>,
     defaults: Defaults,
     vms: Mutex<BTreeMap<String, Handle>>,
-    /// `--version` of each binary seen, by path and modification time.
-    versions: Mutex<HashMap<(PathBuf, SystemTime), String>>,
 }
 
 impl Manager {
@@ -34,7 +32,6 @@ impl Manager {
             ctx,
             defaults,
             vms: Mutex::default(),
-            versions: Mutex::default(),
         };
         for (path, record) in manager.ctx.store.load_all()? {
             let record = match record {
@@ -60,13 +57,20 @@ impl Manager {
             }
             names.insert(s.name.clone(), record.id.clone());
         }
-        let mut ports = lock(&self.ctx.console_ports);
-        for port in [s.console_port, s.monitor_port] {
-            if port != 0 && !ports.restore(port) {
-                tracing::error!(vm_id = %record.id, port, "port recorded by two VMs");
+        let tunnel_ports = record.tunnels.iter().map(|t| (Pool::Udp, t.local_port));
+        let console_ports = [s.console_port, s.monitor_port]
+            .into_iter()
+            .filter(|p| *p != 0)
+            .map(|p| (Pool::Console, p));
+        for (pool, port) in console_ports.chain(tunnel_ports) {
+            if !self
+                .ctx
+                .ports(pool)
+                .restore(port, Holder::Vm(record.id.clone()))
+            {
+                tracing::error!(vm_id = %record.id, port, ?pool, "port recorded by two VMs");
             }
         }
-        drop(ports);
         let id = record.id.clone();
         let handle = actor::spawn(self.ctx.clone(), record);
         lock(&self.vms).insert(id, handle);
@@ -116,6 +120,11 @@ impl Manager {
             accelerator: self.defaults.accelerator,
         };
         let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
+        self.ctx
+            .binaries
+            .probe(&s.qemu_path)
+            .await?
+            .check_nic_model(&s.qemu_path, &s.adapter_type)?;
         let mut claims = Claims::default();
         if let Err(e) = self.claim(&mut claims, &id, &mut s, &changes) {
             claims.undo(&self.ctx);
@@ -125,6 +134,7 @@ impl Manager {
             id: id.clone(),
             project,
             settings: s,
+            tunnels: Vec::new(),
             exit_status: 0,
             last_error: String::new(),
         };
@@ -169,9 +179,9 @@ impl Manager {
             ("MonitorPort", &mut s.monitor_port),
         ] {
             if !changes.iter().any(|c| c.key() == key) {
-                *port = claims.allocate(&self.ctx)?;
+                *port = claims.allocate(&self.ctx, Pool::Console, id)?;
             } else if *port != 0 {
-                claims.reserve(&self.ctx, *port)?;
+                claims.reserve(&self.ctx, Pool::Console, *port, id)?;
             }
         }
         Ok(())
@@ -222,46 +232,49 @@ impl Manager {
                     && meta.permissions().mode() & 0o111 != 0
                 {
                     // The first of a name in PATH is the one a bare name finds.
-                    found
-                        .entry(name)
-                        .or_insert((e.path(), meta.modified().ok()));
+                    found.entry(name).or_insert(e.path());
                 }
             }
         }
         let mut out = Vec::new();
-        for (path, mtime) in found.into_values() {
-            let version = self.version_of(path.clone(), mtime).await;
+        for path in found.into_values() {
+            let version = self.ctx.binaries.version(&path).await;
             out.push((path.to_string_lossy().into_owned(), version));
         }
         out
     }
 
-    async fn version_of(&self, path: PathBuf, mtime: Option<SystemTime>) -> String {
-        let key = (path.clone(), mtime.unwrap_or(SystemTime::UNIX_EPOCH));
-        if let Some(v) = lock(&self.versions).get(&key) {
-            return v.clone();
-        }
-        let out = tokio::process::Command::new(&path)
-            .arg("--version")
-            .kill_on_drop(true)
-            .output();
-        let version = match tokio::time::timeout(std::time::Duration::from_secs(10), out).await {
-            Ok(Ok(o)) => parse_version(&String::from_utf8_lossy(&o.stdout)),
-            _ => String::new(),
-        };
-        lock(&self.versions).insert(key, version.clone());
-        version
+    /// A UDP port of the daemon's range for a tunnel's local end, free now and held for the
+    /// caller until a tunnel uses it or it is released.
+    pub fn allocate_udp_port(&self) -> Result<u16> {
+        Ok(self.ctx.ports(Pool::Udp).allocate(Holder::Client)?)
     }
-}
 
-/// "QEMU emulator version 7.2.22 (Debian ...)" -> "7.2.22".
-fn parse_version(out: &str) -> String {
-    out.lines()
-        .next()
-        .and_then(|l| l.split("version ").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap_or("")
-        .to_string()
+    /// Gives back a port from [`Manager::allocate_udp_port`]. A port nobody holds is
+    /// already free: nothing to do.
+    pub fn release_udp_port(&self, port: u16) -> Result<()> {
+        if port == 0 {
+            return Err(Error::InvalidArgument(
+                "port 0 is not a port; give one that AllocateUdpPort returned".into(),
+            ));
+        }
+        let mut ports = self.ctx.ports(Pool::Udp);
+        match ports.holder(port) {
+            Some(Holder::Vm(id)) => {
+                let name = lock(&self.vms)
+                    .get(id)
+                    .map_or_else(|| id.clone(), |h| h.view().settings.name.clone());
+                Err(Error::InvalidState(format!(
+                    "UDP port {port} is the local end of a tunnel of VM '{name}'; RemoveUdpTunnel frees it"
+                )))
+            }
+            Some(Holder::Client) => {
+                ports.release(port);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn not_found(what: &str) -> Error {
@@ -269,16 +282,4 @@ fn not_found(what: &str) -> Error {
         "no VM is named or has the id '{}'",
         settings::shown(what)
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn versions() {
-        assert_eq!(
-            super::parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\nCopyright"),
-            "7.2.22"
-        );
-        assert_eq!(super::parse_version("garbage"), "");
-    }
 }

@@ -1,8 +1,9 @@
 //! The port manager: which ports of a range belong to which VM. A port is reserved while a
-//! VM holds it in its settings, whether or not QEMU is listening on it, so two VMs never get
-//! the same console; ports that another program holds are skipped.
+//! VM holds it in its settings (console, monitor, a tunnel's local port), whether or not
+//! QEMU is using it, so two VMs never get the same port; ports that another program holds
+//! are skipped.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 
@@ -20,12 +21,31 @@ pub enum Protocol {
     Udp,
 }
 
+/// Who holds a reserved port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A VM of this daemon, by id.
+    Vm(String),
+    /// A client that allocated it (Manager.AllocateUdpPort) and has not used it in a
+    /// tunnel yet; the first VM that does takes it over.
+    Client,
+}
+
+impl Holder {
+    fn describe(&self) -> String {
+        match self {
+            Holder::Vm(id) => format!("VM {id} of this daemon has it"),
+            Holder::Client => "a client allocated it and has not released it".into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Ports {
     protocol: Protocol,
     host: String,
     range: RangeInclusive<u16>,
-    reserved: BTreeSet<u16>,
+    reserved: BTreeMap<u16, Holder>,
 }
 
 impl Ports {
@@ -34,7 +54,7 @@ impl Ports {
             protocol,
             host: host.to_string(),
             range,
-            reserved: BTreeSet::new(),
+            reserved: BTreeMap::new(),
         }
     }
 
@@ -42,8 +62,8 @@ impl Ports {
         &self.range
     }
 
-    pub fn is_reserved(&self, port: u16) -> bool {
-        self.reserved.contains(&port)
+    pub fn holder(&self, port: u16) -> Option<&Holder> {
+        self.reserved.get(&port)
     }
 
     /// Whether another program holds the port now (we try to bind it, and let go).
@@ -57,39 +77,50 @@ impl Ports {
             .map(|e| format!("cannot bind {}:{port} ({e})", self.host))
     }
 
-    /// Reserves a port a client asked for.
-    pub fn reserve(&mut self, port: u16) -> Result<(), Error> {
-        if self.reserved.contains(&port) {
-            return Err(Error::Unavailable {
-                port,
-                why: "another VM of this daemon has it".into(),
-            });
+    /// Reserves a port a client asked for, for `holder`. A VM may take over a port a
+    /// client allocated: that is what allocating it was for. Returns the previous holder,
+    /// for an undo.
+    pub fn reserve(&mut self, port: u16, holder: Holder) -> Result<Option<Holder>, Error> {
+        let previous = self.reserved.get(&port).cloned();
+        match &previous {
+            Some(Holder::Client) if matches!(holder, Holder::Vm(_)) => {}
+            Some(other) => {
+                return Err(Error::Unavailable {
+                    port,
+                    why: other.describe(),
+                })
+            }
+            None => {}
         }
         if let Some(why) = self.held_elsewhere(port) {
             return Err(Error::Unavailable { port, why });
         }
-        self.reserved.insert(port);
-        Ok(())
+        self.reserved.insert(port, holder);
+        Ok(previous)
     }
 
     /// Reserves the lowest free port of the range.
-    pub fn allocate(&mut self) -> Result<u16, Error> {
+    pub fn allocate(&mut self, holder: Holder) -> Result<u16, Error> {
         let free = self
             .range
             .clone()
-            .find(|p| !self.reserved.contains(p) && self.held_elsewhere(*p).is_none());
+            .find(|p| !self.reserved.contains_key(p) && self.held_elsewhere(*p).is_none());
         let port = free.ok_or(Error::Exhausted {
             start: *self.range.start(),
             end: *self.range.end(),
         })?;
-        self.reserved.insert(port);
+        self.reserved.insert(port, holder);
         Ok(port)
     }
 
     /// Takes back a port recorded on disk, without a bind check: a QEMU that outlived the
     /// daemon may be listening on it. False if it was already taken.
-    pub fn restore(&mut self, port: u16) -> bool {
-        self.reserved.insert(port)
+    pub fn restore(&mut self, port: u16, holder: Holder) -> bool {
+        if self.reserved.contains_key(&port) {
+            return false;
+        }
+        self.reserved.insert(port, holder);
+        true
     }
 
     pub fn release(&mut self, port: u16) {
@@ -112,14 +143,30 @@ mod tests {
     fn allocates_reserves_releases() {
         let range = free_range(4);
         let mut p = Ports::new(Protocol::Tcp, "127.0.0.1", range.clone());
-        let a = p.allocate().unwrap();
-        let b = p.allocate().unwrap();
+        let a = p.allocate(vm("a")).unwrap();
+        let b = p.allocate(vm("b")).unwrap();
         assert_ne!(a, b);
-        assert!(matches!(p.reserve(a), Err(Error::Unavailable { .. })));
+        let e = p.reserve(a, vm("b")).unwrap_err().to_string();
+        assert!(e.contains("VM a"), "{e}");
         p.release(a);
-        p.reserve(a).unwrap();
-        assert!(p.restore(*range.end()));
-        assert!(!p.restore(*range.end()));
+        assert_eq!(p.reserve(a, vm("b")).unwrap(), None);
+        assert_eq!(p.holder(a), Some(&vm("b")));
+        assert!(p.restore(*range.end(), vm("c")));
+        assert!(!p.restore(*range.end(), vm("d")));
+    }
+
+    fn vm(id: &str) -> Holder {
+        Holder::Vm(id.into())
+    }
+
+    #[test]
+    fn a_vm_takes_over_what_a_client_allocated() {
+        let range = free_range(2);
+        let mut p = Ports::new(Protocol::Udp, "127.0.0.1", range.clone());
+        let a = p.allocate(Holder::Client).unwrap();
+        assert!(p.reserve(a, Holder::Client).is_err());
+        assert_eq!(p.reserve(a, vm("x")).unwrap(), Some(Holder::Client));
+        assert!(p.reserve(a, vm("y")).is_err());
     }
 
     #[test]
@@ -127,9 +174,9 @@ mod tests {
         let range = free_range(3);
         let held = TcpListener::bind(("127.0.0.1", *range.start())).unwrap();
         let mut p = Ports::new(Protocol::Tcp, "127.0.0.1", range.clone());
-        let e = p.reserve(*range.start()).unwrap_err().to_string();
+        let e = p.reserve(*range.start(), vm("a")).unwrap_err().to_string();
         assert!(e.contains("cannot bind"), "{e}");
-        assert_eq!(p.allocate().unwrap(), range.start() + 1);
+        assert_eq!(p.allocate(vm("a")).unwrap(), range.start() + 1);
         drop(held);
     }
 
@@ -137,8 +184,8 @@ mod tests {
     fn exhaustion_names_the_range() {
         let range = free_range(1);
         let mut p = Ports::new(Protocol::Udp, "127.0.0.1", range.clone());
-        p.allocate().unwrap();
-        let e = p.allocate().unwrap_err().to_string();
+        p.allocate(Holder::Client).unwrap();
+        let e = p.allocate(Holder::Client).unwrap_err().to_string();
         assert!(
             e.contains(&format!("{}-{}", range.start(), range.end())),
             "{e}"

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::vm::settings::Settings;
+use crate::vm::tunnel::Tunnel;
 
 const RECORD: &str = "vm.json";
 const TMP_SUFFIX: &str = ".tmp";
@@ -45,6 +46,9 @@ pub struct Record {
     pub id: String,
     pub project: String,
     pub settings: Settings,
+    /// One per adapter at most, in adapter order; attached at every start.
+    #[serde(default)]
+    pub tunnels: Vec<Tunnel>,
     /// Why the VM last stopped when nobody asked it to; kept across daemon restarts.
     pub exit_status: i32,
     pub last_error: String,
@@ -205,6 +209,12 @@ mod tests {
                 legacy_networking: false,
                 accelerator: Accelerator::Auto,
             },
+            tunnels: vec![Tunnel {
+                adapter: 0,
+                local_port: 10000,
+                remote_host: "127.0.0.1".into(),
+                remote_port: 10001,
+            }],
             exit_status: 0,
             last_error: String::new(),
         }

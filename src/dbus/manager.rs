@@ -72,6 +72,19 @@ impl ManagerIface {
         self.manager.qemu_binaries().await
     }
 
+    /// A free UDP port of the daemon's range (udp_port_range) for the local end of a
+    /// tunnel. It is held for the caller until a tunnel uses it (AddUdpTunnel) or it is
+    /// released; held ports are not kept across daemon restarts.
+    async fn allocate_udp_port(&self) -> Result<u16> {
+        Ok(self.manager.allocate_udp_port()?)
+    }
+
+    /// Give back a port from AllocateUdpPort. A port a tunnel uses is freed by
+    /// RemoveUdpTunnel instead (InvalidState); releasing a free port does nothing.
+    async fn release_udp_port(&self, port: u16) -> Result<()> {
+        Ok(self.manager.release_udp_port(port)?)
+    }
+
     /// The daemon's version.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn version(&self) -> &str {

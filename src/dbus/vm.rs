@@ -7,7 +7,7 @@ use zbus::{fdo, interface, ObjectServer};
 
 use super::error::Result;
 use crate::manager::Manager;
-use crate::vm::{Handle, Setting};
+use crate::vm::{Handle, Setting, Tunnel};
 
 pub const INTERFACE: &str = "org.gns3.Qemu.VM";
 
@@ -83,8 +83,37 @@ impl Vm {
         Ok(self.handle.configure(changes).await?)
     }
 
+    /// Connect adapter `adapter` to `remote_host`:`remote_port` by a UDP tunnel from
+    /// `local_port` (bound on the daemon's udp_host; Manager.AllocateUdpPort hands out free
+    /// ones). The remote host is an IPv4 or IPv6 address or a name that resolves. Replaces
+    /// the adapter's tunnel if it has one. On a running VM the tunnel is attached live: the
+    /// guest sees the cable plugged in (carrier up). Kept in the VM's record and attached at
+    /// every start.
+    async fn add_udp_tunnel(
+        &self,
+        adapter: u32,
+        local_port: u16,
+        remote_host: String,
+        remote_port: u16,
+    ) -> Result<()> {
+        let tunnel = Tunnel {
+            adapter,
+            local_port,
+            remote_host,
+            remote_port,
+        };
+        Ok(self.handle.add_tunnel(tunnel).await?)
+    }
+
+    /// Remove adapter `adapter`'s tunnel, live on a running VM: the guest sees the cable
+    /// unplugged (carrier down). Its local port is freed. Does nothing if it has none.
+    async fn remove_udp_tunnel(&self, adapter: u32) -> Result<()> {
+        Ok(self.handle.remove_tunnel(adapter).await?)
+    }
+
     /// The command line Start runs, argument by argument. The QMP socket is passed to
-    /// QEMU as an open file descriptor (fd=3), bound by the daemon beforehand.
+    /// QEMU as an open file descriptor (fd=3), bound by the daemon beforehand; tunnels are
+    /// attached over QMP before the guest's CPUs start.
     async fn command_line(&self) -> Result<Vec<String>> {
         Ok(self.handle.command_line().await?)
     }
@@ -125,7 +154,8 @@ impl Vm {
         self.handle.view().accelerated
     }
 
-    /// UDP tunnels: (adapter, local port, remote host, remote port).
+    /// UDP tunnels, in adapter order: (adapter, local port, remote host, remote port). An
+    /// adapter without one has its link down.
     #[zbus(property)]
     async fn tunnels(&self) -> Vec<(u32, u16, String, u16)> {
         self.handle.view().tunnels.clone()
@@ -195,7 +225,8 @@ impl Vm {
         self.set_fallback(Setting::HdbDiskImage(value)).await
     }
 
-    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped.
+    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
+    /// an adapter that has a tunnel.
     #[zbus(property)]
     async fn adapters(&self) -> u32 {
         self.handle.view().settings.adapters
@@ -205,7 +236,8 @@ impl Vm {
         self.set_fallback(Setting::Adapters(value)).await
     }
 
-    /// QEMU NIC model of every adapter (default e1000).
+    /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
+    /// -device help (e1000, virtio-net-pci, rtl8139, …).
     #[zbus(property)]
     async fn adapter_type(&self) -> String {
         self.handle.view().settings.adapter_type.clone()
@@ -314,7 +346,9 @@ impl Vm {
         self.set_fallback(Setting::MonitorPort(value)).await
     }
 
-    /// Use the older `socket` netdev for UDP tunnels even where `dgram` exists.
+    /// Use the older `socket` netdev for UDP tunnels (IPv4 only) even where the binary has
+    /// `dgram`. Binaries without `dgram` (before QEMU 7.2) always get `socket`. Applies to
+    /// tunnels attached from then on.
     #[zbus(property)]
     async fn legacy_networking(&self) -> bool {
         self.handle.view().settings.legacy_networking

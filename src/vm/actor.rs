@@ -5,7 +5,8 @@
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::future::pending;
-use std::os::fd::OwnedFd;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,14 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
+use super::binary::Capabilities;
 use super::claims::Claims;
 use super::error::{Error, Result};
 use super::process::{Exit, Process};
-use super::qmp::{Event, Qmp};
+use super::qmp::{self, Event, Qmp};
 use super::settings::{self, Accelerator, Setting, Settings};
-use super::{cmdline, disks, lock, network, Command, Context, Handle, State, View};
+use super::tunnel::{self, Backend, Tunnel};
+use super::{cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
 use crate::store::Record;
 
 /// How long a QMP command may take before the VM is deemed stuck.
@@ -33,6 +36,8 @@ const MAX_LOG: u64 = 1 << 20;
 struct Running {
     process: Process,
     qmp: Qmp,
+    /// What the running binary offers (QemuPath may change under it).
+    caps: Arc<Capabilities>,
     events: mpsc::UnboundedReceiver<Event>,
     /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
     shutdown: Option<String>,
@@ -48,6 +53,96 @@ impl Running {
         tokio::select! {
             exit = self.process.exited() => FromQemu::Exited(exit),
             Some(event) = self.events.recv() => FromQemu::Event(event),
+        }
+    }
+
+    async fn set_link(&mut self, adapter: u32, up: bool) -> Result<()> {
+        let args = json!({ "name": network::adapter_netdev(adapter), "up": up });
+        self.qmp
+            .execute("set_link", Some(args), QMP_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    /// Joins `t`'s UDP netdev to its adapter's hub, then raises the link.
+    async fn plug(&mut self, t: &Tunnel, legacy: bool, udp_host: IpAddr) -> Result<()> {
+        let backend = Backend::choose(legacy, &self.caps);
+        let ep = tunnel::resolve(t, backend, udp_host).await?;
+        let n = t.adapter;
+        if backend == Backend::Dgram {
+            let socket = tunnel::bind(&ep)?;
+            let args = json!({ "fdname": tunnel::tunnel_netdev(n) });
+            // QEMU keeps its own copy of the descriptor; ours closes when `socket` drops.
+            self.qmp
+                .execute_with_fd("getfd", args, socket.as_fd(), QMP_TIMEOUT)
+                .await?;
+        }
+        for args in [
+            tunnel::netdev_args(n, backend, &ep),
+            tunnel::hubport_args(n),
+        ] {
+            self.qmp
+                .execute("netdev_add", Some(args), QMP_TIMEOUT)
+                .await?;
+        }
+        self.set_link(n, true).await
+    }
+
+    /// Lowers adapter `adapter`'s link and removes its tunnel's netdevs, whichever exist.
+    async fn unplug(&mut self, adapter: u32) -> Result<()> {
+        self.set_link(adapter, false).await?;
+        for id in [
+            tunnel::hubport_netdev(adapter),
+            tunnel::tunnel_netdev(adapter),
+        ] {
+            match self
+                .qmp
+                .execute("netdev_del", Some(json!({ "id": id })), QMP_TIMEOUT)
+                .await
+            {
+                Err(qmp::Error::Command { class, .. }) if class == "DeviceNotFound" => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        // A descriptor passed for a netdev_add that then failed is still parked under
+        // its name; there is usually none.
+        let args = json!({ "fdname": tunnel::tunnel_netdev(adapter) });
+        let _ = self.qmp.execute("closefd", Some(args), QMP_TIMEOUT).await;
+        Ok(())
+    }
+
+    /// Puts tunnel `to` (or none) on `adapter` in place of `from`; if that fails, puts
+    /// `from` back as well as QEMU lets it.
+    async fn rewire(
+        &mut self,
+        adapter: u32,
+        from: Option<&Tunnel>,
+        to: Option<&Tunnel>,
+        legacy: bool,
+        udp_host: IpAddr,
+    ) -> Result<()> {
+        let result = self.swap(adapter, to, legacy, udp_host).await;
+        if result.is_err() {
+            if let Err(e) = self.swap(adapter, from, legacy, udp_host).await {
+                tracing::error!(adapter, "cannot put the previous tunnel back: {e}");
+            }
+        }
+        result
+    }
+
+    async fn swap(
+        &mut self,
+        adapter: u32,
+        to: Option<&Tunnel>,
+        legacy: bool,
+        udp_host: IpAddr,
+    ) -> Result<()> {
+        self.unplug(adapter).await?;
+        match to {
+            Some(t) => self.plug(t, legacy, udp_host).await,
+            None => Ok(()),
         }
     }
 }
@@ -88,7 +183,7 @@ fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
         state,
         pid,
         accelerated,
-        tunnels: Vec::new(),
+        tunnels: r.tunnels.iter().map(Tunnel::as_tuple).collect(),
         exit_status: r.exit_status,
         last_error: r.last_error.clone(),
     }
@@ -139,6 +234,12 @@ impl Actor {
             }
             Command::Reload(reply) => {
                 let _ = reply.send(self.reload().await);
+            }
+            Command::AddTunnel(t, reply) => {
+                let _ = reply.send(self.add_tunnel(t).await);
+            }
+            Command::RemoveTunnel(adapter, reply) => {
+                let _ = reply.send(self.remove_tunnel(adapter).await);
             }
             Command::CommandLine(reply) => {
                 let _ = reply.send(self.command_line());
@@ -228,6 +329,26 @@ impl Actor {
                 )));
             }
         }
+        if let Some(t) = self
+            .record
+            .tunnels
+            .iter()
+            .find(|t| t.adapter >= new.adapters)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "adapter {} of VM '{}' has a UDP tunnel: remove it (RemoveUdpTunnel) before lowering Adapters to {}",
+                t.adapter,
+                self.name(),
+                new.adapters
+            )));
+        }
+        if new.adapter_type != old.adapter_type || new.qemu_path != old.qemu_path {
+            self.ctx
+                .binaries
+                .probe(&new.qemu_path)
+                .await?
+                .check_nic_model(&new.qemu_path, &new.adapter_type)?;
+        }
         let mut claims = Claims::default();
         if let Err(e) = self.claim(&mut claims, &old, &new) {
             claims.undo(&self.ctx);
@@ -257,7 +378,7 @@ impl Actor {
         let old_ports = [old.console_port, old.monitor_port];
         for port in [new.console_port, new.monitor_port] {
             if port != 0 && !old_ports.contains(&port) {
-                claims.reserve(&self.ctx, port)?;
+                claims.reserve(&self.ctx, Pool::Console, port, self.id())?;
             }
         }
         Ok(())
@@ -269,7 +390,7 @@ impl Actor {
             lock(&self.ctx.names).remove(&old.name);
         }
         let kept = [new.console_port, new.monitor_port];
-        let mut ports = lock(&self.ctx.console_ports);
+        let mut ports = self.ctx.ports(Pool::Console);
         for p in [old.console_port, old.monitor_port] {
             if p != 0 && !kept.contains(&p) {
                 ports.release(p);
@@ -366,6 +487,7 @@ impl Actor {
             settings::check_file(key, path)?;
         }
         let kvm = self.use_kvm()?;
+        let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s).await?;
         let cmd = self.launch_plan(kvm)?;
@@ -419,6 +541,7 @@ impl Actor {
         let mut run = Running {
             process,
             qmp,
+            caps,
             events,
             shutdown: None,
         };
@@ -441,18 +564,28 @@ impl Actor {
         ))
     }
 
-    /// While QEMU is still paused (-S): links down where no tunnel is attached, then go.
+    /// While QEMU is still paused (-S): tunnels attached, links down where there is none,
+    /// then go. Attaching over QMP here is the same path as attaching to a running VM.
     async fn prepare_guest(&mut self, run: &mut Running) -> Result<()> {
+        let legacy = self.record.settings.legacy_networking;
         for n in 0..self.record.settings.adapters {
-            // A hub whose only port is the NIC stalls the NIC for good; a down link is
-            // also what the guest should see without a cable.
-            run.qmp
-                .execute(
-                    "set_link",
-                    Some(json!({ "name": network::adapter_netdev(n), "up": false })),
-                    QMP_TIMEOUT,
-                )
-                .await?;
+            match self.record.tunnels.iter().find(|t| t.adapter == n) {
+                Some(t) => run
+                    .plug(t, legacy, self.ctx.udp_host)
+                    .await
+                    .map_err(|e| {
+                        Error::StartFailed(format!(
+                            "cannot attach the UDP tunnel of adapter {n} of VM '{}' (local port {}, to {}:{}): {e}",
+                            self.name(),
+                            t.local_port,
+                            t.remote_host,
+                            t.remote_port
+                        ))
+                    })?,
+                // A hub whose only port is the NIC stalls the NIC for good; a down link is
+                // also what the guest should see without a cable.
+                None => run.set_link(n, false).await?,
+            }
         }
         run.qmp.execute("cont", None, QMP_TIMEOUT).await?;
         Ok(())
@@ -585,15 +718,107 @@ impl Actor {
             .map_err(|e| Error::Internal(format!("the delete task failed: {e}")))??;
         let _ = std::fs::remove_dir_all(self.runtime_dir());
         let s = &self.record.settings;
-        let mut ports = lock(&self.ctx.console_ports);
+        let mut ports = self.ctx.ports(Pool::Console);
         for port in [s.console_port, s.monitor_port] {
             if port != 0 {
                 ports.release(port);
             }
         }
         drop(ports);
+        let mut ports = self.ctx.ports(Pool::Udp);
+        for t in &self.record.tunnels {
+            ports.release(t.local_port);
+        }
+        drop(ports);
         lock(&self.ctx.names).remove(&s.name);
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), "VM deleted");
+        Ok(())
+    }
+
+    // ---- tunnels ----
+
+    async fn add_tunnel(&mut self, t: Tunnel) -> Result<()> {
+        t.check(self.name(), self.record.settings.adapters)?;
+        // The remote must resolve now, for the backend this VM uses, even while stopped.
+        let caps = match &self.run {
+            Some(run) => run.caps.clone(),
+            None => {
+                self.ctx
+                    .binaries
+                    .probe(&self.record.settings.qemu_path)
+                    .await?
+            }
+        };
+        let backend = Backend::choose(self.record.settings.legacy_networking, &caps);
+        tunnel::resolve(&t, backend, self.ctx.udp_host).await?;
+        self.set_tunnel(t.adapter, Some(t)).await
+    }
+
+    async fn remove_tunnel(&mut self, adapter: u32) -> Result<()> {
+        tunnel::check_adapter(self.name(), adapter, self.record.settings.adapters)?;
+        self.set_tunnel(adapter, None).await
+    }
+
+    /// Puts `new` (or no tunnel) on `adapter`: live first if QEMU runs, then on disk; if
+    /// either fails, the VM keeps the tunnel it had and nothing is left reserved.
+    async fn set_tunnel(&mut self, adapter: u32, new: Option<Tunnel>) -> Result<()> {
+        if matches!(self.state, State::Starting | State::Stopping) {
+            return Err(self.busy());
+        }
+        let old = self
+            .record
+            .tunnels
+            .iter()
+            .find(|t| t.adapter == adapter)
+            .cloned();
+        if old == new {
+            return Ok(());
+        }
+        let old_port = old.as_ref().map(|t| t.local_port);
+        let new_port = new.as_ref().map(|t| t.local_port);
+        let mut claims = Claims::default();
+        if let Some(port) = new_port.filter(|p| Some(*p) != old_port) {
+            claims.reserve(&self.ctx, Pool::Udp, port, self.id())?;
+        }
+        let (legacy, udp_host) = (self.record.settings.legacy_networking, self.ctx.udp_host);
+        if let Some(run) = self.run.as_mut() {
+            let rewired = run
+                .rewire(adapter, old.as_ref(), new.as_ref(), legacy, udp_host)
+                .await;
+            if let Err(e) = rewired {
+                claims.undo(&self.ctx);
+                return Err(e);
+            }
+        }
+        let mut record = self.record.clone();
+        record.tunnels.retain(|t| t.adapter != adapter);
+        record.tunnels.extend(new.clone());
+        record.tunnels.sort_by_key(|t| t.adapter);
+        if let Err(e) = self.save(record.clone()).await {
+            if let Some(run) = self.run.as_mut() {
+                let back = run
+                    .rewire(adapter, new.as_ref(), old.as_ref(), legacy, udp_host)
+                    .await;
+                if let Err(e) = back {
+                    tracing::error!(vm_id = %self.record.id, adapter, "cannot put the previous tunnel back: {e}");
+                }
+            }
+            claims.undo(&self.ctx);
+            return Err(e);
+        }
+        if let Some(port) = old_port.filter(|p| Some(*p) != new_port) {
+            self.ctx.ports(Pool::Udp).release(port);
+        }
+        self.record = record;
+        match &new {
+            Some(t) => {
+                tracing::info!(vm_id = %self.id(), vm_name = %self.name(), adapter, local_port = t.local_port, remote = %format!("{}:{}", t.remote_host, t.remote_port), live = self.run.is_some(), "UDP tunnel set")
+            }
+            None => {
+                tracing::info!(vm_id = %self.id(), vm_name = %self.name(), adapter, live = self.run.is_some(), "UDP tunnel removed")
+            }
+        }
+        self.publish();
         Ok(())
     }
 

@@ -1,13 +1,15 @@
-//! What a change takes from the pools every VM shares (names, console ports) before it is
-//! written to disk, so that it can all be given back if the write, or a later check, fails.
+//! What a change takes from the pools every VM shares (names, ports) before it is written to
+//! disk, so that it can all be given back if the write, or a later step, fails.
 
 use super::error::{Error, Result};
-use super::{lock, Context};
+use super::{lock, Context, Pool};
+use crate::ports::Holder;
 
 #[derive(Default)]
 pub struct Claims {
     name: Option<String>,
-    ports: Vec<u16>,
+    /// Each port taken, and who held it before (a client's allocation a tunnel took over).
+    ports: Vec<(Pool, u16, Option<Holder>)>,
 }
 
 impl Claims {
@@ -24,17 +26,17 @@ impl Claims {
         Ok(())
     }
 
-    /// Takes a port a client asked for.
-    pub fn reserve(&mut self, ctx: &Context, port: u16) -> Result<()> {
-        lock(&ctx.console_ports).reserve(port)?;
-        self.ports.push(port);
+    /// Takes a port a client asked for, for VM `id`.
+    pub fn reserve(&mut self, ctx: &Context, pool: Pool, port: u16, id: &str) -> Result<()> {
+        let previous = ctx.ports(pool).reserve(port, Holder::Vm(id.into()))?;
+        self.ports.push((pool, port, previous));
         Ok(())
     }
 
-    /// Takes the lowest free port of the range.
-    pub fn allocate(&mut self, ctx: &Context) -> Result<u16> {
-        let port = lock(&ctx.console_ports).allocate()?;
-        self.ports.push(port);
+    /// Takes the lowest free port of the pool's range for VM `id`.
+    pub fn allocate(&mut self, ctx: &Context, pool: Pool, id: &str) -> Result<u16> {
+        let port = ctx.ports(pool).allocate(Holder::Vm(id.into()))?;
+        self.ports.push((pool, port, None));
         Ok(port)
     }
 
@@ -43,9 +45,12 @@ impl Claims {
         if let Some(name) = &self.name {
             lock(&ctx.names).remove(name);
         }
-        let mut ports = lock(&ctx.console_ports);
-        for p in &self.ports {
-            ports.release(*p);
+        for (pool, port, previous) in self.ports {
+            let mut ports = ctx.ports(pool);
+            ports.release(port);
+            if let Some(holder) = previous {
+                ports.restore(port, holder);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`Command`]s, and a watch of its [`View`] to read properties without waiting on it.
 
 pub mod actor;
+pub mod binary;
 pub mod claims;
 pub mod cmdline;
 pub mod disks;
@@ -13,8 +14,10 @@ pub mod process;
 pub mod qmp;
 pub mod settings;
 pub mod state;
+pub mod tunnel;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,20 +25,42 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use error::{Error, Result};
 pub use settings::{Setting, Settings};
 pub use state::State;
+pub use tunnel::Tunnel;
 
 use crate::ports::Ports;
 use crate::store::Store;
 
-/// What every VM actor shares: where files go, the host's limits, and the two things that
-/// must be unique across VMs (names, ports).
+/// What every VM actor shares: where files go, the host's limits, what each QEMU binary
+/// offers, and the things that must be unique across VMs (names, ports).
 pub struct Context {
     pub store: Store,
     pub runtime_dir: PathBuf,
     pub console_host: String,
+    pub udp_host: IpAddr,
     pub limits: settings::Limits,
+    pub binaries: binary::Binaries,
+    /// TCP: consoles and monitors.
     pub console_ports: Mutex<Ports>,
+    /// UDP: the local ends of tunnels, and what clients allocated for them.
+    pub udp_ports: Mutex<Ports>,
     /// name -> id of every VM.
     pub names: Mutex<HashMap<String, String>>,
+}
+
+/// The two port pools of [`Context`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Console,
+    Udp,
+}
+
+impl Context {
+    pub fn ports(&self, pool: Pool) -> MutexGuard<'_, Ports> {
+        lock(match pool {
+            Pool::Console => &self.console_ports,
+            Pool::Udp => &self.udp_ports,
+        })
+    }
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
@@ -69,6 +94,8 @@ pub enum Command {
     Resume(Reply<()>),
     Reload(Reply<()>),
     Delete(Reply<()>),
+    AddTunnel(Tunnel, Reply<()>),
+    RemoveTunnel(u32, Reply<()>),
     CommandLine(Reply<Vec<String>>),
     ReadLog(Reply<String>),
 }
@@ -116,6 +143,12 @@ impl Handle {
     }
     pub async fn delete(&self) -> Result<()> {
         self.call(Command::Delete).await
+    }
+    pub async fn add_tunnel(&self, tunnel: Tunnel) -> Result<()> {
+        self.call(|r| Command::AddTunnel(tunnel, r)).await
+    }
+    pub async fn remove_tunnel(&self, adapter: u32) -> Result<()> {
+        self.call(|r| Command::RemoveTunnel(adapter, r)).await
     }
     pub async fn command_line(&self) -> Result<Vec<String>> {
         self.call(Command::CommandLine).await

@@ -1,11 +1,14 @@
 //! A QMP client: JSON lines over the VM's unix socket. Replies are matched to commands by
 //! id; events go to the VM's actor as they come.
 
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -132,6 +135,27 @@ impl Qmp {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value> {
+        self.send(command, arguments, None, timeout).await
+    }
+
+    /// Runs a command with a file descriptor attached (SCM_RIGHTS), as `getfd` needs.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        fd: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        self.send(command, Some(arguments), Some(fd), timeout).await
+    }
+
+    async fn send(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
@@ -142,7 +166,7 @@ impl Qmp {
         }
         let mut line = msg.to_string().into_bytes();
         line.push(b'\n');
-        let sent = tokio::time::timeout(timeout, self.writer.write_all(&line)).await;
+        let sent = tokio::time::timeout(timeout, self.write(&line, fd)).await;
         let answer = match sent {
             Ok(Ok(())) => tokio::time::timeout(timeout, rx).await,
             Ok(Err(e)) => {
@@ -162,6 +186,34 @@ impl Qmp {
                 Err(Error::Timeout(format!("'{command}'")))
             }
         }
+    }
+
+    /// Writes a line; the fd, if any, rides along with its first bytes.
+    async fn write(&mut self, line: &[u8], fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
+        let Some(fd) = fd else {
+            return self.writer.write_all(line).await;
+        };
+        let stream: &UnixStream = self.writer.as_ref();
+        let fds = [fd.as_raw_fd()];
+        let sent = loop {
+            stream.writable().await?;
+            let attempt = stream.try_io(Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &[IoSlice::new(line)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match attempt {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        self.writer.write_all(&line[sent..]).await
     }
 }
 

@@ -22,21 +22,22 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_gns3-qemud");
 /// The tests run guests under TCG: on these machines /dev/kvm opens but a stock guest hangs.
 pub const TEST_CONFIG: &str = "accelerator = \"tcg\"\n";
 
-/// A console port range of its own for each daemon of a test process: daemons running side
-/// by side would otherwise hand out the same free ports, and their QEMUs would collide.
-fn test_port_range() -> (u16, u16) {
+/// Console (TCP) and UDP port ranges of their own for each daemon of a test process:
+/// daemons running side by side would otherwise hand out the same free ports, and their
+/// QEMUs would collide.
+fn test_port_ranges() -> ([u16; 2], [u16; 2]) {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
-    let start = 5000 + n * 50;
-    (start, start + 49)
+    let (console, udp) = (5000 + n * 50, 20000 + n * 50);
+    ([console, console + 49], [udp, udp + 49])
 }
 
-/// The test config (TCG, a port range of its own) in `dir`.
+/// The test config (TCG, port ranges of its own) in `dir`.
 fn write_test_config(dir: &Path) {
-    let (start, end) = test_port_range();
+    let (console, udp) = test_port_ranges();
     std::fs::write(
         dir.join("gns3-qemud.toml"),
-        format!("{TEST_CONFIG}console_port_range = [{start}, {end}]\n"),
+        format!("{TEST_CONFIG}console_port_range = {console:?}\nudp_port_range = {udp:?}\n"),
     )
     .unwrap();
 }
@@ -49,6 +50,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// The daemon's console port range.
     pub ports: std::ops::RangeInclusive<u16>,
+    /// The daemon's UDP port range (AllocateUdpPort).
+    pub udp_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Daemon {
@@ -85,9 +88,8 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let ports = gns3_qemud::config::Config::load(&dir.join("gns3-qemud.toml"))
-            .unwrap()
-            .console_ports();
+        let config = gns3_qemud::config::Config::load(&dir.join("gns3-qemud.toml")).unwrap();
+        let (ports, udp_ports) = (config.console_ports(), config.udp_ports());
         let log = dir.join("daemon.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -125,6 +127,7 @@ impl Daemon {
             address: bus.address.clone(),
             log,
             ports,
+            udp_ports,
         };
         let mut buf = [0u8; 4096];
         let end = Instant::now() + Duration::from_secs(30);

@@ -21,6 +21,8 @@ pub trait Manager {
     #[zbus(name = "ListVMs")]
     fn list_vms(&self) -> zbus::Result<Vec<(String, String, String, OwnedObjectPath)>>;
     fn qemu_binaries(&self) -> zbus::Result<Vec<(String, String)>>;
+    fn allocate_udp_port(&self) -> zbus::Result<u16>;
+    fn release_udp_port(&self, port: u16) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -38,6 +40,14 @@ pub trait Vm {
     fn configure(&self, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
     fn command_line(&self) -> zbus::Result<Vec<String>>;
     fn read_log(&self) -> zbus::Result<String>;
+    fn add_udp_tunnel(
+        &self,
+        adapter: u32,
+        local_port: u16,
+        remote_host: &str,
+        remote_port: u16,
+    ) -> zbus::Result<()>;
+    fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
@@ -95,4 +105,18 @@ pub trait Vm {
     fn set_accelerator(&self, value: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn mac_address(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn adapters(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_adapters(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn adapter_type(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_adapter_type(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn legacy_networking(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_legacy_networking(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn tunnels(&self) -> zbus::Result<Vec<(u32, u16, String, u16)>>;
 }

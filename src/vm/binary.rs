@@ -1,0 +1,198 @@
+//! What a QEMU binary offers: its version, its NIC models, its netdev backends. Each binary is
+//! asked once (by path and modification time), since asking means running it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::error::{Error, Result};
+use super::lock;
+
+/// How long a binary may take to answer `--version` or `help`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Capabilities {
+    /// "7.2.22", or empty if the binary did not say.
+    pub version: String,
+    /// Names and aliases of the "Network devices" of `-device help`.
+    pub nic_models: BTreeSet<String>,
+    /// Backends of `-netdev help` (socket, dgram, hubport, …).
+    pub netdevs: BTreeSet<String>,
+}
+
+impl Capabilities {
+    /// Checks that the binary has NIC model `model`; the error lists a few it has.
+    pub fn check_nic_model(&self, qemu_path: &str, model: &str) -> Result<()> {
+        if self.nic_models.contains(model) {
+            return Ok(());
+        }
+        const COMMON: [&str; 5] = ["e1000", "virtio-net-pci", "rtl8139", "e1000e", "vmxnet3"];
+        let mut some: Vec<&str> = COMMON
+            .into_iter()
+            .filter(|m| self.nic_models.contains(*m))
+            .collect();
+        some.extend(
+            self.nic_models
+                .iter()
+                .map(String::as_str)
+                .filter(|m| !COMMON.contains(m))
+                .take(6usize.saturating_sub(some.len())),
+        );
+        Err(Error::InvalidArgument(format!(
+            "AdapterType '{}' is not a NIC model of {qemu_path}; it has {}, … (all of them: {qemu_path} -device help)",
+            super::settings::shown(model),
+            some.join(", ")
+        )))
+    }
+}
+
+/// "QEMU emulator version 7.2.22 (Debian ...)" -> "7.2.22".
+fn parse_version(out: &str) -> String {
+    out.lines()
+        .next()
+        .and_then(|l| l.split("version ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The `name "…"` and `alias "…"` of every line of the "Network devices:" section.
+fn parse_nic_models(out: &str) -> BTreeSet<String> {
+    let mut models = BTreeSet::new();
+    let section = out
+        .split("\n\n")
+        .find(|s| s.trim_start().starts_with("Network devices:"));
+    for line in section.into_iter().flat_map(str::lines).skip(1) {
+        for key in ["name \"", "alias \""] {
+            if let Some(rest) = line.split(key).nth(1) {
+                if let Some(name) = rest.split('"').next() {
+                    models.insert(name.to_string());
+                }
+            }
+        }
+    }
+    models
+}
+
+/// The lines after "Available netdev backend types:".
+fn parse_netdevs(out: &str) -> BTreeSet<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Available netdev backend types"))
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The answers of every binary asked so far.
+#[derive(Default)]
+pub struct Binaries {
+    cache: Mutex<HashMap<(PathBuf, SystemTime), Arc<Capabilities>>>,
+}
+
+impl Binaries {
+    /// What `path` offers. A binary that cannot be run, or lists no NIC model at all, is
+    /// an error, and is asked again next time.
+    pub async fn probe(&self, path: &str) -> Result<Arc<Capabilities>> {
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::QemuNotFound(format!("QEMU binary {path}: {e}")))?;
+        let key = (PathBuf::from(path), mtime);
+        if let Some(c) = lock(&self.cache).get(&key) {
+            return Ok(c.clone());
+        }
+        let (version, devices, netdevs) = tokio::join!(
+            run(path, &["--version"]),
+            run(path, &["-device", "help"]),
+            run(path, &["-netdev", "help"]),
+        );
+        let caps = Arc::new(Capabilities {
+            version: parse_version(&version?),
+            nic_models: parse_nic_models(&devices?),
+            netdevs: parse_netdevs(&netdevs?),
+        });
+        if caps.nic_models.is_empty() {
+            return Err(Error::QemuNotFound(format!(
+                "{path} lists no NIC model under -device help; is it a qemu-system binary?"
+            )));
+        }
+        lock(&self.cache).insert(key, caps.clone());
+        Ok(caps)
+    }
+
+    /// The version of `path`, or empty if it cannot tell.
+    pub async fn version(&self, path: &Path) -> String {
+        match path.to_str() {
+            Some(p) => self.probe(p).await.map(|c| c.version.clone()),
+            None => Ok(String::new()),
+        }
+        .unwrap_or_default()
+    }
+}
+
+async fn run(path: &str, args: &[&str]) -> Result<String> {
+    let what = || format!("{path} {}", args.join(" "));
+    let out = tokio::process::Command::new(path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PROBE_TIMEOUT, out)
+        .await
+        .map_err(|_| {
+            Error::QemuNotFound(format!("{} did not answer in {PROBE_TIMEOUT:?}", what()))
+        })?
+        .map_err(|e| Error::QemuNotFound(format!("cannot run {}: {e}", what())))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEVICES: &str = "Controller/Bridge/Hub devices:\nname \"i82801b11-bridge\", bus PCI\n\n\
+        Network devices:\nname \"e1000\", bus PCI, alias \"e1000-82540em\", desc \"Intel Gigabit Ethernet\"\n\
+        name \"ne2k_isa\", bus ISA\nname \"virtio-net-pci\", bus PCI, alias \"virtio-net\"\n\n\
+        Input devices:\nname \"usb-kbd\", bus usb-bus\n";
+
+    #[test]
+    fn parses_what_qemu_prints() {
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\nCopyright"),
+            "7.2.22"
+        );
+        assert_eq!(parse_version("garbage"), "");
+        let models = parse_nic_models(DEVICES);
+        assert_eq!(
+            models.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "e1000",
+                "e1000-82540em",
+                "ne2k_isa",
+                "virtio-net",
+                "virtio-net-pci"
+            ]
+        );
+        let netdevs =
+            parse_netdevs("Available netdev backend types:\nsocket\nstream\ndgram\nhubport\n");
+        assert!(netdevs.contains("dgram") && netdevs.contains("socket"));
+        assert!(parse_netdevs("qemu: unknown option").is_empty());
+    }
+
+    #[test]
+    fn a_wrong_model_lists_common_ones_first() {
+        let caps = Capabilities {
+            nic_models: parse_nic_models(DEVICES),
+            ..Default::default()
+        };
+        assert!(caps.check_nic_model("/q", "virtio-net").is_ok());
+        let e = caps.check_nic_model("/q", "e1001").unwrap_err().to_string();
+        assert!(
+            e.contains("e1001") && e.contains("it has e1000, virtio-net-pci, e1000-82540em"),
+            "{e}"
+        );
+    }
+}

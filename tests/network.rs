@@ -1,0 +1,369 @@
+//! Adapters and UDP tunnels: real guests wired to each other and rewired while they run, and
+//! every bad tunnel request refused by name without changing anything.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use zbus::zvariant::Value;
+
+const BOOT: Duration = Duration::from_secs(120);
+const SHELL: Duration = Duration::from_secs(30);
+
+/// The guest's carrier on eth0, as the kernel sees it ("1" or "0"), once it is `want` (the
+/// NIC's interrupt takes a moment) or after 10 s.
+fn carrier(console: &mut Console, want: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = console
+            .run("cat /sys/class/net/eth0/carrier", SHELL)
+            .unwrap();
+        let now = out.trim().to_string();
+        if now == want || Instant::now() > end {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the guest gets an answer from `ip` (three pings, a second each).
+fn reaches(console: &mut Console, ip: &str) -> bool {
+    let out = console
+        .run(
+            &format!("ping -c 3 -W 1 {ip} >/dev/null 2>&1 && echo REACH-YES || echo REACH-NO"),
+            SHELL,
+        )
+        .unwrap();
+    assert!(out.contains("REACH-"), "{out}");
+    out.contains("REACH-YES")
+}
+
+/// Pings until `ip` answers: the first pings after a change may go to ARP.
+fn comes_to_reach(console: &mut Console, ip: &str) -> bool {
+    (0..5).any(|_| reaches(console, ip))
+}
+
+/// Waits for the guest on `console` to boot, and gives eth0 address `ip`. The console must
+/// be connected before the guest prints: QEMU drops serial output nobody reads.
+fn boot(mut console: Console, ip: &str) -> Console {
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    console.wait_for("GUEST-NET eth0", BOOT).unwrap();
+    console
+        .run(&format!("ip addr add {ip}/24 dev eth0"), SHELL)
+        .unwrap();
+    console
+}
+
+/// The netdev type (dgram or socket) of adapter 0's tunnel, from the human monitor.
+fn tunnel_type(monitor_port: u16) -> String {
+    let mut monitor = Console::connect(monitor_port);
+    monitor.wait_for("(qemu)", SHELL).unwrap();
+    monitor.send_line("info network");
+    monitor.wait_for("gns3-0-tunnel: ", SHELL).unwrap();
+    let line = monitor.wait_for("\n", SHELL).unwrap();
+    line.split(",type=")
+        .nth(1)
+        .and_then(|t| t.split([',', ' ', '\r']).next())
+        .unwrap_or(&line)
+        .to_string()
+}
+
+/// A QEMU binary that lacks the dgram netdev (as QEMU before 7.2 does): the real one, with
+/// dgram left out of what `-netdev help` lists.
+fn qemu_without_dgram(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("qemu-without-dgram");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\n\
+         if [ \"$1\" = -netdev ] && [ \"$2\" = help ]; then\n\
+         \x20 qemu-system-x86_64 -netdev help | grep -vx dgram; exit 0\n\
+         fi\n\
+         exec qemu-system-x86_64 \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn guests_are_wired_unplugged_and_rewired_live() {
+    let lab = Lab::start().await;
+    let m = &lab.manager;
+    let (pa, pb, pc) = (
+        m.allocate_udp_port().await.unwrap(),
+        m.allocate_udp_port().await.unwrap(),
+        m.allocate_udp_port().await.unwrap(),
+    );
+    for p in [pa, pb, pc] {
+        assert!(lab.daemon.udp_ports.contains(&p), "{p}");
+    }
+    assert!(pa != pb && pb != pc && pa != pc);
+
+    // a: e1000 on dgram; b: virtio-net-pci on socket (LegacyNetworking); c: a binary
+    // without dgram, so socket too.
+    let a = create(m, "a", guest_settings(&[])).await;
+    let b = create(
+        m,
+        "b",
+        guest_settings(&[
+            ("AdapterType", Value::from("virtio-net-pci")),
+            ("LegacyNetworking", Value::from(true)),
+        ]),
+    )
+    .await;
+    let no_dgram = qemu_without_dgram(lab.dir.path());
+    let c = create(
+        m,
+        "c",
+        guest_settings(&[("QemuPath", Value::from(no_dgram))]),
+    )
+    .await;
+    assert_eq!(a.adapter_type().await.unwrap(), "e1000");
+
+    // Tunnels set while stopped are kept and attached at start.
+    a.add_udp_tunnel(0, pa, "127.0.0.1", pb).await.unwrap();
+    b.add_udp_tunnel(0, pb, "localhost", pa).await.unwrap();
+    assert_eq!(
+        a.tunnels().await.unwrap(),
+        [(0, pa, "127.0.0.1".to_string(), pb)]
+    );
+    let mut consoles = Vec::new();
+    for vm in [&a, &b, &c] {
+        vm.start().await.unwrap();
+        consoles.push(Console::connect(vm.console_port().await.unwrap()));
+    }
+    let a_pid = a.pid().await.unwrap();
+    let [ca, cb, cc] = <[Console; 3]>::try_from(consoles).ok().unwrap();
+    let mut ca = boot(ca, "10.0.0.1");
+    let mut cb = boot(cb, "10.0.0.2");
+    let mut cc = boot(cc, "10.0.0.3");
+    assert_eq!(tunnel_type(a.monitor_port().await.unwrap()), "dgram");
+    assert_eq!(tunnel_type(b.monitor_port().await.unwrap()), "socket");
+    assert_eq!(carrier(&mut ca, "1"), "1");
+    assert_eq!(carrier(&mut cc, "0"), "0", "no tunnel: no cable");
+    assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
+    assert!(comes_to_reach(&mut cb, "10.0.0.1"), "b reaches a");
+
+    // Unplugged live: the carrier drops and nothing gets through.
+    a.remove_udp_tunnel(0).await.unwrap();
+    assert!(a.tunnels().await.unwrap().is_empty());
+    assert_eq!(carrier(&mut ca, "0"), "0");
+    assert!(!reaches(&mut ca, "10.0.0.2"));
+    // ... and plugged back.
+    a.add_udp_tunnel(0, pa, "127.0.0.1", pb).await.unwrap();
+    assert_eq!(carrier(&mut ca, "1"), "1");
+    assert!(comes_to_reach(&mut ca, "10.0.0.2"));
+
+    // Rewired live from b to c: adding over a tunnel replaces it.
+    c.add_udp_tunnel(0, pc, "127.0.0.1", pa).await.unwrap();
+    assert_eq!(carrier(&mut cc, "1"), "1");
+    assert_eq!(tunnel_type(c.monitor_port().await.unwrap()), "socket");
+    a.add_udp_tunnel(0, pa, "127.0.0.1", pc).await.unwrap();
+    assert_eq!(
+        a.tunnels().await.unwrap(),
+        [(0, pa, "127.0.0.1".to_string(), pc)]
+    );
+    assert!(comes_to_reach(&mut ca, "10.0.0.3"), "a reaches c");
+    assert!(!reaches(&mut ca, "10.0.0.2"), "a no longer reaches b");
+
+    // A restarted VM gets its tunnel back.
+    drop(cc);
+    c.stop().await.unwrap();
+    c.start().await.unwrap();
+    let mut cc = boot(
+        Console::connect(c.console_port().await.unwrap()),
+        "10.0.0.3",
+    );
+    assert_eq!(carrier(&mut cc, "1"), "1");
+    assert!(comes_to_reach(&mut cc, "10.0.0.1"), "c reaches a again");
+
+    assert_eq!(a.pid().await.unwrap(), a_pid, "a never restarted");
+    assert_eq!(a.state().await.unwrap(), "running");
+}
+
+/// The daemon's record of a VM, as on disk.
+fn record(dir: &std::path::Path, id: &str) -> serde_json::Value {
+    let path = dir.join("state/vms").join(id).join("vm.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn tunnels_are_checked_stored_and_kept_across_restarts() {
+    let mut lab = Lab::start().await;
+    let m = lab.manager.clone();
+    let a = create(&m, "a", HashMap::new()).await;
+    let b = create(&m, "b", HashMap::new()).await;
+    let a_id = a.id().await.unwrap();
+    let port = m.allocate_udp_port().await.unwrap();
+    a.add_udp_tunnel(0, port, "127.0.0.1", 4000).await.unwrap();
+    // IPv6 and names are remote hosts too.
+    b.add_udp_tunnel(0, lab.daemon.udp_ports.end() - 1, "::1", 4001)
+        .await
+        .unwrap();
+    assert_eq!(
+        record(lab.dir.path(), &a_id)["Tunnels"],
+        serde_json::json!([{"Adapter": 0, "LocalPort": port, "RemoteHost": "127.0.0.1", "RemotePort": 4000}])
+    );
+
+    let held = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let state = lab.dir.path().join("state");
+    let before = snapshot(&state);
+    let cases: Vec<(&str, zbus::Result<()>, &str)> = vec![
+        (
+            "adapter out of range",
+            b.add_udp_tunnel(1, 30001, "127.0.0.1", 4000).await,
+            "InvalidArgument",
+        ),
+        (
+            "local port 0",
+            b.add_udp_tunnel(0, 0, "127.0.0.1", 4000).await,
+            "InvalidArgument",
+        ),
+        (
+            "remote port 0",
+            b.add_udp_tunnel(0, 30001, "127.0.0.1", 0).await,
+            "InvalidArgument",
+        ),
+        (
+            "empty host",
+            b.add_udp_tunnel(0, 30001, "", 4000).await,
+            "InvalidArgument",
+        ),
+        (
+            "not a host",
+            b.add_udp_tunnel(0, 30001, "no such host", 4000).await,
+            "InvalidArgument",
+        ),
+        (
+            "unresolvable host",
+            b.add_udp_tunnel(0, 30001, "no-such-host.invalid", 4000)
+                .await,
+            "InvalidArgument",
+        ),
+        (
+            "port held by another program",
+            b.add_udp_tunnel(0, held_port, "127.0.0.1", 4000).await,
+            "PortUnavailable",
+        ),
+        (
+            "port of another VM's tunnel",
+            b.add_udp_tunnel(0, port, "127.0.0.1", 4000).await,
+            "PortUnavailable",
+        ),
+        (
+            "remove from an adapter out of range",
+            b.remove_udp_tunnel(7).await,
+            "InvalidArgument",
+        ),
+        (
+            "release port 0",
+            m.release_udp_port(0).await,
+            "InvalidArgument",
+        ),
+        (
+            "release a tunnel's port",
+            m.release_udp_port(port).await,
+            "InvalidState",
+        ),
+        (
+            "fewer adapters than a tunnel needs",
+            a.set_adapters(0).await,
+            "InvalidArgument",
+        ),
+        (
+            "a NIC model the binary does not have",
+            a.set_adapter_type("e1001").await,
+            "InvalidArgument",
+        ),
+        (
+            "IPv6 on the socket netdev",
+            a.configure(HashMap::from([
+                ("LegacyNetworking", Value::from(true)),
+                ("Adapters", Value::from(2u32)),
+            ]))
+            .await
+            .and(a.add_udp_tunnel(1, 30001, "::1", 4000).await),
+            "InvalidArgument",
+        ),
+    ];
+    // The last case changed settings on purpose before its bad call; undo that first.
+    a.configure(HashMap::from([
+        ("LegacyNetworking", Value::from(false)),
+        ("Adapters", Value::from(1u32)),
+    ]))
+    .await
+    .unwrap();
+    for (what, result, want) in &cases {
+        let e = result.as_ref().expect_err(what);
+        assert_eq!(
+            error_name(e),
+            format!("org.gns3.Qemu.Error.{want}"),
+            "{what}: {e}"
+        );
+    }
+    let wrong_model = cases[12].1.as_ref().unwrap_err().to_string();
+    assert!(wrong_model.contains("virtio-net-pci"), "{wrong_model}");
+    assert_eq!(snapshot(&state), before, "bad calls changed nothing");
+    drop(held);
+
+    // Ports that do not fit in a q never reach the daemon's logic: zbus refuses the
+    // signature (with its own error name, org.freedesktop.zbus.Error, not InvalidArgs).
+    let e = lab
+        .conn
+        .call_method(
+            Some("org.gns3.Qemu"),
+            a.inner().path(),
+            Some("org.gns3.Qemu.VM"),
+            "AddUdpTunnel",
+            &(0u32, 70000u32, "127.0.0.1", 4000u16),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Signature mismatch"), "{e}");
+    assert_eq!(snapshot(&state), before);
+    // Unknown VMs are NotFound by name or id; a gone object is unknown to the bus.
+    let e = m
+        .get_vm("0123456789abcdef0123456789abcdef")
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.NotFound");
+
+    // A client's port is taken over by the tunnel that uses it, and a removed tunnel's
+    // port goes back to the pool.
+    let spare = m.allocate_udp_port().await.unwrap();
+    b.add_udp_tunnel(0, spare, "localhost", 4002).await.unwrap();
+    assert_eq!(
+        error_name(&m.release_udp_port(spare).await.unwrap_err()),
+        "org.gns3.Qemu.Error.InvalidState"
+    );
+    b.remove_udp_tunnel(0).await.unwrap();
+    b.remove_udp_tunnel(0).await.unwrap();
+    m.release_udp_port(spare).await.unwrap();
+    assert!(b.tunnels().await.unwrap().is_empty());
+
+    // A restarted daemon has the tunnels and holds their ports.
+    lab.daemon.terminate();
+    lab.daemon = Daemon::start_in(&lab.bus, lab.dir.path());
+    let conn = lab.daemon.connect().await;
+    let m = manager(&conn).await;
+    let a = vm(&conn, &m.get_vm("a").await.unwrap()).await;
+    let b = vm(&conn, &m.get_vm("b").await.unwrap()).await;
+    assert_eq!(
+        a.tunnels().await.unwrap(),
+        [(0, port, "127.0.0.1".to_string(), 4000)]
+    );
+    let e = b
+        .add_udp_tunnel(0, port, "127.0.0.1", 4000)
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable");
+    let a_path = a.inner().path().to_owned();
+    a.delete().await.unwrap();
+    b.add_udp_tunnel(0, port, "127.0.0.1", 4000).await.unwrap();
+    let gone = vm(&conn, &a_path.into()).await;
+    let e = gone.remove_udp_tunnel(0).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.freedesktop.DBus.Error.UnknownObject");
+}
