@@ -44,15 +44,17 @@ fn comes_to_reach(console: &mut Console, ip: &str) -> bool {
     (0..5).any(|_| reaches(console, ip))
 }
 
-/// Waits for the guest on `console` to boot, and gives eth0 address `ip`. The console must
-/// be connected before the guest prints: QEMU drops serial output nobody reads.
-fn boot(mut console: Console, ip: &str) -> Console {
+/// Waits for the guest on `console` to boot, and gives eth0 address `ip`; returns the
+/// console and eth0's MAC. The console must be connected before the guest prints: QEMU
+/// drops serial output nobody reads.
+fn boot(mut console: Console, ip: &str) -> (Console, String) {
     console.wait_for("GUEST-READY", BOOT).unwrap();
-    console.wait_for("GUEST-NET eth0", BOOT).unwrap();
+    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
+    let mac = console.wait_for("\n", SHELL).unwrap().trim().to_string();
     console
         .run(&format!("ip addr add {ip}/24 dev eth0"), SHELL)
         .unwrap();
-    console
+    (console, mac)
 }
 
 /// The netdev type (dgram or socket) of adapter 0's tunnel, from the human monitor.
@@ -101,8 +103,8 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     }
     assert!(pa != pb && pb != pc && pa != pc);
 
-    // a: e1000 on dgram; b: virtio-net-pci on socket (LegacyNetworking); c: a binary
-    // without dgram, so socket too.
+    // a: e1000 on dgram; b: two virtio-net-pci on socket (LegacyNetworking); c: a binary
+    // without dgram, so socket too, and a MAC base of its own.
     let a = create(m, "a", guest_settings(&[])).await;
     let b = create(
         m,
@@ -110,6 +112,7 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
         guest_settings(&[
             ("AdapterType", Value::from("virtio-net-pci")),
             ("LegacyNetworking", Value::from(true)),
+            ("Adapters", Value::from(2u32)),
         ]),
     )
     .await;
@@ -117,7 +120,10 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     let c = create(
         m,
         "c",
-        guest_settings(&[("QemuPath", Value::from(no_dgram))]),
+        guest_settings(&[
+            ("QemuPath", Value::from(no_dgram)),
+            ("MacAddress", Value::from("52:54:00:12:34:50")),
+        ]),
     )
     .await;
     assert_eq!(a.adapter_type().await.unwrap(), "e1000");
@@ -136,9 +142,19 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     }
     let a_pid = a.pid().await.unwrap();
     let [ca, cb, cc] = <[Console; 3]>::try_from(consoles).ok().unwrap();
-    let mut ca = boot(ca, "10.0.0.1");
-    let mut cb = boot(cb, "10.0.0.2");
-    let mut cc = boot(cc, "10.0.0.3");
+    let (mut ca, mac_a) = boot(ca, "10.0.0.1");
+    let (mut cb, mac_b) = boot(cb, "10.0.0.2");
+    let (mut cc, mac_c) = boot(cc, "10.0.0.3");
+    // The guest sees the MACs the daemon shows: the base, then base + n.
+    assert_eq!(mac_a, a.mac_address().await.unwrap());
+    assert_eq!(mac_b, b.mac_address().await.unwrap());
+    assert_eq!(mac_c, "52:54:00:12:34:50");
+    let eth1 = cb.run("cat /sys/class/net/eth1/address", SHELL).unwrap();
+    let last = u8::from_str_radix(&mac_b[15..], 16).unwrap();
+    assert_eq!(eth1.trim(), format!("{}{:02x}", &mac_b[..15], last + 1));
+    // The adapters are QEMU's devices: their number changes only while stopped.
+    let e = b.set_adapters(1).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{e}");
     assert_eq!(tunnel_type(a.monitor_port().await.unwrap()), "dgram");
     assert_eq!(tunnel_type(b.monitor_port().await.unwrap()), "socket");
     assert_eq!(carrier(&mut ca, "1"), "1");
@@ -172,7 +188,7 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     drop(cc);
     c.stop().await.unwrap();
     c.start().await.unwrap();
-    let mut cc = boot(
+    let (mut cc, _) = boot(
         Console::connect(c.console_port().await.unwrap()),
         "10.0.0.3",
     );
@@ -196,6 +212,7 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
     let a = create(&m, "a", HashMap::new()).await;
     let b = create(&m, "b", HashMap::new()).await;
     let a_id = a.id().await.unwrap();
+    let a_mac = a.mac_address().await.unwrap();
     let port = m.allocate_udp_port().await.unwrap();
     a.add_udp_tunnel(0, port, "127.0.0.1", 4000).await.unwrap();
     // IPv6 and names are remote hosts too.
@@ -354,6 +371,11 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
     assert_eq!(
         a.tunnels().await.unwrap(),
         [(0, port, "127.0.0.1".to_string(), 4000)]
+    );
+    assert_eq!(
+        a.mac_address().await.unwrap(),
+        a_mac,
+        "the default MAC is stable"
     );
     let e = b
         .add_udp_tunnel(0, port, "127.0.0.1", 4000)
