@@ -1,0 +1,71 @@
+//! The project's benchmark: `cargo bench --bench bench [-- [--json PATH] [SECTION...]]`.
+//!
+//! Each section is a module with `run(&Runtime) -> Vec<Figure>` and measures on real QEMU
+//! guests under TCG, driven the way the integration tests drive them (tests/common). Only the
+//! sections whose name contains one of the SECTION arguments run (all without any). The table
+//! goes to stdout, progress to stderr, and every run's values to a JSON file:
+//! `$CARGO_TARGET_DIR/bench/bench.json` (default `target/bench/bench.json`) or `--json PATH`.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod report;
+mod tunnels;
+
+use report::Figure;
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::runtime::Runtime;
+
+struct Section {
+    name: &'static str,
+    run: fn(&Runtime) -> Vec<Figure>,
+}
+
+const SECTIONS: &[Section] = &[Section {
+    name: "tunnels",
+    run: tunnels::run,
+}];
+
+fn main() {
+    let mut json = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .join("bench/bench.json");
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // cargo bench passes --bench to every bench binary, harness or not.
+            "--bench" => {}
+            "--json" => json = args.next().expect("--json needs a PATH").into(),
+            flag if flag.starts_with('-') => panic!(
+                "unknown flag {flag}; usage: cargo bench --bench bench -- [--json PATH] [SECTION...]"
+            ),
+            filter => filters.push(filter.to_string()),
+        }
+    }
+    let chosen: Vec<&Section> = SECTIONS
+        .iter()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
+        .collect();
+    assert!(
+        !chosen.is_empty(),
+        "no section matches {filters:?}; sections: {:?}",
+        SECTIONS.iter().map(|s| s.name).collect::<Vec<_>>()
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    for section in chosen {
+        eprintln!("== {}", section.name);
+        figures.extend((section.run)(&rt));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    report::print_table(&figures);
+    report::write_json(&json, &figures, seconds);
+    eprintln!("{seconds:.0} s; figures written to {}", json.display());
+}

@@ -1,0 +1,304 @@
+//! UDP tunnel throughput: TCP from guest A to guest B over two VMs wired by the daemon's UDP
+//! tunnels (e1000 -> hub -> a `dgram` netdev on QEMU 7.2, `socket` on older binaries), beside
+//! the floor: the same guests started by hand, each e1000 straight on a `-netdev socket` UDP
+//! pair. The ratio of the medians is the cost of the daemon's network layout.
+//!
+//! Both pairs are booted at once and their runs alternate, so that the load of a shared
+//! machine drifting during the bench weighs on both alike.
+
+use crate::common::{self, Console, Lab};
+use crate::report::{self, Figure};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use zbus::zvariant::Value;
+
+const SECTION: &str = "tunnels";
+/// 64 KiB blocks per transfer: 8 MiB, 2 to 6 s at the 10-35 Mbit/s TCG manages here.
+const BLOCKS: u64 = 128;
+const BYTES: u64 = BLOCKS * 64 * 1024;
+const RUNS: usize = 5;
+/// Four guests boot at once on what may be two busy cores.
+const BOOT: Duration = Duration::from_secs(180);
+const SHELL: Duration = Duration::from_secs(60);
+const TRANSFER: Duration = Duration::from_secs(300);
+
+pub fn run(rt: &Runtime) -> Vec<Figure> {
+    let guest = common::guest();
+    eprintln!("booting the hand-started pair and the daemon's pair");
+    let mut direct = DirectPair::start(guest);
+    let lab = rt.block_on(Lab::start());
+    let (port_a, port_b) = rt.block_on(daemon_pair(&lab));
+    let mut links = [
+        Link::new("direct socket pair (floor)", direct.consoles()),
+        Link::new(
+            "daemon UDP tunnels",
+            (Console::connect(port_a), Console::connect(port_b)),
+        ),
+    ];
+    for link in &mut links {
+        link.wait_ready();
+    }
+    for link in &mut links {
+        // The first transfer also pays for TCG translating the network paths: not counted.
+        let warm_up = link.transfer();
+        eprintln!("{}: warm-up {warm_up:.1} Mbit/s", link.label);
+    }
+    let mut samples = [Vec::new(), Vec::new()];
+    for r in 0..RUNS {
+        // Alternate which pair goes first, so neither always runs right after the other.
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let mbits = links[i].transfer();
+            eprintln!("{}: run {} {mbits:.1} Mbit/s", links[i].label, r + 1);
+            samples[i].push(mbits);
+        }
+    }
+    let ratio = report::median(&samples[1]) / report::median(&samples[0]);
+    let [floor, daemon] = samples;
+    vec![
+        Figure::new(SECTION, links[0].label, "Mbit/s", floor),
+        Figure::new(SECTION, links[1].label, "Mbit/s", daemon),
+        Figure::new(SECTION, "daemon / direct (medians)", "ratio", vec![ratio]),
+    ]
+}
+
+/// Two VMs of the daemon, adapter 0 of each joined to the other's by a UDP tunnel, started;
+/// returns their console ports.
+async fn daemon_pair(lab: &Lab) -> (u16, u16) {
+    // The daemon nices its QEMUs by default ("low"); on a busy machine that alone would
+    // slow its pair, so both pairs run at the hand-started QEMUs' priority.
+    let settings = || {
+        common::guest_settings(&[
+            ("Adapters", Value::from(1u32)),
+            ("AdapterType", Value::from("e1000")),
+            ("ProcessPriority", Value::from("normal")),
+        ])
+    };
+    let a = common::create(&lab.manager, "bench-a", settings()).await;
+    let b = common::create(&lab.manager, "bench-b", settings()).await;
+    let m = &lab.manager;
+    let pa = m.allocate_udp_port().await.expect("AllocateUdpPort");
+    let pb = m.allocate_udp_port().await.expect("AllocateUdpPort");
+    for (vm, local, remote) in [(&a, pa, pb), (&b, pb, pa)] {
+        vm.add_udp_tunnel(0, local, "127.0.0.1", remote)
+            .await
+            .expect("AddUdpTunnel");
+    }
+    a.start().await.expect("starting VM bench-a");
+    b.start().await.expect("starting VM bench-b");
+    (
+        a.console_port().await.expect("ConsolePort of bench-a"),
+        b.console_port().await.expect("ConsolePort of bench-b"),
+    )
+}
+
+/// A QEMU started by hand, killed when dropped.
+struct Qemu {
+    child: Child,
+    console_port: u16,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The floor: two QEMUs whose NICs send each other UDP datagrams directly.
+struct DirectPair {
+    a: Qemu,
+    b: Qemu,
+    // Holds QEMU's output; after the QEMUs in drop order.
+    dir: tempfile::TempDir,
+}
+
+impl DirectPair {
+    fn start(guest: &Path) -> DirectPair {
+        let dir = tempfile::tempdir().expect("temp dir for the direct pair's logs");
+        let (ua, ub) = (free_udp_port(), free_udp_port());
+        let a = start_qemu(guest, dir.path(), "a", ua, ub, "52:54:00:be:0c:01");
+        let b = start_qemu(guest, dir.path(), "b", ub, ua, "52:54:00:be:0c:02");
+        DirectPair { a, b, dir }
+    }
+
+    fn consoles(&mut self) -> (Console, Console) {
+        let log = |name: &str| self.dir.path().join(format!("qemu-{name}.log"));
+        (
+            console(&mut self.a, &log("a")),
+            console(&mut self.b, &log("b")),
+        )
+    }
+}
+
+fn start_qemu(guest: &Path, dir: &Path, name: &str, own: u16, peer: u16, mac: &str) -> Qemu {
+    let console_port = common::free_port();
+    let log = dir.join(format!("qemu-{name}.log"));
+    let log = std::fs::File::create(&log).expect("creating a QEMU log file");
+    let child = Command::new("qemu-system-x86_64")
+        .args([
+            "-m",
+            "128",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults",
+        ])
+        .arg("-kernel")
+        .arg(guest.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(guest.join("initrd.gz"))
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-serial")
+        .arg(format!(
+            "telnet:127.0.0.1:{console_port},server=on,wait=off"
+        ))
+        .arg("-netdev")
+        .arg(format!(
+            "socket,id=n0,udp=127.0.0.1:{peer},localaddr=127.0.0.1:{own}"
+        ))
+        .arg("-device")
+        .arg(format!("e1000,netdev=n0,mac={mac}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cloning the QEMU log file"))
+        .stderr(log)
+        .spawn()
+        .expect("running qemu-system-x86_64");
+    Qemu {
+        child,
+        console_port,
+    }
+}
+
+/// Connects to a hand-started QEMU's console once it listens, or panics with QEMU's own
+/// words if it exited instead (a port taken meanwhile, a bad argument).
+fn console(qemu: &mut Qemu, log: &Path) -> Console {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = qemu.child.try_wait().expect("waiting for QEMU") {
+            let out = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("hand-started QEMU exited ({status}):\n{out}");
+        }
+        // A probe connection: QEMU listens again once it is closed, and the guest prints
+        // nothing this early, so no output is lost.
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, qemu.console_port)).is_ok() {
+            return Console::connect(qemu.console_port);
+        }
+        assert!(
+            Instant::now() < end,
+            "hand-started QEMU does not listen on its console port"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A UDP port free right now. Another process could take it before QEMU binds it; QEMU
+/// then exits and `console` says so.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .expect("binding a UDP port")
+        .port()
+}
+
+/// Two guests on one segment, driven over their serial consoles: A at 10.0.0.1 sends to B
+/// at 10.0.0.2.
+struct Link {
+    label: &'static str,
+    a: Console,
+    b: Console,
+}
+
+impl Link {
+    fn new(label: &'static str, (a, b): (Console, Console)) -> Link {
+        Link { label, a, b }
+    }
+
+    /// Waits for both guests to boot, addresses them, and waits until A reaches B.
+    fn wait_ready(&mut self) {
+        for (console, addr) in [(&mut self.a, "10.0.0.1"), (&mut self.b, "10.0.0.2")] {
+            console
+                .wait_for("GUEST-NET eth0", BOOT)
+                .unwrap_or_else(|e| panic!("{}: no eth0 in the guest: {e}", self.label));
+            console
+                .run(&format!("ip addr add {addr}/24 dev eth0"), SHELL)
+                .unwrap_or_else(|e| panic!("{}: setting {addr}: {e}", self.label));
+        }
+        // e1000 takes a moment to report its link up; until then the kernel holds the frames.
+        self.a
+            .run(
+                "until ping -c 1 -W 1 10.0.0.2 >/dev/null; do :; done",
+                SHELL,
+            )
+            .unwrap_or_else(|e| panic!("{}: A never reached B: {e}", self.label));
+    }
+
+    /// One TCP transfer of BYTES from A to B; returns Mbit/s.
+    ///
+    /// Busybox's dd here prints no timing line and its date has no %N, so the host times
+    /// the transfer: from the marker A's shell prints right before the pipeline to the one
+    /// it prints right after. Both markers cross the same serial console, so its latency
+    /// cancels out. A's nc exits only once B's nc has closed the connection, that is after
+    /// B has read every byte.
+    fn transfer(&mut self) -> f64 {
+        let n = next_marker();
+        // B listens in the background and reports the byte count when the sender is done;
+        // A may connect only once B listens, hence the netstat loop.
+        self.b
+            .run(
+                &format!(
+                    "(echo RX_$((1+{n}))_ $(nc -l -p 5001 | wc -c) _XR) & \
+                     while ! netstat -ltn | grep -q ':5001 '; do usleep 10000; done"
+                ),
+                SHELL,
+            )
+            .unwrap_or_else(|e| panic!("{}: starting the receiver: {e}", self.label));
+        let (elapsed, out) = timed(
+            &mut self.a,
+            &format!("dd if=/dev/zero bs=64k count={BLOCKS} 2>/dev/null | nc 10.0.0.2 5001"),
+        )
+        .unwrap_or_else(|e| panic!("{}: sending: {e}", self.label));
+        assert!(
+            out.trim().is_empty(),
+            "{}: the sender said: {out}",
+            self.label
+        );
+        let rx = format!("RX_{}_", n + 1);
+        let received = self
+            .b
+            .wait_for(&rx, SHELL)
+            .and_then(|_| self.b.wait_for("_XR", SHELL))
+            .unwrap_or_else(|e| panic!("{}: the receiver's byte count: {e}", self.label));
+        let received: u64 = received
+            .trim_end_matches("_XR")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: byte count {received:?}: {e}", self.label));
+        assert_eq!(received, BYTES, "{}: B did not get every byte", self.label);
+        BYTES as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
+    }
+}
+
+/// Markers of our own, apart from Console::run's, that the typed line's echo never matches
+/// (the shell computes the number).
+fn next_marker() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `cmd` in the guest's shell; returns the time between the shell's markers before and
+/// after it, and its output.
+fn timed(console: &mut Console, cmd: &str) -> Result<(Duration, String), String> {
+    let n = next_marker();
+    console.send_line(&format!("echo T0_$((1+{n}))_; {cmd}; echo T1_$((1+{n}))_"));
+    console.wait_for(&format!("T0_{}_", n + 1), SHELL)?;
+    let start = Instant::now();
+    let end = format!("T1_{}_", n + 1);
+    let out = console.wait_for(&end, TRANSFER)?;
+    Ok((start.elapsed(), out[..out.len() - end.len()].to_string()))
+}
