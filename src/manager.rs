@@ -122,9 +122,8 @@ impl Manager {
         let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
         self.ctx
             .binaries
-            .probe(&s.qemu_path)
-            .await?
-            .check_nic_model(&s.qemu_path, &s.adapter_type)?;
+            .check_nic_model(&s.qemu_path, &s.adapter_type)
+            .await?;
         let mut claims = Claims::default();
         if let Err(e) = self.claim(&mut claims, &id, &mut s, &changes) {
             claims.undo(&self.ctx);

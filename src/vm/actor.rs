@@ -345,9 +345,8 @@ impl Actor {
         if new.adapter_type != old.adapter_type || new.qemu_path != old.qemu_path {
             self.ctx
                 .binaries
-                .probe(&new.qemu_path)
-                .await?
-                .check_nic_model(&new.qemu_path, &new.adapter_type)?;
+                .check_nic_model(&new.qemu_path, &new.adapter_type)
+                .await?;
         }
         let mut claims = Claims::default();
         if let Err(e) = self.claim(&mut claims, &old, &new) {

@@ -123,6 +123,11 @@ impl Binaries {
         Ok(caps)
     }
 
+    /// Checks that the binary at `path` has NIC model `model`.
+    pub async fn check_nic_model(&self, path: &str, model: &str) -> Result<()> {
+        self.probe(path).await?.check_nic_model(path, model)
+    }
+
     /// The version of `path`, or empty if it cannot tell.
     pub async fn version(&self, path: &Path) -> String {
         match path.to_str() {
