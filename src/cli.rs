@@ -15,6 +15,9 @@ Options:
   --runtime-dir DIR    QMP sockets and pid files (default: /run/gns3-qemud)
   --config FILE        configuration file (default: /etc/gns3-qemud/gns3-qemud.toml;
                        an absent file means the defaults)
+  --supervisor-socket PATH
+                       socket of gns3-qemud-supervisor (default: supervisor_socket
+                       of the configuration; none means no privilege at all)
   --help               print this help
   --version            print the version
 ";
@@ -25,6 +28,7 @@ pub struct Args {
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub config: PathBuf,
+    pub supervisor_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -40,6 +44,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         state_dir: "/var/lib/gns3-qemud".into(),
         runtime_dir: "/run/gns3-qemud".into(),
         config: "/etc/gns3-qemud/gns3-qemud.toml".into(),
+        supervisor_socket: None,
     };
     let mut args = args.into_iter().skip(1);
     while let Some(arg) = args.next() {
@@ -66,6 +71,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
             "--state-dir" => out.state_dir = value()?.into(),
             "--runtime-dir" => out.runtime_dir = value()?.into(),
             "--config" => out.config = value()?.into(),
+            "--supervisor-socket" => out.supervisor_socket = Some(value()?.into()),
             other => return Err(format!("unknown option '{other}'; see --help")),
         }
     }
@@ -99,6 +105,11 @@ mod tests {
         assert_eq!(a.bus.as_deref(), Some("unix:path=/x"));
         assert_eq!(a.state_dir, PathBuf::from("/s"));
         assert_eq!(a.config, PathBuf::from("/c"));
+        assert_eq!(a.supervisor_socket, None);
+        let Parsed::Run(a) = p(&["--supervisor-socket=/run/s"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.supervisor_socket, Some(PathBuf::from("/run/s")));
         assert_eq!(p(&["--help"]).unwrap(), Parsed::Help);
         assert!(p(&["--bus"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--frobnicate"]).unwrap_err().contains("unknown option"));

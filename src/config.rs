@@ -41,6 +41,9 @@ pub struct Config {
     pub qemu_binary: String,
     /// Accelerator of a VM created without one: auto, kvm or tcg.
     pub accelerator: Accelerator,
+    /// The socket of gns3-qemud-supervisor; without one, no priority above the daemon's
+    /// and no cgroup CPU limits.
+    pub supervisor_socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             udp_port_range: [10000, 20000],
             qemu_binary: "qemu-system-x86_64".into(),
             accelerator: Accelerator::Auto,
+            supervisor_socket: None,
         }
     }
 }
@@ -137,6 +141,9 @@ mod tests {
         assert_eq!(c.udp_host, IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
         assert_eq!(c.udp_ports(), 10000..=20000);
         assert_eq!(c.console_host, "127.0.0.1");
+        assert_eq!(c.supervisor_socket, None);
+        let c = load("supervisor_socket = \"/run/s.sock\"").unwrap();
+        assert_eq!(c.supervisor_socket, Some(PathBuf::from("/run/s.sock")));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::dbus;
 use crate::manager::{Defaults, Manager};
 use crate::ports::{Ports, Protocol};
+use crate::privilege::Privilege;
 use crate::store::{self, Store};
 use crate::vm::{self, settings::Limits, Context};
 
@@ -80,6 +81,18 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
             source,
         })?;
     }
+    let supervisor = args
+        .supervisor_socket
+        .clone()
+        .or(config.supervisor_socket.clone());
+    match &supervisor {
+        Some(path) => {
+            tracing::info!(socket = %path.display(), "priorities and CPU limits go through the supervisor")
+        }
+        None => tracing::info!(
+            "no supervisor: priorities above the daemon's and cgroup CPU limits are not available"
+        ),
+    }
     let ctx = Arc::new(Context {
         store: Store::open(&args.state_dir)?,
         runtime_dir: args.runtime_dir.clone(),
@@ -102,6 +115,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         )),
         binaries: Default::default(),
         names: Mutex::new(HashMap::new()),
+        privilege: Privilege::new(supervisor.clone()),
     });
     let manager = Arc::new(Manager::load(
         ctx,

@@ -181,27 +181,6 @@ async fn qemu_killed_from_outside_and_guest_power_off_are_seen() {
     vm.stop().await.unwrap();
 }
 
-/// The system user the daemon runs as (created if missing, as the package would).
-fn daemon_user() -> nix::unistd::User {
-    if nix::unistd::User::from_name("gns3-qemud")
-        .unwrap()
-        .is_none()
-    {
-        let ok = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "gns3-qemud",
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "useradd gns3-qemud failed");
-    }
-    nix::unistd::User::from_name("gns3-qemud").unwrap().unwrap()
-}
-
 #[tokio::test]
 async fn accelerator_follows_what_the_daemons_user_may_use() {
     if !nix::unistd::geteuid().is_root() {

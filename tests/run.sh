@@ -13,6 +13,7 @@ need qemu-img qemu-utils
 need dbus-daemon dbus-daemon
 need busctl systemd
 need gdbus libglib2.0-bin
+need cpulimit cpulimit # CPU limits where no cgroup has the cpu controller
 need cc gcc # rustc links through cc
 need_pkg libc6-dev
 install_missing

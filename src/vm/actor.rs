@@ -22,7 +22,9 @@ use super::qmp::{self, Event, Qmp};
 use super::settings::{self, Accelerator, Setting, Settings};
 use super::tunnel::{self, Backend, Tunnel};
 use super::{cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
+use crate::privilege::Privilege;
 use crate::store::Record;
+use crate::supervisor::priority as sup_priority;
 
 /// How long a QMP command may take before the VM is deemed stuck.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ struct Running {
     events: mpsc::UnboundedReceiver<Event>,
     /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
     shutdown: Option<String>,
+    /// A CPU limit was put on it, which must be released once it exits.
+    throttled: bool,
 }
 
 enum FromQemu {
@@ -54,6 +58,49 @@ impl Running {
             exit = self.process.exited() => FromQemu::Exited(exit),
             Some(event) = self.events.recv() => FromQemu::Event(event),
         }
+    }
+
+    /// Puts `to`'s priority and CPU limit on QEMU, those that differ from `from` (all of
+    /// them at start); if the limit fails, the priority goes back.
+    async fn limit(
+        &mut self,
+        privilege: &Privilege,
+        name: &str,
+        from: Option<&Settings>,
+        to: &Settings,
+    ) -> Result<()> {
+        let (pid, priority) = (self.process.pid(), to.process_priority);
+        let renice = from.map_or(true, |f| f.process_priority != priority);
+        if renice && !sup_priority::all_at(pid, priority.nice()) {
+            privilege
+                .renice(pid, self.process.pidfd(), priority.nice())
+                .await
+                .map_err(|e| {
+                    Error::PrivilegeFailed(format!(
+                        "cannot give VM '{name}' ProcessPriority '{}' (nice {}): {e}",
+                        priority.as_str(),
+                        priority.nice()
+                    ))
+                })?;
+        }
+        let percent = to.cpu_throttling;
+        let throttle = from.map_or(percent > 0, |f| f.cpu_throttling != percent);
+        if !throttle {
+            return Ok(());
+        }
+        if let Err(e) = privilege.throttle(pid, self.process.pidfd(), percent).await {
+            if let Some(old) = from.filter(|_| renice) {
+                let nice = old.process_priority.nice();
+                if let Err(e) = privilege.renice(pid, self.process.pidfd(), nice).await {
+                    tracing::error!(pid, "cannot put the previous priority back: {e}");
+                }
+            }
+            return Err(Error::PrivilegeFailed(format!(
+                "cannot set CpuThrottling of VM '{name}' to {percent}%: {e}"
+            )));
+        }
+        self.throttled |= percent > 0;
+        Ok(())
     }
 
     async fn set_link(&mut self, adapter: u32, up: bool) -> Result<()> {
@@ -353,9 +400,27 @@ impl Actor {
             claims.undo(&self.ctx);
             return Err(e);
         }
+        let name = new.name.clone();
+        if let Some(run) = self.run.as_mut() {
+            if let Err(e) = run
+                .limit(&self.ctx.privilege, &name, Some(&old), &new)
+                .await
+            {
+                claims.undo(&self.ctx);
+                return Err(e);
+            }
+        }
         let mut record = self.record.clone();
         record.settings = new.clone();
         if let Err(e) = self.save(record.clone()).await {
+            if let Some(run) = self.run.as_mut() {
+                if let Err(e) = run
+                    .limit(&self.ctx.privilege, &name, Some(&new), &old)
+                    .await
+                {
+                    tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
+                }
+            }
             claims.undo(&self.ctx);
             return Err(e);
         }
@@ -543,12 +608,14 @@ impl Actor {
             caps,
             events,
             shutdown: None,
+            throttled: false,
         };
         match self.prepare_guest(&mut run).await {
             Ok(()) => Ok((run, kvm)),
             Err(e) => {
                 run.process.signal(Signal::SIGKILL).ok();
                 run.process.exited().await;
+                self.release(&run).await;
                 Err(e)
             }
         }
@@ -586,6 +653,8 @@ impl Actor {
                 None => run.set_link(n, false).await?,
             }
         }
+        let s = &self.record.settings;
+        run.limit(&self.ctx.privilege, &s.name, None, s).await?;
         run.qmp.execute("cont", None, QMP_TIMEOUT).await?;
         Ok(())
     }
@@ -629,9 +698,24 @@ impl Actor {
         }
     }
 
+    /// QEMU has exited: what limited it goes.
+    async fn release(&self, run: &Running) {
+        if !run.throttled {
+            return;
+        }
+        let pid = run.process.pid();
+        if let Err(e) = self.ctx.privilege.release(pid).await {
+            tracing::warn!(vm_id = %self.id(), pid, "cannot remove the CPU limit of an exited QEMU: {e}");
+        }
+    }
+
     /// QEMU is gone: record why, unless a client asked for it.
     async fn exited(&mut self, exit: Exit, requested: bool) {
-        let shutdown = self.run.take().and_then(|r| r.shutdown);
+        let run = self.run.take();
+        if let Some(run) = &run {
+            self.release(run).await;
+        }
+        let shutdown = run.and_then(|r| r.shutdown);
         self.accelerated = false;
         self.clean_runtime();
         let mut record = self.record.clone();

@@ -28,6 +28,7 @@ pub use state::State;
 pub use tunnel::Tunnel;
 
 use crate::ports::Ports;
+use crate::privilege::Privilege;
 use crate::store::Store;
 
 /// What every VM actor shares: where files go, the host's limits, what each QEMU binary
@@ -45,6 +46,8 @@ pub struct Context {
     pub udp_ports: Mutex<Ports>,
     /// name -> id of every VM.
     pub names: Mutex<HashMap<String, String>>,
+    /// Renice and CPU limits beyond the daemon's own rights.
+    pub privilege: Privilege,
 }
 
 /// The two port pools of [`Context`].

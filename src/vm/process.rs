@@ -6,7 +6,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -49,16 +49,6 @@ pub struct Process {
     pid: Pid,
     pidfd: AsyncFd<OwnedFd>,
     exit: Option<Exit>,
-}
-
-fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; nothing is borrowed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 impl Process {
@@ -106,7 +96,7 @@ impl Process {
 
     /// Holds a running process by pid, our child or not.
     pub fn attach(pid: Pid) -> io::Result<Process> {
-        let fd = pidfd_open(pid)?;
+        let fd = crate::pidfd::open(pid.as_raw() as u32)?;
         // SAFETY: the OwnedFd is moved into the AsyncFd, which alone closes it, after it has
         // deregistered it.
         let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
@@ -119,6 +109,11 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
+    }
+
+    /// The pidfd the process is held by, to hand to the supervisor.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.get_ref().as_fd()
     }
 
     /// Waits until the process has ended, and reaps it. Cancel-safe; returns at once once
@@ -157,18 +152,7 @@ impl Process {
         if self.exit.is_some() {
             return Ok(());
         }
-        // SAFETY: plain syscall on an fd we own; the info pointer is null as the man page allows.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.get_ref().as_raw_fd(),
-                sig as i32,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = crate::pidfd::send_signal(self.pidfd.get_ref().as_fd(), sig as i32) {
             // ESRCH: it has already exited, which is what the caller wanted.
             if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(e);

@@ -32,12 +32,13 @@ fn test_port_ranges() -> ([u16; 2], [u16; 2]) {
     ([console, console + 49], [udp, udp + 49])
 }
 
-/// The test config (TCG, port ranges of its own) in `dir`.
-fn write_test_config(dir: &Path) {
+/// The test config (TCG, port ranges of its own, and `extra` lines) in `dir`.
+pub fn write_test_config(dir: &Path, extra: &str) {
     let (console, udp) = test_port_ranges();
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("gns3-qemud.toml"),
-        format!("{TEST_CONFIG}console_port_range = {console:?}\nudp_port_range = {udp:?}\n"),
+        format!("{TEST_CONFIG}console_port_range = {console:?}\nudp_port_range = {udp:?}\n{extra}"),
     )
     .unwrap();
 }
@@ -59,7 +60,7 @@ impl Daemon {
     pub fn start(bus: &Bus, dir: &Path) -> Daemon {
         std::fs::create_dir_all(dir).unwrap();
         if !dir.join("gns3-qemud.toml").exists() {
-            write_test_config(dir);
+            write_test_config(dir, "");
         }
         Self::start_in(bus, dir)
     }
@@ -69,10 +70,12 @@ impl Daemon {
         Self::spawn(bus, dir, None)
     }
 
-    /// Starts a daemon as another user (which owns `dir`), as systemd would.
+    /// Starts a daemon as another user (which owns `dir`), as systemd would; with the test
+    /// config unless `dir` has one.
     pub fn start_as(bus: &Bus, dir: &Path, user: &nix::unistd::User) -> Daemon {
-        std::fs::create_dir_all(dir).unwrap();
-        write_test_config(dir);
+        if !dir.join("gns3-qemud.toml").exists() {
+            write_test_config(dir, "");
+        }
         nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
         Self::spawn(bus, dir, Some(user))
     }
@@ -266,7 +269,28 @@ pub fn guest() -> &'static Path {
 pub fn guest_settings(
     extra: &[(&'static str, Value<'static>)],
 ) -> HashMap<&'static str, Value<'static>> {
-    let g = guest();
+    guest_settings_in(guest(), extra)
+}
+
+/// A copy of the test guest in `dir` that any user may read (the built one is under root's
+/// home), for daemons that run as their own user.
+pub fn shared_guest(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let out = dir.join("guest");
+    std::fs::create_dir_all(&out).unwrap();
+    for f in ["vmlinuz", "initrd.gz"] {
+        std::fs::copy(guest().join(f), out.join(f)).unwrap();
+        std::fs::set_permissions(out.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    out
+}
+
+/// Settings of a VM that boots the test guest found in `g`.
+pub fn guest_settings_in(
+    g: &Path,
+    extra: &[(&'static str, Value<'static>)],
+) -> HashMap<&'static str, Value<'static>> {
     let mut s: HashMap<&str, Value> = HashMap::new();
     s.insert(
         "KernelImage",
@@ -355,6 +379,93 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     walk(dir, &mut out);
     out.sort();
     out
+}
+
+/// The system user the daemon runs as (created if missing, as the package would). The bus
+/// policy names it, so a test creates it before it starts its bus.
+pub fn daemon_user() -> nix::unistd::User {
+    if nix::unistd::User::from_name("gns3-qemud")
+        .unwrap()
+        .is_none()
+    {
+        let ok = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "gns3-qemud",
+            ])
+            .status()
+            .unwrap();
+        // Another test binary may have created it in the meantime.
+        assert!(
+            ok.success()
+                || nix::unistd::User::from_name("gns3-qemud")
+                    .unwrap()
+                    .is_some(),
+            "useradd gns3-qemud failed"
+        );
+    }
+    nix::unistd::User::from_name("gns3-qemud").unwrap().unwrap()
+}
+
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_gns3-qemud-supervisor");
+
+/// A gns3-qemud-supervisor (as root, like the test) on a socket in a directory of the test.
+pub struct Supervisor {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Supervisor {
+    /// Starts one serving `uid` and waits until its socket is there.
+    pub fn start(socket: &Path, uid: u32) -> Supervisor {
+        let log = socket.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new(SUPERVISOR)
+            .arg("--socket")
+            .arg(socket)
+            .arg("--daemon-uid")
+            .arg(uid.to_string())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut sup = Supervisor {
+            child,
+            socket: socket.to_path_buf(),
+            log,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                sup.child.try_wait().unwrap().is_none() && Instant::now() < end,
+                "the supervisor did not come up:\n{}",
+                sup.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sup
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A free TCP port on loopback, found by binding port 0.

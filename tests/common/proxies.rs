@@ -100,6 +100,10 @@ pub trait Vm {
     #[zbus(property)]
     fn set_process_priority(&self, value: &str) -> zbus::Result<()>;
     #[zbus(property)]
+    fn cpu_throttling(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_cpu_throttling(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
     fn accelerator(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn set_accelerator(&self, value: &str) -> zbus::Result<()>;

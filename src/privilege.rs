@@ -1,0 +1,197 @@
+//! What the daemon's own rights do not give it: a QEMU's nice value below the daemon's, and
+//! CPU limits through cgroups. With a supervisor socket configured, every such request goes
+//! to `gns3-qemud-supervisor`; without one (development), the daemon does what its own uid
+//! may (nice at or above its own, `cpulimit` as its own child) and says clearly what it
+//! cannot.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
+use crate::supervisor::{self, cpulimit, priority};
+use crate::vm::lock;
+
+/// How long the supervisor gets to answer a request.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the supervisor at {path}: {source}. Is gns3-qemud-supervisor running?")]
+    Unreachable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the supervisor refused: {0}")]
+    Refused(String),
+    #[error("the supervisor failed: {0}")]
+    Failed(String),
+    #[error(
+        "{0}. That needs privilege, and gns3-qemud runs without any and without a supervisor: \
+         start gns3-qemud-supervisor and give its socket as supervisor_socket in the \
+         configuration (or --supervisor-socket)"
+    )]
+    NeedsSupervisor(#[source] supervisor::Error),
+    #[error("{0}")]
+    Local(#[source] supervisor::Error),
+    #[error("the task that asked failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub enum Privilege {
+    /// Through `gns3-qemud-supervisor`.
+    Supervisor(Client),
+    /// No supervisor: what the daemon's uid allows.
+    Local,
+}
+
+impl Privilege {
+    pub fn new(socket: Option<PathBuf>) -> Privilege {
+        match socket {
+            Some(path) => Privilege::Supervisor(Client {
+                path,
+                link: Arc::default(),
+            }),
+            None => Privilege::Local,
+        }
+    }
+
+    /// Sets every thread of the process to `nice`.
+    pub async fn renice(&self, pid: u32, pidfd: BorrowedFd<'_>, nice: i32) -> Result<()> {
+        match self {
+            Privilege::Supervisor(c) => c.call(Request::Renice { pid, nice }, Some(pidfd)).await,
+            Privilege::Local => {
+                blocking(move || priority::renice(pid, nice).map(drop).map_err(local)).await
+            }
+        }
+    }
+
+    /// Limits the process to `percent` of one CPU; 0 lifts the limit.
+    pub async fn throttle(&self, pid: u32, pidfd: BorrowedFd<'_>, percent: u32) -> Result<()> {
+        match self {
+            Privilege::Supervisor(c) => {
+                c.call(Request::Throttle { pid, percent }, Some(pidfd))
+                    .await
+            }
+            Privilege::Local => {
+                blocking(move || {
+                    if percent == 0 {
+                        cpulimit::stop(pid);
+                        Ok(())
+                    } else {
+                        cpulimit::start(pid, percent).map_err(local)
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// After the process has exited: whatever limited it goes.
+    pub async fn release(&self, pid: u32) -> Result<()> {
+        match self {
+            Privilege::Supervisor(c) => c.call(Request::Release { pid }, None).await,
+            Privilege::Local => {
+                blocking(move || {
+                    cpulimit::stop(pid);
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+}
+
+fn local(e: supervisor::Error) -> Error {
+    if e.is_permission() {
+        Error::NeedsSupervisor(e)
+    } else {
+        Error::Local(e)
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// A connection to the supervisor, made when first needed and made again when the
+/// supervisor has gone away (restarted, or started by its socket on the next request).
+pub struct Client {
+    path: PathBuf,
+    link: Arc<Mutex<Option<Link>>>,
+}
+
+impl Client {
+    async fn call(&self, request: Request, pidfd: Option<BorrowedFd<'_>>) -> Result<()> {
+        // The request is sent from a blocking thread, which needs a descriptor of its own.
+        let pidfd: Option<OwnedFd> = pidfd
+            .map(|fd| fd.try_clone_to_owned())
+            .transpose()
+            .map_err(|e| Error::Task(format!("cannot duplicate the pidfd: {e}")))?;
+        let (path, link) = (self.path.clone(), self.link.clone());
+        blocking(move || {
+            let mut link = lock(&link);
+            let envelope = Envelope {
+                version: VERSION,
+                request,
+            };
+            // Every request is idempotent, so one that met a dead connection is sent again.
+            let mut last = None;
+            for _ in 0..2 {
+                let l = match link.as_mut() {
+                    Some(l) => l,
+                    None => link.insert(connect(&path)?),
+                };
+                let answer = l
+                    .send(&envelope, pidfd.as_ref().map(std::os::fd::AsFd::as_fd))
+                    .and_then(|()| l.receive());
+                match answer {
+                    Ok(Some((line, _))) => {
+                        return match serde_json::from_slice::<Reply>(&line) {
+                            Ok(Reply::Done) => Ok(()),
+                            Ok(Reply::Refused(why)) => Err(Error::Refused(why)),
+                            Ok(Reply::Failed(why)) => Err(Error::Failed(why)),
+                            Err(e) => Err(Error::Failed(format!("an answer not understood: {e}"))),
+                        };
+                    }
+                    Ok(None) => {
+                        last = Some(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "it closed the connection",
+                        ))
+                    }
+                    Err(e) => last = Some(e),
+                }
+                *link = None;
+            }
+            Err(Error::Unreachable {
+                path: path.clone(),
+                source: last.unwrap_or_else(|| io::Error::other("no answer")),
+            })
+        })
+        .await
+    }
+}
+
+fn connect(path: &std::path::Path) -> Result<Link> {
+    let unreachable = |source| Error::Unreachable {
+        path: path.into(),
+        source,
+    };
+    let stream = UnixStream::connect(path).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
+    Ok(Link::new(stream))
+}

@@ -1,0 +1,130 @@
+//! `gns3-qemud-supervisor`: see `src/supervisor/mod.rs`.
+
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use gns3_qemud::supervisor::cgroup::{Hierarchy, Version};
+use gns3_qemud::supervisor::server::Supervisor;
+use gns3_qemud::supervisor::Error;
+
+const USAGE: &str = "\
+Usage: gns3-qemud-supervisor --daemon-uid UID|USER [--socket PATH]
+
+Sets the nice value and the CPU limit of gns3-qemud's QEMU processes, which the daemon,
+running unprivileged, cannot. Serves only the given uid, and only about its processes.
+
+Options:
+  --daemon-uid UID|USER  the uid of gns3-qemud (required)
+  --socket PATH          listen on PATH (owned by that uid, mode 0600); without it, the
+                         socket systemd passes (socket activation)
+  --help                 print this help
+  --version              print the version
+";
+
+struct Args {
+    daemon_uid: u32,
+    socket: Option<PathBuf>,
+}
+
+fn parse() -> Result<Option<Args>, String> {
+    let mut uid = None;
+    let mut socket = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "--version" => {
+                println!("gns3-qemud-supervisor {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--daemon-uid" => uid = Some(resolve_uid(&value()?)?),
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown option '{other}'; see --help")),
+        }
+    }
+    let daemon_uid = uid.ok_or("--daemon-uid is required; see --help")?;
+    Ok(Some(Args { daemon_uid, socket }))
+}
+
+fn resolve_uid(v: &str) -> Result<u32, String> {
+    if let Ok(uid) = v.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(v) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(format!("--daemon-uid: no user '{v}'")),
+    }
+}
+
+fn listener(args: &Args) -> Result<UnixListener, Error> {
+    if let Some(path) = &args.socket {
+        let listen = |source| Error::Listen {
+            path: path.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(listen)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen)?;
+        nix::unistd::chown(path, Some(args.daemon_uid.into()), None)
+            .map_err(|e| listen(e.into()))?;
+        return Ok(listener);
+    }
+    let fd = sd_notify::listen_fds()
+        .ok()
+        .and_then(|mut fds| fds.next())
+        .ok_or(Error::NoSocket)?;
+    // SAFETY: systemd passed this listening socket to us, and nothing else took it.
+    Ok(unsafe { UnixListener::from_raw_fd(fd) })
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gns3-qemud-supervisor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match listener(&args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gns3-qemud-supervisor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cgroups = Hierarchy::detect();
+    match &cgroups {
+        Some(h) => {
+            let file = match h.version {
+                Version::V2 => "cpu.max",
+                Version::V1 => "cpu.cfs_quota_us",
+            };
+            eprintln!("CPU limits: {file} under {}", h.parent().display());
+        }
+        None => eprintln!("CPU limits: cpulimit (no cgroup has the cpu controller)"),
+    }
+    eprintln!("serving uid {}", args.daemon_uid);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    Supervisor {
+        daemon_uid: args.daemon_uid,
+        cgroups,
+    }
+    .serve(listener)
+}
