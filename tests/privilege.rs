@@ -383,6 +383,38 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     let _ = mine.kill();
     let _ = mine.wait();
 
+    // Started by its socket, as systemd's socket unit does.
+    let activated = dir.path().join("activated.sock");
+    let mut activator = std::process::Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", activated.display()))
+        .args([SUPERVISOR, "--daemon-uid", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    // The file is there before the socket listens.
+    while std::os::unix::net::UnixStream::connect(&activated).is_err() {
+        assert!(
+            Instant::now() < end,
+            "systemd-socket-activate did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut mine = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let fd = gns3_qemud::pidfd::open(mine.id()).unwrap();
+    assert_eq!(
+        ask(&activated, renice(mine.id()), Some(fd.as_fd())),
+        Reply::Done
+    );
+    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
+    let _ = mine.kill();
+    let _ = mine.wait();
+    let _ = activator.kill();
+    let _ = activator.wait();
+
     // Another version is refused with what it speaks.
     let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let mut link = Link::new(stream);
