@@ -12,20 +12,12 @@ use zbus::zvariant::Value;
 
 use gns3_qemud::supervisor::priority::{nice_of, threads};
 use gns3_qemud::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
+use gns3_qemud::vm::settings::Priority;
 
 const BOOT: Duration = Duration::from_secs(60);
 const SHELL: Duration = Duration::from_secs(10);
 /// How long a CPU measurement lasts.
 const SAMPLE: Duration = Duration::from_secs(5);
-
-const LEVELS: [(&str, i32); 6] = [
-    ("realtime", -20),
-    ("very high", -15),
-    ("high", -5),
-    ("normal", 0),
-    ("low", 5),
-    ("very low", 19),
-];
 
 fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -165,10 +157,11 @@ async fn through_the_supervisor_every_thread_gets_its_priority_and_the_cpu_its_l
     let vm = create(&lab.manager, "p", settings).await;
     let (pid, mut console) = start_console(&vm).await;
     assert_all_threads(pid, "realtime", -20);
-    for (level, nice) in LEVELS.iter().skip(1).chain(LEVELS.iter().take(1)) {
-        vm.set_process_priority(level).await.unwrap();
-        assert_eq!(vm.process_priority().await.unwrap(), *level);
-        assert_all_threads(pid, level, *nice);
+    // Every other level live, then realtime again (ALL starts with it).
+    for p in Priority::ALL.iter().skip(1).chain(&Priority::ALL[..1]) {
+        vm.set_process_priority(p.as_str()).await.unwrap();
+        assert_eq!(vm.process_priority().await.unwrap(), p.as_str());
+        assert_all_threads(pid, p.as_str(), p.nice());
     }
 
     // A supervisor that dies is reached again once a new one listens.
@@ -321,6 +314,26 @@ fn ask(socket: &Path, request: Request, pidfd: Option<std::os::fd::BorrowedFd<'_
     serde_json::from_slice(&line).unwrap()
 }
 
+fn renice(pid: u32) -> Request {
+    Request::Renice { pid, nice: 3 }
+}
+
+/// A supervisor serving root (the test) at `socket` renices a process of root.
+fn renices_its_own(socket: &Path) {
+    let mut mine = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let fd = gns3_qemud::pidfd::open(mine.id()).unwrap();
+    assert_eq!(
+        ask(socket, renice(mine.id()), Some(fd.as_fd())),
+        Reply::Done
+    );
+    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
+    let _ = mine.kill();
+    let _ = mine.wait();
+}
+
 #[test]
 fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     if !is_root() {
@@ -328,7 +341,6 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     }
     let dir = open_dir();
     let user = daemon_user();
-    let renice = |pid| Request::Renice { pid, nice: 3 };
 
     // The daemon's uid is served; root, connecting here, is not.
     let socket = dir.path().join("daemon.sock");
@@ -375,13 +387,10 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
         ask(&socket, renice(mine.id()), None),
         Reply::Refused(_)
     ));
-    assert_eq!(
-        ask(&socket, renice(mine.id()), Some(fd.as_fd())),
-        Reply::Done
-    );
-    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
+    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 0);
     let _ = mine.kill();
     let _ = mine.wait();
+    renices_its_own(&socket);
 
     // Started by its socket, as systemd's socket unit does.
     let activated = dir.path().join("activated.sock");
@@ -400,18 +409,7 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut mine = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
-    let fd = gns3_qemud::pidfd::open(mine.id()).unwrap();
-    assert_eq!(
-        ask(&activated, renice(mine.id()), Some(fd.as_fd())),
-        Reply::Done
-    );
-    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
-    let _ = mine.kill();
-    let _ = mine.wait();
+    renices_its_own(&activated);
     let _ = activator.kill();
     let _ = activator.wait();
 

@@ -38,7 +38,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    const ALL: [Priority; 6] = [
+    pub const ALL: [Priority; 6] = [
         Priority::Realtime,
         Priority::VeryHigh,
         Priority::High,

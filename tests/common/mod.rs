@@ -94,11 +94,7 @@ impl Daemon {
         let config = gns3_qemud::config::Config::load(&dir.join("gns3-qemud.toml")).unwrap();
         let (ports, udp_ports) = (config.console_ports(), config.udp_ports());
         let log = dir.join("daemon.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log_file = append(&log);
         let mut command = Command::new(DAEMON);
         if let Some(user) = user {
             use std::os::unix::process::CommandExt;
@@ -423,11 +419,7 @@ impl Supervisor {
     /// Starts one serving `uid` and waits until its socket is there.
     pub fn start(socket: &Path, uid: u32) -> Supervisor {
         let log = socket.with_extension("log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log_file = append(&log);
         let _ = std::fs::remove_file(socket);
         let child = Command::new(SUPERVISOR)
             .arg("--socket")
@@ -466,6 +458,15 @@ impl Drop for Supervisor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `path` opened for appending, for a child's stdout and stderr.
+fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 /// A free TCP port on loopback, found by binding port 0.
