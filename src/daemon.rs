@@ -117,13 +117,16 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         names: Mutex::new(HashMap::new()),
         privilege: Privilege::new(supervisor.clone()),
     });
-    let manager = Arc::new(Manager::load(
-        ctx,
-        Defaults {
-            qemu_binary: config.qemu_binary.clone(),
-            accelerator: config.accelerator,
-        },
-    )?);
+    let manager = Arc::new(
+        Manager::load(
+            ctx,
+            Defaults {
+                qemu_binary: config.qemu_binary.clone(),
+                accelerator: config.accelerator,
+            },
+        )
+        .await?,
+    );
     let builder = match &args.bus {
         Some(address) => zbus::connection::Builder::address(address.as_str())?,
         None => zbus::connection::Builder::system()?,

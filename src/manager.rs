@@ -26,8 +26,9 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Takes back every VM on disk: its name, its ports, an actor.
-    pub fn load(ctx: Arc<Context>, defaults: Defaults) -> Result<Manager> {
+    /// Takes back every VM on disk: its name, its ports, an actor, and its QEMU if that
+    /// still runs.
+    pub async fn load(ctx: Arc<Context>, defaults: Defaults) -> Result<Manager> {
         let manager = Manager {
             ctx,
             defaults,
@@ -42,12 +43,12 @@ impl Manager {
                     continue;
                 }
             };
-            manager.adopt(record);
+            manager.adopt(record).await;
         }
         Ok(manager)
     }
 
-    fn adopt(&self, record: Record) {
+    async fn adopt(&self, record: Record) {
         let s = &record.settings;
         {
             let mut names = lock(&self.ctx.names);
@@ -72,7 +73,7 @@ impl Manager {
             }
         }
         let id = record.id.clone();
-        let handle = actor::spawn(self.ctx.clone(), record);
+        let handle = actor::load(self.ctx.clone(), record).await;
         lock(&self.vms).insert(id, handle);
     }
 

@@ -348,7 +348,7 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
 
     // A restarted daemon has the tunnels and holds their ports.
     lab.daemon.terminate();
-    lab.daemon = Daemon::start_in(&lab.bus, lab.dir.path());
+    lab.daemon.restart(&lab.bus);
     let conn = lab.daemon.connect().await;
     let m = manager(&conn).await;
     let a = vm(&conn, &m.get_vm("a").await.unwrap()).await;

@@ -21,7 +21,7 @@ use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
 use super::settings::{self, Accelerator, Setting, Settings};
 use super::tunnel::{self, Backend, Tunnel};
-use super::{cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
+use super::{adopt, cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
 use crate::privilege::Privilege;
 use crate::store::Record;
 use crate::supervisor::priority as sup_priority;
@@ -205,21 +205,15 @@ pub struct Actor {
 
 /// Starts the actor of a VM whose record is already on disk.
 pub fn spawn(ctx: Arc<Context>, record: Record) -> Handle {
-    let (tx, rx) = mpsc::channel(16);
-    let actor = Actor {
-        view: watch::Sender::new(view_of(&record, State::Stopped, 0, false)),
-        ctx,
-        record,
-        state: State::Stopped,
-        accelerated: false,
-        run: None,
-    };
-    let handle = Handle {
-        tx,
-        view: actor.view.subscribe(),
-    };
-    tokio::spawn(actor.run(rx));
-    handle
+    Actor::new(ctx, record).go()
+}
+
+/// Starts the actor of a VM found on disk when the daemon starts, with its QEMU if that
+/// still runs.
+pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
+    let mut actor = Actor::new(ctx, record);
+    actor.readopt().await;
+    actor.go()
 }
 
 fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
@@ -244,6 +238,94 @@ async fn from_qemu(run: &mut Option<Running>) -> FromQemu {
 }
 
 impl Actor {
+    fn new(ctx: Arc<Context>, record: Record) -> Actor {
+        Actor {
+            view: watch::Sender::new(view_of(&record, State::Stopped, 0, false)),
+            ctx,
+            record,
+            state: State::Stopped,
+            accelerated: false,
+            run: None,
+        }
+    }
+
+    fn go(self) -> Handle {
+        let (tx, rx) = mpsc::channel(16);
+        let handle = Handle {
+            tx,
+            view: self.view.subscribe(),
+        };
+        tokio::spawn(self.run(rx));
+        handle
+    }
+
+    /// Takes back the QEMU a previous daemon left running, or records that it died.
+    async fn readopt(&mut self) {
+        let rt = self.runtime_dir();
+        let found = match adopt::find(&rt, QMP_TIMEOUT).await {
+            Ok(None) => return self.clean_runtime(),
+            Ok(Some(found)) => found,
+            Err(why) => return self.lost(why).await,
+        };
+        let caps = match self
+            .ctx
+            .binaries
+            .probe(&self.record.settings.qemu_path)
+            .await
+        {
+            Ok(caps) => caps,
+            Err(e) => {
+                // The binary went (an upgrade?) under a QEMU that still runs from memory.
+                tracing::warn!(vm_id = %self.id(), "cannot ask its QEMU binary what it offers: {e}");
+                Arc::default()
+            }
+        };
+        let mut run = Running {
+            process: found.process,
+            qmp: found.qmp,
+            caps,
+            events: found.events,
+            shutdown: None,
+            throttled: self.record.settings.cpu_throttling > 0,
+        };
+        let status = run.qmp.execute("query-status", None, QMP_TIMEOUT).await;
+        let kvm = run.qmp.execute("query-kvm", None, QMP_TIMEOUT).await;
+        let state = match status.as_ref().map(|s| s["status"].as_str()) {
+            Ok(Some("running")) => State::Running,
+            // Still in -S: the previous daemon died inside Start, which did not happen.
+            Ok(Some("prelaunch")) | Err(_) => {
+                let why = match &status {
+                    Ok(_) => "gns3-qemud stopped while it started the VM".to_string(),
+                    Err(e) => format!("its QEMU did not answer query-status ({e})"),
+                };
+                let _ = run.process.signal(Signal::SIGKILL);
+                run.process.exited().await;
+                self.release(&run).await;
+                return self.lost(format!("{why}, so its QEMU was killed")).await;
+            }
+            Ok(_) => State::Paused,
+        };
+        self.accelerated = kvm.is_ok_and(|k| k["enabled"].as_bool() == Some(true));
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = run.process.pid(), %state, "found its QEMU running again");
+        self.run = Some(run);
+        self.state = state;
+        self.publish();
+    }
+
+    /// The VM's QEMU did not survive the daemon's absence: the VM is stopped, and says why.
+    async fn lost(&mut self, why: String) {
+        tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "{why}");
+        self.clean_runtime();
+        let mut record = self.record.clone();
+        record.exit_status = Exit::Unknown.status();
+        record.last_error = why;
+        if let Err(e) = self.save(record.clone()).await {
+            tracing::error!(vm_id = %self.id(), "cannot record why the VM stopped: {e}");
+        }
+        self.record = record;
+        self.publish();
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
             tokio::select! {
@@ -490,7 +572,7 @@ impl Actor {
     }
 
     fn launch_plan(&self, kvm: bool) -> Result<Vec<String>> {
-        let pidfile = self.runtime_dir().join("qemu.pid");
+        let pidfile = self.runtime_dir().join(adopt::PIDFILE);
         cmdline::build(&cmdline::Launch {
             settings: &self.record.settings,
             vm_dir: &self.vm_dir(),
@@ -560,7 +642,7 @@ impl Actor {
         let internal = |what: &str, e: std::io::Error| Error::Internal(format!("{what}: {e}"));
         std::fs::create_dir_all(&rt)
             .map_err(|e| internal(&format!("cannot create {}", rt.display()), e))?;
-        let qmp_path = rt.join("qmp.sock");
+        let qmp_path = rt.join(adopt::QMP_SOCKET);
         let _ = std::fs::remove_file(&qmp_path);
         let listener = std::os::unix::net::UnixListener::bind(&qmp_path)
             .map_err(|e| internal(&format!("cannot bind {}", qmp_path.display()), e))?;
@@ -909,7 +991,7 @@ impl Actor {
 
     fn clean_runtime(&self) {
         let rt = self.runtime_dir();
-        for f in ["qmp.sock", "qemu.pid"] {
+        for f in [adopt::QMP_SOCKET, adopt::PIDFILE] {
             let _ = std::fs::remove_file(rt.join(f));
         }
         let _ = std::fs::remove_dir(rt);

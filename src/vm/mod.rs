@@ -3,6 +3,7 @@
 //! [`Command`]s, and a watch of its [`View`] to read properties without waiting on it.
 
 pub mod actor;
+pub mod adopt;
 pub mod binary;
 pub mod claims;
 pub mod cmdline;

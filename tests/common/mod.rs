@@ -157,6 +157,21 @@ impl Daemon {
         self.child.as_ref().unwrap().id()
     }
 
+    /// SIGKILL, as the OOM killer or a crash would: the VMs keep running.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("daemon already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A new daemon on the same state, once this one has exited (`terminate`, `crash`). Its
+    /// QEMUs are left to the new daemon, not killed.
+    pub fn restart(&mut self, bus: &Bus) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        let new = Daemon::start_in(bus, &self.dir);
+        std::mem::forget(std::mem::replace(self, new));
+    }
+
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");

@@ -1,0 +1,138 @@
+//! Finding a VM's QEMU again when the daemon starts. QEMU outlives the daemon (its own
+//! session; systemd's `KillMode=process`), and leaves in the VM's runtime dir the pid file
+//! it wrote (`-pidfile`) and the QMP socket the daemon bound for it.
+//!
+//! A pid in a pid file is only a guess: the QEMU may have died and its pid gone to another
+//! process. The process is held by pidfd first, then checked: its command line must carry
+//! this very pid file, and it must have started no later than the pid file was written. Only
+//! then is it adopted; anything else is left alone.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use super::process::Process;
+use super::qmp::{Event, Qmp};
+
+pub const PIDFILE: &str = "qemu.pid";
+pub const QMP_SOCKET: &str = "qmp.sock";
+
+/// A QEMU found running, held and connected.
+pub struct Found {
+    pub process: Process,
+    pub qmp: Qmp,
+    pub events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// What the runtime dir `rt` holds: None if no QEMU was left running there, the QEMU if it
+/// still runs, or why it is not there any more.
+pub async fn find(rt: &Path, timeout: Duration) -> Result<Option<Found>, String> {
+    let pidfile = rt.join(PIDFILE);
+    let text = match std::fs::read_to_string(&pidfile) {
+        Ok(t) => t,
+        Err(_) if !rt.join(QMP_SOCKET).exists() => return Ok(None),
+        Err(_) => return Err("its QEMU exited while gns3-qemud was not running".into()),
+    };
+    let gone = || {
+        format!(
+            "its QEMU (pid {}) exited while gns3-qemud was not running",
+            text.trim()
+        )
+    };
+    let pid: u32 = text.trim().parse().map_err(|_| gone())?;
+    let written = std::fs::metadata(&pidfile)
+        .and_then(|m| m.modified())
+        .map_err(|_| gone())?;
+    // Held first, checked after: the checks then speak of the process the pidfd holds.
+    let process = Process::attach(nix::unistd::Pid::from_raw(pid as i32)).map_err(|_| gone())?;
+    if !is_the_qemu(pid, &pidfile, written) {
+        return Err(gone());
+    }
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let connect = async {
+        let stream = UnixStream::connect(rt.join(QMP_SOCKET))
+            .await
+            .map_err(super::qmp::Error::Io)?;
+        Qmp::handshake(stream, events_tx, timeout).await
+    };
+    match connect.await {
+        Ok(qmp) => Ok(Some(Found {
+            process,
+            qmp,
+            events,
+        })),
+        Err(e) => {
+            // A QEMU the daemon cannot control would run on unseen: it goes.
+            let _ = process.signal(nix::sys::signal::Signal::SIGKILL);
+            Err(format!(
+                "its QEMU (pid {pid}) still ran but did not answer on QMP ({e}), so it was killed"
+            ))
+        }
+    }
+}
+
+/// Whether `pid` is the QEMU that wrote `pidfile` at `written`.
+fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let wanted = pidfile.as_os_str().as_encoded_bytes();
+    if !cmdline.split(|&b| b == 0).any(|arg| arg == wanted) {
+        return false;
+    }
+    let (Some(started), Ok(written)) = (start_time(pid), written.duration_since(UNIX_EPOCH)) else {
+        return false;
+    };
+    // Boot time has whole seconds: a second of slack.
+    started <= written + Duration::from_secs(1)
+}
+
+/// When `pid` started, since the epoch: boot time plus field 22 of its stat.
+fn start_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(Duration::from_secs(btime) + Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_the_qemu_only_with_the_pidfile_on_its_command_line_and_started_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join(PIDFILE);
+        // sh names the pid file as its $0, so it is on the command line.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :"])
+            .arg(&pidfile)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(50));
+        let now = SystemTime::now();
+        assert!(is_the_qemu(pid, &pidfile, now));
+        // A pid file written before the process started: the pid was recycled.
+        let long_ago = now - Duration::from_secs(3600);
+        assert!(!is_the_qemu(pid, &pidfile, long_ago));
+        // Another VM's pid file.
+        assert!(!is_the_qemu(pid, &dir.path().join("other/qemu.pid"), now));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_the_qemu(pid, &pidfile, now));
+    }
+}
