@@ -292,7 +292,8 @@ impl Actor {
         let kvm = run.qmp.execute("query-kvm", None, QMP_TIMEOUT).await;
         let state = match status.as_ref().map(|s| s["status"].as_str()) {
             Ok(Some("running")) => State::Running,
-            // Still in -S: the previous daemon died inside Start, which did not happen.
+            // Still in -S: the previous daemon died inside Start, and a Start happens whole
+            // or not at all.
             Ok(Some("prelaunch")) | Err(_) => {
                 let why = match &status {
                     Ok(_) => "gns3-qemud stopped while it started the VM".to_string(),
