@@ -11,6 +11,7 @@ pub mod manager;
 pub mod pidfd;
 pub mod ports;
 pub mod privilege;
+pub mod procfs;
 pub mod store;
 pub mod supervisor;
 pub mod vm;

@@ -73,10 +73,7 @@ pub fn find(pid: u32) -> Vec<u32> {
 /// Alive and not a zombie.
 fn running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => crate::procfs::stat_field(&stat, 3).is_some_and(|state| state != "Z"),
         Err(_) => false,
     }
 }

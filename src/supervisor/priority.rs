@@ -69,30 +69,17 @@ pub fn nice_of(pid: u32, tid: u32) -> Result<i32> {
         path: path.clone(),
         source,
     })?;
-    parse_nice(&stat).ok_or_else(|| Error::Read {
-        path,
-        source: io::Error::new(io::ErrorKind::InvalidData, "no nice value in it"),
-    })
-}
-
-/// Field 19 of a stat line; the command name (field 2) may hold spaces and parentheses,
-/// so fields are counted from the last ')'.
-fn parse_nice(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(16)?.parse().ok()
+    crate::procfs::stat_field(&stat, 19)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Read {
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, "no nice value in it"),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nice_is_field_19_even_after_an_odd_command_name() {
-        let stat =
-            "4242 (qemu (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 -5 3 0 123 0 0";
-        assert_eq!(parse_nice(stat), Some(-5));
-        assert_eq!(parse_nice("garbage"), None);
-    }
 
     #[test]
     fn every_thread_of_this_process_follows() {

@@ -91,11 +91,7 @@ fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
 /// When `pid` started, since the epoch: boot time plus field 22 of its stat.
 fn start_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let ticks: u64 = stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
+    let ticks: u64 = crate::procfs::stat_field(&stat, 22)?.parse().ok()?;
     let btime: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
