@@ -10,7 +10,7 @@ use crate::ports::Holder;
 use crate::store::Record;
 use crate::vm::claims::Claims;
 use crate::vm::settings::{self, Accelerator, Priority, Setting, Settings};
-use crate::vm::{actor, lock, network, options, Context, Error, Handle, Pool, Result};
+use crate::vm::{actor, adopt, lock, network, options, Context, Error, Handle, Pool, Result};
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -45,6 +45,13 @@ impl Manager {
             };
             manager.adopt(record).await;
         }
+        let store = &manager.ctx.store;
+        adopt::end_orphans(
+            &manager.ctx.runtime_dir,
+            |id| store.vm_dir(id).exists(),
+            actor::QMP_TIMEOUT,
+        )
+        .await;
         Ok(manager)
     }
 

@@ -1,7 +1,33 @@
-//! Lines of `/proc/<pid>/stat`. The command name (field 2) may hold spaces and parentheses,
-//! so fields are counted from the last ')'.
+//! What `/proc` tells of processes: who runs, with which arguments, and the fields of their
+//! `stat` line.
+
+/// Every pid in `/proc` now.
+pub fn pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The arguments `pid` was started with; none if it is gone (or a kernel thread).
+pub fn args(pid: u32) -> Vec<Vec<u8>> {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return Vec::new();
+    };
+    cmdline
+        .strip_suffix(&[0])
+        .unwrap_or(&cmdline)
+        .split(|&b| b == 0)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
 
 /// Field `n` of a stat line, numbered as in proc(5) (3 is the state); None for 1 and 2.
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted from
+/// the last ')'.
 pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
     stat[stat.rfind(')')? + 1..]
         .split_whitespace()
@@ -20,5 +46,18 @@ mod tests {
         assert_eq!(stat_field(stat, 22), Some("123"));
         assert_eq!(stat_field(stat, 2), None);
         assert_eq!(stat_field("garbage", 3), None);
+    }
+
+    #[test]
+    fn our_own_arguments_are_read_back() {
+        let me = std::process::id();
+        assert!(pids().contains(&me));
+        let mine = args(me);
+        let exe = std::env::args_os().next().unwrap();
+        assert_eq!(
+            mine.first().map(Vec::as_slice),
+            Some(exe.as_encoded_bytes())
+        );
+        assert!(args(u32::MAX).is_empty());
     }
 }

@@ -48,22 +48,15 @@ pub fn stop(pid: u32) -> usize {
 pub fn find(pid: u32) -> Vec<u32> {
     let me = nix::unistd::getuid().as_raw();
     let wanted = format!("--pid={pid}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    crate::procfs::pids()
+        .into_iter()
         .filter(|&p| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{p}/cmdline")) else {
-                return false;
-            };
-            let mut args = cmdline.split(|&b| b == 0);
+            let args = crate::procfs::args(p);
             let is_cpulimit = args
-                .next()
+                .first()
                 .is_some_and(|a| a == b"cpulimit" || a.ends_with(b"/cpulimit"));
             is_cpulimit
-                && args.any(|a| a == wanted.as_bytes())
+                && args.iter().any(|a| a == wanted.as_bytes())
                 && real_uid(p).is_ok_and(|u| u == me)
                 && running(p)
         })

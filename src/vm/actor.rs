@@ -14,20 +14,21 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
+use super::adopt::{self, Pending};
 use super::binary::Capabilities;
 use super::claims::Claims;
 use super::error::{Error, Result};
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
-use super::settings::{self, Accelerator, Setting, Settings};
+use super::settings::{self, Accelerator, Priority, Setting, Settings};
 use super::tunnel::{self, Backend, Tunnel};
-use super::{adopt, cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
+use super::{cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
 use crate::privilege::Privilege;
 use crate::store::Record;
 use crate::supervisor::priority as sup_priority;
 
 /// How long a QMP command may take before the VM is deemed stuck.
-const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long QEMU gets to exit after `quit`, then after SIGTERM, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How much of qemu.log an error message carries.
@@ -307,10 +308,49 @@ impl Actor {
             Ok(_) => State::Paused,
         };
         self.accelerated = kvm.is_ok_and(|k| k["enabled"].as_bool() == Some(true));
+        self.finish_pending(&mut run).await;
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = run.process.pid(), %state, "found its QEMU running again");
         self.run = Some(run);
         self.state = state;
         self.publish();
+    }
+
+    /// Puts the record's version on what the previous daemon was changing live when it
+    /// died: the change either reached the record, and is made whole, or did not, and is
+    /// undone.
+    async fn finish_pending(&mut self, run: &mut Running) {
+        let rt = self.runtime_dir();
+        let s = &self.record.settings;
+        for what in Pending::left(&rt) {
+            let done = match what {
+                Pending::Tunnel(n) => {
+                    let t = self.record.tunnels.iter().find(|t| t.adapter == n);
+                    run.swap(n, t, s.legacy_networking, self.ctx.udp_host).await
+                }
+                Pending::Limits => {
+                    // The previous limit is unknown: set both, whatever they were.
+                    run.throttled = true;
+                    let mut unknown = s.clone();
+                    unknown.cpu_throttling = s.cpu_throttling.wrapping_add(1);
+                    if let Some(other) =
+                        Priority::ALL.into_iter().find(|p| *p != s.process_priority)
+                    {
+                        unknown.process_priority = other;
+                    }
+                    run.limit(&self.ctx.privilege, &s.name, Some(&unknown), s)
+                        .await
+                }
+            };
+            match done {
+                Ok(()) => {
+                    tracing::info!(vm_id = %self.id(), ?what, "finished a change the previous daemon made live")
+                }
+                Err(e) => {
+                    tracing::error!(vm_id = %self.id(), ?what, "cannot bring a change the previous daemon made live in line with the record: {e}")
+                }
+            }
+            what.clear(&rt);
+        }
     }
 
     /// The VM's QEMU did not survive the daemon's absence: the VM is stopped, and says why.
@@ -484,11 +524,22 @@ impl Actor {
             return Err(e);
         }
         let name = new.name.clone();
+        let limits_change = self.run.is_some()
+            && (old.process_priority != new.process_priority
+                || old.cpu_throttling != new.cpu_throttling);
+        if limits_change {
+            if let Err(e) = self.mark(Pending::Limits) {
+                claims.undo(&self.ctx);
+                return Err(e);
+            }
+        }
+        let rt = self.runtime_dir();
         if let Some(run) = self.run.as_mut() {
             if let Err(e) = run
                 .limit(&self.ctx.privilege, &name, Some(&old), &new)
                 .await
             {
+                Pending::Limits.clear(&rt);
                 claims.undo(&self.ctx);
                 return Err(e);
             }
@@ -504,9 +555,11 @@ impl Actor {
                     tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
                 }
             }
+            Pending::Limits.clear(&rt);
             claims.undo(&self.ctx);
             return Err(e);
         }
+        Pending::Limits.clear(&rt);
         self.release_old(&old, &new);
         if let Err(e) = disks::forget(&self.vm_dir(), &old, &new) {
             tracing::warn!(vm_id = %self.id(), "could not remove an old disk overlay: {e}");
@@ -876,13 +929,25 @@ impl Actor {
     }
 
     async fn delete(&mut self) -> Result<()> {
-        self.stop().await?;
+        if matches!(self.state, State::Starting | State::Stopping) {
+            return Err(self.busy());
+        }
         let store = self.ctx.store.clone();
         let id = self.id().to_string();
         tokio::task::spawn_blocking(move || store.delete(&id))
             .await
             .map_err(|e| Error::Internal(format!("the delete task failed: {e}")))??;
-        let _ = std::fs::remove_dir_all(self.runtime_dir());
+        // The VM is gone from here on, whatever happens next: a daemon killed now finds its
+        // QEMU in a runtime dir of no VM, and ends it there (`adopt::end_orphans`). Its disks
+        // are gone too, so there is nothing for a gentle quit to save.
+        if let Some(mut run) = self.run.take() {
+            let _ = run.process.signal(Signal::SIGKILL);
+            if timeout(STOP_GRACE, run.process.exited()).await.is_err() {
+                tracing::error!(vm_id = %self.id(), pid = run.process.pid(), "the QEMU of a deleted VM does not die");
+            }
+            self.release(&run).await;
+        }
+        self.clean_runtime();
         let s = &self.record.settings;
         let mut ports = self.ctx.ports(Pool::Console);
         for port in [s.console_port, s.monitor_port] {
@@ -947,11 +1012,20 @@ impl Actor {
             claims.reserve(&self.ctx, Pool::Udp, port, self.id())?;
         }
         let (legacy, udp_host) = (self.record.settings.legacy_networking, self.ctx.udp_host);
+        let live = Pending::Tunnel(adapter);
+        if self.run.is_some() {
+            if let Err(e) = self.mark(live) {
+                claims.undo(&self.ctx);
+                return Err(e);
+            }
+        }
+        let rt = self.runtime_dir();
         if let Some(run) = self.run.as_mut() {
             let rewired = run
                 .rewire(adapter, old.as_ref(), new.as_ref(), legacy, udp_host)
                 .await;
             if let Err(e) = rewired {
+                live.clear(&rt);
                 claims.undo(&self.ctx);
                 return Err(e);
             }
@@ -969,9 +1043,11 @@ impl Actor {
                     tracing::error!(vm_id = %self.record.id, adapter, "cannot put the previous tunnel back: {e}");
                 }
             }
+            live.clear(&rt);
             claims.undo(&self.ctx);
             return Err(e);
         }
+        live.clear(&rt);
         if let Some(port) = old_port.filter(|p| Some(*p) != new_port) {
             self.ctx.ports(Pool::Udp).release(port);
         }
@@ -991,11 +1067,17 @@ impl Actor {
     // ---- files ----
 
     fn clean_runtime(&self) {
-        let rt = self.runtime_dir();
-        for f in [adopt::QMP_SOCKET, adopt::PIDFILE] {
-            let _ = std::fs::remove_file(rt.join(f));
-        }
-        let _ = std::fs::remove_dir(rt);
+        let _ = std::fs::remove_dir_all(self.runtime_dir());
+    }
+
+    /// Marks `what` as changing live on the running QEMU (see [`adopt::Pending`]).
+    fn mark(&self, what: adopt::Pending) -> Result<()> {
+        what.mark(&self.runtime_dir()).map_err(|e| {
+            Error::Internal(format!(
+                "cannot write in the runtime dir {}: {e}",
+                self.runtime_dir().display()
+            ))
+        })
     }
 
     fn read_log(&self) -> Result<String> {

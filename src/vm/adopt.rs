@@ -17,6 +17,59 @@ use super::qmp::{Event, Qmp};
 
 pub const PIDFILE: &str = "qemu.pid";
 pub const QMP_SOCKET: &str = "qmp.sock";
+const PENDING_PREFIX: &str = "pending-";
+
+/// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
+/// from just before the live change until the record is saved (or the change undone), so
+/// a daemon killed in between knows which parts of an adopted QEMU may differ from the
+/// record, and puts the record's version on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// The tunnel of this adapter.
+    Tunnel(u32),
+    /// The priority and CPU limit.
+    Limits,
+}
+
+impl Pending {
+    fn file(self) -> String {
+        match self {
+            Pending::Tunnel(n) => format!("{PENDING_PREFIX}tunnel-{n}"),
+            Pending::Limits => format!("{PENDING_PREFIX}limits"),
+        }
+    }
+
+    fn parse(file: &str) -> Option<Pending> {
+        match file.strip_prefix(PENDING_PREFIX)? {
+            "limits" => Some(Pending::Limits),
+            rest => rest
+                .strip_prefix("tunnel-")?
+                .parse()
+                .ok()
+                .map(Pending::Tunnel),
+        }
+    }
+
+    /// The runtime dir is a tmpfs that lives as long as the QEMU: no fsync.
+    pub fn mark(self, rt: &Path) -> std::io::Result<()> {
+        std::fs::write(rt.join(self.file()), b"")
+    }
+
+    pub fn clear(self, rt: &Path) {
+        let _ = std::fs::remove_file(rt.join(self.file()));
+    }
+
+    /// The marks left in `rt`.
+    pub fn left(rt: &Path) -> Vec<Pending> {
+        let Ok(entries) = std::fs::read_dir(rt) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| Pending::parse(&e.file_name().to_string_lossy()))
+            .collect()
+    }
+}
 
 /// A QEMU found running, held and connected.
 pub struct Found {
@@ -32,7 +85,16 @@ pub async fn find(rt: &Path, timeout: Duration) -> Result<Option<Found>, String>
     let text = match std::fs::read_to_string(&pidfile) {
         Ok(t) => t,
         Err(_) if !rt.join(QMP_SOCKET).exists() => return Ok(None),
-        Err(_) => return Err("its QEMU exited while gns3-qemud was not running".into()),
+        Err(_) => {
+            // The socket is bound before QEMU is spawned, and QEMU writes its pid file
+            // soon after: the previous daemon died in between, inside a Start.
+            for pid in with_pidfile(&pidfile) {
+                if let Ok(stray) = Process::attach(nix::unistd::Pid::from_raw(pid as i32)) {
+                    let _ = stray.signal(nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            return Err("gns3-qemud stopped while it started the VM".into());
+        }
     };
     let gone = || {
         format!(
@@ -72,13 +134,30 @@ pub async fn find(rt: &Path, timeout: Duration) -> Result<Option<Found>, String>
     }
 }
 
+/// Ends the QEMUs of VMs deleted by a daemon that died before it could stop them: the
+/// runtime dirs under `runtime_dir` for which `exists(id)` is false, and what they hold.
+pub async fn end_orphans(runtime_dir: &Path, exists: impl Fn(&str) -> bool, timeout: Duration) {
+    let Ok(entries) = std::fs::read_dir(runtime_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_dir() || exists(&id) {
+            continue;
+        }
+        if let Ok(Some(mut found)) = find(&e.path(), timeout).await {
+            let pid = found.process.pid();
+            tracing::info!(vm_id = %id, pid, "ending the QEMU of a deleted VM");
+            let _ = found.process.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = tokio::time::timeout(timeout, found.process.exited()).await;
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
 /// Whether `pid` is the QEMU that wrote `pidfile` at `written`.
 fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let wanted = pidfile.as_os_str().as_encoded_bytes();
-    if !cmdline.split(|&b| b == 0).any(|arg| arg == wanted) {
+    if !has_pidfile(pid, pidfile) {
         return false;
     }
     let (Some(started), Ok(written)) = (start_time(pid), written.duration_since(UNIX_EPOCH)) else {
@@ -86,6 +165,21 @@ fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
     };
     // Boot time has whole seconds: a second of slack.
     started <= written + Duration::from_secs(1)
+}
+
+/// Whether `pidfile` is one of `pid`'s arguments: each VM has a runtime dir of its own, so
+/// no other process has it.
+fn has_pidfile(pid: u32, pidfile: &Path) -> bool {
+    let wanted = pidfile.as_os_str().as_encoded_bytes();
+    crate::procfs::args(pid).iter().any(|arg| arg == wanted)
+}
+
+/// The processes started with `pidfile` on their command line.
+fn with_pidfile(pidfile: &Path) -> Vec<u32> {
+    crate::procfs::pids()
+        .into_iter()
+        .filter(|&pid| has_pidfile(pid, pidfile))
+        .collect()
 }
 
 /// When `pid` started, since the epoch: boot time plus field 22 of its stat.
@@ -107,6 +201,25 @@ fn start_time(pid: u32) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_marks_are_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Pending::left(dir.path()).is_empty());
+        for p in [Pending::Tunnel(0), Pending::Tunnel(31), Pending::Limits] {
+            p.mark(dir.path()).unwrap();
+        }
+        std::fs::write(dir.path().join(PIDFILE), b"1\n").unwrap();
+        std::fs::write(dir.path().join("pending-tunnel-x"), b"").unwrap();
+        let mut left = Pending::left(dir.path());
+        left.sort_by_key(|p| format!("{p:?}"));
+        assert_eq!(
+            left,
+            [Pending::Limits, Pending::Tunnel(0), Pending::Tunnel(31)]
+        );
+        Pending::Tunnel(0).clear(dir.path());
+        assert_eq!(Pending::left(dir.path()).len(), 2);
+    }
 
     #[test]
     fn a_process_is_the_qemu_only_with_the_pidfile_on_its_command_line_and_started_before_it() {

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod console;
+pub mod invariants;
 pub mod proxies;
 
 use std::collections::HashMap;

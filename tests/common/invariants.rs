@@ -1,0 +1,243 @@
+//! What must hold between a daemon's state directory, its QEMUs and what clients read, at
+//! any quiet moment: after a crash and restart, after a storm of calls.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use zbus::zvariant::{OwnedValue, Value};
+
+use gns3_qemud::store::Record;
+
+use super::{error_name, qemu_pids_under, ManagerProxy};
+
+/// One VM as both its file and the bus show it (they were checked equal).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seen {
+    pub record: Record,
+    pub state: String,
+    pub pid: u32,
+}
+
+impl Seen {
+    pub fn name(&self) -> &str {
+        &self.record.settings.name
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == "running" || self.state == "paused"
+    }
+}
+
+/// Checks every invariant but the port pools' (see [`check_ports`]); returns the VMs by id.
+pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
+    let vms_dir = dir.join("state/vms");
+    no_leftovers(&dir.join("state"));
+    let mut records = BTreeMap::new();
+    for entry in std::fs::read_dir(&vms_dir).unwrap().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path().join("vm.json");
+        let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let record: Record = serde_json::from_slice(&text)
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        assert_eq!(record.id, id, "{} names another VM", path.display());
+        records.insert(id, record);
+    }
+
+    let listed = m.list_vms().await.unwrap();
+    let listed_ids: BTreeSet<&String> = listed.iter().map(|(id, ..)| id).collect();
+    assert_eq!(
+        listed_ids,
+        records.keys().collect(),
+        "ListVMs and the state directory disagree"
+    );
+    let conn = m.inner().connection();
+    let mut seen = BTreeMap::new();
+    for (id, name, _, path) in &listed {
+        let record = &records[id];
+        assert_eq!(name, &record.settings.name);
+        let props = zbus::fdo::PropertiesProxy::builder(conn)
+            .destination("org.gns3.Qemu")
+            .unwrap()
+            .path(path.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked("org.gns3.Qemu.VM");
+        let all = props.get_all(iface).await.unwrap();
+        same_as_file(record, &all);
+        let state: String = get(&all, "State");
+        let pid: u32 = get(&all, "Pid");
+        seen.insert(
+            id.clone(),
+            Seen {
+                record: record.clone(),
+                state,
+                pid,
+            },
+        );
+    }
+
+    let qemus: BTreeSet<u32> = qemu_pids_under(dir).into_iter().collect();
+    let owned: BTreeSet<u32> = seen.values().filter(|v| v.is_up()).map(|v| v.pid).collect();
+    assert_eq!(qemus, owned, "QEMUs running != QEMUs of running VMs");
+    let run_dir = dir.join("run");
+    for (id, vm) in &seen {
+        let rt = run_dir.join(id);
+        match vm.is_up() {
+            true => assert!(vm.pid != 0 && rt.join("qemu.pid").exists(), "{id}: {vm:?}"),
+            false => assert!(
+                vm.pid == 0 && !rt.exists(),
+                "{id} is {} yet has pid {} or runtime files",
+                vm.state,
+                vm.pid
+            ),
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !e.path().is_dir() || seen.contains_key(&name),
+                "runtime dir of no VM: {name}"
+            );
+        }
+    }
+    let mut console = BTreeSet::new();
+    let mut udp = BTreeSet::new();
+    for vm in seen.values() {
+        let s = &vm.record.settings;
+        for port in [s.console_port, s.monitor_port] {
+            assert!(console.insert(port), "console port {port} used twice");
+        }
+        for t in &vm.record.tunnels {
+            assert!(
+                udp.insert(t.local_port),
+                "UDP port {} used twice",
+                t.local_port
+            );
+        }
+    }
+    seen
+}
+
+/// The daemon reserves exactly the ports its VMs' files name: every other port of each pool
+/// can be had (one VM per console/monitor pair, AllocateUdpPort for UDP), and none more.
+/// Leaves nothing behind.
+pub async fn check_ports(
+    m: &ManagerProxy<'_>,
+    seen: &BTreeMap<String, Seen>,
+    console_range: &std::ops::RangeInclusive<u16>,
+    udp_range: &std::ops::RangeInclusive<u16>,
+) {
+    let mut console: BTreeSet<u16> = BTreeSet::new();
+    let mut udp: BTreeSet<u16> = BTreeSet::new();
+    for vm in seen.values() {
+        let s = &vm.record.settings;
+        console.extend([s.console_port, s.monitor_port]);
+        udp.extend(vm.record.tunnels.iter().map(|t| t.local_port));
+    }
+
+    let mut allocated = Vec::new();
+    loop {
+        match m.allocate_udp_port().await {
+            Ok(port) => {
+                assert!(udp.insert(port), "UDP port {port} handed out twice");
+                allocated.push(port);
+            }
+            Err(e) => {
+                assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable", "{e}");
+                break;
+            }
+        }
+    }
+    for port in allocated {
+        m.release_udp_port(port).await.unwrap();
+    }
+    assert_eq!(
+        udp,
+        udp_range.clone().collect(),
+        "UDP ports reserved for nothing"
+    );
+
+    let mut probes = Vec::new();
+    loop {
+        let name = format!("port-probe-{}", probes.len());
+        match m.create_vm(&name, HashMap::new()).await {
+            Ok(path) => {
+                let vm = super::vm(m.inner().connection(), &path).await;
+                for port in [
+                    vm.console_port().await.unwrap(),
+                    vm.monitor_port().await.unwrap(),
+                ] {
+                    assert!(console.insert(port), "console port {port} handed out twice");
+                }
+                probes.push(vm);
+            }
+            Err(e) => {
+                assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable", "{e}");
+                break;
+            }
+        }
+    }
+    for vm in probes {
+        vm.delete().await.unwrap();
+    }
+    assert_eq!(
+        console,
+        console_range.clone().collect(),
+        "console ports reserved for nothing"
+    );
+}
+
+/// No temp file, no half-deleted or half-made VM directory.
+fn no_leftovers(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".tmp") && !name.starts_with(".deleting-"),
+            "left over: {}",
+            e.path().display()
+        );
+        if e.path().is_dir() {
+            no_leftovers(&e.path());
+        }
+    }
+}
+
+fn get<T: TryFrom<OwnedValue>>(all: &HashMap<String, OwnedValue>, key: &str) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    let value = all.get(key).unwrap_or_else(|| panic!("no property {key}"));
+    T::try_from(value.try_clone().unwrap()).unwrap()
+}
+
+/// Every setting, tunnel and exit in `record` equals the property of the same name.
+fn same_as_file(record: &Record, all: &HashMap<String, OwnedValue>) {
+    let id = &record.id;
+    let settings = serde_json::to_value(&record.settings).unwrap();
+    for (key, want) in settings.as_object().unwrap() {
+        let got = all
+            .get(key)
+            .unwrap_or_else(|| panic!("{id}: no property {key}"));
+        assert_eq!(&json(got), want, "{id}: {key} differs from vm.json");
+    }
+    let tunnels: Vec<(u32, u16, String, u16)> = get(all, "Tunnels");
+    let want: Vec<_> = record.tunnels.iter().map(|t| t.as_tuple()).collect();
+    assert_eq!(tunnels, want, "{id}: Tunnels differ from vm.json");
+    assert_eq!(get::<i32>(all, "ExitStatus"), record.exit_status, "{id}");
+    assert_eq!(get::<String>(all, "LastError"), record.last_error, "{id}");
+    assert_eq!(get::<String>(all, "Id"), record.id);
+    assert_eq!(get::<String>(all, "Project"), record.project, "{id}");
+}
+
+fn json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Str(s) => s.as_str().into(),
+        Value::Bool(b) => (*b).into(),
+        Value::U16(n) => (*n).into(),
+        Value::U32(n) => (*n).into(),
+        Value::I32(n) => (*n).into(),
+        other => panic!("a setting of unexpected type: {other:?}"),
+    }
+}

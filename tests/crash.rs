@@ -1,0 +1,398 @@
+//! The daemon SIGKILLed in the middle of random operations, round after round: after every
+//! restart the state directory, the QEMUs and what clients read agree, nothing is left half
+//! made, and the operation happened whole or not at all.
+//!
+//! `CRASH_SEED=<n>` replays a run; `CRASH_ROUNDS=<n>` makes it longer.
+
+mod common;
+
+use common::invariants::{self, Seen};
+use common::*;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use zbus::zvariant::Value;
+
+const MIN_VMS: usize = 2;
+const MAX_VMS: usize = 6;
+/// Running guests cost CPU even idle (TCG): at most this many at a time.
+const MAX_UP: usize = 3;
+const ADAPTERS: u32 = 2;
+
+/// xorshift64*: reproducible from its seed, which is all a test needs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        name: String,
+        hda: bool,
+    },
+    Configure {
+        id: String,
+        name: String,
+        ram: Option<u32>,
+    },
+    Start(String),
+    Stop(String),
+    Suspend(String),
+    Resume(String),
+    AddTunnel {
+        id: String,
+        adapter: u32,
+        port: u16,
+    },
+    RemoveTunnel {
+        id: String,
+        adapter: u32,
+    },
+    Delete(String),
+}
+
+impl Op {
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Configure { .. } => "configure",
+            Op::Start(_) => "start",
+            Op::Stop(_) => "stop",
+            Op::Suspend(_) => "suspend",
+            Op::Resume(_) => "resume",
+            Op::AddTunnel { .. } => "add-tunnel",
+            Op::RemoveTunnel { .. } => "remove-tunnel",
+            Op::Delete(_) => "delete",
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        match self {
+            Op::Create { .. } => None,
+            Op::Configure { id, .. }
+            | Op::AddTunnel { id, .. }
+            | Op::RemoveTunnel { id, .. }
+            | Op::Start(id)
+            | Op::Stop(id)
+            | Op::Suspend(id)
+            | Op::Resume(id)
+            | Op::Delete(id) => Some(id),
+        }
+    }
+
+    /// How long after the call the daemon is killed, at most: a bit more than the
+    /// operation takes here, so that some rounds kill it during the call, some after.
+    fn window(&self) -> Duration {
+        Duration::from_millis(match self {
+            Op::Start(_) => 300,
+            Op::Stop(_) => 40,
+            Op::Suspend(_) | Op::Resume(_) => 10,
+            Op::Delete(_) => 20,
+            _ => 30,
+        })
+    }
+}
+
+/// A random operation that is legal on the VMs as they are.
+fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
+    let up = vms.values().filter(|v| v.is_up()).count();
+    let mut ops: Vec<Vec<Op>> = Vec::new();
+    if vms.len() < MAX_VMS {
+        ops.push(vec![Op::Create {
+            name: format!("vm-{round}"),
+            hda: rng.below(2) == 0,
+        }]);
+    }
+    let mut per_kind: HashMap<&'static str, Vec<Op>> = HashMap::new();
+    for (id, vm) in vms {
+        let id = id.clone();
+        let mut mine = vec![Op::Configure {
+            id: id.clone(),
+            name: format!("renamed-{round}"),
+            ram: (vm.state == "stopped").then_some(32 + 16 * rng.below(3) as u32),
+        }];
+        match vm.state.as_str() {
+            "stopped" if up < MAX_UP => mine.push(Op::Start(id.clone())),
+            "running" => mine.extend([Op::Stop(id.clone()), Op::Suspend(id.clone())]),
+            "paused" => mine.extend([Op::Stop(id.clone()), Op::Resume(id.clone())]),
+            _ => {}
+        }
+        let used: Vec<u32> = vm.record.tunnels.iter().map(|t| t.adapter).collect();
+        if let Some(adapter) = (0..ADAPTERS).find(|a| !used.contains(a)) {
+            mine.push(Op::AddTunnel {
+                id: id.clone(),
+                adapter,
+                port: 0,
+            });
+        }
+        if let Some(&adapter) = used.first() {
+            mine.push(Op::RemoveTunnel {
+                id: id.clone(),
+                adapter,
+            });
+        }
+        if vms.len() > MIN_VMS {
+            mine.push(Op::Delete(id.clone()));
+        }
+        for op in mine {
+            per_kind.entry(op.kind()).or_default().push(op);
+        }
+    }
+    let mut kinds: Vec<_> = per_kind.into_iter().collect();
+    kinds.sort_by_key(|(k, _)| *k);
+    ops.extend(kinds.into_iter().map(|(_, v)| v));
+    // A kind first, then a VM: every kind comes up about as often.
+    let of_kind = rng.pick(&ops).clone();
+    rng.pick(&of_kind).clone()
+}
+
+fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Value<'static>> {
+    let mut s: HashMap<&str, Value> = HashMap::new();
+    s.insert("Ram", Value::from(32u32));
+    s.insert("Adapters", Value::from(ADAPTERS));
+    if let Some(base) = hda {
+        s.insert(
+            "HdaDiskImage",
+            Value::from(base.to_string_lossy().into_owned()),
+        );
+    }
+    s
+}
+
+/// Runs `op` as a client would, and says how long it took; its answer does not matter
+/// (the daemon may die first).
+async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Duration {
+    let began = Instant::now();
+    let m = manager(&conn).await;
+    let on = |id: String| {
+        let conn = conn.clone();
+        async move {
+            let path = gns3_qemud::dbus::vm_path(&id).unwrap();
+            vm(&conn, &path).await
+        }
+    };
+    let _ = match op {
+        Op::Create { name, hda } => {
+            let settings = vm_settings(hda.then_some(base.as_path()));
+            m.create_vm(&name, settings).await.map(drop)
+        }
+        Op::Configure { id, name, ram } => {
+            let mut s: HashMap<&str, Value> = HashMap::new();
+            s.insert("Name", Value::from(name));
+            if let Some(ram) = ram {
+                s.insert("Ram", Value::from(ram));
+            }
+            on(id).await.configure(s).await
+        }
+        Op::Start(id) => on(id).await.start().await,
+        Op::Stop(id) => on(id).await.stop().await,
+        Op::Suspend(id) => on(id).await.suspend().await,
+        Op::Resume(id) => on(id).await.resume().await,
+        Op::AddTunnel { id, adapter, port } => {
+            on(id)
+                .await
+                .add_udp_tunnel(adapter, port, "127.0.0.1", 40000)
+                .await
+        }
+        Op::RemoveTunnel { id, adapter } => on(id).await.remove_udp_tunnel(adapter).await,
+        Op::Delete(id) => on(id).await.delete().await,
+    };
+    began.elapsed()
+}
+
+/// Whether `op` happened (true) or not (false), and that it did nothing else.
+fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, Seen>) -> bool {
+    let target = op.target();
+    for (id, vm) in before {
+        if Some(id.as_str()) == target {
+            continue;
+        }
+        assert_eq!(after.get(id), Some(vm), "{op:?} changed another VM");
+    }
+    let Some(id) = target else {
+        let Op::Create { name, hda } = op else {
+            unreachable!()
+        };
+        let new: Vec<&Seen> = after
+            .iter()
+            .filter(|(id, _)| !before.contains_key(*id))
+            .map(|(_, vm)| vm)
+            .collect();
+        return match new.as_slice() {
+            [] => false,
+            [vm] => {
+                let s = &vm.record.settings;
+                assert_eq!(vm.name(), name);
+                assert_eq!((s.ram, s.adapters), (32, ADAPTERS), "{op:?}: {vm:?}");
+                assert_eq!(s.hda_disk_image.is_empty(), !hda, "{op:?}: {vm:?}");
+                assert_eq!(vm.state, "stopped");
+                true
+            }
+            more => panic!("{op:?} made {} VMs", more.len()),
+        };
+    };
+    let was = &before[id];
+    let Some(now) = after.get(id) else {
+        assert!(matches!(op, Op::Delete(_)), "{op:?} deleted the VM");
+        return true;
+    };
+    let (old, new) = (&was.record, &now.record);
+    let same_settings = old.settings == new.settings;
+    let same_tunnels = old.tunnels == new.tunnels;
+    let states = |a: &str, b: &str| {
+        assert!(
+            now.state == a || now.state == b,
+            "{op:?}: {} -> {}",
+            was.state,
+            now.state
+        );
+        now.state == b
+    };
+    match op {
+        Op::Create { .. } => unreachable!(),
+        Op::Delete(_) => {
+            assert!(same_settings && same_tunnels, "{op:?} half done: {now:?}");
+            assert_eq!(now.state, was.state, "{op:?} half done");
+            false
+        }
+        Op::Configure { name, ram, .. } => {
+            assert!(same_tunnels);
+            assert_eq!(now.state, was.state);
+            let mut wanted = old.settings.clone();
+            wanted.name = name.clone();
+            if let Some(ram) = ram {
+                wanted.ram = *ram;
+            }
+            assert!(
+                same_settings || new.settings == wanted,
+                "{op:?} half done: {:?}",
+                new.settings
+            );
+            !same_settings
+        }
+        Op::Start(_) | Op::Stop(_) | Op::Suspend(_) | Op::Resume(_) => {
+            assert!(same_settings && same_tunnels, "{op:?} changed the settings");
+            match op {
+                Op::Start(_) => states("stopped", "running"),
+                Op::Stop(_) => states(&was.state, "stopped"),
+                Op::Suspend(_) => states("running", "paused"),
+                _ => states("paused", "running"),
+            }
+        }
+        Op::AddTunnel { adapter, .. } | Op::RemoveTunnel { adapter, .. } => {
+            assert!(same_settings);
+            assert_eq!(now.state, was.state);
+            let without: Vec<_> = old
+                .tunnels
+                .iter()
+                .filter(|t| t.adapter != *adapter)
+                .cloned()
+                .collect();
+            if let Op::RemoveTunnel { .. } = op {
+                assert!(same_tunnels || new.tunnels == without, "{op:?}: {new:?}");
+            } else {
+                let added = new.tunnels.len() == without.len() + 1
+                    && new.tunnels.iter().any(|t| t.adapter == *adapter);
+                assert!(same_tunnels || added, "{op:?}: {new:?}");
+            }
+            !same_tunnels
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigkill_during_random_operations_loses_nothing() {
+    let rounds: usize = std::env::var("CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let mut lab = Lab::start().await;
+    let dir = lab.dir.path().to_path_buf();
+    let base = dir.join("base.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let conn = lab.conn.clone();
+    for name in ["first", "second"] {
+        lab.manager
+            .create_vm(name, vm_settings(None))
+            .await
+            .unwrap();
+    }
+    let (console_range, udp_range) = (lab.daemon.ports.clone(), lab.daemon.udp_ports.clone());
+
+    let mut vms = invariants::check(&dir, &lab.manager).await;
+    let mut done: BTreeMap<&'static str, (u32, u32)> = BTreeMap::new();
+    let began = Instant::now();
+    for round in 0..rounds {
+        let mut op = choose(&mut rng, &vms, round);
+        if let Op::AddTunnel { port, .. } = &mut op {
+            *port = lab.manager.allocate_udp_port().await.unwrap();
+        }
+        let delay = op.window().mul_f64(rng.below(1001) as f64 / 1000.0);
+        let call = tokio::spawn(call(op.clone(), conn.clone(), base.clone()));
+        tokio::time::sleep(delay).await;
+        let answered = call.is_finished();
+        lab.daemon.crash();
+        lab.daemon.restart(&lab.bus);
+        let took = call.await.unwrap_or_default();
+
+        let after = invariants::check(&dir, &lab.manager).await;
+        let happened = verify(&op, &vms, &after);
+        // An answered call happened, unless the daemon refused it.
+        println!(
+            "round {round:2}: {op:?} killed after {delay:.1?}: {}{}",
+            if answered {
+                format!("answered in {took:.1?}, ")
+            } else {
+                String::new()
+            },
+            if happened {
+                "happened"
+            } else {
+                "did not happen"
+            },
+        );
+        let tally = done.entry(op.kind()).or_default();
+        *(if happened { &mut tally.0 } else { &mut tally.1 }) += 1;
+        if round % 5 == 4 || round + 1 == rounds {
+            invariants::check_ports(&lab.manager, &after, &console_range, &udp_range).await;
+        }
+        vms = after;
+    }
+    println!(
+        "{rounds} rounds in {:.1?}; (happened, did not) by operation: {done:?}",
+        began.elapsed()
+    );
+}
