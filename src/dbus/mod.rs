@@ -1,6 +1,7 @@
 //! The face of the daemon on D-Bus: it translates calls into commands for the core and the
 //! core's answers and errors back, and holds no logic of its own.
 
+pub mod checked;
 pub mod error;
 pub mod manager;
 pub mod properties;
@@ -13,6 +14,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{fdo, Connection, ObjectServer};
 
+use self::checked::Checked;
 use self::error::Error;
 use self::properties::VmProperties;
 use self::vm::Vm;
@@ -68,14 +70,17 @@ fn parse_settings(
 }
 
 /// Puts a VM on the bus: its object (announced through the ObjectManager), our Properties
-/// in place of zbus's, and the task mirroring its changes as PropertiesChanged.
+/// in place of zbus's, both wrapped in [`Checked`], and the task mirroring its changes as
+/// PropertiesChanged.
 pub async fn export(conn: &Connection, vm: Vm) -> zbus::Result<OwnedObjectPath> {
     let id = vm.handle.view().id.clone();
     let path = vm_path(&id).map_err(|e| zbus::Error::Failure(e.to_string()))?;
     let server = conn.object_server();
-    server.at(&path, vm.clone()).await?;
+    server.at(&path, Checked::new(vm.clone())).await?;
     server.remove::<fdo::Properties, _>(&path).await?;
-    server.at(&path, VmProperties { vm: vm.clone() }).await?;
+    server
+        .at(&path, Checked::new(VmProperties { vm: vm.clone() }))
+        .await?;
     let emitter = SignalEmitter::new(conn, path.clone())?.into_owned();
     tokio::spawn(vm::mirror(vm, conn.clone(), emitter));
     Ok(path)
@@ -83,7 +88,7 @@ pub async fn export(conn: &Connection, vm: Vm) -> zbus::Result<OwnedObjectPath> 
 
 pub async fn unexport(server: &ObjectServer, id: &str) {
     let Ok(path) = vm_path(id) else { return };
-    if let Err(e) = server.remove::<Vm, _>(&path).await {
+    if let Err(e) = server.remove::<Checked<Vm>, _>(&path).await {
         tracing::warn!(vm_id = %id, "cannot remove the VM's object: {e}");
     }
 }
@@ -99,13 +104,21 @@ pub async fn serve(
     server
         .at(
             MANAGER_PATH,
-            manager::ManagerIface {
+            Checked::new(manager::ManagerIface {
                 manager: manager.clone(),
                 console_host,
-            },
+            }),
         )
         .await?;
-    server.at(MANAGER_PATH, fdo::ObjectManager).await?;
+    // zbus's own Properties and ObjectManager too, so that every method served here answers
+    // a wrong signature with InvalidArgs (zbus's Introspectable and Peer cannot be wrapped).
+    server.remove::<fdo::Properties, _>(MANAGER_PATH).await?;
+    server
+        .at(MANAGER_PATH, Checked::new(fdo::Properties))
+        .await?;
+    server
+        .at(MANAGER_PATH, Checked::new(fdo::ObjectManager))
+        .await?;
     for handle in manager.list() {
         export(
             conn,

@@ -1,0 +1,351 @@
+//! The standard errors for a call with the wrong argument types and for a Set of a
+//! read-only property.
+//!
+//! The `#[interface]` macro of zbus 5 reads a method's arguments itself, before our code
+//! runs, and answers a body that does not fit with its own error name,
+//! `org.freedesktop.zbus.Error` ("Signature mismatch", or a variant error). Clients and
+//! tools expect `org.freedesktop.DBus.Error.InvalidArgs` there, as every other D-Bus service
+//! answers, and the macro offers no hook to change it. So each of our interfaces is
+//! served wrapped in [`Checked`], which compares the body's signature with the method's
+//! in-arguments first and answers `InvalidArgs`, naming both, when they differ.
+//!
+//! zbus's Properties also answers a Set of a property that has no setter with
+//! `UnknownProperty`, as if it did not exist; [`Checked`] answers `PropertyReadOnly` for it.
+//! Everything else goes to the wrapped interface unchanged.
+//!
+//! The signatures and the read-only properties come from the wrapped interface's own
+//! introspection data, so they cannot drift from what the macro serves.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+use async_trait::async_trait;
+use zbus::message::{Header, Message};
+use zbus::names::{InterfaceName, MemberName};
+use zbus::object_server::{DispatchResult2, Interface, SignalEmitter};
+use zbus::zvariant::{OwnedValue, Signature, Value};
+use zbus::{fdo, Connection, ObjectServer};
+
+/// What one method takes: the signature as the contract spells it, for messages, and parsed,
+/// to compare with a body's.
+#[derive(Debug)]
+struct InArgs {
+    text: String,
+    signature: Signature,
+}
+
+/// What the wrapper checks, read from an interface's introspection data.
+#[derive(Debug, Default)]
+struct Members {
+    /// Method name → its in-arguments.
+    methods: HashMap<String, InArgs>,
+    read_only: HashSet<String>,
+}
+
+/// `inner`, whose method calls are refused with `InvalidArgs` when their arguments do not
+/// have the method's types, and whose read-only properties are named so when Set.
+pub struct Checked<I> {
+    inner: I,
+    members: Members,
+}
+
+impl<I: Interface> Checked<I> {
+    pub fn new(inner: I) -> Self {
+        let mut xml = String::from("<node>");
+        inner.introspect_to_writer(&mut xml, 0);
+        xml.push_str("</node>");
+        let members = members(&xml).unwrap_or_else(|e| {
+            // Not reachable with our interfaces (a unit test reads each contract file and the
+            // integration tests call every method); if it were, zbus's own check remains.
+            tracing::error!(
+                "cannot read the members of {} from its introspection data: {e}",
+                I::name()
+            );
+            Members::default()
+        });
+        Checked { inner, members }
+    }
+
+    /// The refusal of `msg` when its body does not fit `member`'s in-arguments.
+    fn refusal(&self, msg: &Message, member: &MemberName<'_>) -> Option<String> {
+        let want = self.members.methods.get(member.as_str())?;
+        mismatch(member.as_str(), want, msg.body().signature())
+    }
+
+    fn refuse<'call>(
+        conn: &'call Connection,
+        msg: &'call Message,
+        text: String,
+    ) -> DispatchResult2<'call> {
+        DispatchResult2::new_async(conn, msg, async move {
+            Err::<(), _>(fdo::Error::InvalidArgs(text))
+        })
+    }
+}
+
+/// The in-arguments of every method, and the read-only properties, of the interfaces in
+/// `xml`, a `<node>` as introspection writes it.
+fn members(xml: &str) -> Result<Members, String> {
+    let node = zbus_xml::Node::from_reader(xml.as_bytes()).map_err(|e| e.to_string())?;
+    let mut members = Members::default();
+    for iface in node.interfaces() {
+        for method in iface.methods() {
+            // A method's arguments are "in" unless the XML says otherwise.
+            let text: String = method
+                .args()
+                .iter()
+                .filter(|a| a.direction() != Some(zbus_xml::ArgDirection::Out))
+                .map(|a| a.ty().inner().to_string())
+                .collect();
+            let signature = Signature::try_from(text.as_str())
+                .map_err(|e| format!("method {}: signature '{text}': {e}", method.name()))?;
+            members
+                .methods
+                .insert(method.name().to_string(), InArgs { text, signature });
+        }
+        for property in iface.properties() {
+            if !property.access().write() {
+                members.read_only.insert(property.name().to_string());
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Why a body of signature `got` does not fit `method`, or None when it does.
+///
+/// zvariant reads a body of one struct, `(su)`, as the same signature as the arguments `su`;
+/// both have the same bytes (a body starts 8-aligned), and the macro accepts either, so
+/// both pass here too.
+fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
+    if *got == want.signature {
+        return None;
+    }
+    let got = got.to_string_no_parens();
+    Some(match (want.text.is_empty(), got.is_empty()) {
+        (true, _) => format!("{method} takes no arguments, not '{got}'"),
+        (false, true) => format!(
+            "{method} takes arguments of type '{}', and was given none",
+            want.text
+        ),
+        (false, false) => format!(
+            "{method} takes arguments of type '{}', not '{got}'",
+            want.text
+        ),
+    })
+}
+
+#[async_trait]
+impl<I: Interface> Interface for Checked<I> {
+    fn name() -> InterfaceName<'static> {
+        I::name()
+    }
+
+    fn spawn_tasks_for_methods(&self) -> bool {
+        self.inner.spawn_tasks_for_methods()
+    }
+
+    async fn get(
+        &self,
+        property_name: &str,
+        server: &ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> Option<fdo::Result<OwnedValue>> {
+        self.inner
+            .get(property_name, server, connection, header, emitter)
+            .await
+    }
+
+    async fn get_all(
+        &self,
+        object_server: &ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> fdo::Result<HashMap<String, OwnedValue>> {
+        self.inner
+            .get_all(object_server, connection, header, emitter)
+            .await
+    }
+
+    fn set<'call>(
+        &'call self,
+        property_name: &'call str,
+        value: &'call Value<'_>,
+        object_server: &'call ObjectServer,
+        connection: &'call Connection,
+        header: Option<&'call Header<'_>>,
+        emitter: &'call SignalEmitter<'_>,
+    ) -> DispatchResult2<'call> {
+        if self.members.read_only.contains(property_name) {
+            let text = format!("Property '{property_name}' is read-only");
+            return DispatchResult2::Async(Box::pin(async move {
+                Err(fdo::Error::PropertyReadOnly(text))
+            }));
+        }
+        self.inner.set(
+            property_name,
+            value,
+            object_server,
+            connection,
+            header,
+            emitter,
+        )
+    }
+
+    async fn set_mut(
+        &mut self,
+        property_name: &str,
+        value: &Value<'_>,
+        object_server: &ObjectServer,
+        connection: &Connection,
+        header: Option<&Header<'_>>,
+        emitter: &SignalEmitter<'_>,
+    ) -> Option<fdo::Result<()>> {
+        self.inner
+            .set_mut(
+                property_name,
+                value,
+                object_server,
+                connection,
+                header,
+                emitter,
+            )
+            .await
+    }
+
+    fn call<'call>(
+        &'call self,
+        server: &'call ObjectServer,
+        connection: &'call Connection,
+        msg: &'call Message,
+        name: MemberName<'call>,
+    ) -> DispatchResult2<'call> {
+        if let Some(text) = self.refusal(msg, &name) {
+            return Self::refuse(connection, msg, text);
+        }
+        self.inner.call(server, connection, msg, name)
+    }
+
+    fn call_mut<'call>(
+        &'call mut self,
+        server: &'call ObjectServer,
+        connection: &'call Connection,
+        msg: &'call Message,
+        name: MemberName<'call>,
+    ) -> DispatchResult2<'call> {
+        if let Some(text) = self.refusal(msg, &name) {
+            return Self::refuse(connection, msg, text);
+        }
+        self.inner.call_mut(server, connection, msg, name)
+    }
+
+    fn introspect_to_writer(&self, writer: &mut dyn Write, level: usize) {
+        self.inner.introspect_to_writer(writer, level)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(file: &str) -> Members {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dbus")
+            .join(file);
+        members(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn table(file: &str) -> HashMap<String, InArgs> {
+        read(file).methods
+    }
+
+    fn sig(s: &str) -> Signature {
+        Signature::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn the_contract_files_give_every_method_its_in_arguments() {
+        let manager = table("org.gns3.Qemu.Manager.xml");
+        assert_eq!(manager["CreateVM"].text, "sa{sv}");
+        assert_eq!(manager["GetVM"].text, "s");
+        assert_eq!(manager["ListVMs"].text, "", "out-arguments are not taken");
+        assert_eq!(manager["ReleaseUdpPort"].text, "q");
+        let vm = table("org.gns3.Qemu.VM.xml");
+        assert_eq!(vm["AddUdpTunnel"].text, "uqsq");
+        assert_eq!(vm["Configure"].text, "a{sv}");
+        assert_eq!(vm["Start"].text, "");
+        assert_eq!(vm.len(), 11);
+    }
+
+    fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {
+        members(xml).map(|m| m.methods)
+    }
+
+    #[test]
+    fn read_only_properties_are_known() {
+        let m = read("org.gns3.Qemu.Manager.xml");
+        let mut ro: Vec<&str> = m.read_only.iter().map(String::as_str).collect();
+        ro.sort();
+        assert_eq!(ro, ["ConsoleHost", "Version"]);
+        let vm = read("org.gns3.Qemu.VM.xml");
+        assert!(vm.read_only.contains("State") && !vm.read_only.contains("Ram"));
+        assert_eq!(vm.read_only.len(), crate::dbus::READ_ONLY.len());
+    }
+
+    #[test]
+    fn args_without_a_direction_are_in() {
+        let t = table_of(
+            r#"<node><interface name="a.B"><method name="M"><arg type="s"/><arg type="u"/>
+               <arg type="b" direction="out"/></method></interface></node>"#,
+        )
+        .unwrap();
+        assert_eq!(t["M"].text, "su");
+    }
+
+    #[test]
+    fn a_matching_body_passes() {
+        let vm = table("org.gns3.Qemu.VM.xml");
+        assert_eq!(mismatch("Start", &vm["Start"], &Signature::Unit), None);
+        assert_eq!(
+            mismatch("AddUdpTunnel", &vm["AddUdpTunnel"], &sig("uqsq")),
+            None
+        );
+        let m = table("org.gns3.Qemu.Manager.xml");
+        assert_eq!(mismatch("CreateVM", &m["CreateVM"], &sig("sa{sv}")), None);
+    }
+
+    #[test]
+    fn a_wrong_body_is_named_with_both_signatures() {
+        let m = table("org.gns3.Qemu.Manager.xml");
+        assert_eq!(
+            mismatch("CreateVM", &m["CreateVM"], &sig("s")).unwrap(),
+            "CreateVM takes arguments of type 'sa{sv}', not 's'"
+        );
+        assert_eq!(
+            mismatch("CreateVM", &m["CreateVM"], &sig("sa{ss}")).unwrap(),
+            "CreateVM takes arguments of type 'sa{sv}', not 'sa{ss}'"
+        );
+        assert_eq!(
+            mismatch("GetVM", &m["GetVM"], &Signature::Unit).unwrap(),
+            "GetVM takes arguments of type 's', and was given none"
+        );
+        assert_eq!(
+            mismatch("ListVMs", &m["ListVMs"], &sig("s")).unwrap(),
+            "ListVMs takes no arguments, not 's'"
+        );
+        let vm = table("org.gns3.Qemu.VM.xml");
+        assert_eq!(
+            mismatch("AddUdpTunnel", &vm["AddUdpTunnel"], &sig("uqsqs")).unwrap(),
+            "AddUdpTunnel takes arguments of type 'uqsq', not 'uqsqs'"
+        );
+        assert!(mismatch("AddUdpTunnel", &vm["AddUdpTunnel"], &sig("uusq")).is_some());
+    }
+
+    #[test]
+    fn a_bad_document_is_an_error() {
+        assert!(members("<node><interface").is_err());
+    }
+}
