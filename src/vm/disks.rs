@@ -58,7 +58,23 @@ async fn format_of(qemu_img: &Path, image: &str) -> Result<String> {
 /// disk: a linked clone of `base` (with its format), or a blank flash disk.
 async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> {
     if dest.exists() {
-        return Ok(());
+        match backing_file(dest) {
+            Ok(backing) if backing.as_deref() == base.map(str::as_bytes) => return Ok(()),
+            // A clone of another base: the daemon died between saving the VM's new base
+            // and forgetting the old clone (`forget`).
+            Ok(_) => {
+                tracing::warn!(disk = %dest.display(), "forgetting a clone of a base image the VM no longer has");
+                std::fs::remove_file(dest).map_err(|e| {
+                    Error::DiskImageFailed(format!("cannot remove {}: {e}", dest.display()))
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::DiskImageFailed(format!(
+                    "cannot read the qcow2 header of {}: {e}",
+                    dest.display()
+                )))
+            }
+        }
     }
     let tmp = dest.with_extension("qcow2.tmp");
     let tmp_str = tmp.to_string_lossy();
@@ -85,6 +101,34 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> 
     made
 }
 
+/// Where a qcow2 header (big-endian) says the backing file's name is: its offset (bytes 8..16)
+/// and length (16..20); None without a backing file or for what is no qcow2.
+fn backing_location(header: &[u8]) -> Option<(u64, usize)> {
+    let field = |at: usize, n: usize| header.get(at..at + n);
+    if field(0, 4)? != b"QFI\xfb" {
+        return None;
+    }
+    let offset = u64::from_be_bytes(field(8, 8)?.try_into().ok()?);
+    let len = u32::from_be_bytes(field(16, 4)?.try_into().ok()?);
+    // The format caps the name at 1023 bytes.
+    (offset != 0 && (1..1024).contains(&len)).then_some((offset, len as usize))
+}
+
+/// The base image an overlay of ours was made from.
+fn backing_file(image: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(image)?;
+    let mut header = [0u8; 20];
+    f.read_exact(&mut header)?;
+    let Some((offset, len)) = backing_location(&header) else {
+        return Ok(None);
+    };
+    let mut name = vec![0u8; len];
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(&mut name)?;
+    Ok(Some(name))
+}
+
 /// Makes the overlays `Start` hands to QEMU (see `cmdline`).
 pub async fn prepare(vm_dir: &Path, s: &Settings) -> Result<()> {
     let img = qemu_img(&s.qemu_path)?;
@@ -109,4 +153,47 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
         gone(hdb_overlay(vm_dir))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backing_file_is_read_from_the_qcow2_header() {
+        let mut header = b"QFI\xfb\0\0\0\x03".to_vec();
+        header.extend(0x1234u64.to_be_bytes());
+        header.extend(17u32.to_be_bytes());
+        assert_eq!(backing_location(&header), Some((0x1234, 17)));
+        let mut none = header.clone();
+        none[8..16].fill(0);
+        assert_eq!(backing_location(&none), None);
+        let mut raw = header.clone();
+        raw[0] = b'X';
+        assert_eq!(backing_location(&raw), None);
+        assert_eq!(backing_location(&header[..12]), None);
+    }
+
+    /// Needs qemu-img, which the test command installs.
+    #[tokio::test]
+    async fn a_clone_of_another_base_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = which("qemu-img".as_ref()).expect("qemu-img (qemu-utils)");
+        let [a, b] = ["a.qcow2", "b.qcow2"].map(|n| dir.path().join(n));
+        for base in [&a, &b] {
+            run(
+                &img,
+                &["create", "-q", "-f", "qcow2", &base.to_string_lossy(), "1M"],
+            )
+            .await
+            .unwrap();
+            assert_eq!(backing_file(base).unwrap(), None);
+        }
+        let clone = dir.path().join("hda.qcow2");
+        let (a, b) = (a.to_string_lossy(), b.to_string_lossy());
+        create(&img, &clone, Some(&a)).await.unwrap();
+        assert_eq!(backing_file(&clone).unwrap().as_deref(), Some(a.as_bytes()));
+        create(&img, &clone, Some(&b)).await.unwrap();
+        assert_eq!(backing_file(&clone).unwrap().as_deref(), Some(b.as_bytes()));
+    }
 }
