@@ -328,7 +328,9 @@ impl Actor {
                     run.swap(n, t, s.legacy_networking, self.ctx.udp_host).await
                 }
                 Pending::Limits => {
-                    // The previous limit is unknown: set both, whatever they were.
+                    // What QEMU has is unknown: compared with settings that differ in both
+                    // limits, both are set (a renice is still skipped where every thread
+                    // has the value already).
                     run.throttled = true;
                     let mut unknown = s.clone();
                     unknown.cpu_throttling = s.cpu_throttling.wrapping_add(1);
@@ -524,22 +526,20 @@ impl Actor {
             return Err(e);
         }
         let name = new.name.clone();
-        let limits_change = self.run.is_some()
-            && (old.process_priority != new.process_priority
-                || old.cpu_throttling != new.cpu_throttling);
-        if limits_change {
-            if let Err(e) = self.mark(Pending::Limits) {
+        let limits_change = old.process_priority != new.process_priority
+            || old.cpu_throttling != new.cpu_throttling;
+        let _mark = match self.mark_live(Pending::Limits, limits_change) {
+            Ok(mark) => mark,
+            Err(e) => {
                 claims.undo(&self.ctx);
                 return Err(e);
             }
-        }
-        let rt = self.runtime_dir();
+        };
         if let Some(run) = self.run.as_mut() {
             if let Err(e) = run
                 .limit(&self.ctx.privilege, &name, Some(&old), &new)
                 .await
             {
-                Pending::Limits.clear(&rt);
                 claims.undo(&self.ctx);
                 return Err(e);
             }
@@ -555,11 +555,9 @@ impl Actor {
                     tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
                 }
             }
-            Pending::Limits.clear(&rt);
             claims.undo(&self.ctx);
             return Err(e);
         }
-        Pending::Limits.clear(&rt);
         self.release_old(&old, &new);
         if let Err(e) = disks::forget(&self.vm_dir(), &old, &new) {
             tracing::warn!(vm_id = %self.id(), "could not remove an old disk overlay: {e}");
@@ -1012,20 +1010,18 @@ impl Actor {
             claims.reserve(&self.ctx, Pool::Udp, port, self.id())?;
         }
         let (legacy, udp_host) = (self.record.settings.legacy_networking, self.ctx.udp_host);
-        let live = Pending::Tunnel(adapter);
-        if self.run.is_some() {
-            if let Err(e) = self.mark(live) {
+        let _mark = match self.mark_live(Pending::Tunnel(adapter), true) {
+            Ok(mark) => mark,
+            Err(e) => {
                 claims.undo(&self.ctx);
                 return Err(e);
             }
-        }
-        let rt = self.runtime_dir();
+        };
         if let Some(run) = self.run.as_mut() {
             let rewired = run
                 .rewire(adapter, old.as_ref(), new.as_ref(), legacy, udp_host)
                 .await;
             if let Err(e) = rewired {
-                live.clear(&rt);
                 claims.undo(&self.ctx);
                 return Err(e);
             }
@@ -1043,11 +1039,9 @@ impl Actor {
                     tracing::error!(vm_id = %self.record.id, adapter, "cannot put the previous tunnel back: {e}");
                 }
             }
-            live.clear(&rt);
             claims.undo(&self.ctx);
             return Err(e);
         }
-        live.clear(&rt);
         if let Some(port) = old_port.filter(|p| Some(*p) != new_port) {
             self.ctx.ports(Pool::Udp).release(port);
         }
@@ -1070,12 +1064,17 @@ impl Actor {
         let _ = std::fs::remove_dir_all(self.runtime_dir());
     }
 
-    /// Marks `what` as changing live on the running QEMU (see [`adopt::Pending`]).
-    fn mark(&self, what: adopt::Pending) -> Result<()> {
-        what.mark(&self.runtime_dir()).map_err(|e| {
+    /// Marks `what` as changing on the running QEMU until the change is saved or undone
+    /// (see [`Pending`]); nothing to mark if QEMU does not run or `what` does not change.
+    fn mark_live(&self, what: Pending, changes: bool) -> Result<Option<adopt::Mark>> {
+        if self.run.is_none() || !changes {
+            return Ok(None);
+        }
+        let rt = self.runtime_dir();
+        what.mark(&rt).map(Some).map_err(|e| {
             Error::Internal(format!(
                 "cannot write in the runtime dir {}: {e}",
-                self.runtime_dir().display()
+                rt.display()
             ))
         })
     }

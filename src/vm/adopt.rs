@@ -7,7 +7,7 @@
 //! this very pid file, and it must have started no later than the pid file was written. Only
 //! then is it adopted; anything else is left alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -50,9 +50,12 @@ impl Pending {
         }
     }
 
-    /// The runtime dir is a tmpfs that lives as long as the QEMU: no fsync.
-    pub fn mark(self, rt: &Path) -> std::io::Result<()> {
-        std::fs::write(rt.join(self.file()), b"")
+    /// Marks `self` as changing until the mark is dropped. The runtime dir is a tmpfs that
+    /// lives as long as the QEMU: no fsync.
+    pub fn mark(self, rt: &Path) -> std::io::Result<Mark> {
+        let path = rt.join(self.file());
+        std::fs::write(&path, b"")?;
+        Ok(Mark { path })
     }
 
     pub fn clear(self, rt: &Path) {
@@ -68,6 +71,19 @@ impl Pending {
             .flatten()
             .filter_map(|e| Pending::parse(&e.file_name().to_string_lossy()))
             .collect()
+    }
+}
+
+/// A [`Pending`] change under way; its mark goes when this is dropped, on every path out of
+/// the change.
+#[must_use]
+pub struct Mark {
+    path: PathBuf,
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -206,9 +222,10 @@ mod tests {
     fn pending_marks_are_found_again() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Pending::left(dir.path()).is_empty());
-        for p in [Pending::Tunnel(0), Pending::Tunnel(31), Pending::Limits] {
-            p.mark(dir.path()).unwrap();
-        }
+        let marks: Vec<Mark> = [Pending::Tunnel(0), Pending::Tunnel(31), Pending::Limits]
+            .into_iter()
+            .map(|p| p.mark(dir.path()).unwrap())
+            .collect();
         std::fs::write(dir.path().join(PIDFILE), b"1\n").unwrap();
         std::fs::write(dir.path().join("pending-tunnel-x"), b"").unwrap();
         let mut left = Pending::left(dir.path());
@@ -219,6 +236,8 @@ mod tests {
         );
         Pending::Tunnel(0).clear(dir.path());
         assert_eq!(Pending::left(dir.path()).len(), 2);
+        drop(marks);
+        assert!(Pending::left(dir.path()).is_empty());
     }
 
     #[test]
