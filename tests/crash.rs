@@ -428,3 +428,34 @@ async fn a_live_change_the_record_missed_is_undone_on_adoption() {
     assert!(!dir.join("run").join(&id).join("pending-tunnel-0").exists());
     invariants::check(dir, &lab.manager).await;
 }
+
+/// Two more windows made on purpose: a Delete that committed but did not end its QEMU, and
+/// a Start whose QEMU had not written its pid file yet. Neither QEMU outlives the restart.
+#[tokio::test]
+async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
+    let mut lab = Lab::start().await;
+    let deleted = create(&lab.manager, "deleted", vm_settings(None)).await;
+    let starting = create(&lab.manager, "starting", vm_settings(None)).await;
+    let mut pids = Vec::new();
+    for vm in [&deleted, &starting] {
+        vm.start().await.unwrap();
+        pids.push(vm.pid().await.unwrap());
+    }
+    let (deleted_id, starting_id) = (deleted.id().await.unwrap(), starting.id().await.unwrap());
+
+    lab.daemon.crash();
+    let dir = lab.dir.path();
+    std::fs::remove_dir_all(dir.join("state/vms").join(&deleted_id)).unwrap();
+    std::fs::remove_file(dir.join("run").join(&starting_id).join("qemu.pid")).unwrap();
+    lab.daemon.restart(&lab.bus);
+
+    for pid in pids {
+        let gone = eventually(Duration::from_secs(5), || async { !pid_alive(pid) }).await;
+        assert!(gone, "QEMU {pid} outlived the restart");
+    }
+    assert!(!dir.join("run").join(&deleted_id).exists());
+    assert_eq!(starting.state().await.unwrap(), "stopped");
+    let why = starting.last_error().await.unwrap();
+    assert!(why.contains("stopped while it started"), "{why}");
+    invariants::check(dir, &lab.manager).await;
+}
