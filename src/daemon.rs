@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::prelude::*;
 
@@ -156,7 +157,59 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: exiting, VMs keep running"),
         _ = int.recv() => tracing::info!("SIGINT: exiting, VMs keep running"),
+        _ = watchdog(&conn) => {}
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// Pings systemd's watchdog (`WatchdogSec=`) at half its interval, each time after asking
+/// the bus who owns our name: a daemon whose runtime or bus connection is stuck, or that
+/// lost its name, stops pinging, and systemd restarts it (the VMs run on, and the new
+/// daemon finds them). Never returns.
+async fn watchdog(conn: &zbus::Connection) {
+    let Some(interval) = watchdog_interval() else {
+        return std::future::pending().await;
+    };
+    let period = interval / 2;
+    tracing::info!(?period, "pinging the systemd watchdog");
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        // The bus driver's own interface: the system bus lets anyone call it.
+        let owner = async {
+            let reply = conn
+                .call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus"),
+                    "GetNameOwner",
+                    &(dbus::BUS_NAME),
+                )
+                .await?;
+            reply.body().deserialize::<String>()
+        };
+        match tokio::time::timeout(period, owner).await {
+            Ok(Ok(owner)) if conn.unique_name().is_some_and(|me| me.as_str() == owner) => {
+                if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
+                    tracing::warn!("cannot ping the systemd watchdog: {e}");
+                }
+            }
+            Ok(Ok(owner)) => {
+                tracing::error!(%owner, "{} is owned by another connection", dbus::BUS_NAME)
+            }
+            Ok(Err(e)) => tracing::warn!("the bus does not say who owns {}: {e}", dbus::BUS_NAME),
+            Err(_) => tracing::warn!("the bus does not answer in {period:?}"),
+        }
+    }
+}
+
+/// `WatchdogSec=` as systemd passes it: `WATCHDOG_USEC`, for this process unless
+/// `WATCHDOG_PID` names another (sd_watchdog_enabled(3); sd-notify's own check also wants
+/// `WATCHDOG_PID` set).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let for_us =
+        std::env::var("WATCHDOG_PID").map_or(true, |pid| pid.parse() == Ok(std::process::id()));
+    (for_us && usec > 0).then(|| Duration::from_micros(usec))
 }

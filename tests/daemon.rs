@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn help_and_bad_flags() {
@@ -121,4 +122,23 @@ async fn ready_then_sigterm_leaves_vms_running_and_a_restart_finds_them() {
         .await
         .unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable");
+}
+
+#[tokio::test]
+async fn the_systemd_watchdog_is_pinged_while_the_bus_answers() {
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    // WatchdogSec=200ms, as systemd passes it.
+    let daemon = Daemon::start_with_env(&bus, dir.path(), &[("WATCHDOG_USEC", "200000")]);
+    let pings = daemon
+        .notifications(Duration::from_secs(1))
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    // One every 100 ms.
+    assert!(
+        (5..=15).contains(&pings),
+        "{pings} pings in 1 s; log:\n{}",
+        daemon.log_text()
+    );
 }

@@ -54,6 +54,8 @@ pub struct Daemon {
     pub ports: std::ops::RangeInclusive<u16>,
     /// The daemon's UDP port range (AllocateUdpPort).
     pub udp_ports: std::ops::RangeInclusive<u16>,
+    /// Its NOTIFY_SOCKET, read up to READY=1 (see `notifications`).
+    notify: UnixDatagram,
 }
 
 impl Daemon {
@@ -68,7 +70,13 @@ impl Daemon {
 
     /// Starts a daemon on the state already in `dir` (a restart).
     pub fn start_in(bus: &Bus, dir: &Path) -> Daemon {
-        Self::spawn(bus, dir, None)
+        Self::spawn(bus, dir, None, &[])
+    }
+
+    /// Starts a daemon in a fresh directory with more environment, as systemd would give.
+    pub fn start_with_env(bus: &Bus, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        write_test_config(dir, "");
+        Self::spawn(bus, dir, None, env)
     }
 
     /// Starts a daemon as another user (which owns `dir`), as systemd would; with the test
@@ -78,10 +86,15 @@ impl Daemon {
             write_test_config(dir, "");
         }
         nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
-        Self::spawn(bus, dir, Some(user))
+        Self::spawn(bus, dir, Some(user), &[])
     }
 
-    fn spawn(bus: &Bus, dir: &Path, user: Option<&nix::unistd::User>) -> Daemon {
+    fn spawn(
+        bus: &Bus,
+        dir: &Path,
+        user: Option<&nix::unistd::User>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -116,6 +129,7 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("JOURNAL_STREAM")
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -128,11 +142,12 @@ impl Daemon {
             log,
             ports,
             udp_ports,
+            notify,
         };
         let mut buf = [0u8; 4096];
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(n) = notify.recv(&mut buf) {
+            if let Ok(n) = daemon.notify.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
                 if msg.lines().any(|l| l == "READY=1") {
                     break;
@@ -152,6 +167,19 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the daemon told systemd since READY=1 (or the last call), for `during`.
+    pub fn notifications(&self, during: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + during;
+        while Instant::now() < end {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        out
     }
 
     pub fn pid(&self) -> u32 {
