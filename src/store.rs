@@ -22,6 +22,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "no space left on the state directory {}: free some space there (or delete a VM), then try again",
+        dir.display()
+    )]
+    Full { dir: PathBuf },
     #[error("{path} is not a valid VM record: {source}")]
     Corrupt {
         path: PathBuf,
@@ -111,7 +116,7 @@ impl Store {
     /// Makes the VM's directory and its first record; on failure nothing is left.
     pub fn create(&self, record: &Record) -> Result<()> {
         let dir = self.vm_dir(&record.id);
-        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        fs::create_dir(&dir).map_err(|e| self.full(io_err(&dir)(e)))?;
         let written = self.save(record).and_then(|_| sync_dir(&self.vms));
         if written.is_err() {
             let _ = fs::remove_dir_all(&dir);
@@ -121,6 +126,25 @@ impl Store {
 
     /// Replaces the record atomically.
     pub fn save(&self, record: &Record) -> Result<()> {
+        self.write(record).map_err(|e| self.full(e))
+    }
+
+    /// A full disk is for whoever runs the host to fix: the error names the directory to
+    /// clean rather than a temp file that is gone by the time anyone reads it.
+    fn full(&self, e: Error) -> Error {
+        match &e {
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
+                Error::Full {
+                    dir: self.vms.parent().unwrap_or(&self.vms).to_path_buf(),
+                }
+            }
+            _ => e,
+        }
+    }
+
+    fn write(&self, record: &Record) -> Result<()> {
         let dir = self.vm_dir(&record.id);
         let path = dir.join(RECORD);
         let tmp = dir.join(format!("{RECORD}{TMP_SUFFIX}"));
@@ -253,6 +277,25 @@ mod tests {
         assert_eq!(names, ["bb"]);
         assert!(!vms.join("bb/vm.json.tmp").exists());
         assert_eq!(store.load_all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_names_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = store.full(io_err(Path::new("/x/vm.json.tmp"))(
+                io::Error::from_raw_os_error(errno),
+            ));
+            let text = e.to_string();
+            assert!(matches!(e, Error::Full { .. }), "{e:?}");
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            assert!(!text.contains("vm.json.tmp"), "{text}");
+        }
+        let other = store.full(io_err(Path::new("/x"))(io::Error::from_raw_os_error(
+            libc::EACCES,
+        )));
+        assert!(matches!(other, Error::Io { .. }));
     }
 
     #[test]

@@ -31,4 +31,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== fuzz (short)"; tests/fuzz.sh
 echo "== all tests passed"

@@ -3,15 +3,72 @@
 
 use super::error::{Error, Result};
 
-/// Splits `Options` into arguments. Quotes and backslashes work as in a POSIX shell;
-/// nothing is expanded.
+/// Splits `Options` into arguments. Quotes and backslashes work as in a POSIX shell, a `#`
+/// that starts a word comments out the rest of its line, and a backslash-newline joins two
+/// lines; nothing is expanded.
 pub fn split(options: &str) -> Result<Vec<String>> {
-    shlex::split(options).ok_or_else(|| {
+    let unsplittable = || {
         Error::InvalidArgument(format!(
             "Options '{}' cannot be split into arguments: a quote is not closed or a backslash ends it",
             super::settings::shown(options)
         ))
-    })
+    };
+    let mut words = Vec::new();
+    // None between words: a word begins with its first character or quote, so `''` is an
+    // empty argument, while blanks and line continuations make none.
+    let mut word: Option<String> = None;
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => words.extend(word.take()),
+            '#' if word.is_none() => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            // A continuation is no character: between blanks it must not make an empty
+            // argument, which QEMU takes for a drive without media and refuses to start.
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(unsplittable()),
+            },
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(unsplittable()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('$' | '`' | '"' | '\\')) => w.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(unsplittable()),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(unsplittable()),
+                    }
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// Refuses options that would take the VM away from the daemon. `console`/`monitor` say
@@ -59,6 +116,26 @@ mod tests {
         );
         assert!(split("").unwrap().is_empty());
         assert!(matches!(split("-name 'x"), Err(Error::InvalidArgument(_))));
+        assert_eq!(split(r#"-name '' "" x''"#).unwrap(), ["-name", "", "", "x"]);
+        assert_eq!(
+            split("-m 1 # the rest\n-smp 2 a#b").unwrap(),
+            ["-m", "1", "-smp", "2", "a#b"]
+        );
+        assert_eq!(split(r#""\$x \a" \""#).unwrap(), ["$x \\a", "\""]);
+    }
+
+    /// fuzz/regressions/options_split/: a line continuation between blanks was split as an
+    /// empty argument, and one before a `#` kept the comment as arguments.
+    #[test]
+    fn line_continuations_make_no_argument() {
+        assert_eq!(
+            split("-cpu host \\\n  -smp 4 # cores\n-m 512").unwrap(),
+            ["-cpu", "host", "-smp", "4", "-m", "512"]
+        );
+        assert_eq!(split("-m 512 \\\n# note").unwrap(), ["-m", "512"]);
+        assert_eq!(split("a \\\n").unwrap(), ["a"]);
+        assert_eq!(split("a\\\nb \"c\\\nd\"").unwrap(), ["ab", "cd"]);
+        assert_eq!(split("'a\\\nb'").unwrap(), ["a\\\nb"]);
     }
 
     #[test]
