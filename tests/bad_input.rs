@@ -86,15 +86,6 @@ fn interfaces(xml: &str, on: On) -> Vec<Iface> {
         .collect()
 }
 
-fn contract_file(file: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("dbus")
-            .join(file),
-    )
-    .unwrap()
-}
-
 /// The contract's interfaces: org.gns3.Qemu.Manager and org.gns3.Qemu.VM.
 fn contract() -> Vec<Iface> {
     let mut all = interfaces(&contract_file("org.gns3.Qemu.Manager.xml"), On::Manager);
@@ -303,32 +294,17 @@ async fn observe(conn: &zbus::Connection, state: &Path, vms: &[&str]) -> String 
         .into_iter()
         .chain(vms.iter().map(|p| (*p, "org.gns3.Qemu.VM")));
     for (path, iface) in objects {
-        let sorted: BTreeMap<_, _> = properties(conn, path, iface).await.into_iter().collect();
+        let sorted: BTreeMap<_, _> = all_properties(conn, path, iface)
+            .await
+            .into_iter()
+            .collect();
         out += &format!("{path}: {sorted:?}\n");
     }
     out
 }
 
-async fn properties(
-    conn: &zbus::Connection,
-    path: &str,
-    iface: &str,
-) -> HashMap<String, OwnedValue> {
-    zbus::fdo::PropertiesProxy::builder(conn)
-        .destination(DEST)
-        .unwrap()
-        .path(path)
-        .unwrap()
-        .build()
-        .await
-        .unwrap()
-        .get_all(zbus::names::InterfaceName::try_from(iface).unwrap())
-        .await
-        .unwrap()
-}
-
 async fn vm_properties(conn: &zbus::Connection, path: &str) -> HashMap<String, OwnedValue> {
-    properties(conn, path, "org.gns3.Qemu.VM").await
+    all_properties(conn, path, "org.gns3.Qemu.VM").await
 }
 
 /// A tally of the answers, printed at the end (`--nocapture`) and used for the summary.

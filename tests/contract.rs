@@ -8,16 +8,7 @@ use common::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use zbus::zvariant::{OwnedValue, Value};
-
-fn contract(file: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("dbus")
-            .join(file),
-    )
-    .unwrap()
-}
+use zbus::zvariant::Value;
 
 async fn live_interface(conn: &zbus::Connection, path: &str, name: &str) -> String {
     let proxy = zbus::fdo::IntrospectableProxy::builder(conn)
@@ -39,7 +30,7 @@ async fn live_interface(conn: &zbus::Connection, path: &str, name: &str) -> Stri
 }
 
 fn file_interface(file: &str, name: &str) -> String {
-    let text = contract(file);
+    let text = contract_file(file);
     let node = zbus_xml::Node::from_reader(text.as_bytes()).unwrap();
     let iface = node.interfaces().iter().find(|i| i.name() == name).unwrap();
     format!("{iface:#?}")
@@ -47,7 +38,7 @@ fn file_interface(file: &str, name: &str) -> String {
 
 /// Every method, property and signal of the file has a comment right before it.
 fn assert_documented(file: &str) {
-    let text = contract(file);
+    let text = contract_file(file);
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim_start();
@@ -172,20 +163,8 @@ async fn manager_basics_and_object_manager_signals() {
 async fn observe(dir: &Path, m: &ManagerProxy<'_>, vms: &[&VmProxy<'_>]) -> String {
     let mut props = Vec::new();
     for vm in vms {
-        let all: HashMap<String, OwnedValue> =
-            zbus::fdo::PropertiesProxy::builder(vm.inner().connection())
-                .destination("org.gns3.Qemu")
-                .unwrap()
-                .path(vm.inner().path().clone())
-                .unwrap()
-                .build()
-                .await
-                .unwrap()
-                .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
-                    "org.gns3.Qemu.VM",
-                ))
-                .await
-                .unwrap();
+        let conn = vm.inner().connection();
+        let all = all_properties(conn, vm.inner().path(), "org.gns3.Qemu.VM").await;
         let mut all: Vec<_> = all.into_iter().map(|(k, v)| format!("{k}={v:?}")).collect();
         all.sort();
         props.push(all);
@@ -221,14 +200,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
     let big = "x".repeat(64 * 1024);
 
     let before = observe(dir.path(), m, &[&a, &b]).await;
-    let props = zbus::fdo::PropertiesProxy::builder(conn)
-        .destination("org.gns3.Qemu")
-        .unwrap()
-        .path(a_path.clone())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
+    let props = properties_proxy(conn, &a_path).await;
     let iface = zbus::names::InterfaceName::from_static_str_unchecked("org.gns3.Qemu.VM");
     // (property, value, error, a word the message must contain)
     let s = |v: &str| Value::from(v.to_string());

@@ -112,20 +112,7 @@ async fn everything(
 ) -> BTreeMap<String, HashMap<String, OwnedValue>> {
     let mut out = BTreeMap::new();
     for (id, _, _, path) in m.list_vms().await.unwrap() {
-        let props = zbus::fdo::PropertiesProxy::builder(conn)
-            .destination("org.gns3.Qemu")
-            .unwrap()
-            .path(path)
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        let all = props
-            .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
-                "org.gns3.Qemu.VM",
-            ))
-            .await
-            .unwrap();
+        let all = all_properties(conn, &path, "org.gns3.Qemu.VM").await;
         out.insert(id, all);
     }
     out

@@ -54,16 +54,7 @@ pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
     for (id, name, _, path) in &listed {
         let record = &records[id];
         assert_eq!(name, &record.settings.name);
-        let props = zbus::fdo::PropertiesProxy::builder(conn)
-            .destination("org.gns3.Qemu")
-            .unwrap()
-            .path(path.clone())
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        let iface = zbus::names::InterfaceName::from_static_str_unchecked("org.gns3.Qemu.VM");
-        let all = props.get_all(iface).await.unwrap();
+        let all = super::all_properties(conn, path, "org.gns3.Qemu.VM").await;
         same_as_file(record, &all);
         let state: String = get(&all, "State");
         let pid: u32 = get(&all, "Pid");

@@ -390,6 +390,44 @@ pub async fn cached_vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmPro
         .unwrap()
 }
 
+/// A file of the contract, in `dbus/`.
+pub fn contract_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dbus")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The daemon's Properties at `path`.
+pub async fn properties_proxy(
+    conn: &zbus::Connection,
+    path: &str,
+) -> zbus::fdo::PropertiesProxy<'static> {
+    zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("org.gns3.Qemu")
+        .unwrap()
+        .path(path.to_string())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every property of `iface` at `path`, as GetAll gives them.
+pub async fn all_properties(
+    conn: &zbus::Connection,
+    path: &str,
+    iface: &str,
+) -> HashMap<String, zbus::zvariant::OwnedValue> {
+    properties_proxy(conn, path)
+        .await
+        .get_all(zbus::names::InterfaceName::try_from(iface).unwrap())
+        .await
+        .unwrap()
+}
+
 /// The D-Bus error name of a failed call.
 pub fn error_name(e: &zbus::Error) -> String {
     match e {
