@@ -786,18 +786,7 @@ async fn busctl_with_the_wrong_signature_says_what_the_method_takes() {
         .unwrap()
         .to_string();
     let before = snapshot(&lab.dir.path().join("state"));
-    let busctl = |args: &[&str]| {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", lab.bus.address))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let busctl = |args: &[&str]| lab.bus.busctl(args);
     let (ok, out) = busctl(&[
         "call",
         DEST,

@@ -652,18 +652,7 @@ async fn driven_with_busctl_as_a_user_would() {
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
     let _daemon = Daemon::start(&bus, dir.path());
-    let busctl = |args: &[&str]| {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let busctl = |args: &[&str]| bus.busctl(args);
     let g = guest();
     let kernel = g.join("vmlinuz").to_string_lossy().into_owned();
     let initrd = g.join("initrd.gz").to_string_lossy().into_owned();

@@ -79,6 +79,22 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// `busctl` on this bus, as a user would type it: success, and what it printed.
+    pub fn busctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args(args)
+            .output()
+            .expect("running busctl (package systemd)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
 impl Drop for Bus {
     fn drop(&mut self) {
         let _ = self.child.kill();
