@@ -183,11 +183,13 @@ fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
     started <= written + Duration::from_secs(1)
 }
 
-/// Whether `pidfile` is one of `pid`'s arguments: each VM has a runtime dir of its own, so
-/// no other process has it.
+/// Whether `pid` was started with `-pidfile <pidfile>`, as our QEMUs are: each VM has a
+/// runtime dir of its own, so no other process has it (a `cat` of the file does not count).
 fn has_pidfile(pid: u32, pidfile: &Path) -> bool {
     let wanted = pidfile.as_os_str().as_encoded_bytes();
-    crate::procfs::args(pid).iter().any(|arg| arg == wanted)
+    crate::procfs::args(pid)
+        .windows(2)
+        .any(|pair| pair[0] == b"-pidfile" && pair[1] == wanted)
 }
 
 /// The processes started with `pidfile` on their command line.
@@ -244,9 +246,9 @@ mod tests {
     fn a_process_is_the_qemu_only_with_the_pidfile_on_its_command_line_and_started_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join(PIDFILE);
-        // sh names the pid file as its $0, so it is on the command line.
+        // sh takes `-pidfile <path>` as $0 and $1, so they are on its command line.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; :"])
+            .args(["-c", "sleep 30; :", "-pidfile"])
             .arg(&pidfile)
             .spawn()
             .unwrap();
@@ -262,5 +264,16 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!is_the_qemu(pid, &pidfile, now));
+        // The path alone, as `cat <pidfile>` has it, is not enough.
+        let mut reader = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :"])
+            .arg(&pidfile)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!is_the_qemu(reader.id(), &pidfile, SystemTime::now()));
+        assert!(with_pidfile(&pidfile).is_empty());
+        reader.kill().unwrap();
+        reader.wait().unwrap();
     }
 }
