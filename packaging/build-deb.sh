@@ -1,0 +1,43 @@
+#!/bin/bash
+# Builds the Debian package of gns3-qemud with cargo-deb and prints its path:
+# <target dir>/debian/gns3-qemud_<version>-1_<arch>.deb, where the target dir is
+# $CARGO_TARGET_DIR if set, else the project's target/. The package's contents, dependencies
+# and maintainer scripts are in Cargo.toml, [package.metadata.deb], and packaging/debian/.
+#
+#   packaging/build-deb.sh [cargo-deb options...]
+#
+# DEBEMAIL (and DEBFULLNAME) set the package's Maintainer field.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# dpkg-shlibdeps (dpkg-dev) works out the shared-library dependencies ($auto).
+missing=()
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+command -v gzip >/dev/null || missing+=(gzip)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "build-deb: installing ${missing[*]}" >&2
+	as_root apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+	echo "build-deb: installing cargo-deb" >&2
+	cargo install cargo-deb --locked
+fi
+
+maintainer=()
+if [ -n "${DEBEMAIL:-}" ]; then
+	maintainer=(--maintainer "${DEBFULLNAME:-gns3-qemud packager} <$DEBEMAIL>")
+fi
+
+# cargo-deb builds the release binaries (strips them), gzips the man pages, and writes
+# the .deb; its last line of output is the package's path.
+deb=$(cargo deb --locked "${maintainer[@]}" "$@" | tail -n 1)
+echo "$deb"
