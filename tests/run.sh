@@ -32,4 +32,5 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
 echo "== fuzz (short)"; tests/fuzz.sh
+echo "== the package on a real systemd (tests/e2e.sh)"; tests/e2e.sh
 echo "== all tests passed"

@@ -151,6 +151,22 @@ async fn run(path: &str, args: &[&str]) -> Result<String> {
             Error::QemuNotFound(format!("{} did not answer in {PROBE_TIMEOUT:?}", what()))
         })?
         .map_err(|e| Error::QemuNotFound(format!("cannot run {}: {e}", what())))?;
+    if !out.status.success() {
+        // Say how it ended (a seccomp filter shows as SIGSYS) rather than what it did not
+        // print.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = stderr.lines().last().unwrap_or("").trim();
+        return Err(Error::QemuNotFound(format!(
+            "{} failed ({}){}",
+            what(),
+            super::process::Exit::from(out.status).describe(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            }
+        )));
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -199,5 +215,20 @@ mod tests {
             e.contains("e1001") && e.contains("it has e1000, virtio-net-pci, e1000-82540em"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_dies_says_how() {
+        let e = run("/bin/sh", &["-c", "echo refused >&2; kill -SYS $$"])
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::QemuNotFound(_)), "{e:?}");
+        assert!(
+            text.contains("SIGSYS") && text.contains("refused"),
+            "{text}"
+        );
+        let e = run("/bin/sh", &["-c", "exit 3"]).await.unwrap_err();
+        assert!(e.to_string().contains("status 3"), "{e}");
     }
 }

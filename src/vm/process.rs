@@ -45,6 +45,17 @@ impl Exit {
     }
 }
 
+impl From<std::process::ExitStatus> for Exit {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(s)) => Exit::Signal(s),
+            (None, None) => Exit::Unknown,
+        }
+    }
+}
+
 pub struct Process {
     pid: Pid,
     pidfd: AsyncFd<OwnedFd>,

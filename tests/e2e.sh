@@ -1,0 +1,321 @@
+#!/bin/bash
+# End-to-end test of the Debian package on a real systemd, as root on Debian 12:
+#   - builds the package (packaging/build-deb.sh) and the test guest (tests/guest/build.sh);
+#   - makes a bookworm root with debootstrap (cached in $E2E_CACHE/<hash of what it holds>;
+#     made in a temporary directory and renamed when complete, so a half-made one is never
+#     used), and boots it with systemd-nspawn --boot (systemd as PID 1 of the container, a
+#     real system bus; --volatile=overlay keeps the cache clean), driven with nsenter;
+#   - inside: installs the package, creates and starts a VM (TCG) over D-Bus, reads
+#     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
+#     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
+#     purges the package and checks that what it installed is gone.
+# Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
+# Where the machine cannot boot a container (not root, no debootstrap root, nspawn refused),
+# it prints "e2e: SKIPPED: <reason>" and exits 0.
+#   sudo tests/e2e.sh
+# Environment: E2E_CACHE (default /var/cache/gns3-qemud-e2e), E2E_MIRROR (default: the
+# Debian mirror of /etc/apt/sources.list*), E2E_KEEP=1 keeps the work directory.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+T_START=$(date +%s.%N)
+since() { echo "$(date +%s.%N) $1" | awk '{printf "%.1f", $1 - $2}'; }
+
+skip() {
+	echo "e2e: SKIPPED: $*"
+	exit 0
+}
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, systemd-nspawn)"
+
+# --- host tools --------------------------------------------------------------------------
+# shellcheck source=tests/packages.sh
+. tests/packages.sh
+need systemd-nspawn systemd-container
+need debootstrap debootstrap
+need nsenter util-linux
+need_pkg debian-archive-keyring
+install_missing || skip "cannot install systemd-container and debootstrap with apt"
+
+# --- the package and the test guest ------------------------------------------------------
+echo "== building the package (packaging/build-deb.sh)"
+DEB=$(packaging/build-deb.sh | tail -n 1)
+[ -f "$DEB" ] || {
+	echo "e2e: FAIL: packaging/build-deb.sh printed no .deb ($DEB)"
+	exit 1
+}
+echo "   $DEB"
+echo "== building the test guest (tests/guest/build.sh)"
+GUEST=$(tests/guest/build.sh | tail -n 1)
+if ! [ -f "$GUEST/vmlinuz" ] || ! [ -f "$GUEST/initrd.gz" ]; then
+	echo "e2e: FAIL: tests/guest/build.sh gave no guest ($GUEST)"
+	exit 1
+fi
+echo "   $GUEST"
+
+# --- the root ----------------------------------------------------------------------------
+# What the root holds beyond minbase: systemd and the bus, and the package's dependencies and
+# recommends (so that apt installs the .deb without package lists or network). The serial
+# console is read with bash's /dev/tcp, so no netcat or python is needed.
+INCLUDE=systemd,systemd-sysv,dbus,qemu-system-x86,qemu-utils,cpulimit
+SUITE=bookworm
+mirror() {
+	local m=
+	if [ -n "${E2E_MIRROR:-}" ]; then
+		echo "$E2E_MIRROR"
+		return
+	fi
+	# deb822 files: the first URIs of a stanza whose Suites has bookworm and that is not
+	# the security archive; else a one-line "deb URI bookworm ..." entry.
+	m=$(awk -v s="$SUITE" '
+		/^[[:space:]]*$/ { if (u != "" && ok) { print u; exit } u = ""; ok = 0; next }
+		/^URIs:/ { u = $2 }
+		/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s) ok = 1 }
+		END { if (u != "" && ok) print u }' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		grep -v security | head -n 1)
+	[ -n "$m" ] || m=$(grep -hE "^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+${SUITE}[[:space:]]" \
+		/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+		sed -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//' | awk '{print $1}' | head -n 1)
+	echo "${m:-http://deb.debian.org/debian}"
+}
+MIRROR=$(mirror)
+CACHE=${E2E_CACHE:-/var/cache/gns3-qemud-e2e}
+KEY=$(printf '%s\n' "$SUITE" minbase "$INCLUDE" | sha256sum | cut -c1-16)
+ROOT=$CACHE/$KEY
+T_ROOT=0
+if [ -x "$ROOT/usr/lib/systemd/systemd" ] && [ -f "$ROOT/.e2e-complete" ]; then
+	echo "== root: cached $ROOT"
+else
+	echo "== root: debootstrap $SUITE ($INCLUDE) from $MIRROR"
+	mkdir -p "$CACHE"
+	# Leftovers of an interrupted run are never used; remove them.
+	rm -rf "$CACHE"/tmp.* "$ROOT"
+	TMPROOT=$(mktemp -d "$CACHE/tmp.XXXXXX")
+	t0=$(date +%s.%N)
+	if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$TMPROOT" "$MIRROR" \
+		>"$CACHE/debootstrap.log" 2>&1; then
+		tail -n 20 "$CACHE/debootstrap.log"
+		rm -rf "$TMPROOT"
+		skip "debootstrap of $SUITE from $MIRROR failed (log: $CACHE/debootstrap.log)"
+	fi
+	apt-get -o Dir="$TMPROOT" clean 2>/dev/null || rm -f "$TMPROOT"/var/cache/apt/archives/*.deb
+	touch "$TMPROOT/.e2e-complete"
+	mv "$TMPROOT" "$ROOT"
+	T_ROOT=$(since "$t0")
+	echo "   made in ${T_ROOT}s ($(du -sh "$ROOT" | cut -f1))"
+fi
+
+# --- boot --------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/gns3-qemud-e2e.XXXXXX)
+mkdir -p "$WORK/share"
+cp "$DEB" "$WORK/share/"
+DEBNAME=$(basename "$DEB")
+NSPID=
+LEADER=
+cleanup() {
+	local rc=$?
+	if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
+		if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
+			nsenter --target "$LEADER" --mount --pid -- systemctl --no-block poweroff >/dev/null 2>&1
+		fi
+		for _ in $(seq 1 200); do
+			kill -0 "$NSPID" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$NSPID" 2>/dev/null; then
+			echo "e2e: the container did not power off in 20 s; killing it"
+			kill -KILL "$NSPID" 2>/dev/null
+		fi
+		wait "$NSPID" 2>/dev/null
+	fi
+	if [ "${E2E_KEEP:-0}" = 1 ]; then
+		echo "e2e: kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== boot: systemd-nspawn --boot"
+T_BOOT0=$(date +%s.%N)
+systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --volatile=overlay \
+	--console=read-only --machine=gns3-qemud-e2e \
+	--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
+	>"$WORK/console.log" 2>&1 &
+NSPID=$!
+for _ in $(seq 1 300); do
+	kill -0 "$NSPID" 2>/dev/null || break
+	LEADER=$(pgrep -P "$NSPID" -x systemd) && [ -S "/proc/$LEADER/root/run/systemd/private" ] && break
+	LEADER=
+	sleep 0.1
+done
+if [ -z "$LEADER" ]; then
+	tail -n 20 "$WORK/console.log"
+	kill -0 "$NSPID" 2>/dev/null && kill "$NSPID"
+	skip "systemd-nspawn did not boot systemd within 30 s (console above)"
+fi
+
+IN() { nsenter --target "$LEADER" --mount --uts --ipc --net --pid --cgroup -- "$@"; }
+
+pass=0
+fail=0
+RESULTS=()
+# check NAME COMMAND...: runs COMMAND in the container; PASS if it succeeds, else FAIL with
+# its output. Its output is in $out afterwards.
+out=
+check() {
+	local name=$1 rc
+	shift
+	out=$(IN "$@" 2>&1)
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		echo "PASS $name"
+		pass=$((pass + 1))
+		RESULTS+=("PASS $name")
+	else
+		echo "FAIL $name (exit $rc)"
+		[ -n "$out" ] && echo "$out" | tail -n 40 | sed 's/^/    /'
+		fail=$((fail + 1))
+		RESULTS+=("FAIL $name")
+	fi
+	return $rc
+}
+# Shows the daemon's journal (on a failure).
+journal() {
+	echo "    --- journalctl -u gns3-qemud -u gns3-qemud-supervisor"
+	IN journalctl --no-pager -o short-precise -u gns3-qemud -u gns3-qemud-supervisor -n 60 2>&1 | sed 's/^/    /'
+}
+
+state=$(IN timeout 120 systemctl is-system-running --wait 2>&1)
+T_BOOT=$(since "$T_BOOT0")
+echo "   system $state after ${T_BOOT}s"
+case "$state" in
+running) ;;
+degraded) IN systemctl --failed --no-legend --no-pager | sed 's/^/    failed at boot: /' ;;
+*)
+	echo "FAIL boot: $state"
+	IN systemctl --failed --no-legend --no-pager | sed 's/^/    /'
+	exit 1
+	;;
+esac
+FAILED_AT_BOOT=$(IN systemctl --failed --no-legend --plain --no-pager | awk '{print $1}' | sort)
+
+# --- the checks --------------------------------------------------------------------------
+BUS=(busctl --system)
+MGR=(org.gns3.Qemu /org/gns3/Qemu org.gns3.Qemu.Manager)
+
+# Diagnostic only: E2E_UNIT_DROPIN="SystemCallFilter=seccomp" adds these [Service] lines to
+# gns3-qemud.service (a drop-in in /etc), to try a fix of the unit without rebuilding.
+if [ -n "${E2E_UNIT_DROPIN:-}" ]; then
+	echo "   drop-in for gns3-qemud.service: $E2E_UNIT_DROPIN"
+	IN sh -c 'mkdir -p /etc/systemd/system/gns3-qemud.service.d && printf "[Service]\n%s\n" "$1" >/etc/systemd/system/gns3-qemud.service.d/e2e.conf' - "$E2E_UNIT_DROPIN"
+fi
+check install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/share/$DEBNAME" || exit 1
+FILES=$(IN dpkg-query -L gns3-qemud)
+check user-and-group sh -c 'getent passwd gns3-qemud && getent group gns3 && id gns3-qemud'
+check enable-now systemctl enable --now gns3-qemud
+check is-enabled systemctl is-enabled gns3-qemud.service gns3-qemud-supervisor.socket
+check is-active systemctl is-active gns3-qemud.service gns3-qemud-supervisor.socket || journal
+
+# The guest's files must be readable by the daemon's user: copy them out of the bind mount.
+IN sh -c 'mkdir -p /srv/e2e && cp /guest/vmlinuz /guest/initrd.gz /srv/e2e/ && chmod 755 /srv/e2e && chmod 644 /srv/e2e/*'
+
+VM=
+if check create-vm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e 5 \
+	KernelImage s /srv/e2e/vmlinuz Initrd s /srv/e2e/initrd.gz \
+	KernelCommandLine s "console=ttyS0 panic=-1 quiet" Ram u 128 Accelerator s tcg; then
+	VM=$(echo "$out" | cut -d'"' -f2)
+	echo "    $VM"
+else
+	journal
+fi
+ID=${VM##*/}
+
+prop() { IN "${BUS[@]}" get-property org.gns3.Qemu "$VM" org.gns3.Qemu.VM "$1" 2>&1; }
+
+if [ -n "$VM" ]; then
+	PORT=$(prop ConsolePort | awk '{print $2}')
+	echo "    console port $PORT"
+	# The console reader waits for the port before Start returns: QEMU drops serial output
+	# while no client is connected. bash's /dev/tcp reads the raw telnet stream.
+	IN timeout 90 bash -c '
+		for i in $(seq 1 600); do exec 3<>/dev/tcp/127.0.0.1/'"$PORT"' && break; sleep 0.1; done 2>/dev/null
+		grep -a -m1 -o GUEST-READY <&3' >"$WORK/serial.out" 2>&1 &
+	READER=$!
+	T_VM0=$(date +%s.%N)
+	check start "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Start || journal
+	check state-running sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State | tee /dev/stderr | grep -qx 's \"running\"'"
+	PID1=$(prop Pid | awk '{print $2}')
+	echo "    QEMU pid $PID1"
+	# The reader gives up after 90 s; GUEST-READY must come within 60 s of Start.
+	wait "$READER"
+	T_VM=$(since "$T_VM0")
+	if grep -q GUEST-READY "$WORK/serial.out" && awk "BEGIN{exit !($T_VM <= 60)}"; then
+		echo "PASS console-GUEST-READY (${T_VM}s after Start)"
+		pass=$((pass + 1))
+		RESULTS+=("PASS console-GUEST-READY (${T_VM}s)")
+	else
+		echo "FAIL console-GUEST-READY (after ${T_VM}s)"
+		sed 's/^/    /' "$WORK/serial.out" | tail -n 20
+		IN "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM ReadLog 2>&1 | tail -c 2000 | sed 's/^/    /'
+		fail=$((fail + 1))
+		RESULTS+=("FAIL console-GUEST-READY")
+	fi
+
+	# tracing-journald writes an event's fields upper-cased with the prefix F_: vm_id -> F_VM_ID.
+	# journalctl -o json writes "KEY" : "value". On a failure, the entries that name the
+	# VM's id at all are shown.
+	check journal-vm-id sh -c "journalctl -u gns3-qemud -o json --no-pager | grep -E '\"F_VM_ID\" *: *\"$ID\"' | grep -F 'VM started' | head -n 1 | grep . ||
+		{ journalctl -u gns3-qemud -o json --no-pager | grep -F '$ID' | head -n 3; exit 1; }"
+
+	check restart systemctl restart gns3-qemud || journal
+	check restart-is-active systemctl is-active gns3-qemud
+	check restart-same-pid sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM Pid State | tee /dev/stderr | tr '\n' ' ' | grep -qx 'u $PID1 s \"running\" '"
+	check restart-qemu-alive sh -c "kill -0 $PID1"
+	# Only the messages of the daemon's current run (its invocation id).
+	INV=$(IN systemctl show -P InvocationID gns3-qemud)
+	check journal-found-again sh -c "journalctl _SYSTEMD_INVOCATION_ID=$INV -o json --no-pager | grep -E '\"F_VM_ID\" *: *\"$ID\"' | grep -F 'found its QEMU running again' | grep ." || journal
+
+	# Stop the VM first: "apt remove" stops the daemon, not its VMs (README, Installing).
+	check stop-vm "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Stop
+	check vm-stopped sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State Pid | tee /dev/stderr | tr '\n' ' ' | grep -qx 's \"stopped\" u 0 ' && ! kill -0 $PID1 2>/dev/null"
+else
+	echo "SKIP start, console, journal, restart and stop-vm checks: no VM was created"
+	RESULTS+=("SKIP VM checks")
+fi
+
+check stop-daemon systemctl stop gns3-qemud
+check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket' || journal
+check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud
+# Every file (not directory) the package had is gone, and its state.
+LEFT=$(IN sh -c 'while read -r f; do [ -d "$f" ] || ! [ -e "$f" ] || echo "$f"; done' <<<"$FILES")
+if [ -z "$LEFT" ] && [ -n "$FILES" ]; then
+	echo "PASS purge-files-gone ($(wc -l <<<"$FILES") paths in dpkg -L)"
+	pass=$((pass + 1))
+	RESULTS+=("PASS purge-files-gone")
+else
+	echo "FAIL purge-files-gone"
+	printf '    left: %s\n' "${LEFT:-(dpkg -L listed nothing)}"
+	fail=$((fail + 1))
+	RESULTS+=("FAIL purge-files-gone")
+fi
+check purge-state-gone sh -c '! ls -ld /var/lib/gns3-qemud /etc/gns3-qemud /run/gns3-qemud 2>/dev/null'
+# (minbase has no procps: look at /proc.)
+check no-qemu-left sh -c 'for p in /proc/[0-9]*; do case $(readlink $p/exe) in *qemu-system*) echo "left: $p $(tr "\\0" " " <$p/cmdline)"; exit 1;; esac; done; exit 0'
+# No unit failed that had not failed at boot already.
+NEW_FAILED=$(comm -13 <(echo "$FAILED_AT_BOOT") <(IN systemctl --failed --no-legend --plain --no-pager | awk '{print $1}' | sort) | grep .)
+if [ -z "$NEW_FAILED" ]; then
+	echo "PASS no-failed-units${FAILED_AT_BOOT:+ (failed already at boot: $(tr "\n" " " <<<"$FAILED_AT_BOOT"))}"
+	pass=$((pass + 1))
+	RESULTS+=("PASS no-failed-units")
+else
+	echo "FAIL no-failed-units: $(tr "\n" " " <<<"$NEW_FAILED")"
+	for u in $NEW_FAILED; do IN journalctl --no-pager -u "$u" -n 30 | sed 's/^/    /'; done
+	fail=$((fail + 1))
+	RESULTS+=("FAIL no-failed-units")
+fi
+
+echo "== e2e: root ${T_ROOT}s to make (0: cached), boot ${T_BOOT}s, total $(since "$T_START")s"
+echo "== e2e: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
