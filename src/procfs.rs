@@ -25,6 +25,12 @@ pub fn args(pid: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Whether `pid` runs: it is in /proc and not a zombie.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat_field(&stat, 3).is_some_and(|state| state != "Z"))
+}
+
 /// Field `n` of a stat line, numbered as in proc(5) (3 is the state); None for 1 and 2.
 /// The command name (field 2) may hold spaces and parentheses, so fields are counted from
 /// the last ')'.
@@ -59,5 +65,7 @@ mod tests {
             Some(exe.as_encoded_bytes())
         );
         assert!(args(u32::MAX).is_empty());
+        assert!(running(me));
+        assert!(!running(u32::MAX));
     }
 }

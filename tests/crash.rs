@@ -18,26 +18,6 @@ const MAX_VMS: usize = 6;
 const MAX_UP: usize = 3;
 const ADAPTERS: u32 = 2;
 
-/// xorshift64*: reproducible from its seed, which is all a test needs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 #[derive(Clone, Debug)]
 enum Op {
     Create {

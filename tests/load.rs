@@ -16,20 +16,8 @@ const CLIENTS: usize = 8;
 const CALLS: usize = 200;
 const VMS: usize = 20;
 const MAX_UP: usize = 6;
-/// The daemon's QMP timeout: a call that waited on the stuck VM would take this long.
-const QMP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// xorshift64*, seeded per client.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
-    }
-}
+/// A call that waited on the stuck VM would take this long.
+use gns3_qemud::vm::actor::QMP_TIMEOUT;
 
 fn settings() -> HashMap<&'static str, Value<'static>> {
     HashMap::from([("Ram", Value::from(32u32)), ("Adapters", Value::from(2u32))])

@@ -38,7 +38,7 @@ pub fn stop(pid: u32) -> usize {
         );
     }
     let end = Instant::now() + Duration::from_secs(2);
-    while found.iter().any(|&c| running(c)) && Instant::now() < end {
+    while found.iter().any(|&c| crate::procfs::running(c)) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
     found.len()
@@ -58,17 +58,9 @@ pub fn find(pid: u32) -> Vec<u32> {
             is_cpulimit
                 && args.iter().any(|a| a == wanted.as_bytes())
                 && real_uid(p).is_ok_and(|u| u == me)
-                && running(p)
+                && crate::procfs::running(p)
         })
         .collect()
-}
-
-/// Alive and not a zombie.
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => crate::procfs::stat_field(&stat, 3).is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]
