@@ -132,16 +132,19 @@ impl Ports {
 mod tests {
     use super::*;
 
-    fn free_range(n: u16) -> RangeInclusive<u16> {
-        // Ports of an ephemeral listener are free at the time of the test; take a block
-        // around one well away from the usual ranges.
-        let base = 42000 + (std::process::id() % 1000) as u16 * 10;
+    /// A block of `n` ports for the test numbered `slot`: tests run in parallel, so each
+    /// has its own block, and blocks sit below Linux's ephemeral range (32768 and up), where
+    /// outgoing connections of other programs do not land, and above the integration tests'
+    /// ranges.
+    fn free_range(slot: u16, n: u16) -> RangeInclusive<u16> {
+        assert!(slot < 4 && n <= 4);
+        let base = 25000 + (std::process::id() % 400) as u16 * 16 + slot * 4;
         base..=base + n - 1
     }
 
     #[test]
     fn allocates_reserves_releases() {
-        let range = free_range(4);
+        let range = free_range(0, 4);
         let mut p = Ports::new(Protocol::Tcp, "127.0.0.1", range.clone());
         let a = p.allocate(vm("a")).unwrap();
         let b = p.allocate(vm("b")).unwrap();
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_vm_takes_over_what_a_client_allocated() {
-        let range = free_range(2);
+        let range = free_range(1, 2);
         let mut p = Ports::new(Protocol::Udp, "127.0.0.1", range.clone());
         let a = p.allocate(Holder::Client).unwrap();
         assert!(p.reserve(a, Holder::Client).is_err());
@@ -171,7 +174,7 @@ mod tests {
 
     #[test]
     fn skips_ports_held_by_another_program() {
-        let range = free_range(3);
+        let range = free_range(2, 3);
         let held = TcpListener::bind(("127.0.0.1", *range.start())).unwrap();
         let mut p = Ports::new(Protocol::Tcp, "127.0.0.1", range.clone());
         let e = p.reserve(*range.start(), vm("a")).unwrap_err().to_string();
@@ -182,7 +185,7 @@ mod tests {
 
     #[test]
     fn exhaustion_names_the_range() {
-        let range = free_range(1);
+        let range = free_range(3, 1);
         let mut p = Ports::new(Protocol::Udp, "127.0.0.1", range.clone());
         p.allocate(Holder::Client).unwrap();
         let e = p.allocate(Holder::Client).unwrap_err().to_string();
