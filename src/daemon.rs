@@ -61,14 +61,7 @@ pub fn init_logging() {
 }
 
 fn host_ram_mib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(u64::from(u32::MAX), |kib| kib / 1024)
+    nix::sys::sysinfo::sysinfo().map_or(u64::from(u32::MAX), |i| i.ram_total() / (1024 * 1024))
 }
 
 fn host_cpus() -> u32 {

@@ -277,6 +277,21 @@ if [ -n "$VM" ]; then
 	INV=$(IN systemctl show -P InvocationID gns3-qemud)
 	check journal-found-again sh -c "journalctl _SYSTEMD_INVOCATION_ID=$INV -o json --no-pager | grep -E '\"F_VM_ID\" *: *\"$ID\"' | grep -F 'found its QEMU running again' | grep ." || journal
 
+	# The privileged half, socket-activated, on the adopted VM: a priority above the
+	# daemon's own (nice -5 on every QEMU thread) and a CPU limit (a cgroup of the VM's
+	# own, else a cpulimit process watching it). Then a live tunnel, under the unit's
+	# address-family and syscall filters.
+	VMI=(org.gns3.Qemu "$VM" org.gns3.Qemu.VM)
+	check priority-high sh -c "${BUS[*]} set-property ${VMI[*]} ProcessPriority s high &&
+		for t in /proc/$PID1/task/*; do n=\$(cut -d')' -f2 \$t/stat | awk '{print \$17}'); [ \"\$n\" = -5 ] || { echo \"\$t nice \$n\"; exit 1; }; done" || journal
+	check throttle-50 sh -c "${BUS[*]} set-property ${VMI[*]} CpuThrottling u 50 &&
+		{ grep -rlsx $PID1 /sys/fs/cgroup/*/gns3-qemud/qemu-$PID1/cgroup.procs /sys/fs/cgroup/gns3-qemud/qemu-$PID1/cgroup.procs ||
+		  grep -lsa -- '--pid' /proc/[0-9]*/cmdline | while read -r c; do tr '\\0' ' ' <\$c; echo; done | grep -E \"cpulimit --pid=$PID1 \"; }" || journal
+	check throttle-off-priority-low sh -c "${BUS[*]} set-property ${VMI[*]} CpuThrottling u 0 && ${BUS[*]} set-property ${VMI[*]} ProcessPriority s low &&
+		[ \$(cut -d')' -f2 /proc/$PID1/stat | awk '{print \$17}') = 5 ]" || journal
+	check tunnel-live sh -c "${BUS[*]} call ${VMI[*]} AddUdpTunnel uqsq 0 \$(${BUS[*]} call ${MGR[*]} AllocateUdpPort | awk '{print \$2}') 127.0.0.1 40000 &&
+		${BUS[*]} get-property ${VMI[*]} Tunnels | tee /dev/stderr | grep -q '127.0.0.1' && ${BUS[*]} call ${VMI[*]} RemoveUdpTunnel u 0" || journal
+
 	# Stop the VM first: "apt remove" stops the daemon, not its VMs (README, Installing).
 	check stop-vm "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Stop
 	check vm-stopped sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State Pid | tee /dev/stderr | tr '\n' ' ' | grep -qx 's \"stopped\" u 0 ' && ! kill -0 $PID1 2>/dev/null"

@@ -37,14 +37,17 @@ impl Hierarchy {
     }
 
     /// The hierarchy with the cpu controller among `mounts` (the format of
-    /// /proc/self/mounts), v2 first; paths are taken under `root`.
+    /// /proc/self/mounts), v2 first; paths are taken under `root`. A read-only mount is
+    /// passed over: containers (systemd-nspawn on cgroup v1) show the host's cpu controller
+    /// read-only, and cpulimit still works there.
     pub fn find(mounts: &str, root: &Path) -> Option<Hierarchy> {
         let entries: Vec<(&str, &str, &str)> = mounts
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let (_, dir, fstype, options) = (f.next()?, f.next()?, f.next()?, f.next()?);
-                Some((dir, fstype, options))
+                let writable = !options.split(',').any(|o| o == "ro");
+                writable.then_some((dir, fstype, options))
             })
             .collect();
         let under_root = |dir: &str| root.join(dir.trim_start_matches('/'));
@@ -245,6 +248,10 @@ cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpu
         );
         let cpuacct_only = "cgroup /sys/fs/cgroup/cpuacct cgroup rw,cpuacct 0 0\n";
         assert_eq!(Hierarchy::find(cpuacct_only, hybrid.root.path()), None);
+        let read_only = "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup ro,nosuid,cpu,cpuacct 0 0\n";
+        assert_eq!(Hierarchy::find(read_only, hybrid.root.path()), None);
+        let read_only_v2 = "cgroup2 /sys/fs/cgroup cgroup2 ro,nosuid 0 0\n";
+        assert_eq!(Hierarchy::find(read_only_v2, v2.root.path()), None);
     }
 
     #[test]

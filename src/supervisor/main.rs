@@ -118,7 +118,7 @@ fn main() -> ExitCode {
             };
             eprintln!("CPU limits: {file} under {}", h.parent().display());
         }
-        None => eprintln!("CPU limits: cpulimit (no cgroup has the cpu controller)"),
+        None => eprintln!("CPU limits: cpulimit (no writable cgroup has the cpu controller)"),
     }
     eprintln!("serving uid {}", args.daemon_uid);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

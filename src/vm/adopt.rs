@@ -179,7 +179,7 @@ fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
     let (Some(started), Ok(written)) = (start_time(pid), written.duration_since(UNIX_EPOCH)) else {
         return false;
     };
-    // Boot time has whole seconds: a second of slack.
+    // Ticks are coarse and the two clocks are read apart: a second of slack.
     started <= written + Duration::from_secs(1)
 }
 
@@ -200,20 +200,19 @@ fn with_pidfile(pidfile: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// When `pid` started, since the epoch: boot time plus field 22 of its stat.
+/// When `pid` started, since the epoch: field 22 of its stat is in clock ticks since boot.
+/// Boot is placed on the epoch by the boot-time clock rather than `/proc/stat`, which the
+/// unit hides (ProcSubset=pid).
 fn start_time(pid: u32) -> Option<Duration> {
+    use nix::time::{clock_gettime, ClockId};
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let ticks: u64 = crate::procfs::stat_field(&stat, 22)?.parse().ok()?;
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
     // SAFETY: sysconf only reads a constant.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
-    Some(Duration::from_secs(btime) + Duration::from_millis(ticks * 1000 / hz.max(1)))
+    let since_boot = Duration::from(clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?);
+    let now = Duration::from(clock_gettime(ClockId::CLOCK_REALTIME).ok()?);
+    let boot = now.checked_sub(since_boot)?;
+    Some(boot + Duration::from_millis(ticks * 1000 / hz.max(1)))
 }
 
 #[cfg(test)]
