@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod heap;
 pub mod manager;
 pub mod pidfd;
 pub mod ports;

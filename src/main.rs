@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use gns3_qemud::{cli, config::Config, daemon};
+use gns3_qemud::{cli, config::Config, daemon, heap};
 
 fn main() -> ExitCode {
+    heap::one_arena();
     let args = match cli::parse(std::env::args_os()) {
         Ok(cli::Parsed::Run(args)) => args,
         Ok(cli::Parsed::Help) => {

@@ -1,30 +1,54 @@
 //! The project's benchmark: `cargo bench --bench bench [-- [--json PATH] [SECTION...]]`.
 //!
-//! Each section is a module with `run(&Runtime) -> Vec<Figure>` and measures on real QEMU
-//! guests under TCG, driven the way the integration tests drive them (tests/common). Only the
-//! sections whose name contains one of the SECTION arguments run (all without any). The table
-//! goes to stdout, progress to stderr, and every run's values to a JSON file:
-//! `$CARGO_TARGET_DIR/bench/bench.json` (default `target/bench/bench.json`) or `--json PATH`.
+//! Each section is a module with `run(&Runtime) -> Report` and measures the release daemon
+//! on a private bus, with real QEMU under TCG, driven the way the integration tests drive
+//! them (tests/common). Only the sections whose name contains one of the SECTION arguments
+//! run (all without any). The tables of figures and of targets go to stdout, progress to
+//! stderr, and every run's values to a JSON file: `$CARGO_TARGET_DIR/bench/bench.json`
+//! (default `target/bench/bench.json`) or `--json PATH`.
 
+mod calls;
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod cycle;
+mod lab;
+mod memory;
+mod parallel;
 mod report;
 mod tunnels;
 
-use report::Figure;
+use report::Report;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::runtime::Runtime;
 
 struct Section {
     name: &'static str,
-    run: fn(&Runtime) -> Vec<Figure>,
+    run: fn(&Runtime) -> Report,
 }
 
-const SECTIONS: &[Section] = &[Section {
-    name: "tunnels",
-    run: tunnels::run,
-}];
+const SECTIONS: &[Section] = &[
+    Section {
+        name: "cycle",
+        run: cycle::run,
+    },
+    Section {
+        name: "calls",
+        run: calls::run,
+    },
+    Section {
+        name: "parallel",
+        run: parallel::run,
+    },
+    Section {
+        name: "memory",
+        run: memory::run,
+    },
+    Section {
+        name: "tunnels",
+        run: tunnels::run,
+    },
+];
 
 fn main() {
     let mut json = std::env::var_os("CARGO_TARGET_DIR")
@@ -59,13 +83,16 @@ fn main() {
         .build()
         .expect("building the tokio runtime");
     let started = Instant::now();
-    let mut figures = Vec::new();
+    let mut all = Report::default();
     for section in chosen {
         eprintln!("== {}", section.name);
-        figures.extend((section.run)(&rt));
+        let Report { figures, targets } = (section.run)(&rt);
+        all.figures.extend(figures);
+        all.targets.extend(targets);
     }
     let seconds = started.elapsed().as_secs_f64();
-    report::print_table(&figures);
-    report::write_json(&json, &figures, seconds);
+    report::print_table(&all.figures);
+    report::print_targets(&all.targets);
+    report::write_json(&json, &all.figures, &all.targets, seconds);
     eprintln!("{seconds:.0} s; figures written to {}", json.display());
 }

@@ -1,4 +1,5 @@
-//! Figures, their statistics over runs, the printed table and the JSON file.
+//! Figures, their statistics over runs, the targets they are held to, the printed table and
+//! the JSON file.
 
 use serde::Serialize;
 use std::path::Path;
@@ -33,6 +34,43 @@ impl Figure {
     }
 }
 
+/// What a section measured: its figures, and the targets they met or missed.
+#[derive(Default)]
+pub struct Report {
+    pub figures: Vec<Figure>,
+    pub targets: Vec<Target>,
+}
+
+/// A figure held to a bound: met when `value <= limit`.
+#[derive(Serialize)]
+pub struct Target {
+    pub section: &'static str,
+    pub name: String,
+    pub value: f64,
+    pub limit: f64,
+    pub unit: &'static str,
+    pub met: bool,
+}
+
+impl Target {
+    pub fn new(
+        section: &'static str,
+        name: &str,
+        value: f64,
+        limit: f64,
+        unit: &'static str,
+    ) -> Self {
+        Target {
+            section,
+            name: name.to_string(),
+            value,
+            limit,
+            unit,
+            met: value <= limit,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct Stats {
     pub min: f64,
@@ -59,6 +97,26 @@ fn median_of_sorted(s: &[f64]) -> f64 {
 fn nearest_rank(s: &[f64], p: f64) -> f64 {
     let rank = (p * s.len() as f64).ceil() as usize;
     s[rank.clamp(1, s.len()) - 1]
+}
+
+pub fn print_targets(targets: &[Target]) {
+    let width = targets.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    println!();
+    println!(
+        "{:<10} {:<width$} {:>10} {:>10} {:<7} result",
+        "section", "target", "value", "limit", "unit"
+    );
+    for t in targets {
+        println!(
+            "{:<10} {:<width$} {:>10.3} {:>10.3} {:<7} {}",
+            t.section,
+            t.name,
+            t.value,
+            t.limit,
+            t.unit,
+            if t.met { "met" } else { "MISSED" }
+        );
+    }
 }
 
 pub fn print_table(figures: &[Figure]) {
@@ -92,7 +150,7 @@ struct JsonFigure<'a> {
     samples: &'a [f64],
 }
 
-pub fn write_json(path: &Path, figures: &[Figure], seconds: f64) {
+pub fn write_json(path: &Path, figures: &[Figure], targets: &[Target], seconds: f64) {
     let figures: Vec<JsonFigure> = figures
         .iter()
         .map(|f| JsonFigure {
@@ -103,7 +161,7 @@ pub fn write_json(path: &Path, figures: &[Figure], seconds: f64) {
             samples: &f.samples,
         })
         .collect();
-    let json = serde_json::json!({ "seconds": seconds, "figures": figures });
+    let json = serde_json::json!({ "seconds": seconds, "figures": figures, "targets": targets });
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .unwrap_or_else(|e| panic!("creating {} for the JSON report: {e}", dir.display()));

@@ -7,7 +7,7 @@
 //! machine drifting during the bench weighs on both alike.
 
 use crate::common::{self, Console, Lab};
-use crate::report::{self, Figure};
+use crate::report::{self, Figure, Report};
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +26,7 @@ const BOOT: Duration = Duration::from_secs(180);
 const SHELL: Duration = Duration::from_secs(60);
 const TRANSFER: Duration = Duration::from_secs(300);
 
-pub fn run(rt: &Runtime) -> Vec<Figure> {
+pub fn run(rt: &Runtime) -> Report {
     let guest = common::guest();
     eprintln!("booting the hand-started pair and the daemon's pair");
     let mut direct = DirectPair::start(guest);
@@ -59,11 +59,14 @@ pub fn run(rt: &Runtime) -> Vec<Figure> {
     }
     let ratio = report::median(&samples[1]) / report::median(&samples[0]);
     let [floor, daemon] = samples;
-    vec![
-        Figure::new(SECTION, links[0].label, "Mbit/s", floor),
-        Figure::new(SECTION, links[1].label, "Mbit/s", daemon),
-        Figure::new(SECTION, "daemon / direct (medians)", "ratio", vec![ratio]),
-    ]
+    Report {
+        figures: vec![
+            Figure::new(SECTION, links[0].label, "Mbit/s", floor),
+            Figure::new(SECTION, links[1].label, "Mbit/s", daemon),
+            Figure::new(SECTION, "daemon / direct (medians)", "ratio", vec![ratio]),
+        ],
+        targets: Vec::new(),
+    }
 }
 
 /// Two VMs of the daemon, adapter 0 of each joined to the other's by a UDP tunnel, started;

@@ -1,5 +1,5 @@
-//! The VM's disks: qcow2 linked clones of the base images (or a blank flash disk), made
-//! once with `qemu-img` in the VM's directory and kept from start to start.
+//! The VM's disks: qcow2 linked clones of the base images made with `qemu-img`, or a blank
+//! flash disk written here; made once in the VM's directory and kept from start to start.
 
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -8,7 +8,7 @@ use super::cmdline::{hda_overlay, hdb_overlay};
 use super::error::{Error, Result};
 use super::settings::{which, Settings};
 
-const FLASH_SIZE: &str = "128M";
+const FLASH_SIZE: u64 = 128 << 20;
 
 /// `qemu-img` beside the QEMU binary (a QEMU built into a prefix ships both), else in PATH.
 pub fn qemu_img(qemu_path: &str) -> Result<PathBuf> {
@@ -77,17 +77,20 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> 
         }
     }
     let tmp = dest.with_extension("qcow2.tmp");
-    let tmp_str = tmp.to_string_lossy();
-    let format;
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    match base {
+    let made = match base {
         Some(base) => {
-            format = format_of(qemu_img, base).await?;
-            args.extend(["-b", base, "-F", &format, &tmp_str]);
+            let format = format_of(qemu_img, base).await?;
+            let tmp = tmp.to_string_lossy();
+            let args = [
+                "create", "-q", "-f", "qcow2", "-b", base, "-F", &format, &tmp,
+            ];
+            run(qemu_img, &args).await.map(drop)
         }
-        None => args.extend([&*tmp_str, FLASH_SIZE]),
-    }
-    let made = run(qemu_img, &args).await.and_then(|_| {
+        // The same file as `qemu-img create -f qcow2 <dest> 128M`, without a process.
+        None => std::fs::write(&tmp, blank_qcow2(FLASH_SIZE))
+            .map_err(|e| Error::DiskImageFailed(format!("cannot write {}: {e}", tmp.display()))),
+    };
+    let made = made.and_then(|()| {
         std::fs::rename(&tmp, dest).map_err(|e| {
             Error::DiskImageFailed(format!(
                 "cannot move the new disk to {}: {e}",
@@ -99,6 +102,36 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     made
+}
+
+/// An empty qcow2 (version 3) image of `size` bytes, laid out as qemu-img lays it out:
+/// 64 KiB clusters; the header, the refcount table, one refcount block (16-bit refcounts),
+/// then the L1 table; no L2 table and no data until the guest writes.
+fn blank_qcow2(size: u64) -> Vec<u8> {
+    const CLUSTER: u64 = 1 << 16;
+    const L2_COVERS: u64 = CLUSTER * (CLUSTER / 8);
+    let l1_entries = size.div_ceil(L2_COVERS);
+    let l1_offset = 3 * CLUSTER;
+    let clusters = 3 + (l1_entries * 8).div_ceil(CLUSTER);
+    let mut f = vec![0u8; (l1_offset + l1_entries * 8) as usize];
+    let mut put = |at: u64, bytes: &[u8]| {
+        f[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+    };
+    put(0, b"QFI\xfb");
+    put(4, &3u32.to_be_bytes()); // version
+    put(20, &16u32.to_be_bytes()); // cluster_bits
+    put(24, &size.to_be_bytes());
+    put(36, &(l1_entries as u32).to_be_bytes());
+    put(40, &l1_offset.to_be_bytes());
+    put(48, &CLUSTER.to_be_bytes()); // refcount_table_offset
+    put(56, &1u32.to_be_bytes()); // refcount_table_clusters
+    put(96, &4u32.to_be_bytes()); // refcount_order: 16 bits
+    put(100, &104u32.to_be_bytes()); // header_length; an end-of-extensions mark (0s) follows
+    put(CLUSTER, &(2 * CLUSTER).to_be_bytes()); // the refcount block
+    for c in 0..clusters {
+        put(2 * CLUSTER + 2 * c, &1u16.to_be_bytes());
+    }
+    f
 }
 
 /// Where a qcow2 header (big-endian) says the backing file's name is: its offset (bytes 8..16)
@@ -158,6 +191,45 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// qemu-img (the test command installs it) finds the blank flash disk sound and of its
+    /// size, and the way qemu-img itself makes it.
+    #[test]
+    fn a_blank_flash_disk_is_a_sound_qcow2_of_128_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = which("qemu-img".as_ref()).expect("qemu-img (qemu-utils)");
+        let ours = dir.path().join("ours.qcow2");
+        std::fs::write(&ours, blank_qcow2(FLASH_SIZE)).unwrap();
+        let theirs = dir.path().join("theirs.qcow2");
+        let made = std::process::Command::new(&img)
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&theirs)
+            .arg("128M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for image in [&ours, &theirs] {
+            let check = std::process::Command::new(&img)
+                .args(["check", "--output=json"])
+                .arg(image)
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&check.stdout);
+            assert!(check.status.success(), "{}: {out}", image.display());
+            let info = std::process::Command::new(&img)
+                .args(["info", "--output=json"])
+                .arg(image)
+                .output()
+                .unwrap();
+            let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+            assert_eq!(info["virtual-size"], FLASH_SIZE, "{info}");
+            assert_eq!(info["format"], "qcow2");
+            assert_eq!(info["cluster-size"], 65536);
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(len(&ours), len(&theirs));
+        assert_eq!(backing_file(&ours).unwrap(), None);
+    }
 
     #[test]
     fn the_backing_file_is_read_from_the_qcow2_header() {

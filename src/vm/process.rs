@@ -74,6 +74,8 @@ impl Process {
         command
             .args(args)
             .current_dir(cwd)
+            // The daemon's own malloc tuning (see the unit), not QEMU's.
+            .env_remove("GLIBC_TUNABLES")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -73,6 +73,11 @@ impl Daemon {
         Self::spawn(bus, dir, None, &[])
     }
 
+    /// Starts a daemon on the state and config already in `dir`, with more environment.
+    pub fn start_in_with_env(bus: &Bus, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(bus, dir, None, env)
+    }
+
     /// Starts a daemon in a fresh directory with more environment, as systemd would give.
     pub fn start_with_env(bus: &Bus, dir: &Path, env: &[(&str, &str)]) -> Daemon {
         write_test_config(dir, "");

@@ -1,0 +1,163 @@
+//! What the sections share: a daemon on a private bus configured for the bench, raw method
+//! calls timed one by one, and the daemon's memory and CPU time read from /proc.
+
+use crate::common::{self, Bus, Daemon, ManagerProxy, VmProxy};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use zbus::zvariant::{DynamicType, OwnedObjectPath, Value};
+
+/// A daemon as a distro runs it (log level info, the environment its unit gives it; TCG for
+/// the guests), on a private bus with the project's policy, and a client connection. Its
+/// port ranges hold 1 000 VMs.
+pub struct BenchLab {
+    pub manager: ManagerProxy<'static>,
+    pub conn: zbus::Connection,
+    pub daemon: Daemon,
+    // Dropped after the daemon, which uses them.
+    _bus: Bus,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchLab {
+    pub async fn start() -> BenchLab {
+        let bus = Bus::start();
+        let dir = tempfile::tempdir().expect("temp dir for the daemon");
+        std::fs::write(
+            dir.path().join("gns3-qemud.toml"),
+            "accelerator = \"tcg\"\nconsole_port_range = [30000, 32700]\nudp_port_range = [20000, 29999]\n",
+        )
+        .expect("writing the bench config");
+        let unit_env = unit_environment();
+        let mut env: Vec<(&str, &str)> = unit_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.push(("RUST_LOG", "info"));
+        let daemon = Daemon::start_in_with_env(&bus, dir.path(), &env);
+        let conn = daemon.connect().await;
+        BenchLab {
+            manager: common::manager(&conn).await,
+            conn,
+            daemon,
+            _bus: bus,
+            _dir: dir,
+        }
+    }
+
+    /// Creates `n` VMs named `<prefix>-<i>` with `settings`; returns their paths.
+    pub async fn create_many(
+        &self,
+        prefix: &str,
+        n: usize,
+        settings: &[(&'static str, Value<'static>)],
+    ) -> Vec<OwnedObjectPath> {
+        let mut paths = Vec::with_capacity(n);
+        for i in 0..n {
+            let s: HashMap<&str, Value> = settings.iter().cloned().collect();
+            let path = self
+                .manager
+                .create_vm(&format!("{prefix}-{i}"), s)
+                .await
+                .unwrap_or_else(|e| panic!("CreateVM {prefix}-{i}: {e}"));
+            paths.push(path);
+        }
+        paths
+    }
+
+    pub async fn vm(&self, path: &OwnedObjectPath) -> VmProxy<'static> {
+        common::vm(&self.conn, path).await
+    }
+
+    /// The daemon's memory now.
+    pub fn memory(&self) -> Memory {
+        Memory::of(self.daemon.pid())
+    }
+
+    /// CPU time the daemon has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.daemon.pid())
+    }
+}
+
+/// The `Environment=` lines of the daemon's unit.
+fn unit_environment() -> Vec<(String, String)> {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/gns3-qemud.service");
+    std::fs::read_to_string(unit)
+        .unwrap_or_else(|e| panic!("reading {unit}: {e}"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Timed round trips of one method call, made the same way for the daemon and for the bus
+/// itself, so that the client's own cost is alike on both sides.
+pub async fn time_calls<B>(
+    conn: &zbus::Connection,
+    (dest, path, iface, method): (&str, &str, &str, &str),
+    body: &B,
+    runs: usize,
+) -> Vec<f64>
+where
+    B: serde::Serialize + DynamicType,
+{
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        conn.call_method(Some(dest), path, Some(iface), method, body)
+            .await
+            .unwrap_or_else(|e| panic!("{iface}.{method} on {path}: {e}"));
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    out
+}
+
+/// A process's resident memory, from /proc/<pid>/status, in KiB: all of it, and the part
+/// that is its own heap and stacks (the rest is the mapped binary and libraries, shared
+/// with every other process that maps them).
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub rss_kib: f64,
+    pub anon_kib: f64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+        }
+    }
+}
+
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    let ticks: u64 = [14, 15]
+        .iter()
+        .map(|&n| {
+            gns3_qemud::procfs::stat_field(&stat, n)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("field {n} of /proc/{pid}/stat"))
+        })
+        .sum();
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Milliseconds of a duration, the unit most figures are printed in.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

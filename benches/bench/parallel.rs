@@ -1,0 +1,129 @@
+//! A lab coming up: 20 VMs (64 MiB, no disk) started at once, wall time until every Start
+//! has answered (each answers once its VM runs), and stopped at once; beside it one VM
+//! started alone, and the floor: the same 20 QEMU command lines run by hand at once, until
+//! each has greeted on QMP, quit and exited. The daemon's own CPU time during the 20 starts
+//! shows its share; the rest is QEMU starting, 20 times over, on the machine's cores.
+
+use crate::cycle;
+use crate::lab::{ms, BenchLab};
+use crate::report::{self, Figure, Report, Target};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use zbus::zvariant::Value;
+
+const SECTION: &str = "parallel";
+const VMS: usize = 20;
+const RUNS: usize = 5;
+const ALONE_RUNS: usize = 10;
+/// 20 VMs may take this many times one.
+const LIMIT: f64 = 2.0;
+
+pub fn run(rt: &Runtime) -> Report {
+    rt.block_on(async {
+        let lab = BenchLab::start().await;
+        let paths = lab
+            .create_many("lab", VMS, &[("Ram", Value::from(64u32))])
+            .await;
+        let mut vms = Vec::new();
+        for p in &paths {
+            vms.push(lab.vm(p).await);
+        }
+        // Each VM's first start (not counted) makes its flash disk.
+        let work: Vec<tempfile::TempDir> = (0..VMS)
+            .map(|_| tempfile::tempdir().expect("temp dir for a hand-started QEMU"))
+            .collect();
+        let mut by_hand = Vec::new();
+        for (vm, dir) in vms.iter().zip(&work) {
+            by_hand.push(cycle::by_hand_command(vm, dir.path()).await);
+        }
+
+        let (mut alone, mut alone_stop) = (Vec::new(), Vec::new());
+        for _ in 0..ALONE_RUNS {
+            alone.push(ms(all(&vms[..1], Op::Start).await));
+            alone_stop.push(ms(all(&vms[..1], Op::Stop).await));
+        }
+        let (mut starts, mut stops, mut cpu, mut floor) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in 0..RUNS {
+            floor.push(ms(all_by_hand(&by_hand, &work)));
+            let before = lab.cpu_time();
+            starts.push(ms(all(&vms, Op::Start).await));
+            cpu.push(ms(lab.cpu_time() - before) / VMS as f64);
+            stops.push(ms(all(&vms, Op::Stop).await));
+            eprintln!(
+                "run {}: {VMS} up in {:.0} ms, down in {:.0} ms; by hand {:.0} ms",
+                r + 1,
+                starts[r],
+                stops[r],
+                floor[r]
+            );
+        }
+        let ratio = report::median(&starts) / report::median(&alone);
+        Report {
+            figures: vec![
+                Figure::new(
+                    SECTION,
+                    &format!("{VMS} QEMUs by hand at once: up, quit, exit (floor)"),
+                    "ms",
+                    floor,
+                ),
+                Figure::new(SECTION, "Start, one VM alone", "ms", alone),
+                Figure::new(
+                    SECTION,
+                    &format!("Start, {VMS} at once (wall)"),
+                    "ms",
+                    starts,
+                ),
+                Figure::new(SECTION, "daemon CPU per VM of those", "ms", cpu),
+                Figure::new(SECTION, "Stop, one VM alone", "ms", alone_stop),
+                Figure::new(SECTION, &format!("Stop, {VMS} at once (wall)"), "ms", stops),
+            ],
+            targets: vec![Target::new(
+                SECTION,
+                &format!("{VMS} up / one up (medians)"),
+                ratio,
+                LIMIT,
+                "ratio",
+            )],
+        }
+    })
+}
+
+/// Runs every command line of `cmds` by hand at once (`cycle::by_hand`); the wall time
+/// until the last QEMU has exited.
+fn all_by_hand(cmds: &[Vec<String>], work: &[tempfile::TempDir]) -> Duration {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for (cmd, dir) in cmds.iter().zip(work) {
+            s.spawn(move || cycle::by_hand(cmd, dir.path()));
+        }
+    });
+    t.elapsed()
+}
+
+#[derive(Clone, Copy)]
+pub enum Op {
+    Start,
+    Stop,
+}
+
+/// Starts or stops every VM of `vms` at once; the wall time until the last has answered.
+pub async fn all(vms: &[crate::common::VmProxy<'static>], op: Op) -> Duration {
+    let t = Instant::now();
+    let mut calls = JoinSet::new();
+    for vm in vms {
+        let vm = vm.clone();
+        calls.spawn(async move {
+            match op {
+                Op::Start => vm.start().await,
+                Op::Stop => vm.stop().await,
+            }
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.expect("a call task panicked")
+            .unwrap_or_else(|e| panic!("a Start or Stop failed: {e}"));
+    }
+    t.elapsed()
+}
