@@ -57,6 +57,14 @@ async fn format_of(qemu_img: &Path, image: &str) -> Result<String> {
 /// Makes `dest` unless it exists, through a temporary file so a crash never leaves half a
 /// disk: a linked clone of `base` (with its format), or a blank flash disk.
 async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> {
+    // Disks are renamed into place without an fsync (as qemu-img leaves them): after a power
+    // loss one may be there but empty. Nothing was ever written to it; make it again.
+    if std::fs::metadata(dest).is_ok_and(|m| m.len() == 0) {
+        tracing::warn!(disk = %dest.display(), "making again an empty disk");
+        std::fs::remove_file(dest).map_err(|e| {
+            Error::DiskImageFailed(format!("cannot remove {}: {e}", dest.display()))
+        })?;
+    }
     if dest.exists() {
         match backing_file(dest) {
             Ok(backing) if backing.as_deref() == base.map(str::as_bytes) => return Ok(()),
@@ -229,6 +237,17 @@ mod tests {
         let len = |p: &Path| std::fs::metadata(p).unwrap().len();
         assert_eq!(len(&ours), len(&theirs));
         assert_eq!(backing_file(&ours).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_disk_left_by_a_power_loss_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let flash = dir.path().join("flash.qcow2");
+        std::fs::write(&flash, b"").unwrap();
+        create(Path::new("/nonexistent/qemu-img"), &flash, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&flash).unwrap(), blank_qcow2(FLASH_SIZE));
     }
 
     #[test]
