@@ -202,34 +202,23 @@ mod tests {
 
     /// qemu-img (the test command installs it) finds the blank flash disk sound and of its
     /// size, and the way qemu-img itself makes it.
-    #[test]
-    fn a_blank_flash_disk_is_a_sound_qcow2_of_128_mib() {
+    #[tokio::test]
+    async fn a_blank_flash_disk_is_a_sound_qcow2_of_128_mib() {
         let dir = tempfile::tempdir().unwrap();
         let img = which("qemu-img".as_ref()).expect("qemu-img (qemu-utils)");
         let ours = dir.path().join("ours.qcow2");
         std::fs::write(&ours, blank_qcow2(FLASH_SIZE)).unwrap();
         let theirs = dir.path().join("theirs.qcow2");
-        let made = std::process::Command::new(&img)
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&theirs)
-            .arg("128M")
-            .status()
+        let theirs_str = theirs.to_string_lossy();
+        run(&img, &["create", "-q", "-f", "qcow2", &theirs_str, "128M"])
+            .await
             .unwrap();
-        assert!(made.success());
         for image in [&ours, &theirs] {
-            let check = std::process::Command::new(&img)
-                .args(["check", "--output=json"])
-                .arg(image)
-                .output()
-                .unwrap();
-            let out = String::from_utf8_lossy(&check.stdout);
-            assert!(check.status.success(), "{}: {out}", image.display());
-            let info = std::process::Command::new(&img)
-                .args(["info", "--output=json"])
-                .arg(image)
-                .output()
-                .unwrap();
-            let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+            let image = image.to_string_lossy();
+            // `run` fails with qemu-img's words if check finds the image unsound.
+            run(&img, &["check", &image]).await.unwrap();
+            let info = run(&img, &["info", "--output=json", &image]).await.unwrap();
+            let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
             assert_eq!(info["virtual-size"], FLASH_SIZE, "{info}");
             assert_eq!(info["format"], "qcow2");
             assert_eq!(info["cluster-size"], 65536);
