@@ -4,10 +4,9 @@
 //! two. Every call is made by the same client code, and the floor's calls are interleaved
 //! with the daemon's.
 
-use crate::lab::{time_calls, BenchLab};
+use crate::lab::{small_vm, time_calls, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use tokio::runtime::Runtime;
-use zbus::zvariant::Value;
 
 const SECTION: &str = "calls";
 /// Calls per figure, made in BATCHES interleaved batches.
@@ -32,11 +31,7 @@ pub fn run(rt: &Runtime) -> Report {
         for n in [1, 100, 1_000] {
             eprintln!("defining {} VMs", n - paths.len());
             let more = lab
-                .create_many(
-                    &format!("calls{n}"),
-                    n - paths.len(),
-                    &[("Ram", Value::from(64u32))],
-                )
+                .create_many(&format!("calls{n}"), n - paths.len(), &small_vm())
                 .await;
             paths.extend(more);
             let vm = paths[paths.len() / 2].to_string();

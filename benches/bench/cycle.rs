@@ -6,9 +6,8 @@
 //! Runs alternate with the floor's, so a shared machine's drifting load weighs on both.
 
 use crate::common::VmProxy;
-use crate::lab::{ms, BenchLab};
+use crate::lab::{ms, small_vm, BenchLab};
 use crate::report::{self, Figure, Report, Target};
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -17,15 +16,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use zbus::zvariant::Value;
 
 const SECTION: &str = "cycle";
 const RUNS: usize = 30;
 const STEPS: [&str; 4] = ["CreateVM", "Start", "Stop", "Delete"];
-
-fn settings() -> HashMap<&'static str, Value<'static>> {
-    HashMap::from([("Ram", Value::from(64u32))])
-}
 
 pub fn run(rt: &Runtime) -> Report {
     let lab = rt.block_on(BenchLab::start());
@@ -88,7 +82,7 @@ async fn cycle(lab: &BenchLab, name: &str) -> [Duration; 4] {
     let t = Instant::now();
     let path = lab
         .manager
-        .create_vm(name, settings())
+        .create_vm(name, small_vm())
         .await
         .unwrap_or_else(|e| panic!("CreateVM {name}: {e}"));
     let create = t.elapsed();
@@ -115,7 +109,7 @@ async fn cycle(lab: &BenchLab, name: &str) -> [Duration; 4] {
 async fn floor_command(lab: &BenchLab, work: &Path) -> Vec<String> {
     let path = lab
         .manager
-        .create_vm("floor", settings())
+        .create_vm("floor", small_vm())
         .await
         .expect("CreateVM floor");
     by_hand_command(&lab.vm(&path).await, work).await

@@ -49,14 +49,13 @@ impl BenchLab {
         &self,
         prefix: &str,
         n: usize,
-        settings: &[(&'static str, Value<'static>)],
+        settings: &HashMap<&'static str, Value<'static>>,
     ) -> Vec<OwnedObjectPath> {
         let mut paths = Vec::with_capacity(n);
         for i in 0..n {
-            let s: HashMap<&str, Value> = settings.iter().cloned().collect();
             let path = self
                 .manager
-                .create_vm(&format!("{prefix}-{i}"), s)
+                .create_vm(&format!("{prefix}-{i}"), settings.clone())
                 .await
                 .unwrap_or_else(|e| panic!("CreateVM {prefix}-{i}: {e}"));
             paths.push(path);
@@ -77,6 +76,12 @@ impl BenchLab {
     pub fn cpu_time(&self) -> Duration {
         cpu_time(self.daemon.pid())
     }
+}
+
+/// The VM the sections measure: 64 MiB of RAM, no disk of its own (the daemon makes its
+/// blank flash disk at the first Start) and no kernel.
+pub fn small_vm() -> HashMap<&'static str, Value<'static>> {
+    HashMap::from([("Ram", Value::from(64u32))])
 }
 
 /// The `Environment=` lines of the daemon's unit.

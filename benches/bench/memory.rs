@@ -4,11 +4,10 @@
 //! resident set counts the mapped binary and libraries (shared, paged in once); the heap
 //! and stacks, "anon", are what each VM adds to.
 
-use crate::lab::{BenchLab, Memory};
+use crate::lab::{small_vm, BenchLab, Memory};
 use crate::parallel::{all, Op};
 use crate::report::{self, Figure, Report, Target};
 use tokio::runtime::Runtime;
-use zbus::zvariant::Value;
 
 const SECTION: &str = "memory";
 const ROUNDS: usize = 3;
@@ -18,10 +17,6 @@ const PER_VM_LIMIT_KIB: f64 = 20.0;
 /// After deleting everything, within this fraction of idle.
 const BACK_LIMIT: f64 = 0.10;
 
-fn settings() -> [(&'static str, Value<'static>); 1] {
-    [("Ram", Value::from(64u32))]
-}
-
 pub fn run(rt: &Runtime) -> Report {
     rt.block_on(async {
         let lab = BenchLab::start().await;
@@ -29,10 +24,11 @@ pub fn run(rt: &Runtime) -> Report {
         // code every call runs has been paged in once, as in a daemon that has served.
         lab.manager.list_vms().await.expect("ListVMs");
         let cold = lab.memory();
-        let warm_up = lab.create_many("warm-up", 1, &settings()).await;
-        all(&[lab.vm(&warm_up[0]).await], Op::Start).await;
-        all(&[lab.vm(&warm_up[0]).await], Op::Stop).await;
-        lab.vm(&warm_up[0]).await.delete().await.expect("Delete");
+        let warm_up = lab.create_many("warm-up", 1, &small_vm()).await;
+        let warm_up = [lab.vm(&warm_up[0]).await];
+        all(&warm_up, Op::Start).await;
+        all(&warm_up, Op::Stop).await;
+        warm_up[0].delete().await.expect("Delete");
         let idle = lab.memory();
         eprintln!(
             "idle: {:.0} KiB resident, {:.0} KiB anon",
@@ -41,11 +37,11 @@ pub fn run(rt: &Runtime) -> Report {
         let mut at: [Vec<Memory>; 4] = Default::default();
         for round in 0..ROUNDS {
             let mut paths = lab
-                .create_many(&format!("m{round}"), 100, &settings())
+                .create_many(&format!("m{round}"), 100, &small_vm())
                 .await;
             at[0].push(lab.memory());
             paths.extend(
-                lab.create_many(&format!("n{round}"), 900, &settings())
+                lab.create_many(&format!("n{round}"), 900, &small_vm())
                     .await,
             );
             at[1].push(lab.memory());

@@ -5,12 +5,11 @@
 //! shows its share; the rest is QEMU starting, 20 times over, on the machine's cores.
 
 use crate::cycle;
-use crate::lab::{ms, BenchLab};
+use crate::lab::{ms, small_vm, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
-use zbus::zvariant::Value;
 
 const SECTION: &str = "parallel";
 const VMS: usize = 20;
@@ -22,9 +21,7 @@ const LIMIT: f64 = 2.0;
 pub fn run(rt: &Runtime) -> Report {
     rt.block_on(async {
         let lab = BenchLab::start().await;
-        let paths = lab
-            .create_many("lab", VMS, &[("Ram", Value::from(64u32))])
-            .await;
+        let paths = lab.create_many("lab", VMS, &small_vm()).await;
         let mut vms = Vec::new();
         for p in &paths {
             vms.push(lab.vm(p).await);
