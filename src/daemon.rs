@@ -46,7 +46,11 @@ pub fn init_logging() {
         .unwrap_or_else(|| {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
         });
-    let journal = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    // Fields as the design names them (VM_ID, VM_NAME), so `journalctl VM_ID=<id>` finds a
+    // VM's messages; tracing-journald would prefix them F_.
+    let journal = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|layer| layer.with_field_prefix(None));
     let registry = tracing_subscriber::registry().with(filter);
     match journal {
         Some(layer) => registry.with(layer).init(),

@@ -8,7 +8,8 @@ use common::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use zbus::zvariant::Value;
+use std::time::Duration;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 async fn live_interface(conn: &zbus::Connection, path: &str, name: &str) -> String {
     let proxy = zbus::fdo::IntrospectableProxy::builder(conn)
@@ -145,8 +146,23 @@ async fn manager_basics_and_object_manager_signals() {
     assert_eq!(changed.get().await.unwrap(), 96);
 
     vm.delete().await.unwrap();
-    let signal = removed.next().await.unwrap();
-    assert_eq!(signal.args().unwrap().object_path().as_str(), path.as_str());
+    // CreateVM also emits InterfacesRemoved([org.freedesktop.DBus.Properties]) today (see
+    // `one_create_and_one_delete_are_one_signal_each`): Delete's is the one naming the VM.
+    let signal = loop {
+        let signal = removed.next().await.unwrap();
+        let args = signal.args().unwrap();
+        if args
+            .interfaces()
+            .iter()
+            .any(|i| i.as_str() == "org.gns3.Qemu.VM")
+        {
+            break signal;
+        }
+    };
+    let args = signal.args().unwrap();
+    assert_eq!(args.object_path().as_str(), path.as_str());
+    let names: Vec<&str> = args.interfaces().iter().map(|i| i.as_str()).collect();
+    assert_eq!(names, ["org.gns3.Qemu.VM"]);
     assert!(m.list_vms().await.unwrap().is_empty());
     assert!(std::fs::read_dir(dir.path().join("state/vms"))
         .unwrap()
@@ -156,6 +172,89 @@ async fn manager_basics_and_object_manager_signals() {
     assert!(
         error_name(&e).starts_with("org.freedesktop.DBus.Error.Unknown"),
         "{e}"
+    );
+}
+
+/// `qemu-io -c COMMAND` on a qcow2 file; fails the test unless every byte checked matched
+/// (qemu-io exits 0 even then, so its output is read).
+fn qemu_io(path: &Path, command: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", command])
+        .arg(path)
+        .output()
+        .expect("running qemu-io (qemu-utils)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && !text.contains("Pattern verification failed")
+            && !text.contains("failed"),
+        "qemu-io {command} {}: {text}",
+        path.display()
+    );
+}
+
+/// Everything the ObjectManager says over a VM's whole life, in order: one InterfacesAdded
+/// at CreateVM, nothing at a property change, one InterfacesRemoved naming exactly
+/// `org.gns3.Qemu.VM` at Delete.
+#[tokio::test]
+#[ignore = "CreateVM also emits InterfacesRemoved/InterfacesAdded of org.freedesktop.DBus.Properties \
+            (the Properties swap in src/dbus/properties.rs); issue 15 removes it"]
+async fn one_create_and_one_delete_are_one_signal_each() {
+    use futures_util::StreamExt;
+    use zbus::MatchRule;
+    let lab = Lab::start().await;
+    let rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.gns3.Qemu")
+        .unwrap()
+        .interface("org.freedesktop.DBus.ObjectManager")
+        .unwrap()
+        .build();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &lab.conn, None)
+        .await
+        .unwrap();
+    let path = lab.manager.create_vm("once", HashMap::new()).await.unwrap();
+    let vm = vm(&lab.conn, &path).await;
+    vm.set_ram(96).await.unwrap();
+    vm.delete().await.unwrap();
+    // Whatever the daemon says about these calls, it says within a second of the last.
+    let mut seen = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), signals.next()).await {
+        let msg = msg.unwrap();
+        let header = msg.header();
+        let member = header.member().unwrap().to_string();
+        let (object, interfaces): (OwnedObjectPath, Vec<String>) = match member.as_str() {
+            "InterfacesAdded" => {
+                let (p, i): (
+                    OwnedObjectPath,
+                    HashMap<String, HashMap<String, OwnedValue>>,
+                ) = msg.body().deserialize().unwrap();
+                let mut names: Vec<String> = i.into_keys().collect();
+                names.sort();
+                (p, names)
+            }
+            _ => msg.body().deserialize().unwrap(),
+        };
+        seen.push((member, object.to_string(), interfaces));
+    }
+    let p = path.to_string();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1.as_str()),
+        ("InterfacesAdded", p.as_str())
+    );
+    assert!(
+        seen[0].2.contains(&"org.gns3.Qemu.VM".to_string()),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen[1],
+        (
+            "InterfacesRemoved".to_string(),
+            p,
+            vec!["org.gns3.Qemu.VM".to_string()]
+        )
     );
 }
 
@@ -599,18 +698,17 @@ async fn disks_are_linked_clones_made_once() {
     assert_eq!(hda["backing-filename-format"], "raw");
     let hdb = qemu_img_info(&vm_dir.join("hdb_disk.qcow2"));
     assert_eq!(hdb["backing-filename-format"], "qcow2");
-    // Made once: the guest's writes survive a restart.
-    let mtime = std::fs::metadata(vm_dir.join("hda_disk.qcow2"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    // Made once: what was written to the overlay survives a restart. A marker written
+    // into it while the VM is stopped must read back afterwards, from the same file; an
+    // overlay made again would read the base's zeros there, from a new inode.
+    let hda_path = vm_dir.join("hda_disk.qcow2");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&hda_path);
+    qemu_io(&hda_path, "write -P 0x5a 0 4k");
     vm.start().await.unwrap();
     vm.stop().await.unwrap();
-    let again = std::fs::metadata(vm_dir.join("hda_disk.qcow2"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    assert!(again >= mtime);
+    assert_eq!(inode(&hda_path), before, "the overlay was made again");
+    qemu_io(&hda_path, "read -P 0x5a 0 4k");
     assert_eq!(
         qemu_img_info(&vm_dir.join("hda_disk.qcow2"))["backing-filename"],
         hda["backing-filename"]

@@ -190,8 +190,7 @@ async fn stopped_within_a_second(changes: &mut zbus::proxy::PropertyStream<'_, S
 
 #[tokio::test]
 async fn accelerator_follows_what_the_daemons_user_may_use() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIPPED: needs root to run the daemon as its own user");
+    if !root_for("to run the daemon as its own user") {
         return;
     }
     let bus = Bus::start();
@@ -230,10 +229,10 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
     assert!(!tcg.accelerated().await.unwrap());
     tcg.stop().await.unwrap();
     if kvm_usable {
-        println!(
-            "SKIPPED the kvm refusal: /dev/kvm is usable by {}",
+        cannot_check(&format!(
+            "the kvm refusal: /dev/kvm is usable by {}",
             user.name
-        );
+        ));
         return;
     }
     let kvm = create(&m, "kvm", [("Accelerator", Value::from("kvm"))].into()).await;

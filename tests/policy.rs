@@ -7,38 +7,7 @@ mod common;
 use common::*;
 use std::process::Command;
 
-const MEMBER: &str = "gns3-test-member";
-const OUTSIDER: &str = "gns3-test-outsider";
-
-/// The group and the two users (before the bus starts: it resolves names when it loads
-/// its policy).
-fn users() {
-    static MADE: std::sync::Once = std::sync::Once::new();
-    MADE.call_once(make_users);
-}
-
-fn make_users() {
-    if nix::unistd::Group::from_name("gns3").unwrap().is_none() {
-        // Another test binary may make it at the same time.
-        let _ = Command::new("groupadd").args(["--system", "gns3"]).status();
-    }
-    for (user, groups) in [(MEMBER, "gns3"), (OUTSIDER, "")] {
-        if nix::unistd::User::from_name(user).unwrap().is_none() {
-            let mut add = Command::new("useradd");
-            add.args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ]);
-            if !groups.is_empty() {
-                add.args(["--groups", groups]);
-            }
-            let _ = add.arg(user).status();
-        }
-    }
-    daemon_user();
-}
+use common::users::{MEMBER, OUTSIDER};
 
 /// `gdbus call` as `user` (with the groups the user database gives it): success, and what
 /// it printed.
@@ -70,7 +39,6 @@ fn gdbus_as(user: &str, bus: &Bus, path: &str, method: &str, args: &[&str]) -> (
 
 #[tokio::test]
 async fn members_of_gns3_act_everyone_else_only_looks() {
-    users();
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&bus, dir.path());
@@ -146,7 +114,6 @@ async fn members_of_gns3_act_everyone_else_only_looks() {
 
 #[test]
 fn only_root_and_the_daemons_user_may_own_the_name() {
-    users();
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
     write_test_config(dir.path(), "");

@@ -20,11 +20,7 @@ const SHELL: Duration = Duration::from_secs(10);
 const SAMPLE: Duration = Duration::from_secs(5);
 
 fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    println!("SKIPPED: needs root to run the daemon as its own user and the supervisor");
-    false
+    root_for("to run the daemon as its own user and the supervisor")
 }
 
 /// A directory every user may enter, for the daemon's user to reach what is in it.
@@ -88,6 +84,47 @@ fn cpu_cgroup(pid: u32) -> Option<PathBuf> {
         wanted.then(|| path.trim_start_matches('/').to_string())
     })?;
     Some(h.mount.join(rel))
+}
+
+/// How the supervisor limits a QEMU's CPU: a cgroup of its own where a hierarchy has the
+/// cpu controller writable, else a cpulimit process. `of` checks that the limit is in place.
+enum Limit {
+    Cgroup(PathBuf),
+    Cpulimit(Vec<u32>),
+}
+
+impl Limit {
+    fn of(pid: u32) -> Limit {
+        if gns3_qemud::supervisor::cgroup::Hierarchy::detect().is_some() {
+            let cg = cpu_cgroup(pid).expect("QEMU in the cpu hierarchy");
+            assert!(
+                cg.ends_with(format!("gns3-qemud/qemu-{pid}")),
+                "QEMU is in {}",
+                cg.display()
+            );
+            return Limit::Cgroup(cg);
+        }
+        let limiters = gns3_qemud::supervisor::cpulimit::find(pid);
+        assert_eq!(limiters.len(), 1, "no cgroup: one cpulimit aimed at QEMU");
+        Limit::Cpulimit(limiters)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Limit::Cgroup(cg) => format!("the cgroup {}", cg.display()),
+            Limit::Cpulimit(pids) => {
+                format!("cpulimit (pid {pids:?}): no writable cgroup has the cpu controller")
+            }
+        }
+    }
+
+    /// Stop and Delete leave neither a cgroup nor a cpulimit behind.
+    fn assert_gone(&self, pid: u32) {
+        if let Limit::Cgroup(cg) = self {
+            assert!(!cg.exists(), "{} is left", cg.display());
+        }
+        assert!(gns3_qemud::supervisor::cpulimit::find(pid).is_empty());
+    }
 }
 
 fn cap_eff(pid: u32) -> String {
@@ -186,14 +223,8 @@ async fn through_the_supervisor_every_thread_gets_its_priority_and_the_cpu_its_l
         (20.0..=40.0).contains(&limited),
         "limited to 30%, the guest used {limited:.0}%"
     );
-    let cgroup = cpu_cgroup(pid);
-    if let Some(cg) = &cgroup {
-        assert!(
-            cg.ends_with(format!("gns3-qemud/qemu-{pid}")),
-            "QEMU is in {}",
-            cg.display()
-        );
-    }
+    let limit = Limit::of(pid);
+    println!("CPU limit checked through {}", limit.describe());
     vm.set_cpu_throttling(0).await.unwrap();
     let lifted = cpu_percent(pid);
     println!("CPU of a spinning guest: {free:.0}% free, {limited:.0}% limited to 30%, {lifted:.0}% lifted");
@@ -202,22 +233,13 @@ async fn through_the_supervisor_every_thread_gets_its_priority_and_the_cpu_its_l
     // Stop leaves no cgroup and no cpulimit behind.
     vm.set_cpu_throttling(50).await.unwrap();
     vm.stop().await.unwrap();
-    if let Some(cg) = &cgroup {
-        assert!(!cg.exists(), "{} is left", cg.display());
-    }
-    assert!(gns3_qemud::supervisor::cpulimit::find(pid).is_empty());
+    limit.assert_gone(pid);
 
     // Delete too, with the limit set at start.
     let (pid, _console) = start_console(&vm).await;
-    let cgroup = cpu_cgroup(pid);
-    if let Some(cg) = &cgroup {
-        assert!(cg.ends_with(format!("qemu-{pid}")), "{}", cg.display());
-    }
+    let limit = Limit::of(pid);
     vm.delete().await.unwrap();
-    if let Some(cg) = &cgroup {
-        assert!(!cg.exists(), "{} is left", cg.display());
-    }
-    assert!(gns3_qemud::supervisor::cpulimit::find(pid).is_empty());
+    limit.assert_gone(pid);
     drop(supervisor);
 }
 

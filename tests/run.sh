@@ -30,7 +30,7 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked
+cargo test --locked -- --show-output # what tests print (figures, the mechanism checked) is part of the record
 echo "== fuzz (short)"; tests/fuzz.sh
 echo "== the package on a real systemd (tests/e2e.sh)"; tests/e2e.sh
 echo "== all tests passed"

@@ -71,7 +71,7 @@ impl Running {
         to: &Settings,
     ) -> Result<()> {
         let (pid, priority) = (self.process.pid(), to.process_priority);
-        let renice = from.map_or(true, |f| f.process_priority != priority);
+        let renice = from.is_none_or(|f| f.process_priority != priority);
         if renice && !sup_priority::all_at(pid, priority.nice()) {
             privilege
                 .renice(pid, self.process.pidfd(), priority.nice())

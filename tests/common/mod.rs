@@ -6,6 +6,7 @@ pub mod bus;
 pub mod console;
 pub mod invariants;
 pub mod proxies;
+pub mod users;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
@@ -451,33 +452,12 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// The system user the daemon runs as (created if missing, as the package would). The bus
-/// policy names it, so a test creates it before it starts its bus.
+/// The system user the daemon runs as (made by `users::ensure`, as the package makes it).
 pub fn daemon_user() -> nix::unistd::User {
-    if nix::unistd::User::from_name("gns3-qemud")
+    users::ensure();
+    nix::unistd::User::from_name("gns3-qemud")
         .unwrap()
-        .is_none()
-    {
-        let ok = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "gns3-qemud",
-            ])
-            .status()
-            .unwrap();
-        // Another test binary may have created it in the meantime.
-        assert!(
-            ok.success()
-                || nix::unistd::User::from_name("gns3-qemud")
-                    .unwrap()
-                    .is_some(),
-            "useradd gns3-qemud failed"
-        );
-    }
-    nix::unistd::User::from_name("gns3-qemud").unwrap().unwrap()
+        .expect("user gns3-qemud: users::ensure makes it, as root")
 }
 
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_gns3-qemud-supervisor");
@@ -614,4 +594,28 @@ impl Rng {
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
+}
+
+/// Whether this runs under CI (`CI=true`, as CI sets it), where a test that cannot check
+/// what it exists for must fail rather than pass.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test that cannot check what it claims: fails under CI, else says SKIPPED and why.
+pub fn cannot_check(why: &str) {
+    assert!(
+        !under_ci(),
+        "under CI this check must run, but it cannot: {why}"
+    );
+    println!("SKIPPED: {why}");
+}
+
+/// Whether the test runs as root; if not, `cannot_check` with `why` it needs root.
+pub fn root_for(why: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    cannot_check(&format!("needs root {why}"));
+    false
 }
