@@ -10,6 +10,8 @@
 #   - The host's Rust toolchain (the active rustup toolchain's directory, or the directory
 #     of `cargo`) is bind-mounted read-only on /opt/rust; CARGO_HOME is the root's own, so
 #     the registry, cargo-fuzz and cargo-deb are fetched as on a new machine.
+#   - The host's local certificate authorities (/usr/local/share/ca-certificates) are copied
+#     in, as every machine here has them.
 #   - Inside, under systemd-nspawn as root with CI=true: `bash .ci/run`, the test command.
 #     The nested tests/e2e.sh is skipped (E2E_SKIP), saying so: it boots a container of its
 #     own, which cannot nest in this one. It runs on the host as part of the test command.
@@ -90,6 +92,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 echo "== copying the root to $WORK/root"
 cp -a "$ROOT" "$WORK/root" || die "cannot copy $ROOT"
+# The machine's own trust, as every machine of this kind has it: the local CAs (a TLS proxy's,
+# say) and the bundle made with them. Nothing of the project's.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+	cp /usr/local/share/ca-certificates/*.crt "$WORK/root/usr/local/share/ca-certificates/"
+	cp /etc/ssl/certs/ca-certificates.crt "$WORK/root/etc/ssl/certs/ca-certificates.crt"
+fi
 echo "== clean clone of $(git rev-parse --short HEAD) into /src"
 git clone -q --no-hardlinks "$REPO" "$WORK/root/src" || die "git clone failed"
 [ -z "$(git status --porcelain --untracked-files=no)" ] ||
