@@ -4,8 +4,7 @@
 # half-made one is never used.
 #   debian_root CACHE SUITE INCLUDE [SETUP]
 # Prints the root's path as its last line. SETUP, if given, is a function run on the new
-# root (its path as $1) before it is marked complete; its name is part of the cache key,
-# so bump the name when it changes. Returns non-zero (with debootstrap's log) on failure.
+# root (its path as $1) before it is marked complete; its text is part of the cache key. Returns non-zero (with debootstrap's log) on failure.
 # E2E_MIRROR overrides the Debian mirror, which is otherwise the host's own.
 
 debian_mirror() {
@@ -30,7 +29,10 @@ debian_mirror() {
 
 debian_root() {
 	local cache=$1 suite=$2 include=$3 setup=${4:-} key root tmp mirror t0
-	key=$(printf '%s\n' "$suite" minbase "$include" "$setup" | sha256sum | cut -c1-16)
+	key=$({
+		printf '%s\n' "$suite" minbase "$include"
+		[ -z "$setup" ] || declare -f "$setup"
+	} | sha256sum | cut -c1-16)
 	root=$cache/$key
 	if [ -x "$root/usr/bin/apt-get" ] && [ -f "$root/.root-complete" ]; then
 		echo "== root: cached $root" >&2

@@ -58,12 +58,14 @@ echo "== toolchain: $TOOLCHAIN ($("$TOOLCHAIN/bin/rustc" --version))"
 # --- the root ------------------------------------------------------------------------------
 SUITE=bookworm
 INCLUDE=ca-certificates
-# What the CI image adds to a Debian 12 install that matters here: qemu-utils 10.0 from
-# backports (newer than, and incompatible with, bookworm's qemu-system-x86). The backports
-# source is removed again, as on the image. (debian_root calls it by name.)
+# What a Debian 12 machine has beyond debootstrap's minbase (an /etc/hosts that names
+# localhost), and what the CI image adds that matters here: qemu-utils 10.0 from backports
+# (newer than, and incompatible with, bookworm's qemu-system-x86). The backports source is
+# removed again, as on the image. (debian_root calls it by name.)
 # shellcheck disable=SC2317
 ci_image_extras() {
 	local root=$1 mirror
+	printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 	mirror=$(debian_mirror "$SUITE")
 	echo "deb $mirror $SUITE-backports main" >"$root/etc/apt/sources.list.d/backports.list"
 	in_root() { systemd-nspawn -q -D "$root" --register=no --keep-unit --setenv=DEBIAN_FRONTEND=noninteractive "$@"; }
