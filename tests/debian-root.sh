@@ -36,6 +36,8 @@ debian_root() {
 	root=$cache/$key
 	if [ -x "$root/usr/bin/apt-get" ] && [ -f "$root/.root-complete" ]; then
 		echo "== root: cached $root" >&2
+		# mktemp made it 0700; / must let every user through (roots of older runs too).
+		chmod 755 "$root"
 		echo "$root"
 		return 0
 	fi
@@ -45,6 +47,8 @@ debian_root() {
 	# Leftovers of an interrupted run are never used; remove them.
 	rm -rf "$cache"/tmp.* "$root"
 	tmp=$(mktemp -d "$cache/tmp.XXXXXX")
+	# It becomes the root directory: every user must get through it, not only root.
+	chmod 755 "$tmp"
 	t0=$(date +%s)
 	if ! debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" \
 		>"$cache/debootstrap.log" 2>&1; then
