@@ -15,6 +15,7 @@ need busctl systemd
 need gdbus libglib2.0-bin
 need cpulimit cpulimit # CPU limits where no cgroup has the cpu controller
 need cc gcc # rustc links through cc
+need c++ g++ # tests/fuzz.sh: libfuzzer-sys compiles libFuzzer (C++)
 need_pkg libc6-dev
 install_missing
 command -v cargo >/dev/null || {
