@@ -175,8 +175,8 @@ async fn manager_basics_and_object_manager_signals() {
     );
 }
 
-/// `qemu-io -c COMMAND` on a qcow2 file; fails the test unless every byte checked matched
-/// (qemu-io exits 0 even then, so its output is read).
+/// `qemu-io -c COMMAND` on a qcow2 file; fails the test if anything failed, a pattern
+/// verification included (qemu-io exits 0 even then, so its output is read).
 fn qemu_io(path: &Path, command: &str) {
     let out = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", command])
@@ -186,9 +186,7 @@ fn qemu_io(path: &Path, command: &str) {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success()
-            && !text.contains("Pattern verification failed")
-            && !text.contains("failed"),
+        out.status.success() && !text.contains("failed"),
         "qemu-io {command} {}: {text}",
         path.display()
     );

@@ -3,8 +3,9 @@
 # cached by what it holds, made in a temporary directory and renamed when complete, so a
 # half-made one is never used.
 #   debian_root CACHE SUITE INCLUDE [SETUP]
-# Prints the root's path as its last line. SETUP, if given, is a function run on the new
-# root (its path as $1) before it is marked complete; its text is part of the cache key. Returns non-zero (with debootstrap's log) on failure.
+# Prints the root's path on stdout, and what it does on stderr. SETUP, if given, is a
+# function run on the new root (its path as $1) before it is marked complete; its text is
+# part of the cache key. Returns non-zero (with the end of the log) on failure.
 # E2E_MIRROR overrides the Debian mirror, which is otherwise the host's own.
 
 debian_mirror() {

@@ -2,8 +2,9 @@
 # End-to-end test of the Debian package on a real systemd, as root on Debian 12:
 #   - builds the package (packaging/build-deb.sh) and the test guest (tests/guest/build.sh);
 #   - makes a bookworm root with debootstrap (tests/debian-root.sh: cached in
-#     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd as PID 1 of the container, a
-#     real system bus; --volatile=overlay keeps the cache clean), driven with nsenter;
+#     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd
+#     as PID 1 of the container, a real system bus; --volatile=overlay keeps the cache
+#     clean), driven with nsenter;
 #   - inside: installs the package, creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
 #     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
@@ -71,7 +72,7 @@ CACHE=${E2E_CACHE:-/var/cache/gns3-qemud-e2e}
 # shellcheck source=tests/debian-root.sh
 . tests/debian-root.sh
 t0=$(date +%s.%N)
-ROOT=$(debian_root "$CACHE" "$SUITE" "$INCLUDE" | tail -n 1) && [ -n "$ROOT" ] ||
+ROOT=$(debian_root "$CACHE" "$SUITE" "$INCLUDE") && [ -n "$ROOT" ] ||
 	skip "cannot make a $SUITE root with debootstrap (above)"
 T_ROOT=$(since "$t0")
 

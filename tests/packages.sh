@@ -1,33 +1,28 @@
 # shellcheck shell=bash
-# Sourced by tests/run.sh, tests/demo.sh and tests/e2e.sh: collects the Debian packages they
-# lack, installs them, and checks afterwards that every command asked for is there.
+# Sourced by tests/run.sh, demo.sh, e2e.sh and fresh-machine.sh: collects the Debian packages
+# they lack, installs them, and checks afterwards that every command asked for is there.
 #   need COMMAND PACKAGE   PACKAGE is missing if COMMAND is not in PATH
 #   need_pkg PACKAGE       PACKAGE is missing if dpkg does not have it installed
 #   install_missing        installs what is missing; returns non-zero, naming each command
 #                          or package still missing, if apt could not bring them all
-needs=()     # "COMMAND PACKAGE", every need, checked again after the install
+needs=()     # "COMMAND PACKAGE", every need
 need_pkgs=() # every need_pkg
-missing=()
-need() {
-  needs+=("$1 $2")
-  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
-}
-need_pkg() {
-  need_pkgs+=("$1")
-  pkg_installed "$1" || missing+=("$1")
-}
+need() { needs+=("$1 $2"); }
+need_pkg() { need_pkgs+=("$1"); }
 pkg_installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
-# The packages of needs that are still unmet, each once.
+# Every need not met now, a line each: its package, then the command it should bring ("-"
+# for a need_pkg).
 unmet() {
-  local n cmd pkg gaps=()
+  local n cmd pkg
   for n in "${needs[@]}"; do
     read -r cmd pkg <<<"$n"
-    command -v "$cmd" >/dev/null 2>&1 || gaps+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || echo "$pkg $cmd"
   done
-  for pkg in "${need_pkgs[@]}"; do pkg_installed "$pkg" || gaps+=("$pkg"); done
-  [ ${#gaps[@]} -eq 0 ] || printf '%s\n' "${gaps[@]}" | sort -u
+  for pkg in "${need_pkgs[@]}"; do pkg_installed "$pkg" || echo "$pkg -"; done
 }
+# The packages of the needs not met, each once.
+unmet_packages() { unmet | awk '{print $1}' | sort -u; }
 
 # QEMU's system emulator and its tools come from one source package: a newer qemu-utils
 # (a machine image may ship backports' 10.0) Breaks the distribution's qemu-system-common,
@@ -59,38 +54,37 @@ apt_install() {
   apt-get install -y -q --no-install-recommends --allow-downgrades "$@"
 }
 
+# What to ask apt for, for the packages given.
+apt_names() {
+  local pkgs=("$@")
+  # Debian 11 had dbus-daemon inside the dbus package.
+  if [[ " ${pkgs[*]} " == *" dbus-daemon "* ]] && ! apt-cache show dbus-daemon >/dev/null 2>&1; then
+    pkgs=("${pkgs[@]/#dbus-daemon/dbus}")
+  fi
+  qemu_pair "${pkgs[@]}"
+}
+
 install_missing() {
-  [ ${#missing[@]} -gt 0 ] || return 0
-  local pkgs still
+  local pkgs pass pkg cmd
+  mapfile -t pkgs < <(unmet_packages)
+  [ ${#pkgs[@]} -gt 0 ] || return 0
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # Debian 11 had dbus-daemon inside the dbus package.
-  if [[ " ${missing[*]} " == *" dbus-daemon "* ]] && ! apt-cache show dbus-daemon >/dev/null 2>&1; then
-    missing=("${missing[@]/#dbus-daemon/dbus}")
-  fi
-  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-  mapfile -t pkgs < <(qemu_pair "${pkgs[@]}")
-  echo "== installing ${pkgs[*]}"
-  apt_install "${pkgs[@]}" || true
-  # apt may have removed a package that brought a command asked for, or a package may not
-  # have brought its command: a second pass for whatever is still missing.
-  mapfile -t still < <(unmet)
-  if [ ${#still[@]} -gt 0 ]; then
-    mapfile -t pkgs < <(qemu_pair "${still[@]}")
-    echo "== still missing after the install: ${still[*]}; installing ${pkgs[*]} again"
+  # apt may remove a package that brought a command asked for, or a package may not bring
+  # its command: a second pass for whatever is still missing.
+  for pass in first second; do
+    mapfile -t pkgs < <(apt_names "${pkgs[@]}")
+    echo "== installing ${pkgs[*]} ($pass pass)"
     apt_install "${pkgs[@]}" || true
-    mapfile -t still < <(unmet)
-  fi
-  if [ ${#still[@]} -gt 0 ]; then
-    local n cmd pkg
-    for n in "${needs[@]}"; do
-      read -r cmd pkg <<<"$n"
-      command -v "$cmd" >/dev/null 2>&1 || echo "packages.sh: '$cmd' is missing: apt did not install package $pkg, or it no longer brings $cmd" >&2
-    done
-    for pkg in "${need_pkgs[@]}"; do
-      pkg_installed "$pkg" || echo "packages.sh: package $pkg is not installed: apt could not install it" >&2
-    done
-    return 1
-  fi
-  missing=()
+    mapfile -t pkgs < <(unmet_packages)
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+  done
+  unmet | while read -r pkg cmd; do
+    if [ "$cmd" = - ]; then
+      echo "packages.sh: package $pkg is not installed: apt could not install it" >&2
+    else
+      echo "packages.sh: '$cmd' is missing: apt did not install package $pkg, or it no longer brings $cmd" >&2
+    fi
+  done
+  return 1
 }

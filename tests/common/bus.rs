@@ -25,7 +25,8 @@ pub struct Bus {
 
 impl Bus {
     /// Starts `dbus-daemon` on a socket in a fresh temp dir and returns once it accepts
-    /// connections, once the users its policy names exist. Panics (with the daemon's own error output) if it cannot be started.
+    /// connections, once the users its policy names exist. Panics (with the daemon's own
+    /// error output) if it cannot be started.
     pub fn start() -> Bus {
         super::users::ensure();
         let dir = tempfile::Builder::new()
