@@ -126,8 +126,8 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         .await?,
     );
     let builder = match &args.bus {
-        Some(address) => zbus::connection::Builder::address(address.as_str())?,
-        None => zbus::connection::Builder::system()?,
+        Some(address) => zbus::connection::Builder::address(address.as_str()),
+        None => zbus::connection::Builder::system(),
     };
     let conn = builder.build().await?;
     // Watch for signals before telling anyone we are up, so an early SIGTERM is not lost.

@@ -10,7 +10,7 @@ use common::invariants::{self, Seen};
 use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 const MIN_VMS: usize = 2;
 const MAX_VMS: usize = 6;
@@ -140,14 +140,14 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
     rng.pick(&of_kind).clone()
 }
 
-fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Value<'static>> {
-    let mut s: HashMap<&str, Value> = HashMap::new();
-    s.insert("Ram", Value::from(32u32));
-    s.insert("Adapters", Value::from(ADAPTERS));
+fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Variant<'static>> {
+    let mut s: HashMap<&str, Variant> = HashMap::new();
+    s.insert("Ram", Variant::from(32u32));
+    s.insert("Adapters", Variant::from(ADAPTERS));
     if let Some(base) = hda {
         s.insert(
             "HdaDiskImage",
-            Value::from(base.to_string_lossy().into_owned()),
+            Variant::from(base.to_string_lossy().into_owned()),
         );
     }
     s
@@ -171,10 +171,10 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
             m.create_vm(&name, settings).await.map(drop)
         }
         Op::Configure { id, name, ram } => {
-            let mut s: HashMap<&str, Value> = HashMap::new();
-            s.insert("Name", Value::from(name));
+            let mut s: HashMap<&str, Variant> = HashMap::new();
+            s.insert("Name", Variant::from(name));
             if let Some(ram) = ram {
-                s.insert("Ram", Value::from(ram));
+                s.insert("Ram", Variant::from(ram));
             }
             on(id).await.configure(s).await
         }

@@ -69,7 +69,7 @@ async fn ready_then_sigterm_leaves_vms_running_and_a_restart_finds_them() {
     let other = manager
         .create_vm(
             "other",
-            guest_settings(&[("Ram", zbus::zvariant::Value::from(200u32))]),
+            guest_settings(&[("Ram", zbus::Variant::from(200u32))]),
         )
         .await
         .unwrap();
@@ -94,7 +94,7 @@ async fn ready_then_sigterm_leaves_vms_running_and_a_restart_finds_them() {
     let conn = daemon.connect().await;
     let manager = common::manager(&conn).await;
     let after = manager.list_vms().await.unwrap();
-    let ids = |l: &[(String, String, String, zbus::zvariant::OwnedObjectPath)]| {
+    let ids = |l: &[(String, String, String, zbus::OwnedObjectPath)]| {
         l.iter()
             .map(|v| (v.0.clone(), v.1.clone(), v.3.clone()))
             .collect::<Vec<_>>()
@@ -117,7 +117,7 @@ async fn ready_then_sigterm_leaves_vms_running_and_a_restart_finds_them() {
     let e = manager
         .create_vm(
             "thief",
-            [("ConsolePort", zbus::zvariant::Value::from(ports.0))].into(),
+            [("ConsolePort", zbus::Variant::from(ports.0))].into(),
         )
         .await
         .unwrap_err();

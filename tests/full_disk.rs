@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 const CONSOLE_PORTS: [u16; 2] = [29000, 29299];
 
@@ -45,11 +45,11 @@ impl Drop for Tmpfs {
     }
 }
 
-fn settings(i: u32) -> HashMap<&'static str, Value<'static>> {
+fn settings(i: u32) -> HashMap<&'static str, Variant<'static>> {
     HashMap::from([
-        ("Ram", Value::from(64 + i)),
-        ("Project", Value::from(format!("lab-{}", i % 3))),
-        ("Options", Value::from(format!("-smp {}", 1 + i % 2))),
+        ("Ram", Variant::from(64 + i)),
+        ("Project", Variant::from(format!("lab-{}", i % 3))),
+        ("Options", Variant::from(format!("-smp {}", 1 + i % 2))),
     ])
 }
 
@@ -109,7 +109,7 @@ async fn listed(m: &ManagerProxy<'_>) -> BTreeSet<String> {
 async fn everything(
     conn: &zbus::Connection,
     m: &ManagerProxy<'_>,
-) -> BTreeMap<String, HashMap<String, OwnedValue>> {
+) -> BTreeMap<String, HashMap<String, OwnedVariant>> {
     let mut out = BTreeMap::new();
     for (id, _, _, path) in m.list_vms().await.unwrap() {
         let all = all_properties(conn, &path, "org.gns3.Qemu.VM").await;
@@ -166,8 +166,8 @@ async fn a_full_state_directory_fails_cleanly_and_loses_nothing() {
     let e = m.create_vm(&failed, settings(0)).await.unwrap_err();
     assert_full(&e, &state);
     let mut explicit = settings(0);
-    explicit.insert("ConsolePort", Value::from(next));
-    explicit.insert("MonitorPort", Value::from(next + 1));
+    explicit.insert("ConsolePort", Variant::from(next));
+    explicit.insert("MonitorPort", Variant::from(next + 1));
     let e = m.create_vm(&failed, explicit.clone()).await.unwrap_err();
     assert_full(&e, &state);
 
@@ -176,14 +176,14 @@ async fn a_full_state_directory_fails_cleanly_and_loses_nothing() {
     let before = everything(&conn, &m).await;
     let vm0 = vm(&conn, &made[0]).await;
     let e = vm0
-        .configure(HashMap::from([("Ram", Value::from(1000u32))]))
+        .configure(HashMap::from([("Ram", Variant::from(1000u32))]))
         .await
         .unwrap_err();
     assert_full(&e, &state);
     let e = vm0
         .configure(HashMap::from([
-            ("ConsolePort", Value::from(next)),
-            ("ProcessPriority", Value::from("high")),
+            ("ConsolePort", Variant::from(next)),
+            ("ProcessPriority", Variant::from("high")),
         ]))
         .await
         .unwrap_err();
@@ -193,7 +193,7 @@ async fn a_full_state_directory_fails_cleanly_and_loses_nothing() {
     let e = vm0.set_ram(1000).await.unwrap_err();
     assert_full(&e, &state);
     // A change to what the VM already has writes nothing, so it still works.
-    vm0.configure(HashMap::from([("Ram", Value::from(64u32))]))
+    vm0.configure(HashMap::from([("Ram", Variant::from(64u32))]))
         .await
         .unwrap();
     assert_eq!(

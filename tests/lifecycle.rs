@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -114,7 +114,7 @@ async fn a_bad_option_fails_start_with_qemus_own_words() {
     let path = manager
         .create_vm(
             "bad",
-            guest_settings(&[("Options", Value::from("-bogus-option"))]),
+            guest_settings(&[("Options", Variant::from("-bogus-option"))]),
         )
         .await
         .unwrap();
@@ -216,7 +216,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
                 m.uid() == user.uid.as_raw() || m.mode() & 0o006 == 0o006
             })
             .unwrap_or(false);
-    let auto = create(&m, "auto", [("Accelerator", Value::from("auto"))].into()).await;
+    let auto = create(&m, "auto", [("Accelerator", Variant::from("auto"))].into()).await;
     auto.start().await.unwrap();
     assert_eq!(
         auto.accelerated().await.unwrap(),
@@ -224,7 +224,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
         "auto picks KVM only where /dev/kvm is usable"
     );
     auto.stop().await.unwrap();
-    let tcg = create(&m, "tcg", [("Accelerator", Value::from("tcg"))].into()).await;
+    let tcg = create(&m, "tcg", [("Accelerator", Variant::from("tcg"))].into()).await;
     tcg.start().await.unwrap();
     assert!(!tcg.accelerated().await.unwrap());
     tcg.stop().await.unwrap();
@@ -235,7 +235,7 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
         ));
         return;
     }
-    let kvm = create(&m, "kvm", [("Accelerator", Value::from("kvm"))].into()).await;
+    let kvm = create(&m, "kvm", [("Accelerator", Variant::from("kvm"))].into()).await;
     let e = kvm.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed");
     assert!(e.to_string().contains("group kvm"), "{e}");

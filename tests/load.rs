@@ -10,7 +10,7 @@ use common::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 const CLIENTS: usize = 8;
 const CALLS: usize = 200;
@@ -19,8 +19,8 @@ const MAX_UP: usize = 6;
 /// A call that waited on the stuck VM would take this long.
 use gns3_qemud::vm::actor::QMP_TIMEOUT;
 
-fn settings() -> HashMap<&'static str, Value<'static>> {
-    HashMap::from([("Ram", Value::from(32u32)), ("Adapters", Value::from(2u32))])
+fn settings() -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([("Ram", Variant::from(32u32)), ("Adapters", Variant::from(2u32))])
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -96,10 +96,10 @@ async fn client(seed: u64, conn: zbus::Connection, shared: Arc<Shared>) {
                     5 => {
                         // Ram needs a stopped VM; the priority changes live.
                         let s = HashMap::from([match rng.below(2) {
-                            0 => ("Ram", Value::from([32u32, 48][rng.below(2)])),
+                            0 => ("Ram", Variant::from([32u32, 48][rng.below(2)])),
                             _ => (
                                 "ProcessPriority",
-                                Value::from(["normal", "low"][rng.below(2)]),
+                                Variant::from(["normal", "low"][rng.below(2)]),
                             ),
                         }]);
                         ("Configure", vm.configure(s).await)

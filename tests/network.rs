@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(120);
 const SHELL: Duration = Duration::from_secs(30);
@@ -110,9 +110,9 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
         m,
         "b",
         guest_settings(&[
-            ("AdapterType", Value::from("virtio-net-pci")),
-            ("LegacyNetworking", Value::from(true)),
-            ("Adapters", Value::from(2u32)),
+            ("AdapterType", Variant::from("virtio-net-pci")),
+            ("LegacyNetworking", Variant::from(true)),
+            ("Adapters", Variant::from(2u32)),
         ]),
     )
     .await;
@@ -121,8 +121,8 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
         m,
         "c",
         guest_settings(&[
-            ("QemuPath", Value::from(no_dgram)),
-            ("MacAddress", Value::from("52:54:00:12:34:50")),
+            ("QemuPath", Variant::from(no_dgram)),
+            ("MacAddress", Variant::from("52:54:00:12:34:50")),
         ]),
     )
     .await;
@@ -283,8 +283,8 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
         (
             "IPv6 on the socket netdev",
             a.configure(HashMap::from([
-                ("LegacyNetworking", Value::from(true)),
-                ("Adapters", Value::from(2u32)),
+                ("LegacyNetworking", Variant::from(true)),
+                ("Adapters", Variant::from(2u32)),
             ]))
             .await
             .and(a.add_udp_tunnel(1, 30001, "::1", 4000).await),
@@ -293,8 +293,8 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
     ];
     // The last case changed settings on purpose before its bad call; undo that first.
     a.configure(HashMap::from([
-        ("LegacyNetworking", Value::from(false)),
-        ("Adapters", Value::from(1u32)),
+        ("LegacyNetworking", Variant::from(false)),
+        ("Adapters", Variant::from(1u32)),
     ]))
     .await
     .unwrap();

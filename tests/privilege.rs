@@ -8,7 +8,7 @@ use common::*;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 use gns3_qemud::supervisor::priority::{nice_of, threads};
 use gns3_qemud::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
@@ -190,7 +190,7 @@ async fn through_the_supervisor_every_thread_gets_its_priority_and_the_cpu_its_l
     );
 
     // Realtime at start: QEMU is still paused when it is set.
-    let settings = guest_settings_in(&lab.guest, &[("ProcessPriority", Value::from("realtime"))]);
+    let settings = guest_settings_in(&lab.guest, &[("ProcessPriority", Variant::from("realtime"))]);
     let vm = create(&lab.manager, "p", settings).await;
     let (pid, mut console) = start_console(&vm).await;
     assert_all_threads(pid, "realtime", -20);
@@ -253,7 +253,7 @@ async fn without_a_supervisor_the_daemon_does_what_its_user_may_and_says_what_it
     let user = daemon_user();
 
     // Above normal needs privilege: Start fails and leaves nothing running.
-    let settings = guest_settings_in(&lab.guest, &[("ProcessPriority", Value::from("high"))]);
+    let settings = guest_settings_in(&lab.guest, &[("ProcessPriority", Variant::from("high"))]);
     let high = create(&lab.manager, "high", settings).await;
     let e = high.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PrivilegeFailed");

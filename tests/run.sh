@@ -13,6 +13,8 @@ need qemu-img qemu-utils
 need dbus-daemon dbus-daemon
 need busctl systemd
 need gdbus libglib2.0-bin
+need_pkg python3-gi # tests/applet: GLib's GDBusObjectManagerClient, as applets use it
+need_pkg gir1.2-glib-2.0
 need cpulimit cpulimit # CPU limits where no cgroup has the cpu controller
 need cc gcc # rustc links through cc
 need c++ g++ # tests/fuzz.sh: libfuzzer-sys compiles libFuzzer (C++)

@@ -4,7 +4,7 @@
 use crate::common::{self, Bus, Daemon, ManagerProxy, VmProxy};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use zbus::zvariant::{DynamicType, OwnedObjectPath, Value};
+use zbus::{DynamicType, OwnedObjectPath, Variant};
 
 /// A daemon as a distro runs it (log level info, the environment its unit gives it; TCG for
 /// the guests), on a private bus with the project's policy, and a client connection. Its
@@ -49,7 +49,7 @@ impl BenchLab {
         &self,
         prefix: &str,
         n: usize,
-        settings: &HashMap<&'static str, Value<'static>>,
+        settings: &HashMap<&'static str, Variant<'static>>,
     ) -> Vec<OwnedObjectPath> {
         let mut paths = Vec::with_capacity(n);
         for i in 0..n {
@@ -80,8 +80,8 @@ impl BenchLab {
 
 /// The VM the sections measure: 64 MiB of RAM, no disk of its own (the daemon makes its
 /// blank flash disk at the first Start) and no kernel.
-pub fn small_vm() -> HashMap<&'static str, Value<'static>> {
-    HashMap::from([("Ram", Value::from(64u32))])
+pub fn small_vm() -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([("Ram", Variant::from(64u32))])
 }
 
 /// The `Environment=` lines of the daemon's unit.

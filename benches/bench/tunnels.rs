@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 const SECTION: &str = "tunnels";
 /// 64 KiB blocks per transfer: 8 MiB, 2 to 6 s at the 10-35 Mbit/s TCG manages here.
@@ -76,9 +76,9 @@ async fn daemon_pair(lab: &Lab) -> (u16, u16) {
     // slow its pair, so both pairs run at the hand-started QEMUs' priority.
     let settings = || {
         common::guest_settings(&[
-            ("Adapters", Value::from(1u32)),
-            ("AdapterType", Value::from("e1000")),
-            ("ProcessPriority", Value::from("normal")),
+            ("Adapters", Variant::from(1u32)),
+            ("AdapterType", Variant::from("e1000")),
+            ("ProcessPriority", Variant::from("normal")),
         ])
     };
     let a = common::create(&lab.manager, "bench-a", settings()).await;

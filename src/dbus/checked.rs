@@ -1,30 +1,52 @@
-//! The standard errors for a call with the wrong argument types and for a Set of a
-//! read-only property.
+//! What each of our interfaces, and the ObjectManager, answers before zbus's generated code
+//! does. (The standard interfaces every node has are zbus's own: Properties, Introspectable
+//! and Peer answer a wrong signature with zbus's InvalidArgs message.)
 //!
-//! The `#[interface]` macro of zbus 5 reads a method's arguments itself, before our code
-//! runs, and answers a body that does not fit with its own error name,
-//! `org.freedesktop.zbus.Error` ("Signature mismatch", or a variant error). Clients and
-//! tools expect `org.freedesktop.DBus.Error.InvalidArgs` there, as every other D-Bus service
-//! answers, and the macro offers no hook to change it. So each of our interfaces is
-//! served wrapped in [`Checked`], which compares the body's signature with the method's
-//! in-arguments first and answers `InvalidArgs`, naming both, when they differ.
+//! zbus 6 answers a body that does not fit a method's arguments with
+//! `org.freedesktop.DBus.Error.InvalidArgs`, but only for methods that take arguments
+//! (a method without any accepts any body), and its message ("Signature mismatch: got `s`,
+//! expected `(sa{sv})`") names neither the method nor the types as the contract spells
+//! them. So each interface is served wrapped in [`Checked`], which compares the body's
+//! signature with the method's in-arguments first and answers `InvalidArgs`, naming the
+//! method and both signatures, when they differ.
 //!
-//! zbus's Properties also answers a Set of a property that has no setter with
-//! `UnknownProperty`, as if it did not exist; [`Checked`] answers `PropertyReadOnly` for it.
-//! Everything else goes to the wrapped interface unchanged.
+//! zbus's Properties answers a Set of a property that has no setter with
+//! `UnknownProperty`, as if it did not exist; [`Checked`] answers `PropertyReadOnly`.
+//!
+//! A generated property setter emits PropertiesChanged itself once it returns; the VM's
+//! properties are already signalled, all changes of one call in one signal, by the task
+//! that mirrors the VM's view (`vm::mirror`). So a Set of a writable property goes to
+//! [`Settable::set_property`], which hands it to the core, and never to the generated
+//! setter. Everything else goes to the wrapped interface unchanged.
 //!
 //! The signatures and the read-only properties come from the wrapped interface's own
 //! introspection data, so they cannot drift from what the macro serves.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use zbus::message::{Header, Message};
 use zbus::names::{InterfaceName, MemberName};
-use zbus::object_server::{DispatchResult2, Interface, SignalEmitter};
-use zbus::zvariant::{OwnedValue, Signature, Value};
-use zbus::{fdo, Connection, ObjectServer};
+use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
+use zbus::{fdo, BoxDBusError, Connection, ObjectServer};
+use zbus::{OwnedVariant, Signature, Variant};
+
+/// A Set answered by the core: its reply.
+pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> + Send + 'a>>;
+
+/// An interface whose writable properties the core sets (see the module's comment).
+pub trait Settable {
+    /// The Set of `name` to `value`, or None to leave it to the interface itself.
+    fn set_property<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
+        let _ = (name, value);
+        None
+    }
+}
+
+impl Settable for fdo::ObjectManager {}
 
 /// What one method takes: the signature as the contract spells it, for messages, and parsed,
 /// to compare with a body's.
@@ -49,7 +71,7 @@ pub struct Checked<I> {
     members: Members,
 }
 
-impl<I: Interface> Checked<I> {
+impl<I: Interface + Settable> Checked<I> {
     pub fn new(inner: I) -> Self {
         let mut xml = String::from("<node>");
         inner.introspect_to_writer(&mut xml, 0);
@@ -76,8 +98,8 @@ impl<I: Interface> Checked<I> {
         conn: &'call Connection,
         msg: &'call Message,
         text: String,
-    ) -> DispatchResult2<'call> {
-        DispatchResult2::new_async(conn, msg, async move {
+    ) -> DispatchResult<'call> {
+        DispatchResult::new_async(conn, msg, async move {
             Err::<(), _>(fdo::Error::InvalidArgs(text))
         })
     }
@@ -95,7 +117,7 @@ fn members(xml: &str) -> Result<Members, String> {
                 .args()
                 .iter()
                 .filter(|a| a.direction() != Some(zbus_xml::ArgDirection::Out))
-                .map(|a| a.ty().inner().to_string())
+                .map(|a| a.ty().to_string())
                 .collect();
             let signature = Signature::try_from(text.as_str())
                 .map_err(|e| format!("method {}: signature '{text}': {e}", method.name()))?;
@@ -136,7 +158,7 @@ fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
 }
 
 #[async_trait]
-impl<I: Interface> Interface for Checked<I> {
+impl<I: Interface + Settable> Interface for Checked<I> {
     fn name() -> InterfaceName<'static> {
         I::name()
     }
@@ -152,7 +174,7 @@ impl<I: Interface> Interface for Checked<I> {
         connection: &Connection,
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
-    ) -> Option<fdo::Result<OwnedValue>> {
+    ) -> Option<Result<OwnedVariant, BoxDBusError>> {
         self.inner
             .get(property_name, server, connection, header, emitter)
             .await
@@ -164,7 +186,7 @@ impl<I: Interface> Interface for Checked<I> {
         connection: &Connection,
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
-    ) -> fdo::Result<HashMap<String, OwnedValue>> {
+    ) -> fdo::Result<HashMap<String, OwnedVariant>> {
         self.inner
             .get_all(object_server, connection, header, emitter)
             .await
@@ -173,17 +195,20 @@ impl<I: Interface> Interface for Checked<I> {
     fn set<'call>(
         &'call self,
         property_name: &'call str,
-        value: &'call Value<'_>,
+        value: &'call Variant<'_>,
         object_server: &'call ObjectServer,
         connection: &'call Connection,
         header: Option<&'call Header<'_>>,
         emitter: &'call SignalEmitter<'_>,
-    ) -> DispatchResult2<'call> {
+    ) -> DispatchResult<'call> {
         if self.members.read_only.contains(property_name) {
             let text = format!("Property '{property_name}' is read-only");
-            return DispatchResult2::Async(Box::pin(async move {
-                Err(fdo::Error::PropertyReadOnly(text))
+            return DispatchResult::Async(Box::pin(async move {
+                Err(fdo::Error::PropertyReadOnly(text).into())
             }));
+        }
+        if let Some(set) = self.inner.set_property(property_name, value) {
+            return DispatchResult::Async(set);
         }
         self.inner.set(
             property_name,
@@ -198,12 +223,12 @@ impl<I: Interface> Interface for Checked<I> {
     async fn set_mut(
         &mut self,
         property_name: &str,
-        value: &Value<'_>,
+        value: &Variant<'_>,
         object_server: &ObjectServer,
         connection: &Connection,
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
-    ) -> Option<fdo::Result<()>> {
+    ) -> Option<Result<(), BoxDBusError>> {
         self.inner
             .set_mut(
                 property_name,
@@ -222,7 +247,7 @@ impl<I: Interface> Interface for Checked<I> {
         connection: &'call Connection,
         msg: &'call Message,
         name: MemberName<'call>,
-    ) -> DispatchResult2<'call> {
+    ) -> DispatchResult<'call> {
         if let Some(text) = self.refusal(msg, &name) {
             return Self::refuse(connection, msg, text);
         }
@@ -235,7 +260,7 @@ impl<I: Interface> Interface for Checked<I> {
         connection: &'call Connection,
         msg: &'call Message,
         name: MemberName<'call>,
-    ) -> DispatchResult2<'call> {
+    ) -> DispatchResult<'call> {
         if let Some(text) = self.refusal(msg, &name) {
             return Self::refuse(connection, msg, text);
         }

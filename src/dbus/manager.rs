@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{OwnedObjectPath, OwnedVariant};
 use zbus::{interface, Connection};
 
 use super::error::Result;
@@ -13,6 +13,9 @@ pub struct ManagerIface {
     pub(super) manager: Arc<Manager>,
     pub(super) console_host: String,
 }
+
+/// The manager's properties are all read-only.
+impl super::checked::Settable for ManagerIface {}
 
 /// The QEMU virtual machines of this host. Every VM is an object under /org/gns3/Qemu/vm/;
 /// the org.freedesktop.DBus.ObjectManager on this object announces each one created
@@ -27,7 +30,7 @@ impl ManagerIface {
     async fn create_vm(
         &self,
         name: String,
-        settings: HashMap<String, OwnedValue>,
+        settings: HashMap<String, OwnedVariant>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<OwnedObjectPath> {
         let (changes, extra) = super::parse_settings(&settings, &["Id", "Project"])?;

@@ -4,19 +4,17 @@
 pub mod checked;
 pub mod error;
 pub mod manager;
-pub mod properties;
 pub mod settings;
 pub mod vm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{OwnedObjectPath, OwnedVariant};
 use zbus::{fdo, Connection, ObjectServer};
 
 use self::checked::Checked;
 use self::error::Error;
-use self::properties::VmProperties;
 use self::vm::Vm;
 use crate::manager::Manager;
 use crate::vm::Setting;
@@ -44,7 +42,7 @@ pub fn vm_path(id: &str) -> Result<OwnedObjectPath, Error> {
 /// Splits CreateVM/Configure settings into VM settings and the `extra` keys allowed (as
 /// strings).
 fn parse_settings(
-    settings: &HashMap<String, OwnedValue>,
+    settings: &HashMap<String, OwnedVariant>,
     extra: &[&str],
 ) -> Result<(Vec<Setting>, HashMap<String, String>), Error> {
     let mut changes = Vec::new();
@@ -69,18 +67,14 @@ fn parse_settings(
     Ok((changes, extras))
 }
 
-/// Puts a VM on the bus: its object (announced through the ObjectManager), our Properties
-/// in place of zbus's, both wrapped in [`Checked`], and the task mirroring its changes as
+/// Puts a VM on the bus: its object, wrapped in [`Checked`] (announced through the
+/// ObjectManager once that exists), and the task mirroring its changes as
 /// PropertiesChanged.
 pub async fn export(conn: &Connection, vm: Vm) -> zbus::Result<OwnedObjectPath> {
     let id = vm.handle.view().id.clone();
     let path = vm_path(&id).map_err(|e| zbus::Error::Failure(e.to_string()))?;
     let server = conn.object_server();
     server.at(&path, Checked::new(vm.clone())).await?;
-    server.remove::<fdo::Properties, _>(&path).await?;
-    server
-        .at(&path, Checked::new(VmProperties { vm: vm.clone() }))
-        .await?;
     let emitter = SignalEmitter::new(conn, path.clone())?.into_owned();
     tokio::spawn(vm::mirror(vm, conn.clone(), emitter));
     Ok(path)
@@ -110,15 +104,9 @@ pub async fn serve(
             }),
         )
         .await?;
-    // zbus's own Properties and ObjectManager too, so that every method served here answers
-    // a wrong signature with InvalidArgs (zbus's Introspectable and Peer cannot be wrapped).
-    server.remove::<fdo::Properties, _>(MANAGER_PATH).await?;
-    server
-        .at(MANAGER_PATH, Checked::new(fdo::Properties))
-        .await?;
-    server
-        .at(MANAGER_PATH, Checked::new(fdo::ObjectManager))
-        .await?;
+    // The VMs first, then the ObjectManager above them, as zbus's documentation asks: the
+    // ObjectManager announces what it finds when it is added, before the name is ours, so
+    // no client that follows org.gns3.Qemu hears of VMs that were there all along.
     for handle in manager.list() {
         export(
             conn,
@@ -129,7 +117,12 @@ pub async fn serve(
         )
         .await?;
     }
-    conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
+    // The standard interfaces each node has (Properties, Introspectable, Peer) are zbus's:
+    // replacing one on a VM's node would be announced as removed and added again.
+    server
+        .at(MANAGER_PATH, Checked::new(fdo::ObjectManager))
+        .await?;
+    conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
         .await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! D-Bus values to settings: every writable property by name, with its D-Bus type checked.
 
-use zbus::zvariant::Value;
+use zbus::Variant;
 
 use super::error::Error;
 use crate::vm::Setting;
@@ -28,7 +28,7 @@ pub const WRITABLE: [(&str, &str); 18] = [
     ("Accelerator", "s"),
 ];
 
-fn wrong_type(key: &str, want: &str, got: &Value<'_>) -> Error {
+fn wrong_type(key: &str, want: &str, got: &Variant<'_>) -> Error {
     Error::InvalidArgument(format!(
         "{key} takes a value of D-Bus type '{want}', not '{}'",
         got.value_signature()
@@ -36,25 +36,25 @@ fn wrong_type(key: &str, want: &str, got: &Value<'_>) -> Error {
 }
 
 /// Variants may arrive wrapped once more (`v` inside `v`); the value is what counts.
-fn inner<'a>(v: &'a Value<'a>) -> &'a Value<'a> {
+fn inner<'a>(v: &'a Variant<'a>) -> &'a Variant<'a> {
     match v {
-        Value::Value(boxed) => inner(boxed),
+        Variant::Variant(boxed) => inner(boxed),
         other => other,
     }
 }
 
-pub fn parse(key: &str, value: &Value<'_>) -> Result<Setting, Error> {
+pub fn parse(key: &str, value: &Variant<'_>) -> Result<Setting, Error> {
     let v = inner(value);
     let s = || match v {
-        Value::Str(s) => Ok(s.as_str().to_string()),
+        Variant::Str(s) => Ok(s.as_str().to_string()),
         other => Err(wrong_type(key, "s", other)),
     };
     let u = || match v {
-        Value::U32(n) => Ok(*n),
+        Variant::U32(n) => Ok(*n),
         other => Err(wrong_type(key, "u", other)),
     };
     let q = || match v {
-        Value::U16(n) => Ok(*n),
+        Variant::U16(n) => Ok(*n),
         other => Err(wrong_type(key, "q", other)),
     };
     Ok(match key {
@@ -75,7 +75,7 @@ pub fn parse(key: &str, value: &Value<'_>) -> Result<Setting, Error> {
         "ConsolePort" => Setting::ConsolePort(q()?),
         "MonitorPort" => Setting::MonitorPort(q()?),
         "LegacyNetworking" => match v {
-            Value::Bool(b) => Setting::LegacyNetworking(*b),
+            Variant::Bool(b) => Setting::LegacyNetworking(*b),
             other => return Err(wrong_type(key, "b", other)),
         },
         "Accelerator" => Setting::Accelerator(s()?),
@@ -98,21 +98,21 @@ mod tests {
     fn every_writable_key_parses_with_its_type() {
         for (key, sig) in WRITABLE {
             let v = match sig {
-                "s" => Value::from("x"),
-                "u" => Value::from(1u32),
-                "q" => Value::from(1u16),
-                "b" => Value::from(true),
+                "s" => Variant::from("x"),
+                "u" => Variant::from(1u32),
+                "q" => Variant::from(1u16),
+                "b" => Variant::from(true),
                 _ => unreachable!(),
             };
             assert_eq!(parse(key, &v).unwrap().key(), key);
-            let e = parse(key, &Value::from(1.5f64)).unwrap_err();
+            let e = parse(key, &Variant::from(1.5f64)).unwrap_err();
             assert!(e.to_string().contains(&format!("'{sig}'")), "{e}");
         }
     }
 
     #[test]
     fn unknown_keys_list_the_known_ones() {
-        let e = parse("Rom", &Value::from(1u32)).unwrap_err().to_string();
+        let e = parse("Rom", &Variant::from(1u32)).unwrap_err().to_string();
         assert!(
             e.contains("InvalidArgument") && e.contains("Ram, HdaDiskImage"),
             "{e}"
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn nested_variants_are_unwrapped() {
-        let v = Value::Value(Box::new(Value::from(512u32)));
+        let v = Variant::Variant(Box::new(Variant::from(512u32)));
         assert_eq!(parse("Ram", &v).unwrap(), Setting::Ram(512));
     }
 }

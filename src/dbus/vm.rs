@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
-use zbus::{fdo, interface, ObjectServer};
+use zbus::{fdo, interface, BoxDBusError, ObjectServer, Variant};
+
+use super::checked::{Settable, SetFuture};
 
 use super::error::Result;
 use crate::manager::Manager;
@@ -21,14 +23,20 @@ impl Vm {
     pub async fn set(&self, setting: Setting) -> Result<()> {
         Ok(self.handle.configure(vec![setting]).await?)
     }
+}
 
-    /// Setters reached through zbus's own Properties interface can only fail with the
-    /// standard errors; the VM objects serve Set through `VmProperties` instead, so these
-    /// exist for the introspection data (read-write access) and as a fallback.
-    async fn set_fallback(&self, setting: Setting) -> fdo::Result<()> {
-        self.set(setting)
-            .await
-            .map_err(|e| fdo::Error::Failed(e.to_string()))
+impl Settable for Vm {
+    /// Every writable property goes to the actor as a change of settings; the generated
+    /// setters below only make the introspection data say readwrite.
+    fn set_property<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
+        if !super::settings::WRITABLE.iter().any(|(k, _)| *k == name) {
+            return None;
+        }
+        let setting = super::settings::parse(name, value);
+        Some(Box::pin(async move {
+            let boxed = |e| Box::new(e) as BoxDBusError;
+            self.set(setting.map_err(boxed)?).await.map_err(boxed)
+        }))
     }
 }
 
@@ -77,7 +85,7 @@ impl Vm {
     /// Set several settings at once: all of them are stored, or none is.
     async fn configure(
         &self,
-        settings: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        settings: std::collections::HashMap<String, zbus::OwnedVariant>,
     ) -> Result<()> {
         let changes = super::parse_settings(&settings, &[])?.0;
         Ok(self.handle.configure(changes).await?)
@@ -180,8 +188,8 @@ impl Vm {
         self.handle.view().settings.name.clone()
     }
     #[zbus(property)]
-    async fn set_name(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::Name(value)).await
+    async fn set_name(&self, value: String) -> Result<()> {
+        self.set(Setting::Name(value)).await
     }
 
     /// The QEMU binary, stored as an absolute path (a bare name is looked up in PATH).
@@ -190,8 +198,8 @@ impl Vm {
         self.handle.view().settings.qemu_path.clone()
     }
     #[zbus(property)]
-    async fn set_qemu_path(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::QemuPath(value)).await
+    async fn set_qemu_path(&self, value: String) -> Result<()> {
+        self.set(Setting::QemuPath(value)).await
     }
 
     /// Guest RAM in MiB (default 256), at most the host's memory.
@@ -200,8 +208,8 @@ impl Vm {
         self.handle.view().settings.ram
     }
     #[zbus(property)]
-    async fn set_ram(&self, value: u32) -> fdo::Result<()> {
-        self.set_fallback(Setting::Ram(value)).await
+    async fn set_ram(&self, value: u32) -> Result<()> {
+        self.set(Setting::Ram(value)).await
     }
 
     /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
@@ -211,8 +219,8 @@ impl Vm {
         self.handle.view().settings.hda_disk_image.clone()
     }
     #[zbus(property)]
-    async fn set_hda_disk_image(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::HdaDiskImage(value)).await
+    async fn set_hda_disk_image(&self, value: String) -> Result<()> {
+        self.set(Setting::HdaDiskImage(value)).await
     }
 
     /// Base image of the second disk (a linked clone too); empty for none.
@@ -221,8 +229,8 @@ impl Vm {
         self.handle.view().settings.hdb_disk_image.clone()
     }
     #[zbus(property)]
-    async fn set_hdb_disk_image(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::HdbDiskImage(value)).await
+    async fn set_hdb_disk_image(&self, value: String) -> Result<()> {
+        self.set(Setting::HdbDiskImage(value)).await
     }
 
     /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
@@ -232,8 +240,8 @@ impl Vm {
         self.handle.view().settings.adapters
     }
     #[zbus(property)]
-    async fn set_adapters(&self, value: u32) -> fdo::Result<()> {
-        self.set_fallback(Setting::Adapters(value)).await
+    async fn set_adapters(&self, value: u32) -> Result<()> {
+        self.set(Setting::Adapters(value)).await
     }
 
     /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
@@ -243,8 +251,8 @@ impl Vm {
         self.handle.view().settings.adapter_type.clone()
     }
     #[zbus(property)]
-    async fn set_adapter_type(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::AdapterType(value)).await
+    async fn set_adapter_type(&self, value: String) -> Result<()> {
+        self.set(Setting::AdapterType(value)).await
     }
 
     /// Base MAC address: adapter n gets base + n. The default comes from the id, so it is
@@ -254,8 +262,8 @@ impl Vm {
         self.handle.view().settings.mac_address.clone()
     }
     #[zbus(property)]
-    async fn set_mac_address(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::MacAddress(value)).await
+    async fn set_mac_address(&self, value: String) -> Result<()> {
+        self.set(Setting::MacAddress(value)).await
     }
 
     /// Linux kernel to boot directly (-kernel); empty for none.
@@ -264,8 +272,8 @@ impl Vm {
         self.handle.view().settings.kernel_image.clone()
     }
     #[zbus(property)]
-    async fn set_kernel_image(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::KernelImage(value)).await
+    async fn set_kernel_image(&self, value: String) -> Result<()> {
+        self.set(Setting::KernelImage(value)).await
     }
 
     /// Initial ramdisk for KernelImage (-initrd); empty for none.
@@ -274,8 +282,8 @@ impl Vm {
         self.handle.view().settings.initrd.clone()
     }
     #[zbus(property)]
-    async fn set_initrd(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::Initrd(value)).await
+    async fn set_initrd(&self, value: String) -> Result<()> {
+        self.set(Setting::Initrd(value)).await
     }
 
     /// Kernel command line for KernelImage (-append).
@@ -284,8 +292,8 @@ impl Vm {
         self.handle.view().settings.kernel_command_line.clone()
     }
     #[zbus(property)]
-    async fn set_kernel_command_line(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::KernelCommandLine(value)).await
+    async fn set_kernel_command_line(&self, value: String) -> Result<()> {
+        self.set(Setting::KernelCommandLine(value)).await
     }
 
     /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
@@ -296,8 +304,8 @@ impl Vm {
         self.handle.view().settings.options.clone()
     }
     #[zbus(property)]
-    async fn set_options(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::Options(value)).await
+    async fn set_options(&self, value: String) -> Result<()> {
+        self.set(Setting::Options(value)).await
     }
 
     /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
@@ -306,8 +314,8 @@ impl Vm {
         self.handle.view().settings.cpu_throttling
     }
     #[zbus(property)]
-    async fn set_cpu_throttling(&self, value: u32) -> fdo::Result<()> {
-        self.set_fallback(Setting::CpuThrottling(value)).await
+    async fn set_cpu_throttling(&self, value: u32) -> Result<()> {
+        self.set(Setting::CpuThrottling(value)).await
     }
 
     /// realtime, very high, high, normal, low (default) or very low: nice -20, -15, -5, 0,
@@ -322,8 +330,8 @@ impl Vm {
             .to_string()
     }
     #[zbus(property)]
-    async fn set_process_priority(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::ProcessPriority(value)).await
+    async fn set_process_priority(&self, value: String) -> Result<()> {
+        self.set(Setting::ProcessPriority(value)).await
     }
 
     /// TCP port of the serial console (telnet) on ConsoleHost; 0 for none. Only while stopped.
@@ -332,8 +340,8 @@ impl Vm {
         self.handle.view().settings.console_port
     }
     #[zbus(property)]
-    async fn set_console_port(&self, value: u16) -> fdo::Result<()> {
-        self.set_fallback(Setting::ConsolePort(value)).await
+    async fn set_console_port(&self, value: u16) -> Result<()> {
+        self.set(Setting::ConsolePort(value)).await
     }
 
     /// TCP port of the QEMU human monitor (telnet) on ConsoleHost; 0 for none. Only while stopped.
@@ -342,8 +350,8 @@ impl Vm {
         self.handle.view().settings.monitor_port
     }
     #[zbus(property)]
-    async fn set_monitor_port(&self, value: u16) -> fdo::Result<()> {
-        self.set_fallback(Setting::MonitorPort(value)).await
+    async fn set_monitor_port(&self, value: u16) -> Result<()> {
+        self.set(Setting::MonitorPort(value)).await
     }
 
     /// Use the older `socket` netdev for UDP tunnels (IPv4 only) even where the binary has
@@ -354,8 +362,8 @@ impl Vm {
         self.handle.view().settings.legacy_networking
     }
     #[zbus(property)]
-    async fn set_legacy_networking(&self, value: bool) -> fdo::Result<()> {
-        self.set_fallback(Setting::LegacyNetworking(value)).await
+    async fn set_legacy_networking(&self, value: bool) -> Result<()> {
+        self.set(Setting::LegacyNetworking(value)).await
     }
 
     /// auto (KVM where /dev/kvm is usable, else TCG), kvm, or tcg.
@@ -364,8 +372,8 @@ impl Vm {
         self.handle.view().settings.accelerator.as_str().to_string()
     }
     #[zbus(property)]
-    async fn set_accelerator(&self, value: String) -> fdo::Result<()> {
-        self.set_fallback(Setting::Accelerator(value)).await
+    async fn set_accelerator(&self, value: String) -> Result<()> {
+        self.set(Setting::Accelerator(value)).await
     }
 }
 
@@ -386,10 +394,10 @@ pub async fn mirror(vm: Vm, conn: zbus::Connection, emitter: SignalEmitter<'stat
         let Ok(now) = vm.get_all(server, &conn, None, &emitter).await else {
             continue;
         };
-        let changed: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> = now
+        let changed: std::collections::HashMap<&str, zbus::Variant<'_>> = now
             .iter()
             .filter(|(k, v)| last.get(*k) != Some(*v))
-            .filter_map(|(k, v)| Some((k.as_str(), zbus::zvariant::Value::try_from(v).ok()?)))
+            .filter_map(|(k, v)| Some((k.as_str(), zbus::Variant::try_from(v).ok()?)))
             .collect();
         if !changed.is_empty() {
             let iface = zbus::names::InterfaceName::from_static_str_unchecked(INTERFACE);

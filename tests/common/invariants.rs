@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use zbus::zvariant::{OwnedValue, Value};
+use zbus::{OwnedVariant, Variant};
 
 use gns3_qemud::store::Record;
 
@@ -195,7 +195,7 @@ fn no_leftovers(dir: &Path) {
     }
 }
 
-fn get<T: TryFrom<OwnedValue>>(all: &HashMap<String, OwnedValue>, key: &str) -> T
+fn get<T: TryFrom<OwnedVariant>>(all: &HashMap<String, OwnedVariant>, key: &str) -> T
 where
     T::Error: std::fmt::Debug,
 {
@@ -204,7 +204,7 @@ where
 }
 
 /// Every setting, tunnel and exit in `record` equals the property of the same name.
-fn same_as_file(record: &Record, all: &HashMap<String, OwnedValue>) {
+fn same_as_file(record: &Record, all: &HashMap<String, OwnedVariant>) {
     let id = &record.id;
     let settings = serde_json::to_value(&record.settings).unwrap();
     for (key, want) in settings.as_object().unwrap() {
@@ -222,13 +222,13 @@ fn same_as_file(record: &Record, all: &HashMap<String, OwnedValue>) {
     assert_eq!(get::<String>(all, "Project"), record.project, "{id}");
 }
 
-fn json(v: &Value) -> serde_json::Value {
+fn json(v: &Variant) -> serde_json::Value {
     match v {
-        Value::Str(s) => s.as_str().into(),
-        Value::Bool(b) => (*b).into(),
-        Value::U16(n) => (*n).into(),
-        Value::U32(n) => (*n).into(),
-        Value::I32(n) => (*n).into(),
+        Variant::Str(s) => s.as_str().into(),
+        Variant::Bool(b) => (*b).into(),
+        Variant::U16(n) => (*n).into(),
+        Variant::U32(n) => (*n).into(),
+        Variant::I32(n) => (*n).into(),
         other => panic!("a setting of unexpected type: {other:?}"),
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::{OwnedObjectPath, Variant};
 
 pub use bus::Bus;
 pub use console::Console;
@@ -220,7 +220,6 @@ impl Daemon {
 
     pub async fn connect(&self) -> zbus::Connection {
         zbus::connection::Builder::address(self.address.as_str())
-            .unwrap()
             .build()
             .await
             .unwrap()
@@ -300,8 +299,8 @@ pub fn guest() -> &'static Path {
 
 /// Settings of a VM that boots the test guest.
 pub fn guest_settings(
-    extra: &[(&'static str, Value<'static>)],
-) -> HashMap<&'static str, Value<'static>> {
+    extra: &[(&'static str, Variant<'static>)],
+) -> HashMap<&'static str, Variant<'static>> {
     guest_settings_in(guest(), extra)
 }
 
@@ -322,22 +321,22 @@ pub fn shared_guest(dir: &Path) -> PathBuf {
 /// Settings of a VM that boots the test guest found in `g`.
 pub fn guest_settings_in(
     g: &Path,
-    extra: &[(&'static str, Value<'static>)],
-) -> HashMap<&'static str, Value<'static>> {
-    let mut s: HashMap<&str, Value> = HashMap::new();
+    extra: &[(&'static str, Variant<'static>)],
+) -> HashMap<&'static str, Variant<'static>> {
+    let mut s: HashMap<&str, Variant> = HashMap::new();
     s.insert(
         "KernelImage",
-        Value::from(g.join("vmlinuz").to_string_lossy().into_owned()),
+        Variant::from(g.join("vmlinuz").to_string_lossy().into_owned()),
     );
     s.insert(
         "Initrd",
-        Value::from(g.join("initrd.gz").to_string_lossy().into_owned()),
+        Variant::from(g.join("initrd.gz").to_string_lossy().into_owned()),
     );
     s.insert(
         "KernelCommandLine",
-        Value::from("console=ttyS0 panic=-1 quiet"),
+        Variant::from("console=ttyS0 panic=-1 quiet"),
     );
-    s.insert("Ram", Value::from(128u32));
+    s.insert("Ram", Variant::from(128u32));
     for (k, v) in extra {
         s.insert(k, v.clone());
     }
@@ -355,7 +354,6 @@ pub async fn manager(conn: &zbus::Connection) -> ManagerProxy<'static> {
 pub async fn vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'static> {
     VmProxy::builder(conn)
         .path(path.clone())
-        .unwrap()
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
@@ -366,7 +364,7 @@ pub async fn vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'sta
 pub async fn create(
     m: &ManagerProxy<'_>,
     name: &str,
-    settings: HashMap<&str, Value<'_>>,
+    settings: HashMap<&str, Variant<'_>>,
 ) -> VmProxy<'static> {
     let path = m.create_vm(name, settings).await.unwrap();
     vm(m.inner().connection(), &path).await
@@ -377,7 +375,6 @@ pub async fn create(
 pub async fn cached_vm(conn: &zbus::Connection, path: &OwnedObjectPath) -> VmProxy<'static> {
     VmProxy::builder(conn)
         .path(path.clone())
-        .unwrap()
         .build()
         .await
         .unwrap()
@@ -400,9 +397,7 @@ pub async fn properties_proxy(
 ) -> zbus::fdo::PropertiesProxy<'static> {
     zbus::fdo::PropertiesProxy::builder(conn)
         .destination("org.gns3.Qemu")
-        .unwrap()
         .path(path.to_string())
-        .unwrap()
         .build()
         .await
         .unwrap()
@@ -413,7 +408,7 @@ pub async fn all_properties(
     conn: &zbus::Connection,
     path: &str,
     iface: &str,
-) -> HashMap<String, zbus::zvariant::OwnedValue> {
+) -> HashMap<String, zbus::OwnedVariant> {
     properties_proxy(conn, path)
         .await
         .get_all(zbus::names::InterfaceName::try_from(iface).unwrap())

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use zbus::proxy;
-use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::{OwnedObjectPath, Variant};
 
 #[proxy(
     interface = "org.gns3.Qemu.Manager",
@@ -14,7 +14,7 @@ pub trait Manager {
     fn create_vm(
         &self,
         name: &str,
-        settings: HashMap<&str, Value<'_>>,
+        settings: HashMap<&str, Variant<'_>>,
     ) -> zbus::Result<OwnedObjectPath>;
     #[zbus(name = "GetVM")]
     fn get_vm(&self, name_or_id: &str) -> zbus::Result<OwnedObjectPath>;
@@ -37,7 +37,7 @@ pub trait Vm {
     fn resume(&self) -> zbus::Result<()>;
     fn reload(&self) -> zbus::Result<()>;
     fn delete(&self) -> zbus::Result<()>;
-    fn configure(&self, settings: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+    fn configure(&self, settings: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn command_line(&self) -> zbus::Result<Vec<String>>;
     fn read_log(&self) -> zbus::Result<String>;
     fn add_udp_tunnel(
