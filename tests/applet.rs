@@ -151,7 +151,9 @@ async fn a_daemon_that_starts_again_says_nothing_of_the_vms_it_finds() {
     assert!(
         said.is_err(),
         "the restarted daemon signalled {:?}",
-        said.ok().flatten().map(|m| m.map(|m| format!("{:?}", m.header())))
+        said.ok()
+            .flatten()
+            .map(|m| m.map(|m| format!("{:?}", m.header())))
     );
     assert_eq!(applet.events(), Vec::<String>::new());
 }

@@ -518,9 +518,21 @@ fn awkward(ty: &Signature, files: &Path) -> Vec<Variant<'static>> {
         Signature::U16 => vec![Variant::U16(0), Variant::U16(u16::MAX)],
         Signature::U32 => vec![Variant::U32(0), Variant::U32(u32::MAX)],
         Signature::U64 => vec![Variant::U64(0), Variant::U64(u64::MAX)],
-        Signature::I16 => vec![Variant::I16(0), Variant::I16(i16::MIN), Variant::I16(i16::MAX)],
-        Signature::I32 => vec![Variant::I32(0), Variant::I32(i32::MIN), Variant::I32(i32::MAX)],
-        Signature::I64 => vec![Variant::I64(0), Variant::I64(i64::MIN), Variant::I64(i64::MAX)],
+        Signature::I16 => vec![
+            Variant::I16(0),
+            Variant::I16(i16::MIN),
+            Variant::I16(i16::MAX),
+        ],
+        Signature::I32 => vec![
+            Variant::I32(0),
+            Variant::I32(i32::MIN),
+            Variant::I32(i32::MAX),
+        ],
+        Signature::I64 => vec![
+            Variant::I64(0),
+            Variant::I64(i64::MIN),
+            Variant::I64(i64::MAX),
+        ],
         // Both values of a boolean are legal: nothing is out of range.
         Signature::Bool => Vec::new(),
         other => panic!("no awkward values of D-Bus type '{other}': add some"),

@@ -301,14 +301,24 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         ("Name", s(&"n".repeat(65)), "InvalidArgument", "64".into()),
         ("Name", s(&big), "InvalidArgument", "letters".into()),
         ("Name", s("b"), "AlreadyExists", "'b'".into()),
-        ("Ram", Variant::from(0u32), "InvalidArgument", "1 MiB".into()),
+        (
+            "Ram",
+            Variant::from(0u32),
+            "InvalidArgument",
+            "1 MiB".into(),
+        ),
         (
             "Ram",
             Variant::from(u32::MAX),
             "InvalidArgument",
             "4294967295".into(),
         ),
-        ("Ram", Variant::from(512i32), "InvalidArgument", "'u'".into()),
+        (
+            "Ram",
+            Variant::from(512i32),
+            "InvalidArgument",
+            "'u'".into(),
+        ),
         (
             "HdaDiskImage",
             s("disk.img"),
@@ -502,7 +512,11 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         ),
         ("c", [("Id", Variant::from(5u32))].into(), "InvalidArgument"),
         ("c", [("Colour", s("red"))].into(), "InvalidArgument"),
-        ("c", [("Ram", Variant::from(0u32))].into(), "InvalidArgument"),
+        (
+            "c",
+            [("Ram", Variant::from(0u32))].into(),
+            "InvalidArgument",
+        ),
         (
             "c",
             [("ConsolePort", Variant::from(b_console))].into(),
@@ -810,4 +824,38 @@ async fn driven_with_busctl_as_a_user_would() {
         "web",
     ]);
     assert!(!ok && out.contains("no VM is named"), "{out}");
+}
+
+/// busctl reads the daemon's introspection data for `tree` and `introspect`; whatever it
+/// finds odd in it, it prints on stderr.
+#[tokio::test]
+async fn busctl_reads_every_path_without_a_warning() {
+    let lab = Lab::start().await;
+    let vm = lab.manager.create_vm("tree", HashMap::new()).await.unwrap();
+    let busctl = |args: &[&str]| {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", lab.bus.address))
+            .args(args)
+            .output()
+            .expect("running busctl (package systemd)");
+        assert!(out.status.success(), "busctl {args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "busctl {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tree = busctl(&["tree", "--list", "org.gns3.Qemu"]);
+    let paths: Vec<&str> = tree.lines().collect();
+    assert_eq!(
+        paths,
+        [
+            "/",
+            "/org",
+            "/org/gns3",
+            "/org/gns3/Qemu",
+            "/org/gns3/Qemu/vm",
+            vm.as_str()
+        ]
+    );
+    for path in paths {
+        busctl(&["introspect", "org.gns3.Qemu", path]);
+    }
 }

@@ -20,7 +20,10 @@ const MAX_UP: usize = 6;
 use gns3_qemud::vm::actor::QMP_TIMEOUT;
 
 fn settings() -> HashMap<&'static str, Variant<'static>> {
-    HashMap::from([("Ram", Variant::from(32u32)), ("Adapters", Variant::from(2u32))])
+    HashMap::from([
+        ("Ram", Variant::from(32u32)),
+        ("Adapters", Variant::from(2u32)),
+    ])
 }
 
 fn rss_kib(pid: u32) -> u64 {

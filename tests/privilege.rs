@@ -190,7 +190,10 @@ async fn through_the_supervisor_every_thread_gets_its_priority_and_the_cpu_its_l
     );
 
     // Realtime at start: QEMU is still paused when it is set.
-    let settings = guest_settings_in(&lab.guest, &[("ProcessPriority", Variant::from("realtime"))]);
+    let settings = guest_settings_in(
+        &lab.guest,
+        &[("ProcessPriority", Variant::from("realtime"))],
+    );
     let vm = create(&lab.manager, "p", settings).await;
     let (pid, mut console) = start_console(&vm).await;
     assert_all_threads(pid, "realtime", -20);

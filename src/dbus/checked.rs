@@ -46,8 +46,6 @@ pub trait Settable {
     }
 }
 
-impl Settable for fdo::ObjectManager {}
-
 /// What one method takes: the signature as the contract spells it, for messages, and parsed,
 /// to compare with a body's.
 #[derive(Debug)]

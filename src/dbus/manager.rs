@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use zbus::{OwnedObjectPath, OwnedVariant};
 use zbus::{interface, Connection};
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 use super::error::Result;
 use super::vm::Vm;

@@ -4,14 +4,15 @@
 pub mod checked;
 pub mod error;
 pub mod manager;
+pub mod objects;
 pub mod settings;
 pub mod vm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
+use zbus::{Connection, ObjectServer};
 use zbus::{OwnedObjectPath, OwnedVariant};
-use zbus::{fdo, Connection, ObjectServer};
 
 use self::checked::Checked;
 use self::error::Error;
@@ -120,7 +121,7 @@ pub async fn serve(
     // The standard interfaces each node has (Properties, Introspectable, Peer) are zbus's:
     // replacing one on a VM's node would be announced as removed and added again.
     server
-        .at(MANAGER_PATH, Checked::new(fdo::ObjectManager))
+        .at(MANAGER_PATH, Checked::new(objects::Objects { manager }))
         .await?;
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
         .await?;

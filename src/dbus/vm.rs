@@ -5,7 +5,7 @@ use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, BoxDBusError, ObjectServer, Variant};
 
-use super::checked::{Settable, SetFuture};
+use super::checked::{SetFuture, Settable};
 
 use super::error::Result;
 use crate::manager::Manager;

@@ -37,8 +37,7 @@ def main():
         Gio.DBusObjectManagerClientFlags.NONE,
         "org.gns3.Qemu",
         "/org/gns3/Qemu",
-        None,
-        None,
+        None,  # the default proxy types: Gio.DBusObjectProxy, Gio.DBusProxy
         None,
         None,
     )
