@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use crate::vm::settings::Accelerator;
+use crate::model::Accelerator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

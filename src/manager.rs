@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
+use crate::model::Record;
+use crate::model::{Accelerator, Setting, Settings};
 use crate::ports::Holder;
-use crate::store::Record;
 use crate::vm::claims::Claims;
-use crate::vm::settings::{self, Accelerator, Priority, Setting, Settings};
+use crate::vm::settings;
 use crate::vm::{actor, adopt, lock, network, options, Context, Error, Handle, Pool, Result};
 
 /// What a new VM gets when the client does not say.
@@ -110,22 +111,9 @@ impl Manager {
             } else {
                 settings::resolve_qemu_path(&self.defaults.qemu_binary)?
             },
-            ram: settings::DEFAULT_RAM_MIB,
-            hda_disk_image: String::new(),
-            hdb_disk_image: String::new(),
-            adapters: 1,
-            adapter_type: settings::DEFAULT_ADAPTER_TYPE.into(),
             mac_address: network::default_mac(&id),
-            kernel_image: String::new(),
-            initrd: String::new(),
-            kernel_command_line: String::new(),
-            options: String::new(),
-            cpu_throttling: 0,
-            process_priority: Priority::Low,
-            console_port: 0,
-            monitor_port: 0,
-            legacy_networking: false,
             accelerator: self.defaults.accelerator,
+            ..Settings::default()
         };
         let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
         self.ctx
@@ -288,6 +276,6 @@ impl Manager {
 fn not_found(what: &str) -> Error {
     Error::NotFound(format!(
         "no VM is named or has the id '{}'",
-        settings::shown(what)
+        crate::vm::error::shown(what)
     ))
 }

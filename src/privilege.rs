@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::lock::lock;
 use crate::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
 use crate::supervisor::{self, cpulimit, priority};
-use crate::vm::lock;
 
 /// How long the supervisor gets to answer a request.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +60,12 @@ impl Privilege {
             }),
             None => Privilege::Local,
         }
+    }
+
+    /// Whether every thread of the process already runs at `nice`: reading it takes no
+    /// privilege, so a priority already in place costs no request.
+    pub fn is_at(&self, pid: u32, nice: i32) -> bool {
+        priority::all_at(pid, nice)
     }
 
     /// Sets every thread of the process to `nice`.

@@ -2,13 +2,11 @@
 //! rename, fsync of the directory), so a daemon killed at any moment finds either the old
 //! record or the new one, never half of one.
 
-use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::vm::settings::Settings;
-use crate::vm::tunnel::Tunnel;
+use crate::model::Record;
 
 const RECORD: &str = "vm.json";
 const TMP_SUFFIX: &str = ".tmp";
@@ -42,21 +40,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// What `vm.json` holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Record {
-    pub id: String,
-    pub project: String,
-    pub settings: Settings,
-    /// One per adapter at most, in adapter order; attached at every start.
-    #[serde(default)]
-    pub tunnels: Vec<Tunnel>,
-    /// Why the VM last stopped when nobody asked it to; kept across daemon restarts.
-    pub exit_status: i32,
-    pub last_error: String,
 }
 
 #[derive(Clone, Debug)]
@@ -207,7 +190,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::settings::{Accelerator, Priority};
+    use crate::model::{Settings, Tunnel};
 
     fn record(id: &str) -> Record {
         Record {
@@ -216,22 +199,9 @@ mod tests {
             settings: Settings {
                 name: format!("vm-{id}"),
                 qemu_path: "/usr/bin/qemu-system-x86_64".into(),
-                ram: 256,
-                hda_disk_image: String::new(),
-                hdb_disk_image: String::new(),
-                adapters: 1,
-                adapter_type: "e1000".into(),
-                mac_address: "52:54:00:00:00:00".into(),
-                kernel_image: String::new(),
-                initrd: String::new(),
-                kernel_command_line: String::new(),
-                options: String::new(),
-                cpu_throttling: 0,
-                process_priority: Priority::Low,
                 console_port: 5000,
                 monitor_port: 5001,
-                legacy_networking: false,
-                accelerator: Accelerator::Auto,
+                ..Settings::default()
             },
             tunnels: vec![Tunnel {
                 adapter: 0,

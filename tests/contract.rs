@@ -25,14 +25,22 @@ async fn live_interface(conn: &zbus::Connection, path: &str, name: &str) -> Stri
         .iter()
         .find(|i| i.name() == name)
         .unwrap_or_else(|| panic!("{path} does not export {name}"));
-    format!("{iface:#?}")
+    members(iface)
+}
+
+/// The interface's members, one per entry, in name order within each kind: the order of
+/// elements in introspection data carries no meaning.
+fn members(iface: &zbus_xml::Interface<'_>) -> String {
+    let mut children: Vec<String> = iface.children().map(|c| format!("{c:#?}")).collect();
+    children.sort();
+    format!("{}\n{}", iface.name(), children.join("\n"))
 }
 
 fn file_interface(file: &str, name: &str) -> String {
     let text = contract_file(file);
     let node = zbus_xml::Node::from_reader(text.as_bytes()).unwrap();
     let iface = node.interfaces().iter().find(|i| i.name() == name).unwrap();
-    format!("{iface:#?}")
+    members(iface)
 }
 
 /// Every method, property and signal of the file has a comment right before it.

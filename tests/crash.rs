@@ -395,7 +395,7 @@ async fn a_live_change_the_record_missed_is_undone_on_adoption() {
     lab.daemon.crash();
     let dir = lab.dir.path();
     let record_path = dir.join("state/vms").join(&id).join("vm.json");
-    let mut record: gns3_qemud::store::Record =
+    let mut record: gns3_qemud::model::Record =
         serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
     record.tunnels.clear();
     std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zbus::Variant;
 
+use gns3_qemud::model::Priority;
 use gns3_qemud::supervisor::priority::{nice_of, threads};
 use gns3_qemud::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
-use gns3_qemud::vm::settings::Priority;
 
 const BOOT: Duration = Duration::from_secs(60);
 const SHELL: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
-//! What each of our interfaces, and the ObjectManager, answers before zbus's generated code
-//! does. (The standard interfaces every node has are zbus's own: Properties, Introspectable
-//! and Peer answer a wrong signature with zbus's InvalidArgs message.)
+//! What each of our interfaces answers before zbus's generated code does. (The standard
+//! interfaces every node has are zbus's own: Properties, Introspectable and Peer answer a
+//! wrong signature with zbus's InvalidArgs message.)
 //!
 //! zbus 6 answers a body that does not fit a method's arguments with
 //! `org.freedesktop.DBus.Error.InvalidArgs`, but only for methods that take arguments
@@ -13,19 +13,15 @@
 //! zbus's Properties answers a Set of a property that has no setter with
 //! `UnknownProperty`, as if it did not exist; [`Checked`] answers `PropertyReadOnly`.
 //!
-//! A generated property setter emits PropertiesChanged itself once it returns; the VM's
-//! properties are already signalled, all changes of one call in one signal, by the task
-//! that mirrors the VM's view (`vm::mirror`). So a Set of a writable property goes to
-//! [`Settable::set_property`], which hands it to the core, and never to the generated
-//! setter. Everything else goes to the wrapped interface unchanged.
+//! [`Checked`] also serves the properties an interface keeps in a [`Table`] (the VM's
+//! settings): their Get, GetAll, Set and introspection data. Everything else goes to the
+//! wrapped interface unchanged.
 //!
 //! The signatures and the read-only properties come from the wrapped interface's own
 //! introspection data, so they cannot drift from what the macro serves.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
-use std::future::Future;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 use zbus::message::{Header, Message};
@@ -34,17 +30,7 @@ use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer};
 use zbus::{OwnedVariant, Signature, Variant};
 
-/// A Set answered by the core: its reply.
-pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> + Send + 'a>>;
-
-/// An interface whose writable properties the core sets (see the module's comment).
-pub trait Settable {
-    /// The Set of `name` to `value`, or None to leave it to the interface itself.
-    fn set_property<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
-        let _ = (name, value);
-        None
-    }
-}
+use super::table::{self, Table};
 
 /// What one method takes: the signature as the contract spells it, for messages, and parsed,
 /// to compare with a body's.
@@ -69,7 +55,7 @@ pub struct Checked<I> {
     members: Members,
 }
 
-impl<I: Interface + Settable> Checked<I> {
+impl<I: Interface + Table> Checked<I> {
     pub fn new(inner: I) -> Self {
         let mut xml = String::from("<node>");
         inner.introspect_to_writer(&mut xml, 0);
@@ -156,7 +142,7 @@ fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
 }
 
 #[async_trait]
-impl<I: Interface + Settable> Interface for Checked<I> {
+impl<I: Interface + Table> Interface for Checked<I> {
     fn name() -> InterfaceName<'static> {
         I::name()
     }
@@ -173,6 +159,9 @@ impl<I: Interface + Settable> Interface for Checked<I> {
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> Option<Result<OwnedVariant, BoxDBusError>> {
+        if table::row::<I>(property_name).is_some() {
+            return self.inner.get_row(property_name).map(Ok);
+        }
         self.inner
             .get(property_name, server, connection, header, emitter)
             .await
@@ -185,9 +174,7 @@ impl<I: Interface + Settable> Interface for Checked<I> {
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> fdo::Result<HashMap<String, OwnedVariant>> {
-        self.inner
-            .get_all(object_server, connection, header, emitter)
-            .await
+        table::get_all(&self.inner, object_server, connection, header, emitter).await
     }
 
     fn set<'call>(
@@ -205,8 +192,10 @@ impl<I: Interface + Settable> Interface for Checked<I> {
                 Err(fdo::Error::PropertyReadOnly(text).into())
             }));
         }
-        if let Some(set) = self.inner.set_property(property_name, value) {
-            return DispatchResult::Async(set);
+        if table::row::<I>(property_name).is_some() {
+            if let Some(set) = self.inner.set_row(property_name, value) {
+                return DispatchResult::Async(set);
+            }
         }
         self.inner.set(
             property_name,
@@ -266,7 +255,16 @@ impl<I: Interface + Settable> Interface for Checked<I> {
     }
 
     fn introspect_to_writer(&self, writer: &mut dyn Write, level: usize) {
-        self.inner.introspect_to_writer(writer, level)
+        let mut xml = String::new();
+        self.inner.introspect_to_writer(&mut xml, level);
+        // The rows go last in the interface element, as the macro writes properties.
+        let end = xml
+            .rfind("</interface>")
+            .map_or(xml.len(), |i| xml[..i].rfind('\n').map_or(0, |nl| nl + 1));
+        let (head, tail) = xml.split_at(end);
+        let _ = writer.write_str(head);
+        table::introspect::<I>(writer, level + 2);
+        let _ = writer.write_str(tail);
     }
 }
 

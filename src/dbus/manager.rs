@@ -15,7 +15,7 @@ pub struct ManagerIface {
 }
 
 /// The manager's properties are all read-only.
-impl super::checked::Settable for ManagerIface {}
+impl super::table::Table for ManagerIface {}
 
 /// The QEMU virtual machines of this host. Every VM is an object under /org/gns3/Qemu/vm/;
 /// the org.freedesktop.DBus.ObjectManager on this object announces each one created

@@ -6,6 +6,7 @@ pub mod error;
 pub mod manager;
 pub mod objects;
 pub mod settings;
+pub mod table;
 pub mod vm;
 
 use std::collections::HashMap;

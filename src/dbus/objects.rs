@@ -16,7 +16,8 @@ use zbus::names::InterfaceName;
 use zbus::object_server::{Interface, SignalEmitter};
 use zbus::{fdo, interface, Connection, ObjectPath, ObjectServer, Variant};
 
-use super::checked::{Checked, Settable};
+use super::checked::Checked;
+use super::table::Table;
 use super::vm::Vm;
 use crate::manager::Manager;
 
@@ -24,7 +25,7 @@ pub struct Objects {
     pub(super) manager: Arc<Manager>,
 }
 
-impl Settable for Objects {}
+impl Table for Objects {}
 
 #[interface(
     name = "org.freedesktop.DBus.ObjectManager",

@@ -1,39 +1,12 @@
-//! D-Bus values to settings: every writable property by name, with its D-Bus type checked.
+//! Settings between D-Bus and the table (`model/settings.rs`): a value by its property name,
+//! with its D-Bus type checked, and back.
 
-use zbus::Variant;
+use zbus::{OwnedVariant, Variant};
 
 use super::error::Error;
-use crate::vm::Setting;
-
-/// Every writable property with its D-Bus signature, in the contract's order: for error
-/// messages and tests (`parse` is the source of truth).
-pub const WRITABLE: [(&str, &str); 18] = [
-    ("Name", "s"),
-    ("QemuPath", "s"),
-    ("Ram", "u"),
-    ("HdaDiskImage", "s"),
-    ("HdbDiskImage", "s"),
-    ("Adapters", "u"),
-    ("AdapterType", "s"),
-    ("MacAddress", "s"),
-    ("KernelImage", "s"),
-    ("Initrd", "s"),
-    ("KernelCommandLine", "s"),
-    ("Options", "s"),
-    ("CpuThrottling", "u"),
-    ("ProcessPriority", "s"),
-    ("ConsolePort", "q"),
-    ("MonitorPort", "q"),
-    ("LegacyNetworking", "b"),
-    ("Accelerator", "s"),
-];
-
-fn wrong_type(key: &str, want: &str, got: &Variant<'_>) -> Error {
-    Error::InvalidArgument(format!(
-        "{key} takes a value of D-Bus type '{want}', not '{}'",
-        got.value_signature()
-    ))
-}
+use crate::model::settings::ROWS;
+use crate::model::table::{Unfit, Value};
+use crate::model::Setting;
 
 /// Variants may arrive wrapped once more (`v` inside `v`); the value is what counts.
 fn inner<'a>(v: &'a Variant<'a>) -> &'a Variant<'a> {
@@ -43,49 +16,51 @@ fn inner<'a>(v: &'a Variant<'a>) -> &'a Variant<'a> {
     }
 }
 
+/// The value of a variant of one of the types settings use.
+fn value(v: &Variant<'_>) -> Option<Value> {
+    Some(match v {
+        Variant::Str(s) => Value::Str(s.as_str().to_string()),
+        Variant::U32(n) => Value::U32(*n),
+        Variant::U16(n) => Value::U16(*n),
+        Variant::Bool(b) => Value::Bool(*b),
+        _ => return None,
+    })
+}
+
+/// A setting's value as a variant.
+pub fn variant(value: Value) -> OwnedVariant {
+    match value {
+        Value::Str(s) => OwnedVariant::from(zbus::Str::from(s)),
+        Value::U32(n) => OwnedVariant::from(n),
+        Value::U16(n) => OwnedVariant::from(n),
+        Value::Bool(b) => OwnedVariant::from(b),
+    }
+}
+
 pub fn parse(key: &str, value: &Variant<'_>) -> Result<Setting, Error> {
     let v = inner(value);
-    let s = || match v {
-        Variant::Str(s) => Ok(s.as_str().to_string()),
-        other => Err(wrong_type(key, "s", other)),
-    };
-    let u = || match v {
-        Variant::U32(n) => Ok(*n),
-        other => Err(wrong_type(key, "u", other)),
-    };
-    let q = || match v {
-        Variant::U16(n) => Ok(*n),
-        other => Err(wrong_type(key, "q", other)),
-    };
-    Ok(match key {
-        "Name" => Setting::Name(s()?),
-        "QemuPath" => Setting::QemuPath(s()?),
-        "Ram" => Setting::Ram(u()?),
-        "HdaDiskImage" => Setting::HdaDiskImage(s()?),
-        "HdbDiskImage" => Setting::HdbDiskImage(s()?),
-        "Adapters" => Setting::Adapters(u()?),
-        "AdapterType" => Setting::AdapterType(s()?),
-        "MacAddress" => Setting::MacAddress(s()?),
-        "KernelImage" => Setting::KernelImage(s()?),
-        "Initrd" => Setting::Initrd(s()?),
-        "KernelCommandLine" => Setting::KernelCommandLine(s()?),
-        "Options" => Setting::Options(s()?),
-        "CpuThrottling" => Setting::CpuThrottling(u()?),
-        "ProcessPriority" => Setting::ProcessPriority(s()?),
-        "ConsolePort" => Setting::ConsolePort(q()?),
-        "MonitorPort" => Setting::MonitorPort(q()?),
-        "LegacyNetworking" => match v {
-            Variant::Bool(b) => Setting::LegacyNetworking(*b),
-            other => return Err(wrong_type(key, "b", other)),
+    let unfit = match self::value(v) {
+        Some(value) => match Setting::from_value(key, value) {
+            Ok(setting) => return Ok(setting),
+            Err(unfit) => unfit,
         },
-        "Accelerator" => Setting::Accelerator(s()?),
-        _ => {
-            let known: Vec<&str> = WRITABLE.iter().map(|(k, _)| *k).collect();
-            return Err(Error::InvalidArgument(format!(
+        None => match ROWS.iter().find(|row| row.key == key) {
+            Some(row) => Unfit::Type(row.signature),
+            None => Unfit::Unknown,
+        },
+    };
+    Err(match unfit {
+        Unfit::Type(want) => Error::InvalidArgument(format!(
+            "{key} takes a value of D-Bus type '{want}', not '{}'",
+            v.value_signature()
+        )),
+        Unfit::Unknown => {
+            let known: Vec<&str> = ROWS.iter().map(|row| row.key).collect();
+            Error::InvalidArgument(format!(
                 "'{}' is not a VM setting; the settings are: {}",
-                crate::vm::settings::shown(key),
+                crate::vm::error::shown(key),
                 known.join(", ")
-            )));
+            ))
         }
     })
 }
@@ -96,7 +71,8 @@ mod tests {
 
     #[test]
     fn every_writable_key_parses_with_its_type() {
-        for (key, sig) in WRITABLE {
+        for row in ROWS {
+            let (key, sig) = (row.key, row.signature);
             let v = match sig {
                 "s" => Variant::from("x"),
                 "u" => Variant::from(1u32),

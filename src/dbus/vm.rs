@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
-use zbus::{fdo, interface, BoxDBusError, ObjectServer, Variant};
+use zbus::{fdo, interface, BoxDBusError, ObjectServer, OwnedVariant, Variant};
 
-use super::checked::{SetFuture, Settable};
+use super::table::{SetFuture, Table};
+use crate::model::settings::ROWS;
+use crate::model::table::Row;
 
 use super::error::Result;
 use crate::manager::Manager;
@@ -25,13 +27,19 @@ impl Vm {
     }
 }
 
-impl Settable for Vm {
-    /// Every writable property goes to the actor as a change of settings; the generated
-    /// setters below only make the introspection data say readwrite.
-    fn set_property<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
-        if !super::settings::WRITABLE.iter().any(|(k, _)| *k == name) {
-            return None;
-        }
+/// The settings' properties come from the table: the macro serves only the status.
+impl Table for Vm {
+    const ROWS: &'static [Row] = ROWS;
+
+    fn get_row(&self, name: &str) -> Option<OwnedVariant> {
+        self.handle
+            .view()
+            .settings
+            .get(name)
+            .map(super::settings::variant)
+    }
+
+    fn set_row<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
         let setting = super::settings::parse(name, value);
         Some(Box::pin(async move {
             let boxed = |e| Box::new(e) as BoxDBusError;
@@ -181,209 +189,15 @@ impl Vm {
     async fn last_error(&self) -> String {
         self.handle.view().last_error.clone()
     }
-
-    /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.
-    #[zbus(property)]
-    async fn name(&self) -> String {
-        self.handle.view().settings.name.clone()
-    }
-    #[zbus(property)]
-    async fn set_name(&self, value: String) -> Result<()> {
-        self.set(Setting::Name(value)).await
-    }
-
-    /// The QEMU binary, stored as an absolute path (a bare name is looked up in PATH).
-    #[zbus(property)]
-    async fn qemu_path(&self) -> String {
-        self.handle.view().settings.qemu_path.clone()
-    }
-    #[zbus(property)]
-    async fn set_qemu_path(&self, value: String) -> Result<()> {
-        self.set(Setting::QemuPath(value)).await
-    }
-
-    /// Guest RAM in MiB (default 256), at most the host's memory.
-    #[zbus(property)]
-    async fn ram(&self) -> u32 {
-        self.handle.view().settings.ram
-    }
-    #[zbus(property)]
-    async fn set_ram(&self, value: u32) -> Result<()> {
-        self.set(Setting::Ram(value)).await
-    }
-
-    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
-    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone.
-    #[zbus(property)]
-    async fn hda_disk_image(&self) -> String {
-        self.handle.view().settings.hda_disk_image.clone()
-    }
-    #[zbus(property)]
-    async fn set_hda_disk_image(&self, value: String) -> Result<()> {
-        self.set(Setting::HdaDiskImage(value)).await
-    }
-
-    /// Base image of the second disk (a linked clone too); empty for none.
-    #[zbus(property)]
-    async fn hdb_disk_image(&self) -> String {
-        self.handle.view().settings.hdb_disk_image.clone()
-    }
-    #[zbus(property)]
-    async fn set_hdb_disk_image(&self, value: String) -> Result<()> {
-        self.set(Setting::HdbDiskImage(value)).await
-    }
-
-    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
-    /// an adapter that has a tunnel.
-    #[zbus(property)]
-    async fn adapters(&self) -> u32 {
-        self.handle.view().settings.adapters
-    }
-    #[zbus(property)]
-    async fn set_adapters(&self, value: u32) -> Result<()> {
-        self.set(Setting::Adapters(value)).await
-    }
-
-    /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
-    /// -device help (e1000, virtio-net-pci, rtl8139, …).
-    #[zbus(property)]
-    async fn adapter_type(&self) -> String {
-        self.handle.view().settings.adapter_type.clone()
-    }
-    #[zbus(property)]
-    async fn set_adapter_type(&self, value: String) -> Result<()> {
-        self.set(Setting::AdapterType(value)).await
-    }
-
-    /// Base MAC address: adapter n gets base + n. The default comes from the id, so it is
-    /// the same at every start.
-    #[zbus(property)]
-    async fn mac_address(&self) -> String {
-        self.handle.view().settings.mac_address.clone()
-    }
-    #[zbus(property)]
-    async fn set_mac_address(&self, value: String) -> Result<()> {
-        self.set(Setting::MacAddress(value)).await
-    }
-
-    /// Linux kernel to boot directly (-kernel); empty for none.
-    #[zbus(property)]
-    async fn kernel_image(&self) -> String {
-        self.handle.view().settings.kernel_image.clone()
-    }
-    #[zbus(property)]
-    async fn set_kernel_image(&self, value: String) -> Result<()> {
-        self.set(Setting::KernelImage(value)).await
-    }
-
-    /// Initial ramdisk for KernelImage (-initrd); empty for none.
-    #[zbus(property)]
-    async fn initrd(&self) -> String {
-        self.handle.view().settings.initrd.clone()
-    }
-    #[zbus(property)]
-    async fn set_initrd(&self, value: String) -> Result<()> {
-        self.set(Setting::Initrd(value)).await
-    }
-
-    /// Kernel command line for KernelImage (-append).
-    #[zbus(property)]
-    async fn kernel_command_line(&self) -> String {
-        self.handle.view().settings.kernel_command_line.clone()
-    }
-    #[zbus(property)]
-    async fn set_kernel_command_line(&self, value: String) -> Result<()> {
-        self.set(Setting::KernelCommandLine(value)).await
-    }
-
-    /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
-    /// -pidfile, -daemonize, -S, and -serial/-monitor while a console/monitor port is set)
-    /// are refused.
-    #[zbus(property)]
-    async fn options(&self) -> String {
-        self.handle.view().settings.options.clone()
-    }
-    #[zbus(property)]
-    async fn set_options(&self, value: String) -> Result<()> {
-        self.set(Setting::Options(value)).await
-    }
-
-    /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
-    #[zbus(property)]
-    async fn cpu_throttling(&self) -> u32 {
-        self.handle.view().settings.cpu_throttling
-    }
-    #[zbus(property)]
-    async fn set_cpu_throttling(&self, value: u32) -> Result<()> {
-        self.set(Setting::CpuThrottling(value)).await
-    }
-
-    /// realtime, very high, high, normal, low (default) or very low: nice -20, -15, -5, 0,
-    /// 5, 19 for every QEMU thread.
-    #[zbus(property)]
-    async fn process_priority(&self) -> String {
-        self.handle
-            .view()
-            .settings
-            .process_priority
-            .as_str()
-            .to_string()
-    }
-    #[zbus(property)]
-    async fn set_process_priority(&self, value: String) -> Result<()> {
-        self.set(Setting::ProcessPriority(value)).await
-    }
-
-    /// TCP port of the serial console (telnet) on ConsoleHost; 0 for none. Only while stopped.
-    #[zbus(property)]
-    async fn console_port(&self) -> u16 {
-        self.handle.view().settings.console_port
-    }
-    #[zbus(property)]
-    async fn set_console_port(&self, value: u16) -> Result<()> {
-        self.set(Setting::ConsolePort(value)).await
-    }
-
-    /// TCP port of the QEMU human monitor (telnet) on ConsoleHost; 0 for none. Only while stopped.
-    #[zbus(property)]
-    async fn monitor_port(&self) -> u16 {
-        self.handle.view().settings.monitor_port
-    }
-    #[zbus(property)]
-    async fn set_monitor_port(&self, value: u16) -> Result<()> {
-        self.set(Setting::MonitorPort(value)).await
-    }
-
-    /// Use the older `socket` netdev for UDP tunnels (IPv4 only) even where the binary has
-    /// `dgram`. Binaries without `dgram` (before QEMU 7.2) always get `socket`. Applies to
-    /// tunnels attached from then on.
-    #[zbus(property)]
-    async fn legacy_networking(&self) -> bool {
-        self.handle.view().settings.legacy_networking
-    }
-    #[zbus(property)]
-    async fn set_legacy_networking(&self, value: bool) -> Result<()> {
-        self.set(Setting::LegacyNetworking(value)).await
-    }
-
-    /// auto (KVM where /dev/kvm is usable, else TCG), kvm, or tcg.
-    #[zbus(property)]
-    async fn accelerator(&self) -> String {
-        self.handle.view().settings.accelerator.as_str().to_string()
-    }
-    #[zbus(property)]
-    async fn set_accelerator(&self, value: String) -> Result<()> {
-        self.set(Setting::Accelerator(value)).await
-    }
 }
 
 /// Emits one PropertiesChanged per change of the VM's view, with every property that
 /// differs; ends when the VM is gone.
 pub async fn mirror(vm: Vm, conn: zbus::Connection, emitter: SignalEmitter<'static>) {
-    use zbus::object_server::Interface;
+    use super::table::get_all;
     let mut rx = vm.handle.watch();
     let server = conn.object_server();
-    let mut last = match vm.get_all(server, &conn, None, &emitter).await {
+    let mut last = match get_all(&vm, server, &conn, None, &emitter).await {
         Ok(props) => props,
         Err(e) => {
             tracing::error!("cannot read the VM's properties: {e}");
@@ -391,7 +205,7 @@ pub async fn mirror(vm: Vm, conn: zbus::Connection, emitter: SignalEmitter<'stat
         }
     };
     while rx.changed().await.is_ok() {
-        let Ok(now) = vm.get_all(server, &conn, None, &emitter).await else {
+        let Ok(now) = get_all(&vm, server, &conn, None, &emitter).await else {
             continue;
         };
         let changed: std::collections::HashMap<&str, zbus::Variant<'_>> = now

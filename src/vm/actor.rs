@@ -20,12 +20,12 @@ use super::claims::Claims;
 use super::error::{Error, Result};
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
-use super::settings::{self, Accelerator, Priority, Setting, Settings};
+use super::settings;
 use super::tunnel::{self, Backend, Tunnel};
 use super::{cmdline, disks, lock, network, Command, Context, Handle, Pool, State, View};
+use crate::model::Record;
+use crate::model::{Accelerator, Priority, Setting, Settings};
 use crate::privilege::Privilege;
-use crate::store::Record;
-use crate::supervisor::priority as sup_priority;
 
 /// How long a QMP command may take before the VM is deemed stuck.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,7 +72,7 @@ impl Running {
     ) -> Result<()> {
         let (pid, priority) = (self.process.pid(), to.process_priority);
         let renice = from.is_none_or(|f| f.process_priority != priority);
-        if renice && !sup_priority::all_at(pid, priority.nice()) {
+        if renice && !privilege.is_at(pid, priority.nice()) {
             privilege
                 .renice(pid, self.process.pidfd(), priority.nice())
                 .await
@@ -334,8 +334,10 @@ impl Actor {
                     run.throttled = true;
                     let mut unknown = s.clone();
                     unknown.cpu_throttling = s.cpu_throttling.wrapping_add(1);
-                    if let Some(other) =
-                        Priority::ALL.into_iter().find(|p| *p != s.process_priority)
+                    if let Some(other) = Priority::ALL
+                        .iter()
+                        .copied()
+                        .find(|p| *p != s.process_priority)
                     {
                         unknown.process_priority = other;
                     }
@@ -527,8 +529,7 @@ impl Actor {
             return Err(e);
         }
         let name = new.name.clone();
-        let limits_change = old.process_priority != new.process_priority
-            || old.cpu_throttling != new.cpu_throttling;
+        let limits_change = settings::applies_live(&old, &new);
         let _mark = match self.mark_live(Pending::Limits, limits_change) {
             Ok(mark) => mark,
             Err(e) => {

@@ -42,7 +42,7 @@ impl Capabilities {
         );
         Err(Error::InvalidArgument(format!(
             "AdapterType '{}' is not a NIC model of {qemu_path}; it has {}, … (all of them: {qemu_path} -device help)",
-            super::settings::shown(model),
+            super::error::shown(model),
             some.join(", ")
         )))
     }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::Result;
-use super::settings::Settings;
 use super::{network, options};
+use crate::model::Settings;
 
 /// The file descriptor on which QEMU finds its QMP socket, already bound and listening.
 /// The daemon binds it before the spawn, so it can connect at once: no waiting for QEMU to
@@ -106,7 +106,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::settings::{Accelerator, Priority};
+    use crate::model::{Accelerator, Priority};
 
     fn settings() -> Settings {
         Settings {

@@ -6,7 +6,8 @@ use tokio::process::Command;
 
 use super::cmdline::{hda_overlay, hdb_overlay};
 use super::error::{Error, Result};
-use super::settings::{which, Settings};
+use super::settings::which;
+use crate::model::Settings;
 
 const FLASH_SIZE: u64 = 128 << 20;
 

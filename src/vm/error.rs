@@ -49,3 +49,13 @@ impl From<qmp::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shows a value in an error message without flooding it: long values are cut.
+pub fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    if v.chars().count() <= MAX {
+        return v.to_string();
+    }
+    let cut: String = v.chars().take(MAX).collect();
+    format!("{cut}… ({} bytes)", v.len())
+}

@@ -23,8 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::lock::lock;
+pub use crate::model::{Setting, Settings};
 pub use error::{Error, Result};
-pub use settings::{Setting, Settings};
 pub use state::State;
 pub use tunnel::Tunnel;
 
@@ -65,12 +66,6 @@ impl Context {
             Pool::Udp => &self.udp_ports,
         })
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
-/// section is a single insert or remove).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Everything clients can read about a VM; published by the actor on every change.

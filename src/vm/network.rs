@@ -1,8 +1,8 @@
 //! Ethernet adapters: MAC addresses and the QEMU arguments that make each adapter a NIC on a
 //! hub of its own, so UDP tunnels can be joined to it and removed while the VM runs.
 
+use super::error::shown;
 use super::error::{Error, Result};
-use super::settings::shown;
 
 /// The name of adapter `n`'s NIC backend, also the name `set_link` takes.
 pub fn adapter_netdev(n: u32) -> String {

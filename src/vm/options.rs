@@ -10,7 +10,7 @@ pub fn split(options: &str) -> Result<Vec<String>> {
     let unsplittable = || {
         Error::InvalidArgument(format!(
             "Options '{}' cannot be split into arguments: a quote is not closed or a backslash ends it",
-            super::settings::shown(options)
+            super::error::shown(options)
         ))
     };
     let mut words = Vec::new();

@@ -1,199 +1,27 @@
-//! A VM's settings: what is stored in `vm.json`, what clients may change, and the checks
-//! every change goes through before anything is written.
+//! The checks every change of a VM's settings goes through before anything is written:
+//! one per setting (`impl Check`, which the table in `model/settings.rs` asks for), then the
+//! checks across settings.
 
-use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::fs;
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Error, Result};
+use super::error::{shown, Error, Result};
 use super::options;
+use crate::model::table::When;
 
-pub const DEFAULT_RAM_MIB: u32 = 256;
-pub const DEFAULT_ADAPTER_TYPE: &str = "e1000";
+use crate::model::settings::{apply_one, Check};
+pub use crate::model::settings::{DEFAULT_ADAPTER_TYPE, DEFAULT_RAM_MIB};
+use crate::model::{Accelerator, Priority, Setting, Settings};
+
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
 const MAX_PROJECT: usize = 256;
 const MAX_PATH: usize = 4096;
 const MAX_KERNEL_COMMAND_LINE: usize = 4096;
 const MAX_OPTIONS: usize = 16 * 1024;
-
-/// Process priority, as the seed named the levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Priority {
-    #[serde(rename = "realtime")]
-    Realtime,
-    #[serde(rename = "very high")]
-    VeryHigh,
-    #[serde(rename = "high")]
-    High,
-    #[serde(rename = "normal")]
-    Normal,
-    #[serde(rename = "low")]
-    Low,
-    #[serde(rename = "very low")]
-    VeryLow,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 6] = [
-        Priority::Realtime,
-        Priority::VeryHigh,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-        Priority::VeryLow,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Realtime => "realtime",
-            Priority::VeryHigh => "very high",
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-            Priority::VeryLow => "very low",
-        }
-    }
-
-    pub fn nice(self) -> i32 {
-        match self {
-            Priority::Realtime => -20,
-            Priority::VeryHigh => -15,
-            Priority::High => -5,
-            Priority::Normal => 0,
-            Priority::Low => 5,
-            Priority::VeryLow => 19,
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "ProcessPriority '{s}' is not a priority; use one of: realtime, very high, high, normal, low, very low"
-            ))
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accelerator {
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-impl Accelerator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accelerator::Auto => "auto",
-            Accelerator::Kvm => "kvm",
-            Accelerator::Tcg => "tcg",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Accelerator::Auto),
-            "kvm" => Ok(Accelerator::Kvm),
-            "tcg" => Ok(Accelerator::Tcg),
-            _ => Err(Error::InvalidArgument(format!(
-                "Accelerator '{s}' is not known; use auto (KVM where /dev/kvm is usable, else TCG), kvm or tcg"
-            ))),
-        }
-    }
-}
-
-/// Everything a client may set, as stored in `vm.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Settings {
-    pub name: String,
-    pub qemu_path: String,
-    pub ram: u32,
-    pub hda_disk_image: String,
-    pub hdb_disk_image: String,
-    pub adapters: u32,
-    pub adapter_type: String,
-    pub mac_address: String,
-    pub kernel_image: String,
-    pub initrd: String,
-    pub kernel_command_line: String,
-    pub options: String,
-    pub cpu_throttling: u32,
-    pub process_priority: Priority,
-    pub console_port: u16,
-    pub monitor_port: u16,
-    pub legacy_networking: bool,
-    pub accelerator: Accelerator,
-}
-
-/// One requested change, carrying the value as the client sent it. Checked by [`apply`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Setting {
-    Name(String),
-    QemuPath(String),
-    Ram(u32),
-    HdaDiskImage(String),
-    HdbDiskImage(String),
-    Adapters(u32),
-    AdapterType(String),
-    MacAddress(String),
-    KernelImage(String),
-    Initrd(String),
-    KernelCommandLine(String),
-    Options(String),
-    CpuThrottling(u32),
-    ProcessPriority(String),
-    ConsolePort(u16),
-    MonitorPort(u16),
-    LegacyNetworking(bool),
-    Accelerator(String),
-}
-
-impl Setting {
-    /// The D-Bus property name of the setting.
-    pub fn key(&self) -> &'static str {
-        match self {
-            Setting::Name(_) => "Name",
-            Setting::QemuPath(_) => "QemuPath",
-            Setting::Ram(_) => "Ram",
-            Setting::HdaDiskImage(_) => "HdaDiskImage",
-            Setting::HdbDiskImage(_) => "HdbDiskImage",
-            Setting::Adapters(_) => "Adapters",
-            Setting::AdapterType(_) => "AdapterType",
-            Setting::MacAddress(_) => "MacAddress",
-            Setting::KernelImage(_) => "KernelImage",
-            Setting::Initrd(_) => "Initrd",
-            Setting::KernelCommandLine(_) => "KernelCommandLine",
-            Setting::Options(_) => "Options",
-            Setting::CpuThrottling(_) => "CpuThrottling",
-            Setting::ProcessPriority(_) => "ProcessPriority",
-            Setting::ConsolePort(_) => "ConsolePort",
-            Setting::MonitorPort(_) => "MonitorPort",
-            Setting::LegacyNetworking(_) => "LegacyNetworking",
-            Setting::Accelerator(_) => "Accelerator",
-        }
-    }
-}
-
-/// The first setting that differs between `old` and `new` and cannot change under a running
-/// QEMU: the process holds the ports and the disk overlays, and the adapters are its PCI
-/// devices. Everything else is stored and used at the next start.
-pub fn needs_stopped_vm(old: &Settings, new: &Settings) -> Option<&'static str> {
-    [
-        ("HdaDiskImage", old.hda_disk_image != new.hda_disk_image),
-        ("HdbDiskImage", old.hdb_disk_image != new.hdb_disk_image),
-        ("Adapters", old.adapters != new.adapters),
-        ("ConsolePort", old.console_port != new.console_port),
-        ("MonitorPort", old.monitor_port != new.monitor_port),
-    ]
-    .into_iter()
-    .find_map(|(key, differs)| differs.then_some(key))
-}
 
 /// Facts about the host and the daemon's configuration that the checks need.
 #[derive(Clone, Debug)]
@@ -208,7 +36,7 @@ pub struct Limits {
 pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result<Settings> {
     let mut next = current.clone();
     for change in changes {
-        apply_one(&mut next, change, limits)?;
+        apply_one(&mut next, change.clone(), limits)?;
     }
     options::check(
         &next.options,
@@ -225,50 +53,105 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
     Ok(next)
 }
 
-fn apply_one(s: &mut Settings, change: &Setting, limits: &Limits) -> Result<()> {
-    match change {
-        Setting::Name(v) => s.name = check_name(v)?,
-        Setting::QemuPath(v) => s.qemu_path = resolve_qemu_path(v)?,
-        Setting::Ram(v) => s.ram = check_ram(*v, limits.host_ram_mib)?,
-        Setting::HdaDiskImage(v) => s.hda_disk_image = check_file("HdaDiskImage", v)?,
-        Setting::HdbDiskImage(v) => s.hdb_disk_image = check_file("HdbDiskImage", v)?,
-        Setting::KernelImage(v) => s.kernel_image = check_file("KernelImage", v)?,
-        Setting::Initrd(v) => s.initrd = check_file("Initrd", v)?,
-        Setting::Adapters(v) => {
-            if *v > MAX_ADAPTERS {
-                return Err(Error::InvalidArgument(format!(
-                    "Adapters {v} is too many; a VM has 0 to {MAX_ADAPTERS} adapters"
-                )));
-            }
-            s.adapters = *v;
-        }
-        Setting::AdapterType(v) => s.adapter_type = super::network::check_adapter_type(v)?,
-        Setting::MacAddress(v) => s.mac_address = super::network::normalize_mac(v)?,
-        Setting::KernelCommandLine(v) => {
-            check_len("KernelCommandLine", v, MAX_KERNEL_COMMAND_LINE)?;
-            s.kernel_command_line = v.clone();
-        }
-        Setting::Options(v) => {
-            check_len("Options", v, MAX_OPTIONS)?;
-            s.options = v.clone();
-        }
-        Setting::CpuThrottling(v) => {
-            let max = 100 * limits.host_cpus;
-            if *v > max {
-                return Err(Error::InvalidArgument(format!(
-                    "CpuThrottling {v} is above {max}: it is a percentage of one CPU (0 = off), up to 100 × the {} CPUs of this host",
-                    limits.host_cpus
-                )));
-            }
-            s.cpu_throttling = *v;
-        }
-        Setting::ProcessPriority(v) => s.process_priority = Priority::parse(v)?,
-        Setting::ConsolePort(v) => s.console_port = check_port("ConsolePort", *v, limits)?,
-        Setting::MonitorPort(v) => s.monitor_port = check_port("MonitorPort", *v, limits)?,
-        Setting::LegacyNetworking(v) => s.legacy_networking = *v,
-        Setting::Accelerator(v) => s.accelerator = Accelerator::parse(v)?,
+/// The settings that cannot change under a running QEMU, the first of them that differs.
+pub fn needs_stopped_vm(old: &Settings, new: &Settings) -> Option<&'static str> {
+    old.differing(new)
+        .into_iter()
+        .find(|row| row.when == When::Stopped)
+        .map(|row| row.key)
+}
+
+/// Whether a change between `old` and `new` is to be applied to a running QEMU at once.
+pub fn applies_live(old: &Settings, new: &Settings) -> bool {
+    old.differing(new).iter().any(|row| row.when == When::Live)
+}
+
+impl Check for Limits {
+    type Error = Error;
+
+    fn name(&self, v: String) -> Result<String> {
+        check_name(&v)
     }
-    Ok(())
+    fn qemu_path(&self, v: String) -> Result<String> {
+        resolve_qemu_path(&v)
+    }
+    fn ram(&self, v: u32) -> Result<u32> {
+        check_ram(v, self.host_ram_mib)
+    }
+    fn hda_disk_image(&self, v: String) -> Result<String> {
+        check_file("HdaDiskImage", &v)
+    }
+    fn hdb_disk_image(&self, v: String) -> Result<String> {
+        check_file("HdbDiskImage", &v)
+    }
+    fn adapters(&self, v: u32) -> Result<u32> {
+        if v > MAX_ADAPTERS {
+            return Err(Error::InvalidArgument(format!(
+                "Adapters {v} is too many; a VM has 0 to {MAX_ADAPTERS} adapters"
+            )));
+        }
+        Ok(v)
+    }
+    fn adapter_type(&self, v: String) -> Result<String> {
+        super::network::check_adapter_type(&v)
+    }
+    fn mac_address(&self, v: String) -> Result<String> {
+        super::network::normalize_mac(&v)
+    }
+    fn kernel_image(&self, v: String) -> Result<String> {
+        check_file("KernelImage", &v)
+    }
+    fn initrd(&self, v: String) -> Result<String> {
+        check_file("Initrd", &v)
+    }
+    fn kernel_command_line(&self, v: String) -> Result<String> {
+        check_len("KernelCommandLine", &v, MAX_KERNEL_COMMAND_LINE)?;
+        Ok(v)
+    }
+    fn options(&self, v: String) -> Result<String> {
+        check_len("Options", &v, MAX_OPTIONS)?;
+        Ok(v)
+    }
+    fn cpu_throttling(&self, v: u32) -> Result<u32> {
+        let max = 100 * self.host_cpus;
+        if v > max {
+            return Err(Error::InvalidArgument(format!(
+                "CpuThrottling {v} is above {max}: it is a percentage of one CPU (0 = off), up to 100 × the {} CPUs of this host",
+                self.host_cpus
+            )));
+        }
+        Ok(v)
+    }
+    fn process_priority(&self, v: String) -> Result<Priority> {
+        Priority::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "ProcessPriority '{}' is not a priority; use one of: {}",
+                shown(&v),
+                names(Priority::ALL.iter().map(|p| p.as_str()))
+            ))
+        })
+    }
+    fn console_port(&self, v: u16) -> Result<u16> {
+        check_port("ConsolePort", v, self)
+    }
+    fn monitor_port(&self, v: u16) -> Result<u16> {
+        check_port("MonitorPort", v, self)
+    }
+    fn legacy_networking(&self, v: bool) -> Result<bool> {
+        Ok(v)
+    }
+    fn accelerator(&self, v: String) -> Result<Accelerator> {
+        Accelerator::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "Accelerator '{}' is not known; use auto (KVM where /dev/kvm is usable, else TCG), kvm or tcg",
+                shown(&v)
+            ))
+        })
+    }
+}
+
+fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
+    all.collect::<Vec<_>>().join(", ")
 }
 
 fn check_len(key: &str, v: &str, max: usize) -> Result<()> {
@@ -279,16 +162,6 @@ fn check_len(key: &str, v: &str, max: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Shows a value in an error message without flooding it: long values are cut.
-pub fn shown(v: &str) -> String {
-    const MAX: usize = 80;
-    if v.chars().count() <= MAX {
-        return v.to_string();
-    }
-    let cut: String = v.chars().take(MAX).collect();
-    format!("{cut}… ({} bytes)", v.len())
 }
 
 pub fn check_name(v: &str) -> Result<String> {
@@ -466,22 +339,10 @@ mod tests {
         Settings {
             name: "r1".into(),
             qemu_path: "/usr/bin/qemu-system-x86_64".into(),
-            ram: DEFAULT_RAM_MIB,
-            hda_disk_image: String::new(),
-            hdb_disk_image: String::new(),
-            adapters: 1,
-            adapter_type: DEFAULT_ADAPTER_TYPE.into(),
             mac_address: "52:54:00:12:34:00".into(),
-            kernel_image: String::new(),
-            initrd: String::new(),
-            kernel_command_line: String::new(),
-            options: String::new(),
-            cpu_throttling: 0,
-            process_priority: Priority::Low,
             console_port: 5000,
             monitor_port: 5001,
-            legacy_networking: false,
-            accelerator: Accelerator::Auto,
+            ..Settings::default()
         }
     }
 

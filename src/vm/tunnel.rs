@@ -6,39 +6,20 @@
 //! QEMU over QMP, so the port check and the bind are one act and IPv6 works (QEMU's own
 //! address parsing is IPv4 only). The older `socket` backend gets addresses, and QEMU binds.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use super::binary::Capabilities;
+use super::error::shown;
 use super::error::{Error, Result};
-use super::settings::shown;
+pub use crate::model::Tunnel;
 
 /// How long a remote host name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HOST: usize = 253;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Tunnel {
-    pub adapter: u32,
-    pub local_port: u16,
-    pub remote_host: String,
-    pub remote_port: u16,
-}
-
 impl Tunnel {
-    /// As the `Tunnels` property shows it.
-    pub fn as_tuple(&self) -> (u32, u16, String, u16) {
-        (
-            self.adapter,
-            self.local_port,
-            self.remote_host.clone(),
-            self.remote_port,
-        )
-    }
-
     /// Everything that can be checked without the network.
     pub fn check(&self, vm: &str, adapters: u32) -> Result<()> {
         check_adapter(vm, self.adapter, adapters)?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use zbus::{OwnedVariant, Variant};
 
-use gns3_qemud::store::Record;
+use gns3_qemud::model::Record;
 
 use super::{error_name, qemu_pids_under, ManagerProxy};
 

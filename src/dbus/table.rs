@@ -1,0 +1,74 @@
+//! Properties an interface keeps in a table rather than in the macro's getters and setters:
+//! the VM's settings, one row each (`model/settings.rs`). [`Checked`](super::checked::Checked)
+//! serves them.
+//!
+//! A generated property setter emits PropertiesChanged itself once it returns, beside the one
+//! that the task mirroring the VM's view (`vm::mirror`) emits for every change, all changed
+//! properties in one. A row has no generated setter: its Set goes to the core, and the
+//! mirror's signal is the only one.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
+
+use zbus::message::Header;
+use zbus::object_server::{introspect_doc_comment, Interface, SignalEmitter};
+use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
+
+use crate::model::table::Row;
+
+/// A Set answered by the core: its reply.
+pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> + Send + 'a>>;
+
+/// Properties an interface serves from a table (the VM's settings, `model/settings.rs`)
+/// rather than through the macro: their introspection data, Get, GetAll and Set all come from
+/// the rows.
+pub trait Table {
+    const ROWS: &'static [Row] = &[];
+
+    /// The value of row `name`.
+    fn get_row(&self, name: &str) -> Option<OwnedVariant> {
+        let _ = name;
+        None
+    }
+
+    /// The Set of row `name` to `value`.
+    fn set_row<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
+        let _ = (name, value);
+        None
+    }
+}
+
+/// Every property of `inner`, the macro's and the table's: GetAll's answer.
+pub async fn get_all<I: Interface + Table>(
+    inner: &I,
+    server: &ObjectServer,
+    connection: &Connection,
+    header: Option<&Header<'_>>,
+    emitter: &SignalEmitter<'_>,
+) -> fdo::Result<HashMap<String, OwnedVariant>> {
+    let mut all = inner.get_all(server, connection, header, emitter).await?;
+    for row in I::ROWS {
+        if let Some(value) = inner.get_row(row.key) {
+            all.insert(row.key.to_string(), value);
+        }
+    }
+    Ok(all)
+}
+
+pub fn row<I: Table>(name: &str) -> Option<&'static Row> {
+    I::ROWS.iter().find(|row| row.key == name)
+}
+
+/// The rows as introspection data: a `<property>` each, after its documentation.
+pub fn introspect<I: Table>(writer: &mut dyn Write, indent: usize) {
+    for row in I::ROWS {
+        introspect_doc_comment(writer, indent, row.doc.trim_end());
+        let _ = writeln!(
+            writer,
+            r#"{:indent$}<property name="{}" type="{}" access="readwrite"/>"#,
+            "", row.key, row.signature
+        );
+    }
+}

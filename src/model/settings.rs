@@ -1,0 +1,216 @@
+//! A VM's settings, one row each: its D-Bus name, field, stored type, default, and what a
+//! change does to a running VM. The doc comment of a row is its property's documentation.
+//!
+//! A new plain setting is one row here, its check (`impl Check` in `vm/settings.rs`; the
+//! compiler asks for it), its property in `dbus/org.gns3.Qemu.VM.xml`, and the code that
+//! uses it. Everything else (the record field, the change clients send, the writable
+//! property, its parser and introspection) comes from the row.
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{settings, Stored};
+
+pub const DEFAULT_RAM_MIB: u32 = 256;
+pub const DEFAULT_ADAPTER_TYPE: &str = "e1000";
+
+settings! {
+    /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.
+    Name name: String = String::new(), NextStart;
+    /// The QEMU binary, stored as an absolute path (a bare name is looked up in PATH).
+    QemuPath qemu_path: String = String::new(), NextStart;
+    /// Guest RAM in MiB (default 256), at most the host's memory.
+    Ram ram: u32 = DEFAULT_RAM_MIB, NextStart;
+    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
+    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone.
+    HdaDiskImage hda_disk_image: String = String::new(), Stopped;
+    /// Base image of the second disk (a linked clone too); empty for none.
+    HdbDiskImage hdb_disk_image: String = String::new(), Stopped;
+    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
+    /// an adapter that has a tunnel.
+    Adapters adapters: u32 = 1, Stopped;
+    /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
+    /// -device help (e1000, virtio-net-pci, rtl8139, …).
+    AdapterType adapter_type: String = DEFAULT_ADAPTER_TYPE.into(), NextStart;
+    /// Base MAC address: adapter n gets base + n. The default comes from the id, so it is
+    /// the same at every start.
+    MacAddress mac_address: String = String::new(), NextStart;
+    /// Linux kernel to boot directly (-kernel); empty for none.
+    KernelImage kernel_image: String = String::new(), NextStart;
+    /// Initial ramdisk for KernelImage (-initrd); empty for none.
+    Initrd initrd: String = String::new(), NextStart;
+    /// Kernel command line for KernelImage (-append).
+    KernelCommandLine kernel_command_line: String = String::new(), NextStart;
+    /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
+    /// -pidfile, -daemonize, -S, and -serial/-monitor while a console/monitor port is set)
+    /// are refused.
+    Options options: String = String::new(), NextStart;
+    /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
+    CpuThrottling cpu_throttling: u32 = 0, Live;
+    /// realtime, very high, high, normal, low (default) or very low: nice -20, -15, -5, 0,
+    /// 5, 19 for every QEMU thread.
+    ProcessPriority process_priority: Priority = Priority::Low, Live;
+    /// TCP port of the serial console (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    ConsolePort console_port: u16 = 0, Stopped;
+    /// TCP port of the QEMU human monitor (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    MonitorPort monitor_port: u16 = 0, Stopped;
+    /// Use the older `socket` netdev for UDP tunnels (IPv4 only) even where the binary has
+    /// `dgram`. Binaries without `dgram` (before QEMU 7.2) always get `socket`. Applies to
+    /// tunnels attached from then on.
+    LegacyNetworking legacy_networking: bool = false, NextStart;
+    /// auto (KVM where /dev/kvm is usable, else TCG), kvm, or tcg.
+    Accelerator accelerator: Accelerator = Accelerator::Auto, NextStart;
+}
+
+/// A setting stored as one of a few names.
+macro_rules! named {
+    ($(#[$attr:meta])* $ty:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+        $(#[$attr])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $ty {
+            $( #[serde(rename = $name)] $variant, )+
+        }
+
+        impl $ty {
+            pub const ALL: &[$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $( $ty::$variant => $name, )+ }
+            }
+
+            pub fn from_name(name: &str) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == name)
+            }
+        }
+
+        impl Stored for $ty {
+            type Wire = String;
+            fn to_wire(&self) -> String {
+                self.as_str().to_string()
+            }
+        }
+    };
+}
+
+named!(
+    /// Process priority, as the seed named the levels.
+    Priority {
+        Realtime = "realtime",
+        VeryHigh = "very high",
+        High = "high",
+        Normal = "normal",
+        Low = "low",
+        VeryLow = "very low",
+    }
+);
+
+impl Priority {
+    pub fn nice(self) -> i32 {
+        match self {
+            Priority::Realtime => -20,
+            Priority::VeryHigh => -15,
+            Priority::High => -5,
+            Priority::Normal => 0,
+            Priority::Low => 5,
+            Priority::VeryLow => 19,
+        }
+    }
+}
+
+named!(Accelerator {
+    Auto = "auto",
+    Kvm = "kvm",
+    Tcg = "tcg",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::{Unfit, Value, When};
+    use super::*;
+
+    #[test]
+    fn the_record_names_each_field_as_its_row() {
+        let json = serde_json::to_value(Settings::default()).unwrap();
+        let mut stored: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut rows: Vec<&str> = ROWS.iter().map(|r| r.key).collect();
+        stored.sort();
+        rows.sort();
+        assert_eq!(stored, rows);
+    }
+
+    #[test]
+    fn a_record_from_before_a_setting_reads_its_default() {
+        let s: Settings = serde_json::from_str(r#"{"Name": "r1", "Ram": 512}"#).unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                name: "r1".into(),
+                ram: 512,
+                ..Settings::default()
+            }
+        );
+        assert!(serde_json::from_str::<Settings>(r#"{"Rma": 1}"#).is_err());
+    }
+
+    #[test]
+    fn every_row_goes_to_its_value_and_back() {
+        let s = Settings::default();
+        for row in ROWS {
+            let value = s.get(row.key).unwrap();
+            assert_eq!(value.signature(), row.signature, "{}", row.key);
+            let change = Setting::from_value(row.key, value).unwrap();
+            assert_eq!(change.key(), row.key);
+        }
+        assert_eq!(s.get("Nope"), None);
+        assert_eq!(s.get("ProcessPriority"), Some(Value::Str("low".into())));
+    }
+
+    #[test]
+    fn a_value_of_another_type_or_name_is_unfit() {
+        assert_eq!(
+            Setting::from_value("Ram", Value::Str("1".into())),
+            Err(Unfit::Type("u"))
+        );
+        assert_eq!(
+            Setting::from_value("ConsolePort", Value::U32(1)),
+            Err(Unfit::Type("q"))
+        );
+        assert_eq!(
+            Setting::from_value("Rma", Value::U32(1)),
+            Err(Unfit::Unknown)
+        );
+    }
+
+    #[test]
+    fn differing_names_the_rows_that_changed() {
+        let old = Settings::default();
+        let new = Settings {
+            ram: 1,
+            console_port: 5000,
+            ..old.clone()
+        };
+        let keys: Vec<(&str, When)> = old
+            .differing(&new)
+            .iter()
+            .map(|r| (r.key, r.when))
+            .collect();
+        assert_eq!(
+            keys,
+            [("Ram", When::NextStart), ("ConsolePort", When::Stopped)]
+        );
+        assert!(old.differing(&old).is_empty());
+    }
+
+    #[test]
+    fn named_settings_read_their_names() {
+        assert_eq!(Priority::from_name("very low"), Some(Priority::VeryLow));
+        assert_eq!(Priority::from_name("urgent"), None);
+        assert_eq!(Accelerator::from_name("kvm"), Some(Accelerator::Kvm));
+        let nice: Vec<i32> = Priority::ALL.iter().map(|p| p.nice()).collect();
+        assert_eq!(nice, [-20, -15, -5, 0, 5, 19]);
+    }
+}
