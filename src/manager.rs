@@ -44,7 +44,7 @@ impl Manager {
                     continue;
                 }
             };
-            manager.adopt(record).await;
+            manager.restore(record).await;
         }
         let store = &manager.ctx.store;
         adopt::end_orphans(
@@ -56,7 +56,9 @@ impl Manager {
         Ok(manager)
     }
 
-    async fn adopt(&self, record: Record) {
+    /// Takes back one VM found on disk: its name and ports, and an actor, which finds its
+    /// QEMU again if that still runs.
+    async fn restore(&self, record: Record) {
         let s = &record.settings;
         {
             let mut names = lock(&self.ctx.names);
@@ -120,11 +122,7 @@ impl Manager {
             .binaries
             .check_nic_model(&s.qemu_path, &s.adapter_type)
             .await?;
-        let mut claims = Claims::default();
-        if let Err(e) = self.claim(&mut claims, &id, &mut s, &changes) {
-            claims.undo(&self.ctx);
-            return Err(e);
-        }
+        let claims = self.claim(&id, &mut s, &changes)?;
         let record = Record {
             id: id.clone(),
             project,
@@ -133,26 +131,18 @@ impl Manager {
             exit_status: 0,
             last_error: String::new(),
         };
-        let checked = options::check(
+        // The allocated ports are known only now.
+        options::check(
             &record.settings.options,
             record.settings.console_port != 0,
             record.settings.monitor_port != 0,
-        );
-        let stored = match checked {
-            Ok(()) => {
-                let store = self.ctx.store.clone();
-                let r = record.clone();
-                tokio::task::spawn_blocking(move || store.create(&r))
-                    .await
-                    .map_err(|e| Error::Internal(format!("the create task failed: {e}")))
-                    .and_then(|r| r.map_err(Error::from))
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            claims.undo(&self.ctx);
-            return Err(e);
-        }
+        )?;
+        let store = self.ctx.store.clone();
+        let r = record.clone();
+        tokio::task::spawn_blocking(move || store.create(&r))
+            .await
+            .map_err(|e| Error::Internal(format!("the create task failed: {e}")))??;
+        claims.commit();
         tracing::info!(vm_id = %id, vm_name = %record.settings.name, "VM created");
         let handle = actor::spawn(self.ctx.clone(), record);
         lock(&self.vms).insert(id, handle.clone());
@@ -161,25 +151,20 @@ impl Manager {
 
     /// The new VM's name, and its ports: a requested one is honoured or refused, the
     /// others come from the range.
-    fn claim(
-        &self,
-        claims: &mut Claims,
-        id: &str,
-        s: &mut Settings,
-        changes: &[Setting],
-    ) -> Result<()> {
-        claims.name(&self.ctx, &s.name, id)?;
+    fn claim(&self, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
+        let mut claims = Claims::new(&self.ctx);
+        claims.name(&s.name, id)?;
         for (key, port) in [
             ("ConsolePort", &mut s.console_port),
             ("MonitorPort", &mut s.monitor_port),
         ] {
             if !changes.iter().any(|c| c.key() == key) {
-                *port = claims.allocate(&self.ctx, Pool::Console, id)?;
+                *port = claims.allocate(Pool::Console, id)?;
             } else if *port != 0 {
-                claims.reserve(&self.ctx, Pool::Console, *port, id)?;
+                claims.reserve(Pool::Console, *port, id)?;
             }
         }
-        Ok(())
+        Ok(claims)
     }
 
     pub fn get(&self, name_or_id: &str) -> Result<Handle> {
@@ -278,4 +263,89 @@ fn not_found(what: &str) -> Error {
         "no VM is named or has the id '{}'",
         crate::vm::error::shown(what)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::testing::context;
+
+    /// A manager on a fresh state directory. Its checks ask the real qemu-system-x86_64 what
+    /// it offers, as the daemon does; no guest is started.
+    async fn manager() -> (tempfile::TempDir, Manager) {
+        let (dir, ctx) = context();
+        let defaults = Defaults {
+            qemu_binary: "qemu-system-x86_64".into(),
+            accelerator: Accelerator::Tcg,
+        };
+        (dir, Manager::load(ctx, defaults).await.unwrap())
+    }
+
+    /// The console ports held, as offsets from the start of the range.
+    fn held(m: &Manager) -> Vec<u16> {
+        let ports = m.ctx.ports(Pool::Console);
+        let range = ports.range().clone();
+        range
+            .clone()
+            .filter(|p| ports.holder(*p).is_some())
+            .map(|p| p - range.start())
+            .collect()
+    }
+
+    fn first_port(m: &Manager) -> u16 {
+        *m.ctx.limits.console_ports.start()
+    }
+
+    fn names(m: &Manager) -> Vec<String> {
+        let mut names: Vec<String> = lock(&m.ctx.names).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_created_vm_holds_its_name_ports_and_record_until_deleted() {
+        let (dir, m) = manager().await;
+        let h = m
+            .create("r1", None, "lab", vec![Setting::Ram(128)])
+            .await
+            .unwrap();
+        let v = h.view();
+        assert_eq!((v.settings.ram, v.project.as_str()), (128, "lab"));
+        let first = first_port(&m);
+        assert_eq!(
+            (v.settings.console_port, v.settings.monitor_port),
+            (first, first + 1)
+        );
+        assert_eq!(m.get("r1").unwrap().view().id, v.id);
+        let record = dir.path().join("vms").join(&v.id).join("vm.json");
+        assert!(record.exists());
+        m.delete(&v.id).await.unwrap();
+        assert!(matches!(m.get("r1"), Err(Error::NotFound(_))));
+        assert!(names(&m).is_empty());
+        assert!(held(&m).is_empty());
+        assert!(!record.exists());
+    }
+
+    #[tokio::test]
+    async fn a_refused_create_takes_nothing() {
+        let (dir, m) = manager().await;
+        m.create("r1", None, "", Vec::new()).await.unwrap();
+        let refused = [
+            ("r1", Vec::new()),
+            // Refused once its ports are allocated: -serial takes the console's place.
+            ("r2", vec![Setting::Options("-serial stdio".into())]),
+            ("r3", vec![Setting::ConsolePort(first_port(&m))]),
+            ("r4", vec![Setting::Ram(0)]),
+        ];
+        for (name, changes) in refused {
+            let e = match m.create(name, None, "", changes.clone()).await {
+                Ok(_) => panic!("{name} {changes:?} was created"),
+                Err(e) => e,
+            };
+            assert_eq!(names(&m), ["r1"], "after {name}: {e:?}");
+            assert_eq!(held(&m), [0, 1], "after {name}: {e:?}");
+        }
+        let records = std::fs::read_dir(dir.path().join("vms")).unwrap().count();
+        assert_eq!(records, 1);
+    }
 }

@@ -1,91 +1,20 @@
 //! Finding a VM's QEMU again when the daemon starts. QEMU outlives the daemon (its own
 //! session; systemd's `KillMode=process`), and leaves in the VM's runtime dir the pid file
-//! it wrote (`-pidfile`) and the QMP socket the daemon bound for it.
+//! it wrote (`-pidfile`) and the QMP socket the daemon bound for it (`runtime.rs`).
 //!
 //! A pid in a pid file is only a guess: the QEMU may have died and its pid gone to another
 //! process. The process is held by pidfd first, then checked: its command line must carry
 //! this very pid file, and it must have started no later than the pid file was written. Only
 //! then is it adopted; anything else is left alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::process::Process;
 use super::qmp::{Event, Qmp};
-
-pub const PIDFILE: &str = "qemu.pid";
-pub const QMP_SOCKET: &str = "qmp.sock";
-const PENDING_PREFIX: &str = "pending-";
-
-/// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
-/// from just before the live change until the record is saved (or the change undone), so
-/// a daemon killed in between knows which parts of an adopted QEMU may differ from the
-/// record, and puts the record's version on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pending {
-    /// The tunnel of this adapter.
-    Tunnel(u32),
-    /// The priority and CPU limit.
-    Limits,
-}
-
-impl Pending {
-    fn file(self) -> String {
-        match self {
-            Pending::Tunnel(n) => format!("{PENDING_PREFIX}tunnel-{n}"),
-            Pending::Limits => format!("{PENDING_PREFIX}limits"),
-        }
-    }
-
-    fn parse(file: &str) -> Option<Pending> {
-        match file.strip_prefix(PENDING_PREFIX)? {
-            "limits" => Some(Pending::Limits),
-            rest => rest
-                .strip_prefix("tunnel-")?
-                .parse()
-                .ok()
-                .map(Pending::Tunnel),
-        }
-    }
-
-    /// Marks `self` as changing until the mark is dropped. The runtime dir is a tmpfs that
-    /// lives as long as the QEMU: no fsync.
-    pub fn mark(self, rt: &Path) -> std::io::Result<Mark> {
-        let path = rt.join(self.file());
-        std::fs::write(&path, b"")?;
-        Ok(Mark { path })
-    }
-
-    pub fn clear(self, rt: &Path) {
-        let _ = std::fs::remove_file(rt.join(self.file()));
-    }
-
-    /// The marks left in `rt`.
-    pub fn left(rt: &Path) -> Vec<Pending> {
-        let Ok(entries) = std::fs::read_dir(rt) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| Pending::parse(&e.file_name().to_string_lossy()))
-            .collect()
-    }
-}
-
-/// A [`Pending`] change under way; its mark goes when this is dropped, on every path out of
-/// the change.
-#[must_use]
-pub struct Mark {
-    path: PathBuf,
-}
-
-impl Drop for Mark {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
+use super::runtime::Runtime;
 
 /// A QEMU found running, held and connected.
 pub struct Found {
@@ -96,11 +25,11 @@ pub struct Found {
 
 /// What the runtime dir `rt` holds: None if no QEMU was left running there, the QEMU if it
 /// still runs, or why it is not there any more.
-pub async fn find(rt: &Path, timeout: Duration) -> Result<Option<Found>, String> {
-    let pidfile = rt.join(PIDFILE);
+pub async fn find(rt: &Runtime, timeout: Duration) -> Result<Option<Found>, String> {
+    let pidfile = rt.pidfile();
     let text = match std::fs::read_to_string(&pidfile) {
         Ok(t) => t,
-        Err(_) if !rt.join(QMP_SOCKET).exists() => return Ok(None),
+        Err(_) if !rt.qmp_socket().exists() => return Ok(None),
         Err(_) => {
             // The socket is bound before QEMU is spawned, and QEMU writes its pid file
             // soon after: the previous daemon died in between, inside a Start.
@@ -129,7 +58,7 @@ pub async fn find(rt: &Path, timeout: Duration) -> Result<Option<Found>, String>
     }
     let (events_tx, events) = mpsc::unbounded_channel();
     let connect = async {
-        let stream = UnixStream::connect(rt.join(QMP_SOCKET))
+        let stream = UnixStream::connect(rt.qmp_socket())
             .await
             .map_err(super::qmp::Error::Io)?;
         Qmp::handshake(stream, events_tx, timeout).await
@@ -161,13 +90,14 @@ pub async fn end_orphans(runtime_dir: &Path, exists: impl Fn(&str) -> bool, time
         if !e.path().is_dir() || exists(&id) {
             continue;
         }
-        if let Ok(Some(mut found)) = find(&e.path(), timeout).await {
+        let rt = Runtime::new(e.path());
+        if let Ok(Some(mut found)) = find(&rt, timeout).await {
             let pid = found.process.pid();
             tracing::info!(vm_id = %id, pid, "ending the QEMU of a deleted VM");
             let _ = found.process.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = tokio::time::timeout(timeout, found.process.exited()).await;
         }
-        let _ = std::fs::remove_dir_all(e.path());
+        rt.clean();
     }
 }
 
@@ -220,31 +150,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_marks_are_found_again() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(Pending::left(dir.path()).is_empty());
-        let marks: Vec<Mark> = [Pending::Tunnel(0), Pending::Tunnel(31), Pending::Limits]
-            .into_iter()
-            .map(|p| p.mark(dir.path()).unwrap())
-            .collect();
-        std::fs::write(dir.path().join(PIDFILE), b"1\n").unwrap();
-        std::fs::write(dir.path().join("pending-tunnel-x"), b"").unwrap();
-        let mut left = Pending::left(dir.path());
-        left.sort_by_key(|p| format!("{p:?}"));
-        assert_eq!(
-            left,
-            [Pending::Limits, Pending::Tunnel(0), Pending::Tunnel(31)]
-        );
-        Pending::Tunnel(0).clear(dir.path());
-        assert_eq!(Pending::left(dir.path()).len(), 2);
-        drop(marks);
-        assert!(Pending::left(dir.path()).is_empty());
-    }
-
-    #[test]
     fn a_process_is_the_qemu_only_with_the_pidfile_on_its_command_line_and_started_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join(PIDFILE);
+        let pidfile = dir.path().join("qemu.pid");
         // sh takes `-pidfile <path>` as $0 and $1, so they are on its command line.
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30; :", "-pidfile"])

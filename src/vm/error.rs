@@ -59,3 +59,14 @@ pub fn shown(v: &str) -> String {
     let cut: String = v.chars().take(MAX).collect();
     format!("{cut}… ({} bytes)", v.len())
 }
+
+/// Refuses a value of more than `max` bytes.
+pub fn check_len(key: &str, v: &str, max: usize) -> Result<()> {
+    if v.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{key} is {} bytes long; at most {max} are allowed",
+            v.len()
+        )));
+    }
+    Ok(())
+}

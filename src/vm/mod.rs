@@ -11,8 +11,11 @@ pub mod disks;
 pub mod error;
 pub mod network;
 pub mod options;
+pub mod paths;
 pub mod process;
+pub mod qemu;
 pub mod qmp;
+pub mod runtime;
 pub mod settings;
 pub mod state;
 pub mod tunnel;
@@ -154,5 +157,46 @@ impl Handle {
     }
     pub async fn read_log(&self) -> Result<String> {
         self.call(Command::ReadLog).await
+    }
+}
+
+/// A [`Context`] for unit tests: a store in a temporary directory, no supervisor, and port
+/// ranges on the loopback of their own (100 console ports from 45000, 100 UDP ports from
+/// 55000, a hundred further on for each context), so tests running at once never probe
+/// each other's ports.
+#[cfg(test)]
+pub mod testing {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::Context;
+    use crate::ports::{Ports, Protocol};
+    use crate::privilege::Privilege;
+    use crate::store::Store;
+
+    pub fn context() -> (tempfile::TempDir, Arc<Context>) {
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 90;
+        let console = 45000 + 100 * n..=45099 + 100 * n;
+        let udp = 55000 + 100 * n..=55099 + 100 * n;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context {
+            store: Store::open(dir.path()).unwrap(),
+            runtime_dir: dir.path().join("run"),
+            console_host: "127.0.0.1".into(),
+            udp_host: "127.0.0.1".parse().unwrap(),
+            limits: super::settings::Limits {
+                host_ram_mib: 4096,
+                host_cpus: 2,
+                console_ports: console.clone(),
+            },
+            binaries: Default::default(),
+            console_ports: Mutex::new(Ports::new(Protocol::Tcp, "127.0.0.1", console)),
+            udp_ports: Mutex::new(Ports::new(Protocol::Udp, "127.0.0.1", udp)),
+            names: Mutex::new(HashMap::new()),
+            privilege: Privilege::new(None),
+        };
+        (dir, Arc::new(ctx))
     }
 }

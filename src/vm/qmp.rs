@@ -84,11 +84,12 @@ pub fn parse(line: &[u8]) -> Result<Message> {
     ))
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value>>>>>;
+/// The replies still awaited, by command id.
+type Awaited = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value>>>>>;
 
 pub struct Qmp {
     writer: OwnedWriteHalf,
-    pending: Pending,
+    awaited: Awaited,
     next_id: u64,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -117,11 +118,11 @@ impl Qmp {
                 "the first message is not a QMP greeting".into(),
             ));
         }
-        let pending: Pending = Arc::default();
-        let reader = tokio::spawn(read_loop(read, pending.clone(), events));
+        let awaited: Awaited = Arc::default();
+        let reader = tokio::spawn(read_loop(read, awaited.clone(), events));
         let mut qmp = Qmp {
             writer,
-            pending,
+            awaited,
             next_id: 1,
             reader,
         };
@@ -159,7 +160,7 @@ impl Qmp {
         let id = self.next_id;
         self.next_id += 1;
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        lock(&self.awaited).insert(id, tx);
         let mut msg = json!({ "execute": command, "id": id });
         if let Some(args) = arguments {
             msg["arguments"] = args;
@@ -170,11 +171,11 @@ impl Qmp {
         let answer = match sent {
             Ok(Ok(())) => tokio::time::timeout(timeout, rx).await,
             Ok(Err(e)) => {
-                lock(&self.pending).remove(&id);
+                lock(&self.awaited).remove(&id);
                 return Err(Error::Io(e));
             }
             Err(_) => {
-                lock(&self.pending).remove(&id);
+                lock(&self.awaited).remove(&id);
                 return Err(Error::Timeout(format!("'{command}'")));
             }
         };
@@ -182,7 +183,7 @@ impl Qmp {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => {
-                lock(&self.pending).remove(&id);
+                lock(&self.awaited).remove(&id);
                 Err(Error::Timeout(format!("'{command}'")))
             }
         }
@@ -241,7 +242,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Vec<
 
 async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     mut read: R,
-    pending: Pending,
+    awaited: Awaited,
     events: mpsc::UnboundedSender<Event>,
 ) {
     loop {
@@ -266,12 +267,12 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
                 continue;
             }
         };
-        if let Some(tx) = id.and_then(|id| lock(&pending).remove(&id)) {
+        if let Some(tx) = id.and_then(|id| lock(&awaited).remove(&id)) {
             let _ = tx.send(result);
         }
     }
     // Dropping the senders wakes every caller still waiting with `Closed`.
-    lock(&pending).clear();
+    lock(&awaited).clear();
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The states a VM goes through, and the one function that says which moves are legal.
+//! The states a VM goes through, which moves between them are legal, and which operation a
+//! VM takes in which state: each decided by one function, with a test of every pair.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -60,6 +61,81 @@ impl State {
     }
 }
 
+/// What a client asks of a VM, as far as its state matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Stop,
+    Suspend,
+    Resume,
+    Reload,
+    Delete,
+    /// Add, replace or remove a UDP tunnel.
+    Rewire,
+    /// Change settings a running QEMU takes or ignores until its next start.
+    Configure,
+    /// Change a setting a running QEMU holds (`When::Stopped` in the settings table).
+    ConfigureStopped,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Start,
+        Op::Stop,
+        Op::Suspend,
+        Op::Resume,
+        Op::Reload,
+        Op::Delete,
+        Op::Rewire,
+        Op::Configure,
+        Op::ConfigureStopped,
+    ];
+}
+
+/// What a VM in a state does with an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Do it.
+    Go,
+    /// It is already so: succeed without doing anything.
+    Done,
+    /// Do this other operation instead (Start of a paused VM resumes it).
+    Instead(Op),
+    /// Refused while a start or a stop is under way: try again once it is done.
+    Busy,
+    /// Refused: the VM's QEMU does not run.
+    NotRunning,
+    /// Refused: the VM's QEMU runs and holds what would change.
+    Holds,
+}
+
+/// The only place that decides which operation a VM takes in which state.
+pub fn verdict(state: State, op: Op) -> Verdict {
+    use Op::*;
+    use State::*;
+    use Verdict::*;
+    match (op, state) {
+        (Start, Stopped) => Go,
+        (Start, Running) => Done,
+        (Start, Paused) => Instead(Resume),
+        (Stop, Running | Paused) => Go,
+        (Stop, Stopped) => Done,
+        (Suspend, Running) | (Resume, Paused) => Go,
+        (Suspend, Paused) | (Resume, Running) => Done,
+        (Suspend | Resume, Stopped) => NotRunning,
+        (Reload, Running | Paused) => Go,
+        (Reload, Stopped) => NotRunning,
+        (Delete | Rewire, Stopped | Running | Paused) => Go,
+        (Configure, _) | (ConfigureStopped, Stopped) => Go,
+        (ConfigureStopped, Running | Paused) => Holds,
+        // A QEMU being started or stopped answers nothing else until that is over (a Stop
+        // that timed out leaves the VM Stopping), and holds what it was started with.
+        (Suspend | Resume | Reload, Starting | Stopping) => NotRunning,
+        (ConfigureStopped, Starting | Stopping) => Holds,
+        (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -111,6 +187,70 @@ mod tests {
                 assert!(
                     covered.contains(&(a, b)),
                     "pair {a} -> {b} missing from the table"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_in_every_state() {
+        use super::{verdict, Op, Verdict::*};
+        // (state, operation, verdict): all 45 pairs, written out as the contract has them.
+        let table = [
+            (Stopped, Op::Start, Go),
+            (Starting, Op::Start, Busy),
+            (Running, Op::Start, Done),
+            (Paused, Op::Start, Instead(Op::Resume)),
+            (Stopping, Op::Start, Busy),
+            (Stopped, Op::Stop, Done),
+            (Starting, Op::Stop, Busy),
+            (Running, Op::Stop, Go),
+            (Paused, Op::Stop, Go),
+            (Stopping, Op::Stop, Busy),
+            (Stopped, Op::Suspend, NotRunning),
+            (Starting, Op::Suspend, NotRunning),
+            (Running, Op::Suspend, Go),
+            (Paused, Op::Suspend, Done),
+            (Stopping, Op::Suspend, NotRunning),
+            (Stopped, Op::Resume, NotRunning),
+            (Starting, Op::Resume, NotRunning),
+            (Running, Op::Resume, Done),
+            (Paused, Op::Resume, Go),
+            (Stopping, Op::Resume, NotRunning),
+            (Stopped, Op::Reload, NotRunning),
+            (Starting, Op::Reload, NotRunning),
+            (Running, Op::Reload, Go),
+            (Paused, Op::Reload, Go),
+            (Stopping, Op::Reload, NotRunning),
+            (Stopped, Op::Delete, Go),
+            (Starting, Op::Delete, Busy),
+            (Running, Op::Delete, Go),
+            (Paused, Op::Delete, Go),
+            (Stopping, Op::Delete, Busy),
+            (Stopped, Op::Rewire, Go),
+            (Starting, Op::Rewire, Busy),
+            (Running, Op::Rewire, Go),
+            (Paused, Op::Rewire, Go),
+            (Stopping, Op::Rewire, Busy),
+            (Stopped, Op::Configure, Go),
+            (Starting, Op::Configure, Go),
+            (Running, Op::Configure, Go),
+            (Paused, Op::Configure, Go),
+            (Stopping, Op::Configure, Go),
+            (Stopped, Op::ConfigureStopped, Go),
+            (Starting, Op::ConfigureStopped, Holds),
+            (Running, Op::ConfigureStopped, Holds),
+            (Paused, Op::ConfigureStopped, Holds),
+            (Stopping, Op::ConfigureStopped, Holds),
+        ];
+        for (state, op, want) in table {
+            assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");
+        }
+        for state in State::ALL {
+            for op in Op::ALL {
+                assert!(
+                    table.iter().any(|(s, o, _)| (*s, *o) == (state, op)),
+                    "{op:?} on a {state} VM is missing from the table"
                 );
             }
         }

@@ -1,0 +1,106 @@
+//! Changing a VM's settings: checked whole, the names and ports it takes claimed, the limits
+//! put on a running QEMU, then written; any failure on the way undoes the rest.
+
+use super::Actor;
+use crate::model::{Setting, Settings};
+use crate::vm::claims::Claims;
+use crate::vm::error::{Error, Result};
+use crate::vm::runtime::LiveChange;
+use crate::vm::state::{verdict, Op, Verdict};
+use crate::vm::{disks, lock, settings, Pool};
+
+impl Actor {
+    pub(super) async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
+        let old = self.record.settings.clone();
+        let new = settings::apply(&old, &changes, &self.ctx.limits)?;
+        if new == old {
+            return Ok(());
+        }
+        if let Some(key) = settings::needs_stopped_vm(&old, &new) {
+            if verdict(self.state, Op::ConfigureStopped) == Verdict::Holds {
+                return Err(Error::InvalidState(format!(
+                    "cannot change {key} of VM '{}' while it is {}: QEMU holds it; stop the VM first",
+                    self.name(),
+                    self.state
+                )));
+            }
+        }
+        if let Some(t) = self
+            .record
+            .tunnels
+            .iter()
+            .find(|t| t.adapter >= new.adapters)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "adapter {} of VM '{}' has a UDP tunnel: remove it (RemoveUdpTunnel) before lowering Adapters to {}",
+                t.adapter,
+                self.name(),
+                new.adapters
+            )));
+        }
+        if new.adapter_type != old.adapter_type || new.qemu_path != old.qemu_path {
+            self.ctx
+                .binaries
+                .check_nic_model(&new.qemu_path, &new.adapter_type)
+                .await?;
+        }
+        let claims = self.claim(&old, &new)?;
+        let name = new.name.clone();
+        let _mark = self.mark_live(LiveChange::Limits, settings::applies_live(&old, &new))?;
+        if let Some(qemu) = self.qemu.as_mut() {
+            qemu.limit(&self.ctx.privilege, &name, Some(&old), &new)
+                .await?;
+        }
+        let mut record = self.record.clone();
+        record.settings = new.clone();
+        if let Err(e) = self.save(record.clone()).await {
+            if let Some(qemu) = self.qemu.as_mut() {
+                if let Err(e) = qemu
+                    .limit(&self.ctx.privilege, &name, Some(&new), &old)
+                    .await
+                {
+                    tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
+                }
+            }
+            return Err(e);
+        }
+        claims.commit();
+        self.release_old(&old, &new);
+        if let Err(e) = disks::forget(&self.vm_dir(), &old, &new) {
+            tracing::warn!(vm_id = %self.id(), "could not remove an old disk overlay: {e}");
+        }
+        self.record = record;
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), changed = ?changes.iter().map(Setting::key).collect::<Vec<_>>(), "settings changed");
+        self.publish();
+        Ok(())
+    }
+
+    /// Takes the new name and the new ports before the change is written.
+    fn claim(&self, old: &Settings, new: &Settings) -> Result<Claims> {
+        let mut claims = Claims::new(&self.ctx);
+        if new.name != old.name {
+            claims.name(&new.name, self.id())?;
+        }
+        let old_ports = [old.console_port, old.monitor_port];
+        for port in [new.console_port, new.monitor_port] {
+            if port != 0 && !old_ports.contains(&port) {
+                claims.reserve(Pool::Console, port, self.id())?;
+            }
+        }
+        Ok(claims)
+    }
+
+    /// The change is written: gives back the name and ports only the old settings held.
+    fn release_old(&self, old: &Settings, new: &Settings) {
+        if new.name != old.name {
+            lock(&self.ctx.names).remove(&old.name);
+        }
+        let kept = [new.console_port, new.monitor_port];
+        let mut ports = self.ctx.ports(Pool::Console);
+        for p in [old.console_port, old.monitor_port] {
+            if p != 0 && !kept.contains(&p) {
+                ports.release(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What Start runs: the files checked again, the disks prepared, QEMU spawned on the QMP
+//! socket bound for it, then, while its CPUs are still stopped (-S), tunnels, links and
+//! limits put in place.
+
+use nix::sys::signal::Signal;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::Actor;
+use crate::model::Accelerator;
+use crate::vm::error::{Error, Result};
+use crate::vm::process::{Exit, Process};
+use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
+use crate::vm::qmp::{self, Qmp};
+use crate::vm::{cmdline, disks, settings};
+
+impl Actor {
+    fn use_kvm(&self) -> Result<bool> {
+        let usable = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .map(drop)
+        };
+        match self.record.settings.accelerator {
+            Accelerator::Tcg => Ok(false),
+            Accelerator::Auto => Ok(usable().is_ok()),
+            Accelerator::Kvm => usable().map(|_| true).map_err(|e| {
+                let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+                Error::StartFailed(format!(
+                    "VM '{}' asks for KVM (Accelerator=kvm) but /dev/kvm is not usable by user {user}: {e}. \
+                     Add {user} to group kvm (and check the CPU's virtualization is on), or set Accelerator to auto or tcg",
+                    self.name()
+                ))
+            }),
+        }
+    }
+
+    fn launch_plan(&self, kvm: bool) -> Result<Vec<String>> {
+        let pidfile = self.runtime.pidfile();
+        cmdline::build(&cmdline::Launch {
+            settings: &self.record.settings,
+            vm_dir: &self.vm_dir(),
+            pidfile: &pidfile,
+            console_host: &self.ctx.console_host,
+            kvm,
+        })
+    }
+
+    pub(super) fn command_line(&self) -> Result<Vec<String>> {
+        self.launch_plan(self.use_kvm()?)
+    }
+
+    /// Everything Start does; on error the caller cleans up and nothing is left running.
+    pub(super) async fn launch(&mut self) -> Result<(Qemu, bool)> {
+        let s = self.record.settings.clone();
+        // Files may have gone since they were set.
+        settings::resolve_qemu_path(&s.qemu_path)?;
+        for (key, path) in [
+            ("HdaDiskImage", &s.hda_disk_image),
+            ("HdbDiskImage", &s.hdb_disk_image),
+            ("KernelImage", &s.kernel_image),
+            ("Initrd", &s.initrd),
+        ] {
+            settings::check_file(key, path)?;
+        }
+        let kvm = self.use_kvm()?;
+        let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
+        let vm_dir = self.vm_dir();
+        disks::prepare(&vm_dir, &s).await?;
+        let cmd = self.launch_plan(kvm)?;
+
+        let listener = self.runtime.bind_qmp().map_err(Error::Internal)?;
+        let log_path = vm_dir.join("qemu.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
+
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), command = %cmd.join(" "), "starting QEMU");
+        let listener_fd = OwnedFd::from(listener);
+        let mut process = Process::spawn(&cmd, &vm_dir, log, &listener_fd)
+            .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", s.qemu_path)))?;
+        drop(listener_fd);
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let connect = async {
+            let stream = UnixStream::connect(self.runtime.qmp_socket())
+                .await
+                .map_err(qmp::Error::Io)?;
+            Qmp::handshake(stream, events_tx, QMP_TIMEOUT).await
+        };
+        let qmp = tokio::select! {
+            qmp = connect => qmp,
+            exit = process.exited() => return Err(self.did_not_start(exit)),
+        };
+        let qmp = match qmp {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                // QEMU usually closes the socket because it is exiting on a bad argument:
+                // give it a moment to say so, which is the message that helps.
+                if let Ok(exit) = timeout(Duration::from_secs(1), process.exited()).await {
+                    return Err(self.did_not_start(exit));
+                }
+                process.signal(Signal::SIGKILL).ok();
+                process.exited().await;
+                return Err(Error::StartFailed(format!(
+                    "QEMU of VM '{}' did not answer on QMP: {e}. {}",
+                    self.name(),
+                    self.log_tail()
+                )));
+            }
+        };
+        let mut qemu = Qemu {
+            process,
+            qmp,
+            caps,
+            events,
+            shutdown: None,
+            throttled: false,
+        };
+        match self.prepare_guest(&mut qemu).await {
+            Ok(()) => Ok((qemu, kvm)),
+            Err(e) => {
+                qemu.process.signal(Signal::SIGKILL).ok();
+                qemu.process.exited().await;
+                self.release(&qemu).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn did_not_start(&self, exit: Exit) -> Error {
+        Error::StartFailed(format!(
+            "QEMU did not start VM '{}': {}. {}",
+            self.name(),
+            exit.describe(),
+            self.log_tail()
+        ))
+    }
+
+    /// While QEMU is still paused (-S): tunnels attached, links down where there is none,
+    /// then go. Attaching over QMP here is the same path as attaching to a running VM.
+    async fn prepare_guest(&mut self, qemu: &mut Qemu) -> Result<()> {
+        let legacy = self.record.settings.legacy_networking;
+        for n in 0..self.record.settings.adapters {
+            match self.record.tunnels.iter().find(|t| t.adapter == n) {
+                Some(t) => qemu
+                    .plug(t, legacy, self.ctx.udp_host)
+                    .await
+                    .map_err(|e| {
+                        Error::StartFailed(format!(
+                            "cannot attach the UDP tunnel of adapter {n} of VM '{}' (local port {}, to {}:{}): {e}",
+                            self.name(),
+                            t.local_port,
+                            t.remote_host,
+                            t.remote_port
+                        ))
+                    })?,
+                // A hub whose only port is the NIC stalls the NIC for good; a down link is
+                // also what the guest should see without a cable.
+                None => qemu.set_link(n, false).await?,
+            }
+        }
+        let s = &self.record.settings;
+        qemu.limit(&self.ctx.privilege, &s.name, None, s).await?;
+        qemu.qmp.execute("cont", None, QMP_TIMEOUT).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! The task that owns one VM. It runs one command at a time, so a VM's operations never
+//! interleave; between commands it listens to QEMU (QMP events, process exit) so `State`
+//! follows what really happens. Whether a command may run in the VM's state is decided
+//! before it does, by `state::verdict`.
+//!
+//! Its jobs, a file each: `lifecycle.rs` (start, stop, pause, delete, and QEMU's exit),
+//! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
+//! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log).
+
+mod configure;
+mod launch;
+mod lifecycle;
+mod log;
+mod readopt;
+mod tunnels;
+
+use std::future::pending;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+use super::error::{Error, Result};
+use super::qemu::{FromQemu, Qemu};
+use super::runtime::Runtime;
+use super::state::{verdict, Op, Verdict};
+use super::{Command, Context, Handle, State, Tunnel, View};
+use crate::model::Record;
+
+pub use super::qemu::QMP_TIMEOUT;
+
+pub struct Actor {
+    ctx: Arc<Context>,
+    record: Record,
+    state: State,
+    accelerated: bool,
+    qemu: Option<Qemu>,
+    runtime: Runtime,
+    view: watch::Sender<View>,
+}
+
+/// Starts the actor of a VM whose record is already on disk.
+pub fn spawn(ctx: Arc<Context>, record: Record) -> Handle {
+    Actor::new(ctx, record).go()
+}
+
+/// Starts the actor of a VM found on disk when the daemon starts, with its QEMU if that
+/// still runs.
+pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
+    let mut actor = Actor::new(ctx, record);
+    actor.readopt().await;
+    actor.go()
+}
+
+fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
+    View {
+        id: r.id.clone(),
+        project: r.project.clone(),
+        settings: r.settings.clone(),
+        state,
+        pid,
+        accelerated,
+        tunnels: r.tunnels.iter().map(Tunnel::as_tuple).collect(),
+        exit_status: r.exit_status,
+        last_error: r.last_error.clone(),
+    }
+}
+
+async fn from_qemu(qemu: &mut Option<Qemu>) -> FromQemu {
+    match qemu {
+        Some(qemu) => qemu.next().await,
+        None => pending().await,
+    }
+}
+
+impl Actor {
+    fn new(ctx: Arc<Context>, record: Record) -> Actor {
+        Actor {
+            view: watch::Sender::new(view_of(&record, State::Stopped, 0, false)),
+            runtime: Runtime::new(ctx.runtime_dir.join(&record.id)),
+            ctx,
+            record,
+            state: State::Stopped,
+            accelerated: false,
+            qemu: None,
+        }
+    }
+
+    fn go(self) -> Handle {
+        let (tx, rx) = mpsc::channel(16);
+        let handle = Handle {
+            tx,
+            view: self.view.subscribe(),
+        };
+        tokio::spawn(self.serve(rx));
+        handle
+    }
+
+    async fn serve(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if self.handle(cmd).await {
+                        break;
+                    }
+                }
+                from = from_qemu(&mut self.qemu) => match from {
+                    FromQemu::Exited(exit) => self.exited(exit, false).await,
+                    FromQemu::Event(event) => self.event(event),
+                },
+            }
+        }
+    }
+
+    /// Runs one command; true once the VM is deleted. The long calls are boxed: held inline,
+    /// the largest of them would size every idle VM's task (some 6 KiB each).
+    async fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Configure(changes, reply) => {
+                let _ = reply.send(Box::pin(self.configure(changes)).await);
+            }
+            Command::Start(reply) => {
+                let _ = reply.send(self.perform(Op::Start).await);
+            }
+            Command::Stop(reply) => {
+                let _ = reply.send(self.perform(Op::Stop).await);
+            }
+            Command::Suspend(reply) => {
+                let _ = reply.send(self.perform(Op::Suspend).await);
+            }
+            Command::Resume(reply) => {
+                let _ = reply.send(self.perform(Op::Resume).await);
+            }
+            Command::Reload(reply) => {
+                let _ = reply.send(self.perform(Op::Reload).await);
+            }
+            Command::AddTunnel(t, reply) => {
+                let _ = reply.send(Box::pin(self.add_tunnel(t)).await);
+            }
+            Command::RemoveTunnel(adapter, reply) => {
+                let _ = reply.send(Box::pin(self.remove_tunnel(adapter)).await);
+            }
+            Command::CommandLine(reply) => {
+                let _ = reply.send(self.command_line());
+            }
+            Command::ReadLog(reply) => {
+                let _ = reply.send(self.read_log());
+            }
+            Command::Delete(reply) => {
+                let result = self.perform(Op::Delete).await;
+                let deleted = result.is_ok();
+                let _ = reply.send(result);
+                return deleted;
+            }
+        }
+        false
+    }
+
+    /// What the VM's state makes of `op`: the operation to run, None if there is nothing
+    /// to do, or why it is refused.
+    fn admit(&self, op: Op) -> Result<Option<Op>> {
+        match verdict(self.state, op) {
+            Verdict::Go => Ok(Some(op)),
+            Verdict::Instead(other) => Ok(Some(other)),
+            Verdict::Done => Ok(None),
+            refused => Err(self.refusal(refused, op)),
+        }
+    }
+
+    /// Runs `op` if the VM's state allows it, or says why not.
+    async fn perform(&mut self, op: Op) -> Result<()> {
+        let Some(op) = self.admit(op)? else {
+            return Ok(());
+        };
+        match op {
+            Op::Start => Box::pin(self.start()).await,
+            Op::Stop => Box::pin(self.stop()).await,
+            Op::Suspend => Box::pin(self.suspend()).await,
+            Op::Resume => Box::pin(self.resume()).await,
+            Op::Reload => Box::pin(self.reload()).await,
+            Op::Delete => Box::pin(self.delete()).await,
+            Op::Rewire | Op::Configure | Op::ConfigureStopped => Err(Error::Internal(format!(
+                "{op:?} takes arguments and is not performed alone"
+            ))),
+        }
+    }
+
+    /// The error of an operation the VM's state refuses.
+    fn refusal(&self, verdict: Verdict, op: Op) -> Error {
+        let (name, state) = (self.name(), self.state);
+        Error::InvalidState(match verdict {
+            Verdict::NotRunning => format!(
+                "cannot {} VM '{name}': it is {state}; start it first",
+                format!("{op:?}").to_lowercase()
+            ),
+            Verdict::Holds => {
+                format!("cannot change VM '{name}' while it is {state}: QEMU holds it; stop the VM first")
+            }
+            _ => format!("VM '{name}' is {state}; try again once that is done"),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.record.settings.name
+    }
+
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    fn publish(&self) {
+        let pid = self.qemu.as_ref().map_or(0, |r| r.process.pid());
+        let view = view_of(&self.record, self.state, pid, self.accelerated);
+        self.view.send_if_modified(|old| {
+            let changed = *old != view;
+            *old = view;
+            changed
+        });
+    }
+
+    fn set_state(&mut self, next: State) {
+        if self.state == next {
+            return;
+        }
+        if !self.state.can_become(next) {
+            // A bug, not a user error: keep going with what QEMU really does.
+            tracing::error!(vm_id = %self.id(), from = %self.state, to = %next, "illegal state change");
+        }
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), state = %next, "state changed");
+        self.state = next;
+        self.publish();
+    }
+
+    fn vm_dir(&self) -> PathBuf {
+        self.ctx.store.vm_dir(self.id())
+    }
+
+    async fn save(&self, record: Record) -> Result<()> {
+        let store = self.ctx.store.clone();
+        tokio::task::spawn_blocking(move || store.save(&record))
+            .await
+            .map_err(|e| Error::Internal(format!("the save task failed: {e}")))??;
+        Ok(())
+    }
+}

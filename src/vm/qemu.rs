@@ -1,0 +1,181 @@
+//! A VM's QEMU while it runs: the process, its QMP connection, what its binary offers, and
+//! the QMP commands the actor gives it (priority and CPU limit, links, tunnels).
+
+use serde_json::json;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use super::binary::Capabilities;
+use super::error::{Error, Result};
+use super::network;
+use super::process::{Exit, Process};
+use super::qmp::{self, Event, Qmp};
+use super::tunnel::{self, Backend, Tunnel};
+use crate::model::Settings;
+use crate::privilege::Privilege;
+
+/// How long a QMP command may take before the VM is deemed stuck.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Qemu {
+    pub process: Process,
+    pub qmp: Qmp,
+    /// What the running binary offers (QemuPath may change under it).
+    pub caps: Arc<Capabilities>,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
+    pub shutdown: Option<String>,
+    /// A CPU limit was put on it, which must be released once it exits.
+    pub throttled: bool,
+}
+
+/// What a running QEMU says between commands.
+pub enum FromQemu {
+    Exited(Exit),
+    Event(Event),
+}
+
+impl Qemu {
+    pub async fn next(&mut self) -> FromQemu {
+        tokio::select! {
+            exit = self.process.exited() => FromQemu::Exited(exit),
+            Some(event) = self.events.recv() => FromQemu::Event(event),
+        }
+    }
+
+    /// Puts `to`'s priority and CPU limit on QEMU, those that differ from `from` (all of
+    /// them at start); if the limit fails, the priority goes back.
+    pub async fn limit(
+        &mut self,
+        privilege: &Privilege,
+        name: &str,
+        from: Option<&Settings>,
+        to: &Settings,
+    ) -> Result<()> {
+        let (pid, priority) = (self.process.pid(), to.process_priority);
+        let renice = from.is_none_or(|f| f.process_priority != priority);
+        if renice && !privilege.is_at(pid, priority.nice()) {
+            privilege
+                .renice(pid, self.process.pidfd(), priority.nice())
+                .await
+                .map_err(|e| {
+                    Error::PrivilegeFailed(format!(
+                        "cannot give VM '{name}' ProcessPriority '{}' (nice {}): {e}",
+                        priority.as_str(),
+                        priority.nice()
+                    ))
+                })?;
+        }
+        let percent = to.cpu_throttling;
+        let throttle = from.map_or(percent > 0, |f| f.cpu_throttling != percent);
+        if !throttle {
+            return Ok(());
+        }
+        if let Err(e) = privilege.throttle(pid, self.process.pidfd(), percent).await {
+            if let Some(old) = from.filter(|_| renice) {
+                let nice = old.process_priority.nice();
+                if let Err(e) = privilege.renice(pid, self.process.pidfd(), nice).await {
+                    tracing::error!(pid, "cannot put the previous priority back: {e}");
+                }
+            }
+            return Err(Error::PrivilegeFailed(format!(
+                "cannot set CpuThrottling of VM '{name}' to {percent}%: {e}"
+            )));
+        }
+        self.throttled |= percent > 0;
+        Ok(())
+    }
+
+    pub async fn set_link(&mut self, adapter: u32, up: bool) -> Result<()> {
+        let args = json!({ "name": network::adapter_netdev(adapter), "up": up });
+        self.qmp
+            .execute("set_link", Some(args), QMP_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    /// Joins `t`'s UDP netdev to its adapter's hub, then raises the link.
+    pub async fn plug(&mut self, t: &Tunnel, legacy: bool, udp_host: IpAddr) -> Result<()> {
+        let backend = Backend::choose(legacy, &self.caps);
+        let ep = tunnel::resolve(t, backend, udp_host).await?;
+        let n = t.adapter;
+        if backend == Backend::Dgram {
+            let socket = tunnel::bind(&ep)?;
+            let args = json!({ "fdname": tunnel::tunnel_netdev(n) });
+            // QEMU keeps its own copy of the descriptor; ours closes when `socket` drops.
+            self.qmp
+                .execute_with_fd("getfd", args, socket.as_fd(), QMP_TIMEOUT)
+                .await?;
+        }
+        for args in [
+            tunnel::netdev_args(n, backend, &ep),
+            tunnel::hubport_args(n),
+        ] {
+            self.qmp
+                .execute("netdev_add", Some(args), QMP_TIMEOUT)
+                .await?;
+        }
+        self.set_link(n, true).await
+    }
+
+    /// Lowers adapter `adapter`'s link and removes its tunnel's netdevs, whichever exist.
+    async fn unplug(&mut self, adapter: u32) -> Result<()> {
+        self.set_link(adapter, false).await?;
+        for id in [
+            tunnel::hubport_netdev(adapter),
+            tunnel::tunnel_netdev(adapter),
+        ] {
+            match self
+                .qmp
+                .execute("netdev_del", Some(json!({ "id": id })), QMP_TIMEOUT)
+                .await
+            {
+                Err(qmp::Error::Command { class, .. }) if class == "DeviceNotFound" => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        // A descriptor passed for a netdev_add that then failed is still parked under
+        // its name; there is usually none.
+        let args = json!({ "fdname": tunnel::tunnel_netdev(adapter) });
+        let _ = self.qmp.execute("closefd", Some(args), QMP_TIMEOUT).await;
+        Ok(())
+    }
+
+    /// Puts tunnel `to` (or none) on `adapter` in place of `from`; if that fails, puts
+    /// `from` back as well as QEMU lets it.
+    pub async fn rewire(
+        &mut self,
+        adapter: u32,
+        from: Option<&Tunnel>,
+        to: Option<&Tunnel>,
+        legacy: bool,
+        udp_host: IpAddr,
+    ) -> Result<()> {
+        let result = self.swap(adapter, to, legacy, udp_host).await;
+        if result.is_err() {
+            if let Err(e) = self.swap(adapter, from, legacy, udp_host).await {
+                tracing::error!(adapter, "cannot put the previous tunnel back: {e}");
+            }
+        }
+        result
+    }
+
+    pub async fn swap(
+        &mut self,
+        adapter: u32,
+        to: Option<&Tunnel>,
+        legacy: bool,
+        udp_host: IpAddr,
+    ) -> Result<()> {
+        self.unplug(adapter).await?;
+        match to {
+            Some(t) => self.plug(t, legacy, udp_host).await,
+            None => Ok(()),
+        }
+    }
+}

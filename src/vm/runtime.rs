@@ -1,0 +1,168 @@
+//! A VM's runtime dir, `<runtime-dir>/<id>` on a tmpfs: the files that live as long as its
+//! QEMU. The QMP socket the daemon binds before QEMU starts, QEMU's pid file (`-pidfile`),
+//! and the marks of live changes not yet saved. A daemon that starts again finds its QEMU
+//! through them (`adopt.rs`).
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+const PIDFILE: &str = "qemu.pid";
+const QMP_SOCKET: &str = "qmp.sock";
+const PENDING_PREFIX: &str = "pending-";
+
+/// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
+/// from just before the live change until the record is saved (or the change undone), so
+/// a daemon killed in between knows which parts of an adopted QEMU may differ from the
+/// record, and puts the record's version on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveChange {
+    /// The tunnel of this adapter.
+    Tunnel(u32),
+    /// The priority and CPU limit.
+    Limits,
+}
+
+impl LiveChange {
+    fn file(self) -> String {
+        match self {
+            LiveChange::Tunnel(n) => format!("{PENDING_PREFIX}tunnel-{n}"),
+            LiveChange::Limits => format!("{PENDING_PREFIX}limits"),
+        }
+    }
+
+    fn parse(file: &str) -> Option<LiveChange> {
+        match file.strip_prefix(PENDING_PREFIX)? {
+            "limits" => Some(LiveChange::Limits),
+            rest => rest
+                .strip_prefix("tunnel-")?
+                .parse()
+                .ok()
+                .map(LiveChange::Tunnel),
+        }
+    }
+
+    /// Marks `self` as changing until the mark is dropped. The runtime dir is a tmpfs that
+    /// lives as long as the QEMU: no fsync.
+    fn mark(self, rt: &Path) -> std::io::Result<Mark> {
+        let path = rt.join(self.file());
+        std::fs::write(&path, b"")?;
+        Ok(Mark { path })
+    }
+
+    fn clear(self, rt: &Path) {
+        let _ = std::fs::remove_file(rt.join(self.file()));
+    }
+
+    /// The marks left in `rt`.
+    fn left(rt: &Path) -> Vec<LiveChange> {
+        let Ok(entries) = std::fs::read_dir(rt) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| LiveChange::parse(&e.file_name().to_string_lossy()))
+            .collect()
+    }
+}
+
+/// A [`LiveChange`] under way; its mark goes when this is dropped, on every path out of the
+/// change.
+#[must_use]
+pub struct Mark {
+    path: PathBuf,
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The one owner of a VM's runtime files.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    dir: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(dir: PathBuf) -> Runtime {
+        Runtime { dir }
+    }
+
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join(PIDFILE)
+    }
+
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join(QMP_SOCKET)
+    }
+
+    /// Makes the dir and binds the QMP socket in it, in place of one a QEMU left.
+    pub fn bind_qmp(&self) -> Result<UnixListener, String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let path = self.qmp_socket();
+        let _ = std::fs::remove_file(&path);
+        UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))
+    }
+
+    /// Marks `change` as under way on the running QEMU until the mark is dropped.
+    pub fn mark(&self, change: LiveChange) -> Result<Mark, String> {
+        change.mark(&self.dir).map_err(|e| {
+            format!(
+                "cannot write in the runtime dir {}: {e}",
+                self.dir.display()
+            )
+        })
+    }
+
+    pub fn clear(&self, change: LiveChange) {
+        change.clear(&self.dir)
+    }
+
+    /// The marks a previous daemon left.
+    pub fn left(&self) -> Vec<LiveChange> {
+        LiveChange::left(&self.dir)
+    }
+
+    /// Removes everything: the QEMU is gone.
+    pub fn clean(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_of_live_changes_are_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(dir.path().to_path_buf());
+        assert!(rt.left().is_empty());
+        let marks: Vec<Mark> = [
+            LiveChange::Tunnel(0),
+            LiveChange::Tunnel(31),
+            LiveChange::Limits,
+        ]
+        .into_iter()
+        .map(|p| rt.mark(p).unwrap())
+        .collect();
+        std::fs::write(rt.pidfile(), b"1\n").unwrap();
+        std::fs::write(dir.path().join("pending-tunnel-x"), b"").unwrap();
+        let mut left = rt.left();
+        left.sort_by_key(|p| format!("{p:?}"));
+        assert_eq!(
+            left,
+            [
+                LiveChange::Limits,
+                LiveChange::Tunnel(0),
+                LiveChange::Tunnel(31)
+            ]
+        );
+        rt.clear(LiveChange::Tunnel(0));
+        assert_eq!(rt.left().len(), 2);
+        drop(marks);
+        assert!(rt.left().is_empty());
+    }
+}
