@@ -25,3 +25,34 @@ pub struct Record {
     pub exit_status: i32,
     pub last_error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    /// The model is a leaf: whatever it names of the crate is the model itself.
+    #[test]
+    fn the_model_imports_nothing_of_the_daemon() {
+        for (file, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("settings.rs", include_str!("settings.rs")),
+            ("table.rs", include_str!("table.rs")),
+            ("tunnel.rs", include_str!("tunnel.rs")),
+        ] {
+            // The code, not its tests (this one names what it looks for).
+            let text = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for (at, _) in text.match_indices("crate::") {
+                let rest = &text[at + "crate::".len()..];
+                assert!(
+                    rest.starts_with("model::"),
+                    "src/model/{file} imports crate::{}",
+                    &rest[..rest
+                        .find(|c: char| !c.is_alphanumeric() && c != '_')
+                        .unwrap_or(0)]
+                );
+            }
+            assert!(
+                !text.contains("super::super"),
+                "src/model/{file} reaches outside"
+            );
+        }
+    }
+}

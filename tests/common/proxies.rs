@@ -1,4 +1,6 @@
-//! Client proxies for the contract, as a front end would write them.
+//! Client proxies for the contract, as a front end would write them, with the types that
+//! are handiest in tests. `tests/contract.rs` checks that they have exactly the members, and
+//! the types, of `dbus/*.xml`.
 
 use std::collections::HashMap;
 use zbus::proxy;
@@ -109,6 +111,20 @@ pub trait Vm {
     fn set_accelerator(&self, value: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn mac_address(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_mac_address(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn kernel_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_kernel_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn initrd(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_initrd(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn kernel_command_line(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_kernel_command_line(&self, value: &str) -> zbus::Result<()>;
     #[zbus(property)]
     fn adapters(&self) -> zbus::Result<u32>;
     #[zbus(property)]
