@@ -57,6 +57,7 @@ pub async fn get_all<I: Interface + Table>(
     Ok(all)
 }
 
+/// The row named `name`, if `I` keeps such a property in its table.
 pub fn row<I: Table>(name: &str) -> Option<&'static Row> {
     I::ROWS.iter().find(|row| row.key == name)
 }

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, BoxDBusError, ObjectServer, OwnedVariant, Variant};
 
+use super::error::Result;
 use super::table::{SetFuture, Table};
+use crate::manager::Manager;
 use crate::model::settings::ROWS;
 use crate::model::table::Row;
-
-use super::error::Result;
-use crate::manager::Manager;
 use crate::vm::{Handle, Setting, Tunnel};
 
 pub const INTERFACE: &str = "org.gns3.Qemu.VM";
