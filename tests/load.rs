@@ -41,6 +41,9 @@ fn acceptable(e: &zbus::Error) -> bool {
     let name = error_name(e);
     (name.starts_with("org.gns3.Qemu.Error.") && !name.ends_with(".Internal"))
         || name == "org.freedesktop.DBus.Error.UnknownObject"
+        // A Get (org.freedesktop.DBus.Properties) of a VM another client deletes meanwhile:
+        // zbus's Properties finds the object gone once it runs.
+        || name == "org.freedesktop.DBus.Error.UnknownInterface"
 }
 
 struct Shared {
