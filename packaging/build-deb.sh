@@ -38,6 +38,8 @@ if [ -n "${DEBEMAIL:-}" ]; then
 fi
 
 # cargo-deb builds the release binaries (strips them), gzips the man pages, and writes
-# the .deb; its last line of output is the package's path.
+# the .deb; its last line of output is the package's path. The supervisor is another
+# package of the workspace: cargo-deb sees that its asset (target/release/...) is that
+# package's binary and builds with --workspace --bin=gns3-qemud --bin=gns3-qemud-supervisor.
 deb=$(cargo deb --locked "${maintainer[@]}" "$@" | tail -n 1)
 echo "$deb"

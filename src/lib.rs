@@ -11,10 +11,13 @@ pub mod heap;
 pub mod lock;
 pub mod manager;
 pub mod model;
-pub mod pidfd;
 pub mod ports;
 pub mod privilege;
-pub mod procfs;
 pub mod store;
-pub mod supervisor;
 pub mod vm;
+
+// The privileged half is a crate of its own (src/supervisor/), so that its binary links no
+// zbus and no tokio. Re-exported under the paths it had as a module rather than named at each
+// use: the daemon, its tests and its benchmark read as before, and only this file knows.
+pub use gns3_qemud_supervisor as supervisor;
+pub use gns3_qemud_supervisor::{pidfd, procfs};

@@ -421,7 +421,8 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     let activated = dir.path().join("activated.sock");
     let mut activator = std::process::Command::new("systemd-socket-activate")
         .arg(format!("--listen={}", activated.display()))
-        .args([SUPERVISOR, "--daemon-uid", "0"])
+        .arg(supervisor_bin())
+        .args(["--daemon-uid", "0"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

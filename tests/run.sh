@@ -28,12 +28,14 @@ command -v cargo >/dev/null || {
 echo "== test guest"
 tests/guest/build.sh >/dev/null
 
+# Both packages: the daemon and the supervisor (src/supervisor/, a package of its own, with
+# its own tests).
 echo "== cargo fmt --check"
-cargo fmt --check
+cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked -- --show-output # what tests print (figures, the mechanism checked) is part of the record
+cargo test --workspace --locked -- --show-output # what tests print (figures, the mechanism checked) is part of the record
 echo "== fuzz (short)"; tests/fuzz.sh
 echo "== the package on a real systemd (tests/e2e.sh)"; tests/e2e.sh
 echo "== all tests passed"

@@ -1,4 +1,4 @@
-//! `gns3-qemud-supervisor`: see `src/supervisor/mod.rs`.
+//! `gns3-qemud-supervisor`: see `src/supervisor/lib.rs`.
 
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -6,9 +6,9 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gns3_qemud::supervisor::cgroup::{Hierarchy, Version};
-use gns3_qemud::supervisor::server::Supervisor;
-use gns3_qemud::supervisor::Error;
+use gns3_qemud_supervisor::cgroup::{Hierarchy, Version};
+use gns3_qemud_supervisor::server::Supervisor;
+use gns3_qemud_supervisor::Error;
 
 const USAGE: &str = "\
 Usage: gns3-qemud-supervisor --daemon-uid UID|USER [--socket PATH]

@@ -455,7 +455,52 @@ pub fn daemon_user() -> nix::unistd::User {
         .expect("user gns3-qemud: users::ensure makes it, as root")
 }
 
-pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_gns3-qemud-supervisor");
+/// The supervisor's binary, built once per test process. It is a package of its own, and
+/// cargo neither builds another package's binary for a test nor gives its path
+/// (`CARGO_BIN_EXE_*` are the test's own package's), so the harness has cargo build it, in the
+/// test's profile, and takes the path cargo reports: never a stale one left in target/.
+pub fn supervisor_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test runs from target/<profile's directory>/deps/; the dev profile's is "debug".
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name);
+        let profile = match dir.and_then(|d| d.to_str()).unwrap() {
+            "debug" => "dev",
+            p => p,
+        };
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--locked",
+                "--message-format=json-render-diagnostics",
+            ])
+            .args([
+                "--package",
+                "gns3-qemud-supervisor",
+                "--bin",
+                "gns3-qemud-supervisor",
+            ])
+            .arg(format!("--profile={profile}"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo did not build gns3-qemud-supervisor:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .filter(|m| m["target"]["name"] == "gns3-qemud-supervisor")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the supervisor's executable")
+    })
+}
 
 /// A gns3-qemud-supervisor (as root, like the test) on a socket in a directory of the test.
 pub struct Supervisor {
@@ -470,7 +515,7 @@ impl Supervisor {
         let log = socket.with_extension("log");
         let log_file = append(&log);
         let _ = std::fs::remove_file(socket);
-        let child = Command::new(SUPERVISOR)
+        let child = Command::new(supervisor_bin())
             .arg("--socket")
             .arg(socket)
             .arg("--daemon-uid")
