@@ -1,7 +1,8 @@
 //! gns3-qemud: QEMU virtual machines for network labs, one D-Bus object per VM.
 //!
 //! `dbus` is the face, `vm` one VM (an actor per VM), `manager` the set of VMs, `model` what
-//! is kept of a VM, `store` its record on disk, `ports` the port manager, `daemon` the process around them.
+//! is kept of a VM, `store` its record on disk, `ports` the port manager, `daemon` the
+//! process around them.
 
 pub mod cli;
 pub mod config;

@@ -63,7 +63,7 @@ if [ -z "$CARGO" ]; then
 demo.sh: cargo not found. Install the Rust toolchain with rustup, as ${OWNER} (the owner of
 $REPO), then run this again:
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
-Debian 12's own cargo package is too old for this project (it needs Rust 1.80 or newer).
+Debian 12's own cargo package is too old for this project (it needs Rust 1.89 or newer).
 EOF
   exit 1
 fi
