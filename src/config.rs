@@ -41,6 +41,9 @@ pub struct Config {
     pub qemu_binary: String,
     /// Accelerator of a VM created without one: auto, kvm or tcg.
     pub accelerator: Accelerator,
+    /// Run every QEMU in its seccomp sandbox (`-sandbox`); a binary without one does not
+    /// start.
+    pub qemu_sandbox: bool,
     /// The socket of gns3-qemud-supervisor; without one, no priority above the daemon's
     /// and no cgroup CPU limits.
     pub supervisor_socket: Option<PathBuf>,
@@ -55,6 +58,7 @@ impl Default for Config {
             udp_port_range: [10000, 20000],
             qemu_binary: "qemu-system-x86_64".into(),
             accelerator: Accelerator::Auto,
+            qemu_sandbox: true,
             supervisor_socket: None,
         }
     }

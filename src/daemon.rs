@@ -114,6 +114,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         binaries: Default::default(),
         names: Mutex::new(HashMap::new()),
         privilege: Privilege::new(supervisor.clone()),
+        sandbox: config.qemu_sandbox,
     });
     let manager = Arc::new(
         Manager::load(

@@ -20,6 +20,8 @@ pub struct Capabilities {
     pub nic_models: BTreeSet<String>,
     /// Backends of `-netdev help` (socket, dgram, hubport, …).
     pub netdevs: BTreeSet<String>,
+    /// Whether it has `-sandbox`: QEMU built with seccomp lists it in `-help`.
+    pub sandbox: bool,
 }
 
 impl Capabilities {
@@ -87,6 +89,11 @@ fn parse_netdevs(out: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether `-help` lists `-sandbox`.
+fn has_sandbox(help: &str) -> bool {
+    help.lines().any(|l| l.starts_with("-sandbox "))
+}
+
 /// The answers of every binary asked so far.
 #[derive(Default)]
 pub struct Binaries {
@@ -104,15 +111,17 @@ impl Binaries {
         if let Some(c) = lock(&self.cache).get(&key) {
             return Ok(c.clone());
         }
-        let (version, devices, netdevs) = tokio::join!(
+        let (version, devices, netdevs, help) = tokio::join!(
             run(path, &["--version"]),
             run(path, &["-device", "help"]),
             run(path, &["-netdev", "help"]),
+            run(path, &["-help"]),
         );
         let caps = Arc::new(Capabilities {
             version: parse_version(&version?),
             nic_models: parse_nic_models(&devices?),
             netdevs: parse_netdevs(&netdevs?),
+            sandbox: has_sandbox(&help?),
         });
         if caps.nic_models.is_empty() {
             return Err(Error::QemuNotFound(format!(
@@ -201,6 +210,12 @@ mod tests {
             parse_netdevs("Available netdev backend types:\nsocket\nstream\ndgram\nhubport\n");
         assert!(netdevs.contains("dgram") && netdevs.contains("socket"));
         assert!(parse_netdevs("qemu: unknown option").is_empty());
+        assert!(has_sandbox(
+            "-no-user-config\n-sandbox on[,obsolete=allow|deny][,elevateprivileges=...]\n"
+        ));
+        assert!(!has_sandbox(
+            "-msg [timestamp=on|off]\n                enable -sandbox\n"
+        ));
     }
 
     #[test]

@@ -18,7 +18,14 @@ pub struct Launch<'a> {
     pub pidfile: &'a Path,
     pub console_host: &'a str,
     pub kvm: bool,
+    /// QEMU's seccomp sandbox ([`SANDBOX`]).
+    pub sandbox: bool,
 }
+
+/// QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec (a
+/// monitor's `migrate "exec:…"` would run a command as the daemon's user), no changing its
+/// own priority or CPU affinity (the daemon and the supervisor set them).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// The overlay disks QEMU is given, made by `disks::prepare` before the start.
 pub fn hda_overlay(vm_dir: &Path, s: &Settings) -> PathBuf {
@@ -67,6 +74,9 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         "-mon".into(),
         "chardev=gns3-qmp,mode=control".into(),
     ];
+    if l.sandbox {
+        cmd.extend(["-sandbox".into(), SANDBOX.into()]);
+    }
     let drive = |path: PathBuf, index: u32| {
         [
             "-drive".to_string(),
@@ -106,28 +116,15 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Accelerator, Priority};
 
     fn settings() -> Settings {
         Settings {
             name: "r1".into(),
             qemu_path: "/usr/bin/qemu-system-x86_64".into(),
-            ram: 256,
-            hda_disk_image: String::new(),
-            hdb_disk_image: String::new(),
-            adapters: 1,
-            adapter_type: "e1000".into(),
             mac_address: "52:54:00:12:34:00".into(),
-            kernel_image: String::new(),
-            initrd: String::new(),
-            kernel_command_line: String::new(),
-            options: String::new(),
-            cpu_throttling: 0,
-            process_priority: Priority::Low,
             console_port: 5000,
             monitor_port: 5001,
-            legacy_networking: false,
-            accelerator: Accelerator::Auto,
+            ..Settings::default()
         }
     }
 
@@ -138,6 +135,7 @@ mod tests {
             pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
             console_host: "127.0.0.1",
             kvm: false,
+            sandbox: true,
         })
         .unwrap()
     }
@@ -149,6 +147,7 @@ mod tests {
             "/usr/bin/qemu-system-x86_64 -name r1 -m 256 -accel tcg -display none -S \
              -pidfile /run/gns3-qemud/ab/qemu.pid \
              -chardev socket,id=gns3-qmp,fd=3,server=on,wait=off -mon chardev=gns3-qmp,mode=control \
+             -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \
              -drive file=/var/lib/gns3-qemud/vms/ab/flash.qcow2,format=qcow2,if=ide,index=0,media=disk \
              -serial telnet:127.0.0.1:5000,server=on,wait=off \
              -monitor telnet:127.0.0.1:5001,server=on,wait=off \
@@ -188,11 +187,16 @@ mod tests {
             pidfile: Path::new("/run/x.pid"),
             console_host: "::1",
             kvm: true,
+            sandbox: false,
         })
         .unwrap();
         assert!(cmd
             .contains(&"file=/srv/a,,b/flash.qcow2,format=qcow2,if=ide,index=0,media=disk".into()));
         assert!(cmd.contains(&"telnet:[::1]:5000,server=on,wait=off".into()));
         assert!(cmd.windows(2).any(|w| w == ["-accel", "kvm"]));
+        assert!(
+            !cmd.contains(&"-sandbox".to_string()),
+            "qemu_sandbox = false"
+        );
     }
 }

@@ -53,6 +53,8 @@ pub struct Context {
     pub names: Mutex<HashMap<String, String>>,
     /// Renice and CPU limits beyond the daemon's own rights.
     pub privilege: Privilege,
+    /// QEMU runs in its seccomp sandbox (`qemu_sandbox`).
+    pub sandbox: bool,
 }
 
 /// The two port pools of [`Context`].
@@ -196,6 +198,7 @@ pub mod testing {
             udp_ports: Mutex::new(Ports::new(Protocol::Udp, "127.0.0.1", udp)),
             names: Mutex::new(HashMap::new()),
             privilege: Privilege::new(None),
+            sandbox: true,
         };
         (dir, Arc::new(ctx))
     }

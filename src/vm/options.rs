@@ -86,6 +86,9 @@ pub fn check(options: &str, console: bool, monitor: bool) -> Result<()> {
             "pidfile" => "the daemon writes the pid file itself, to find the VM again after a restart",
             "daemonize" => "QEMU must stay the daemon's child so that its exit is seen at once",
             "S" => "the daemon already starts QEMU paused and resumes it once the VM is set up",
+            "sandbox" => {
+                "the daemon puts QEMU in its seccomp sandbox (qemu_sandbox in the daemon's configuration); a second -sandbox would loosen it"
+            }
             "serial" if console => {
                 "the serial port is the VM's console on ConsolePort; set ConsolePort to 0 to pass your own -serial"
             }
@@ -146,6 +149,7 @@ mod tests {
             "-pidfile /x",
             "-daemonize",
             "-S",
+            "-sandbox off",
         ] {
             let e = check(bad, true, true).unwrap_err().to_string();
             assert!(e.contains("may not contain"), "{bad}: {e}");

@@ -51,6 +51,7 @@ impl Actor {
             pidfile: &pidfile,
             console_host: &self.ctx.console_host,
             kvm,
+            sandbox: self.ctx.sandbox,
         })
     }
 
@@ -73,6 +74,14 @@ impl Actor {
         }
         let kvm = self.use_kvm()?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
+        if self.ctx.sandbox && !caps.sandbox {
+            return Err(Error::StartFailed(format!(
+                "QEMU binary {} has no seccomp sandbox (-sandbox is not in its -help), which the \
+                 daemon runs every QEMU in; install a QEMU built with seccomp (Debian's is), or \
+                 set qemu_sandbox = false in the daemon's configuration",
+                s.qemu_path
+            )));
+        }
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s).await?;
         let cmd = self.launch_plan(kvm)?;
