@@ -5,8 +5,9 @@
 # Ctrl-C stops the VM, the daemon and the bus, and removes the temp dir.
 #
 # Usage: sudo tests/demo.sh
-# Needs: Debian 12 on amd64, root (apt-get; the bus policy lets root own org.gns3.Qemu and
-#        call it), cargo from rustup. Installs the Debian packages it lacks.
+# Needs: Debian 12 on amd64, root (apt-get, and the daemon's user gns3-qemud made with
+#        systemd-sysusers from the package's own file), cargo from rustup. Installs the
+#        Debian packages it lacks. The daemon runs as gns3-qemud, as the installed unit runs it.
 # shellcheck disable=SC2317 # shellcheck 0.9 takes the functions run from traps for dead code
 set -euo pipefail
 
@@ -30,6 +31,8 @@ need qemu-system-x86_64 qemu-system-x86
 need qemu-img qemu-utils # the daemon makes the VM's disks with it
 need dbus-daemon dbus-daemon
 need busctl systemd
+need systemd-sysusers systemd # the daemon's user, from systemd/gns3-qemud.sysusers
+need setpriv util-linux       # to start the daemon as that user
 need telnet telnet # only for you, to attach to the console
 need cc gcc        # rustc links through cc
 # gcc only recommends the C library's startup files, and recommends are not installed.
@@ -164,6 +167,17 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/gns3-qemud-demo.XXXXXX")
 # calls stay limited to root and the gns3 group by the policy itself.
 chmod 755 "$TMP"
 
+# The daemon's user, as the package makes it; the daemon owns its state and runtime dirs,
+# and gets its binary and the guest where it may read them (the checkout and the guest's
+# build may be in a home it cannot enter).
+systemd-sysusers "$REPO/systemd/gns3-qemud.sysusers"
+install -d -o gns3-qemud -g gns3-qemud "$TMP/state" "$TMP/run"
+install -m 755 "$DAEMON" "$TMP/gns3-qemud"
+DAEMON=$TMP/gns3-qemud
+install -d -m 755 "$TMP/guest"
+install -m 644 "$GUEST/vmlinuz" "$GUEST/initrd.gz" "$TMP/guest/"
+GUEST=$TMP/guest
+
 # --- the bus --------------------------------------------------------------------------------
 
 # A bus like Debian's system bus (deny by default, services punch holes) with the project's
@@ -198,7 +212,8 @@ EOF
 
 # NOTIFY_SOCKET and JOURNAL_STREAM are dropped in case this script runs under systemd: the
 # daemon would notify the wrong manager and log to the journal instead of the log file.
-setsid env -u NOTIFY_SOCKET -u JOURNAL_STREAM "$DAEMON" \
+setsid setpriv --reuid=gns3-qemud --regid=gns3-qemud --init-groups \
+  env -u NOTIFY_SOCKET -u JOURNAL_STREAM HOME="$TMP/state" "$DAEMON" \
   --bus "$BUS" \
   --state-dir "$TMP/state" \
   --runtime-dir "$TMP/run" \

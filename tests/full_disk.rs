@@ -20,8 +20,11 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
+        // Owned by the user the daemon runs as.
+        let user = daemon_user();
+        let options = format!("size={size},mode=0755,uid={},gid={}", user.uid, user.gid);
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+            .args(["-t", "tmpfs", "-o", &options])
             .arg("gns3-qemud-full-disk")
             .arg(path)
             .status()

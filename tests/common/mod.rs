@@ -71,18 +71,20 @@ impl Daemon {
 
     /// Starts a daemon on the state already in `dir` (a restart).
     pub fn start_in(bus: &Bus, dir: &Path) -> Daemon {
-        Self::spawn(bus, dir, None, &[])
+        Self::start_in_with_env(bus, dir, &[])
     }
 
     /// Starts a daemon on the state and config already in `dir`, with more environment.
     pub fn start_in_with_env(bus: &Bus, dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        Self::spawn(bus, dir, None, env)
+        let user = daemon_user();
+        nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
+        Self::spawn(bus, dir, &user, env)
     }
 
     /// Starts a daemon in a fresh directory with more environment, as systemd would give.
     pub fn start_with_env(bus: &Bus, dir: &Path, env: &[(&str, &str)]) -> Daemon {
         write_test_config(dir, "");
-        Self::spawn(bus, dir, None, env)
+        Self::start_in_with_env(bus, dir, env)
     }
 
     /// Starts a daemon as another user (which owns `dir`), as systemd would; with the test
@@ -92,21 +94,17 @@ impl Daemon {
             write_test_config(dir, "");
         }
         nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
-        Self::spawn(bus, dir, Some(user), &[])
+        Self::spawn(bus, dir, user, &[])
     }
 
-    fn spawn(
-        bus: &Bus,
-        dir: &Path,
-        user: Option<&nix::unistd::User>,
-        env: &[(&str, &str)],
-    ) -> Daemon {
+    /// Every daemon under test runs as a user of its own, never as root, as the installed
+    /// unit runs it.
+    fn spawn(bus: &Bus, dir: &Path, user: &nix::unistd::User, env: &[(&str, &str)]) -> Daemon {
+        assert!(!user.uid.is_root(), "the daemon under test runs as root");
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
-        if let Some(user) = user {
-            nix::unistd::chown(&notify_path, Some(user.uid), Some(user.gid)).unwrap();
-        }
+        nix::unistd::chown(&notify_path, Some(user.uid), Some(user.gid)).unwrap();
         // Short reads, so a daemon that exits early is seen at once.
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -116,7 +114,7 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let log_file = append(&log);
         let mut command = Command::new(DAEMON);
-        if let Some(user) = user {
+        {
             use std::os::unix::process::CommandExt;
             // std drops root's supplementary groups along with the uid.
             command
@@ -168,6 +166,13 @@ impl Daemon {
                 );
             }
         }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+        assert!(
+            uids.split_whitespace().all(|u| u == user.uid.to_string()),
+            "the daemon runs with uids {uids}, not {}'s",
+            user.name
+        );
         daemon
     }
 
@@ -275,7 +280,9 @@ pub fn pid_alive(pid: u32) -> bool {
     gns3_qemud::procfs::running(pid)
 }
 
-/// The test guest (kernel + initramfs), built once per machine by tests/guest/build.sh.
+/// The test guest (kernel + initramfs), built once per machine by tests/guest/build.sh,
+/// as a copy any user may read: the daemon under test runs as its own user, and the build is
+/// in root's home.
 pub fn guest() -> &'static Path {
     static GUEST: OnceLock<PathBuf> = OnceLock::new();
     GUEST.get_or_init(|| {
@@ -287,14 +294,39 @@ pub fn guest() -> &'static Path {
             .unwrap();
         assert!(out.status.success(), "tests/guest/build.sh failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(
+        let built = PathBuf::from(
             stdout
                 .lines()
                 .last()
                 .expect("build.sh prints the guest dir")
                 .trim(),
-        )
+        );
+        readable_copy(&built)
     })
+}
+
+/// `built`'s guest files in a directory of /tmp named for their build, world-readable; each
+/// file renamed into place whole, so test processes making it at once all find it complete.
+fn readable_copy(built: &Path) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let stamp = std::fs::metadata(built.join("initrd.gz")).unwrap();
+    let out = std::env::temp_dir().join(format!(
+        "gns3-qemud-test-guest-{}-{}",
+        stamp.mtime(),
+        stamp.size()
+    ));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["vmlinuz", "initrd.gz"] {
+        if out.join(f).exists() {
+            continue;
+        }
+        let tmp = out.join(format!(".{f}.{}", std::process::id()));
+        std::fs::copy(built.join(f), &tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, out.join(f)).unwrap();
+    }
+    out
 }
 
 /// Settings of a VM that boots the test guest.
