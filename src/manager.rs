@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
-use crate::model::Record;
-use crate::model::{Accelerator, Setting, Settings};
+use crate::model::{Accelerator, Record, Setting, Settings};
 use crate::ports::Holder;
 use crate::vm::claims::Claims;
-use crate::vm::settings;
 use crate::vm::{actor, adopt, lock, network, options, Context, Error, Handle, Pool, Result};
+use crate::vm::{paths, settings};
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -111,7 +110,7 @@ impl Manager {
             qemu_path: if sets_binary {
                 String::new()
             } else {
-                settings::resolve_qemu_path(&self.defaults.qemu_binary)?
+                paths::resolve_qemu_path(&self.defaults.qemu_binary)?
             },
             mac_address: network::default_mac(&id),
             accelerator: self.defaults.accelerator,

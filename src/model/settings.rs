@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::table::{settings, Stored};
 
-pub const DEFAULT_RAM_MIB: u32 = 256;
-pub const DEFAULT_ADAPTER_TYPE: &str = "e1000";
+const DEFAULT_RAM_MIB: u32 = 256;
+const DEFAULT_ADAPTER_TYPE: &str = "e1000";
 
 settings! {
     /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.

@@ -6,7 +6,7 @@ use tokio::process::Command;
 
 use super::cmdline::{hda_overlay, hdb_overlay};
 use super::error::{Error, Result};
-use super::settings::which;
+use super::paths::which;
 use crate::model::Settings;
 
 const FLASH_SIZE: u64 = 128 << 20;

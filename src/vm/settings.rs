@@ -7,11 +7,10 @@ use std::ops::RangeInclusive;
 
 use super::error::{check_len, shown, Error, Result};
 use super::options;
-pub use super::paths::{check_file, resolve_qemu_path, which};
+use super::paths::{check_file, resolve_qemu_path};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-pub use crate::model::settings::{DEFAULT_ADAPTER_TYPE, DEFAULT_RAM_MIB};
 use crate::model::{Accelerator, Priority, Setting, Settings};
 
 pub const MAX_ADAPTERS: u32 = 32;

@@ -15,7 +15,7 @@ use crate::vm::error::{Error, Result};
 use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
-use crate::vm::{cmdline, disks, settings};
+use crate::vm::{cmdline, disks, paths};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -63,14 +63,14 @@ impl Actor {
     pub(super) async fn launch(&mut self) -> Result<(Qemu, bool)> {
         let s = self.record.settings.clone();
         // Files may have gone since they were set.
-        settings::resolve_qemu_path(&s.qemu_path)?;
+        paths::resolve_qemu_path(&s.qemu_path)?;
         for (key, path) in [
             ("HdaDiskImage", &s.hda_disk_image),
             ("HdbDiskImage", &s.hdb_disk_image),
             ("KernelImage", &s.kernel_image),
             ("Initrd", &s.initrd),
         ] {
-            settings::check_file(key, path)?;
+            paths::check_file(key, path)?;
         }
         let kvm = self.use_kvm()?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
