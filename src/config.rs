@@ -29,8 +29,15 @@ pub enum Error {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the serial consoles and monitors listen on.
+    /// Address the consoles' telnet ports listen on.
     pub console_host: String,
+    /// Who may connect to a console's telnet port.
+    pub console_access: ConsoleAccess,
+    /// Bytes of console output kept per VM, replayed to each new viewer.
+    pub console_scrollback: u64,
+    /// Address the monitors listen on (MonitorPort); a loopback address, since a monitor
+    /// is served to root and members of gns3 only.
+    pub monitor_host: String,
     /// First and last TCP port for consoles and monitors.
     pub console_port_range: [u16; 2],
     /// Address the UDP tunnels' local ports are bound on.
@@ -49,10 +56,30 @@ pub struct Config {
     pub supervisor_socket: Option<PathBuf>,
 }
 
+/// Who may connect to a console's telnet port (`console_access`). D-Bus (OpenConsole) is
+/// the bus policy's, whatever this says.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleAccess {
+    /// Root and members of gns3, as on the bus: the peer is found in the kernel's socket
+    /// table, which sees only connections from this host.
+    Members,
+    /// Whoever can reach console_host (a GUI on another host, as GNS3 does).
+    Any,
+    /// No telnet ports: consoles only through D-Bus.
+    None,
+}
+
+/// The most console_scrollback may be: what a viewer is sent at once.
+pub const MAX_SCROLLBACK: u64 = 64 << 20;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             console_host: "127.0.0.1".into(),
+            console_access: ConsoleAccess::Members,
+            console_scrollback: 256 << 10,
+            monitor_host: "127.0.0.1".into(),
             console_port_range: [5000, 10000],
             udp_host: IpAddr::from([127, 0, 0, 1]),
             udp_port_range: [10000, 20000],
@@ -93,13 +120,42 @@ impl Config {
                 });
             }
         }
-        if config.console_host.is_empty() {
-            return Err(Error::Invalid {
-                path: path.into(),
-                why: "console_host is empty; 127.0.0.1 keeps consoles on this machine".into(),
-            });
-        }
+        config.check().map_err(|why| Error::Invalid {
+            path: path.into(),
+            why,
+        })?;
         Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let address = |key: &str, host: &str| {
+            host.parse::<IpAddr>().map_err(|_| {
+                format!("{key} '{host}' is not an IP address; 127.0.0.1 keeps it on this machine")
+            })
+        };
+        let console = address("console_host", &self.console_host)?;
+        if self.console_access == ConsoleAccess::Members && !console.is_loopback() {
+            return Err(format!(
+                "console_access = \"members\" needs a loopback console_host, not '{}': who connects \
+                 is known only for connections from this host. Set console_access = \"any\" to open \
+                 consoles to the network (anyone who reaches the port gets the console), or \"none\"",
+                self.console_host
+            ));
+        }
+        if !address("monitor_host", &self.monitor_host)?.is_loopback() {
+            return Err(format!(
+                "monitor_host '{}' is not a loopback address: a monitor runs commands on the host and \
+                 is served only to root and members of gns3, who are known only on this host",
+                self.monitor_host
+            ));
+        }
+        if !(1..=MAX_SCROLLBACK).contains(&self.console_scrollback) {
+            return Err(format!(
+                "console_scrollback {} must be 1 to {MAX_SCROLLBACK} bytes",
+                self.console_scrollback
+            ));
+        }
+        Ok(())
     }
 
     pub fn console_ports(&self) -> RangeInclusive<u16> {
@@ -162,6 +218,21 @@ mod tests {
         assert!(e.contains("udp_port_range"), "{e}");
         let e = load("udp_host = \"localhost\"").unwrap_err().to_string();
         assert!(e.contains("udp_host"), "{e}");
+        let e = load("console_host = \"0.0.0.0\"").unwrap_err().to_string();
+        assert!(e.contains("console_access = \"any\""), "{e}");
+        assert!(load("console_host = \"0.0.0.0\"\nconsole_access = \"any\"").is_ok());
+        let e = load("console_host = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an IP address"), "{e}");
+        let e = load("monitor_host = \"192.0.2.1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
+        let e = load("console_access = \"all\"").unwrap_err().to_string();
+        assert!(e.contains("all"), "{e}");
+        let e = load("console_scrollback = 0").unwrap_err().to_string();
+        assert!(e.contains("console_scrollback"), "{e}");
         let e = load("accelerator = \"fast\"").unwrap_err().to_string();
         assert!(e.contains("fast"), "{e}");
         assert!(load("[[[").is_err());

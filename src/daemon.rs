@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::prelude::*;
 
 use crate::cli::Args;
-use crate::config::Config;
+use crate::config::{Config, ConsoleAccess};
 use crate::dbus;
 use crate::manager::{Defaults, Manager};
 use crate::ports::{Ports, Protocol};
@@ -91,10 +91,20 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
             "no supervisor: priorities above the daemon's and cgroup CPU limits are not available"
         ),
     }
+    if config.console_access == ConsoleAccess::Any {
+        tracing::warn!(
+            console_host = %config.console_host,
+            "console_access = \"any\": whoever reaches {} gets the consoles of the VMs, often a root shell",
+            config.console_host
+        );
+    }
     let ctx = Arc::new(Context {
         store: Store::open(&args.state_dir)?,
         runtime_dir: args.runtime_dir.clone(),
         console_host: config.console_host.clone(),
+        console_access: config.console_access,
+        console_scrollback: config.console_scrollback,
+        monitor_host: config.monitor_host.clone(),
         udp_host: config.udp_host,
         limits: Limits {
             host_ram_mib: host_ram_mib(),

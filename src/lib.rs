@@ -1,11 +1,13 @@
 //! gns3-qemud: QEMU virtual machines for network labs, one D-Bus object per VM.
 //!
 //! `dbus` is the face, `vm` one VM (an actor per VM), `manager` the set of VMs, `model` what
-//! is kept of a VM, `store` its record on disk, `ports` the port manager, `daemon` the
-//! process around them.
+//! is kept of a VM, `store` its record on disk, `ports` the port manager, `console` a running
+//! VM's console and listeners, `access` who may reach them, `daemon` the process around them.
 
+pub mod access;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod dbus;
 pub mod heap;

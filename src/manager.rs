@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::model::{Accelerator, Record, Setting, Settings};
 use crate::ports::Holder;
 use crate::vm::claims::Claims;
-use crate::vm::{actor, adopt, lock, network, options, Context, Error, Handle, Pool, Result};
+use crate::vm::{actor, adopt, lock, network, Context, Error, Handle, Pool, Result};
 use crate::vm::{paths, settings};
 
 /// What a new VM gets when the client does not say.
@@ -130,12 +130,6 @@ impl Manager {
             exit_status: 0,
             last_error: String::new(),
         };
-        // The allocated ports are known only now.
-        options::check(
-            &record.settings.options,
-            record.settings.console_port != 0,
-            record.settings.monitor_port != 0,
-        )?;
         let store = self.ctx.store.clone();
         let r = record.clone();
         tokio::task::spawn_blocking(move || store.create(&r))
@@ -153,15 +147,15 @@ impl Manager {
     fn claim(&self, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
         let mut claims = Claims::new(&self.ctx);
         claims.name(&s.name, id)?;
-        for (key, port) in [
-            ("ConsolePort", &mut s.console_port),
-            ("MonitorPort", &mut s.monitor_port),
-        ] {
-            if !changes.iter().any(|c| c.key() == key) {
-                *port = claims.allocate(Pool::Console, id)?;
-            } else if *port != 0 {
-                claims.reserve(Pool::Console, *port, id)?;
+        // The ports the client chose first; then a console port unless it chose one (0 for
+        // none). A monitor port only if asked for.
+        for port in [s.console_port, s.monitor_port] {
+            if port != 0 {
+                claims.reserve(Pool::Console, port, id)?;
             }
+        }
+        if !changes.iter().any(|c| matches!(c, Setting::ConsolePort(_))) {
+            s.console_port = claims.allocate(Pool::Console, id)?;
         }
         Ok(claims)
     }
@@ -313,7 +307,8 @@ mod tests {
         let first = first_port(&m);
         assert_eq!(
             (v.settings.console_port, v.settings.monitor_port),
-            (first, first + 1)
+            (first, 0),
+            "a console port, a monitor port only if asked"
         );
         assert_eq!(m.get("r1").unwrap().view().id, v.id);
         let record = dir.path().join("vms").join(&v.id).join("vm.json");
@@ -331,9 +326,9 @@ mod tests {
         m.create("r1", None, "", Vec::new()).await.unwrap();
         let refused = [
             ("r1", Vec::new()),
-            // Refused once its ports are allocated: -serial takes the console's place.
-            ("r2", vec![Setting::Options("-serial stdio".into())]),
+            ("r2", vec![Setting::Options("-monitor stdio".into())]),
             ("r3", vec![Setting::ConsolePort(first_port(&m))]),
+            ("r5", vec![Setting::MonitorPort(first_port(&m))]),
             ("r4", vec![Setting::Ram(0)]),
         ];
         for (name, changes) in refused {
@@ -342,7 +337,7 @@ mod tests {
                 Err(e) => e,
             };
             assert_eq!(names(&m), ["r1"], "after {name}: {e:?}");
-            assert_eq!(held(&m), [0, 1], "after {name}: {e:?}");
+            assert_eq!(held(&m), [0], "after {name}: {e:?}");
         }
         let records = std::fs::read_dir(dir.path().join("vms")).unwrap().count();
         assert_eq!(records, 1);

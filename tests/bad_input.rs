@@ -23,6 +23,7 @@ const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
 const INVALID_ARGUMENT: &str = "org.gns3.Qemu.Error.InvalidArgument";
+const INVALID_STATE: &str = "org.gns3.Qemu.Error.InvalidState";
 
 /// Where an interface is served.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -725,6 +726,66 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     let name = refused("Set on an unknown interface", e);
     walk.answers.add("Set on an unknown interface", &name);
     walk.calls += 2;
+
+    // The console and the monitor: bad options are InvalidArgument whatever the VM's state;
+    // on a stopped VM, whose QEMU has no console, the rest is InvalidState.
+    let dict = |key: &str, value: Variant<'static>| {
+        let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+        d.append(
+            Variant::from(key.to_string()),
+            Variant::Variant(Box::new(value)),
+        )
+        .unwrap();
+        Variant::Dict(d)
+    };
+    let console_calls: Vec<(&str, Vec<Variant<'static>>, &str)> = vec![
+        (
+            "OpenConsole",
+            vec![dict("Bogus", Variant::Bool(true))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "OpenConsole",
+            vec![dict("replay", Variant::Bool(true))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "OpenConsole",
+            vec![dict("Replay", Variant::U32(1))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "OpenConsole",
+            vec![dict("ReadOnly", Variant::from("yes"))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "OpenConsole",
+            vec![dict("Replay", Variant::Bool(false))],
+            INVALID_STATE,
+        ),
+        ("ReadConsole", vec![Variant::U32(0)], INVALID_STATE),
+        ("ReadConsole", vec![Variant::U32(u32::MAX)], INVALID_STATE),
+        (
+            "HumanMonitorCommand",
+            vec![Variant::from("info status")],
+            INVALID_STATE,
+        ),
+        (
+            "HumanMonitorCommand",
+            vec![Variant::from("")],
+            INVALID_ARGUMENT,
+        ),
+    ];
+    for (method, args, want) in console_calls {
+        let what = format!("{method}{args:?} on a stopped VM");
+        let result = call(conn, &a, "org.gns3.Qemu.VM", method, &args).await;
+        walk.calls += 1;
+        walk.expect(&what, result, want);
+        walk.answers
+            .add(&format!("{method}, bad or on a stopped VM"), want);
+    }
+    walk.unchanged("console calls").await;
 
     // Unknown objects: every VM method on paths that are no VM's.
     for path in [

@@ -43,6 +43,8 @@ enum Op {
         adapter: u32,
     },
     Delete(String),
+    /// A console opened and typed into, and a monitor command: nothing a record keeps.
+    Console(String),
 }
 
 impl Op {
@@ -57,6 +59,7 @@ impl Op {
             Op::AddTunnel { .. } => "add-tunnel",
             Op::RemoveTunnel { .. } => "remove-tunnel",
             Op::Delete(_) => "delete",
+            Op::Console(_) => "console",
         }
     }
 
@@ -70,7 +73,8 @@ impl Op {
             | Op::Stop(id)
             | Op::Suspend(id)
             | Op::Resume(id)
-            | Op::Delete(id) => Some(id),
+            | Op::Delete(id)
+            | Op::Console(id) => Some(id),
         }
     }
 
@@ -107,8 +111,16 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
         }];
         match vm.state.as_str() {
             "stopped" if up < MAX_UP => mine.push(Op::Start(id.clone())),
-            "running" => mine.extend([Op::Stop(id.clone()), Op::Suspend(id.clone())]),
-            "paused" => mine.extend([Op::Stop(id.clone()), Op::Resume(id.clone())]),
+            "running" => mine.extend([
+                Op::Stop(id.clone()),
+                Op::Suspend(id.clone()),
+                Op::Console(id.clone()),
+            ]),
+            "paused" => mine.extend([
+                Op::Stop(id.clone()),
+                Op::Resume(id.clone()),
+                Op::Console(id.clone()),
+            ]),
             _ => {}
         }
         let used: Vec<u32> = vm.record.tunnels.iter().map(|t| t.adapter).collect();
@@ -190,6 +202,13 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         }
         Op::RemoveTunnel { id, adapter } => on(id).await.remove_udp_tunnel(adapter).await,
         Op::Delete(id) => on(id).await.delete().await,
+        Op::Console(id) => {
+            let vm = on(id).await;
+            if let Ok(fd) = vm.open_console(HashMap::new()).await {
+                Console::from_fd(fd.into()).send(b"\r");
+            }
+            vm.human_monitor_command("info status").await.map(drop)
+        }
     };
     began.elapsed()
 }
@@ -244,6 +263,14 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
     };
     match op {
         Op::Create { .. } => unreachable!(),
+        Op::Console(_) => {
+            assert!(
+                same_settings && same_tunnels,
+                "{op:?} changed the VM: {now:?}"
+            );
+            assert_eq!(now.state, was.state, "{op:?}");
+            false
+        }
         Op::Delete(_) => {
             assert!(same_settings && same_tunnels, "{op:?} half done: {now:?}");
             assert_eq!(now.state, was.state, "{op:?} half done");

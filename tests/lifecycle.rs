@@ -66,14 +66,9 @@ async fn boot_console_suspend_resume_reload_stop() {
         .unwrap();
     assert!(out.contains("after-resume"), "{out}");
 
-    // The human monitor answers on MonitorPort.
-    let mut monitor = Console::connect(vm.monitor_port().await.unwrap());
-    monitor.wait_for("(qemu)", Duration::from_secs(10)).unwrap();
-    monitor.send_line("info status");
-    monitor
-        .wait_for("VM status: running", Duration::from_secs(10))
-        .unwrap();
-    drop(monitor);
+    // The human monitor answers over D-Bus.
+    let out = vm.human_monitor_command("info status").await.unwrap();
+    assert_eq!(out.trim(), "VM status: running");
 
     vm.reload().await.unwrap();
     console.wait_for("GUEST-READY", BOOT).unwrap();
@@ -266,12 +261,12 @@ async fn the_monitor_runs_nothing_on_the_host() {
             "{args:?}"
         );
         let escaped = dir.path().join("escaped");
-        let mut monitor = Console::connect(vm.monitor_port().await.unwrap());
-        monitor.wait_for("(qemu)", Duration::from_secs(10)).unwrap();
-        monitor.send_line(&format!("migrate \"exec:touch {}\"", escaped.display()));
         // The command runs at once where it runs at all; the monitor answers, unless the
         // sandbox ended QEMU for trying.
-        let _ = monitor.wait_for("(qemu)", Duration::from_secs(10));
+        let answer = vm
+            .human_monitor_command(&format!("migrate \"exec:touch {}\"", escaped.display()))
+            .await;
+        println!("qemu_sandbox = {sandbox}: migrate exec answered {answer:?}");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let state = vm.state().await.unwrap();
         let why = vm.last_error().await.unwrap();

@@ -58,16 +58,16 @@ fn boot(mut console: Console, ip: &str) -> (Console, String) {
 }
 
 /// The netdev type (dgram or socket) of adapter 0's tunnel, from the human monitor.
-fn tunnel_type(monitor_port: u16) -> String {
-    let mut monitor = Console::connect(monitor_port);
-    monitor.wait_for("(qemu)", SHELL).unwrap();
-    monitor.send_line("info network");
-    monitor.wait_for("gns3-0-tunnel: ", SHELL).unwrap();
-    let line = monitor.wait_for("\n", SHELL).unwrap();
+async fn tunnel_type(vm: &VmProxy<'_>) -> String {
+    let info = vm.human_monitor_command("info network").await.unwrap();
+    let line = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("gns3-0-tunnel: "))
+        .unwrap_or_else(|| panic!("no tunnel of adapter 0 in: {info}"));
     line.split(",type=")
         .nth(1)
         .and_then(|t| t.split([',', ' ', '\r']).next())
-        .unwrap_or(&line)
+        .unwrap_or(line)
         .to_string()
 }
 
@@ -155,8 +155,8 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     // The adapters are QEMU's devices: their number changes only while stopped.
     let e = b.set_adapters(1).await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{e}");
-    assert_eq!(tunnel_type(a.monitor_port().await.unwrap()), "dgram");
-    assert_eq!(tunnel_type(b.monitor_port().await.unwrap()), "socket");
+    assert_eq!(tunnel_type(&a).await, "dgram");
+    assert_eq!(tunnel_type(&b).await, "socket");
     assert_eq!(carrier(&mut ca, "1"), "1");
     assert_eq!(carrier(&mut cc, "0"), "0", "no tunnel: no cable");
     assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
@@ -175,7 +175,7 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     // Rewired live from b to c: adding over a tunnel replaces it.
     c.add_udp_tunnel(0, pc, "127.0.0.1", pa).await.unwrap();
     assert_eq!(carrier(&mut cc, "1"), "1");
-    assert_eq!(tunnel_type(c.monitor_port().await.unwrap()), "socket");
+    assert_eq!(tunnel_type(&c).await, "socket");
     a.add_udp_tunnel(0, pa, "127.0.0.1", pc).await.unwrap();
     assert_eq!(
         a.tunnels().await.unwrap(),

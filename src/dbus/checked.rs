@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(vm["AddUdpTunnel"].text, "uqsq");
         assert_eq!(vm["Configure"].text, "a{sv}");
         assert_eq!(vm["Start"].text, "");
-        assert_eq!(vm.len(), 11);
+        assert_eq!(vm["OpenConsole"].text, "a{sv}");
+        assert_eq!(vm["ReadConsole"].text, "u");
+        assert_eq!(vm["HumanMonitorCommand"].text, "s");
+        assert_eq!(vm.len(), 14);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

@@ -94,7 +94,7 @@ impl ManagerIface {
         env!("CARGO_PKG_VERSION")
     }
 
-    /// The address the VMs' serial consoles and monitors listen on.
+    /// The address the VMs' consoles listen on (telnet on each ConsolePort, served by the daemon).
     #[zbus(property(emits_changed_signal = "const"))]
     async fn console_host(&self) -> String {
         self.console_host.clone()

@@ -2,6 +2,7 @@
 //! core's answers and errors back, and holds no logic of its own.
 
 pub mod checked;
+pub mod console;
 pub mod error;
 pub mod manager;
 pub mod objects;
@@ -25,7 +26,7 @@ pub const BUS_NAME: &str = "org.gns3.Qemu";
 pub const MANAGER_PATH: &str = "/org/gns3/Qemu";
 
 /// The read-only properties of org.gns3.Qemu.VM.
-pub const READ_ONLY: [&str; 8] = [
+pub const READ_ONLY: [&str; 9] = [
     "Id",
     "Project",
     "State",
@@ -34,6 +35,7 @@ pub const READ_ONLY: [&str; 8] = [
     "Tunnels",
     "ExitStatus",
     "LastError",
+    "ConsoleViewers",
 ];
 
 pub fn vm_path(id: &str) -> Result<OwnedObjectPath, Error> {

@@ -126,9 +126,9 @@ impl Vm {
         Ok(self.handle.remove_tunnel(adapter).await?)
     }
 
-    /// The command line Start runs, argument by argument. The QMP socket is passed to
-    /// QEMU as an open file descriptor (fd=3), bound by the daemon beforehand; tunnels are
-    /// attached over QMP before the guest's CPUs start.
+    /// The command line Start runs, argument by argument. The QMP socket and the serial
+    /// port's socket are passed to QEMU as open file descriptors (fd=3, fd=4), bound by the
+    /// daemon beforehand; tunnels are attached over QMP before the guest's CPUs start.
     async fn command_line(&self) -> Result<Vec<String>> {
         Ok(self.handle.command_line().await?)
     }
@@ -136,6 +136,38 @@ impl Vm {
     /// QEMU's own output (qemu.log) since the last Start, at most its last MiB.
     async fn read_log(&self) -> Result<String> {
         Ok(self.handle.read_log().await?)
+    }
+
+    /// A socket connected to the running VM's serial console: read what the guest prints,
+    /// write what it should read, raw bytes both ways (no telnet). It gets the scrollback
+    /// first, then live output; a reader too slow to keep up loses its backlog and finds a
+    /// line saying how many bytes were skipped. Any number may be open at once, beside the
+    /// telnet viewers of ConsolePort. Options: Replay (b, default true: send the
+    /// scrollback first), ReadOnly (b, default false: what is written is dropped).
+    /// InvalidState if the VM does not run.
+    async fn open_console(
+        &self,
+        options: std::collections::HashMap<String, zbus::OwnedVariant>,
+    ) -> Result<zbus::OwnedFd> {
+        let options = super::console::view_options(&options)?;
+        let fd = self.handle.open_console(options).await?;
+        Ok(fd.into())
+    }
+
+    /// The last `max_bytes` bytes the guest printed on its console (0: all that is kept,
+    /// console_scrollback of the daemon's configuration, 256 KiB by default), for scripts.
+    /// Kept across daemon restarts while the VM runs. InvalidArgument above what is kept,
+    /// InvalidState if the VM does not run.
+    async fn read_console(&self, max_bytes: u32) -> Result<Vec<u8>> {
+        Ok(self.handle.read_console(max_bytes).await?)
+    }
+
+    /// Run one command of QEMU's human monitor (HMP: 'info status', 'sendkey ctrl-alt-delete',
+    /// …) and return its output. Goes through the daemon's own QMP connection; QEMU has no
+    /// monitor anyone else can reach. QEMU runs in its sandbox, so no command runs programs
+    /// on the host. InvalidState if the VM does not run.
+    async fn human_monitor_command(&self, command: String) -> Result<String> {
+        Ok(self.handle.human_monitor_command(command).await?)
     }
 
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
@@ -180,6 +212,12 @@ impl Vm {
     #[zbus(property)]
     async fn exit_status(&self) -> i32 {
         self.handle.view().exit_status
+    }
+
+    /// How many viewers the console has now: OpenConsole sockets and telnet connections.
+    #[zbus(property)]
+    async fn console_viewers(&self) -> u32 {
+        self.handle.view().console_viewers
     }
 
     /// Why the VM last stopped when nobody asked it to (with the end of qemu.log); empty

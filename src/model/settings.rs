@@ -41,17 +41,21 @@ settings! {
     /// Kernel command line for KernelImage (-append).
     KernelCommandLine kernel_command_line: String = String::new(), NextStart;
     /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
-    /// -pidfile, -daemonize, -S, and -serial/-monitor while a console/monitor port is set)
-    /// are refused.
+    /// -pidfile, -daemonize, -S, -sandbox, -monitor, -mon, -nographic) are refused. The
+    /// first serial port is the console: a -serial here is the guest's second.
     Options options: String = String::new(), NextStart;
     /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
     CpuThrottling cpu_throttling: u32 = 0, Live;
     /// realtime, very high, high, normal, low (default) or very low: nice -20, -15, -5, 0,
     /// 5, 19 for every QEMU thread.
     ProcessPriority process_priority: Priority = Priority::Low, Live;
-    /// TCP port of the serial console (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    /// TCP port of the console's telnet server on ConsoleHost, served by the daemon to whom
+    /// its console_access lets in (by default root and members of gns3); 0 for none
+    /// (OpenConsole still works). Held by the daemon while the VM runs. Only while stopped.
     ConsolePort console_port: u16 = 0, Stopped;
-    /// TCP port of the QEMU human monitor (telnet) on ConsoleHost; 0 for none. Only while stopped.
+    /// TCP port of the VM's HMP monitor (telnet, one command per line) on the daemon's
+    /// monitor_host, served to root and members of gns3 only; 0 (the default) for none
+    /// (HumanMonitorCommand still works). Only while stopped.
     MonitorPort monitor_port: u16 = 0, Stopped;
     /// Use the older `socket` netdev for UDP tunnels (IPv4 only) even where the binary has
     /// `dgram`. Binaries without `dgram` (before QEMU 7.2) always get `socket`. Applies to

@@ -6,17 +6,18 @@ use super::error::Result;
 use super::{network, options};
 use crate::model::Settings;
 
-/// The file descriptor on which QEMU finds its QMP socket, already bound and listening.
-/// The daemon binds it before the spawn, so it can connect at once: no waiting for QEMU to
-/// create a socket file, no race with a stale one.
-pub const QMP_FD: i32 = 3;
+/// The file descriptors on which QEMU finds its QMP socket and its serial port's, already
+/// bound and listening. The daemon binds them before the spawn, so it can connect at once:
+/// no waiting for QEMU to create a socket file, no race with a stale one.
+pub const FIRST_FD: i32 = 3;
+pub const QMP_FD: i32 = FIRST_FD;
+pub const SERIAL_FD: i32 = FIRST_FD + 1;
 
 /// Where a VM's files are, and what the host decided for it.
 pub struct Launch<'a> {
     pub settings: &'a Settings,
     pub vm_dir: &'a Path,
     pub pidfile: &'a Path,
-    pub console_host: &'a str,
     pub kvm: bool,
     /// QEMU's seccomp sandbox ([`SANDBOX`]).
     pub sandbox: bool,
@@ -45,15 +46,6 @@ fn opt_value(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
-fn tcp_server(host: &str, port: u16) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    format!("telnet:{host}:{port},server=on,wait=off")
-}
-
 pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     let s = l.settings;
     let mut cmd: Vec<String> = vec![
@@ -73,6 +65,12 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         format!("socket,id=gns3-qmp,fd={QMP_FD},server=on,wait=off"),
         "-mon".into(),
         "chardev=gns3-qmp,mode=control".into(),
+        // The first serial port is the VM's console, which the daemon reads at all times
+        // (`console`); QEMU gets no other listener and no HMP monitor.
+        "-chardev".into(),
+        format!("socket,id=gns3-serial,fd={SERIAL_FD},server=on,wait=off"),
+        "-serial".into(),
+        "chardev:gns3-serial".into(),
     ];
     if l.sandbox {
         cmd.extend(["-sandbox".into(), SANDBOX.into()]);
@@ -99,15 +97,6 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
             cmd.extend([flag.to_string(), value.clone()]);
         }
     }
-    if s.console_port != 0 {
-        cmd.extend(["-serial".into(), tcp_server(l.console_host, s.console_port)]);
-    }
-    if s.monitor_port != 0 {
-        cmd.extend([
-            "-monitor".into(),
-            tcp_server(l.console_host, s.monitor_port),
-        ]);
-    }
     cmd.extend(options::split(&s.options)?);
     cmd.extend(network::args(s.adapters, &s.adapter_type, &s.mac_address));
     Ok(cmd)
@@ -133,7 +122,6 @@ mod tests {
             settings: s,
             vm_dir: Path::new("/var/lib/gns3-qemud/vms/ab"),
             pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
-            console_host: "127.0.0.1",
             kvm: false,
             sandbox: true,
         })
@@ -147,10 +135,9 @@ mod tests {
             "/usr/bin/qemu-system-x86_64 -name r1 -m 256 -accel tcg -display none -S \
              -pidfile /run/gns3-qemud/ab/qemu.pid \
              -chardev socket,id=gns3-qmp,fd=3,server=on,wait=off -mon chardev=gns3-qmp,mode=control \
+             -chardev socket,id=gns3-serial,fd=4,server=on,wait=off -serial chardev:gns3-serial \
              -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \
              -drive file=/var/lib/gns3-qemud/vms/ab/flash.qcow2,format=qcow2,if=ide,index=0,media=disk \
-             -serial telnet:127.0.0.1:5000,server=on,wait=off \
-             -monitor telnet:127.0.0.1:5001,server=on,wait=off \
              -netdev hubport,id=gns3-0,hubid=0 -device e1000,netdev=gns3-0,mac=52:54:00:12:34:00"
         );
     }
@@ -179,20 +166,18 @@ mod tests {
     }
 
     #[test]
-    fn commas_in_paths_and_ipv6_hosts() {
+    fn commas_in_paths_kvm_no_sandbox() {
         let s = settings();
         let cmd = build(&Launch {
             settings: &s,
             vm_dir: Path::new("/srv/a,b"),
             pidfile: Path::new("/run/x.pid"),
-            console_host: "::1",
             kvm: true,
             sandbox: false,
         })
         .unwrap();
         assert!(cmd
             .contains(&"file=/srv/a,,b/flash.qcow2,format=qcow2,if=ide,index=0,media=disk".into()));
-        assert!(cmd.contains(&"telnet:[::1]:5000,server=on,wait=off".into()));
         assert!(cmd.windows(2).any(|w| w == ["-accel", "kvm"]));
         assert!(
             !cmd.contains(&"-sandbox".to_string()),

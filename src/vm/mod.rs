@@ -32,6 +32,8 @@ pub use error::{Error, Result};
 pub use state::State;
 pub use tunnel::Tunnel;
 
+pub use crate::config::ConsoleAccess;
+pub use crate::console::ViewOptions;
 use crate::ports::Ports;
 use crate::privilege::Privilege;
 use crate::store::Store;
@@ -42,6 +44,10 @@ pub struct Context {
     pub store: Store,
     pub runtime_dir: PathBuf,
     pub console_host: String,
+    pub console_access: ConsoleAccess,
+    /// Bytes of console output kept per VM.
+    pub console_scrollback: u64,
+    pub monitor_host: String,
     pub udp_host: IpAddr,
     pub limits: settings::Limits,
     pub binaries: binary::Binaries,
@@ -85,6 +91,8 @@ pub struct View {
     pub tunnels: Vec<(u32, u16, String, u16)>,
     pub exit_status: i32,
     pub last_error: String,
+    /// Viewers of the console now (D-Bus and telnet).
+    pub console_viewers: u32,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -102,6 +110,9 @@ pub enum Command {
     RemoveTunnel(u32, Reply<()>),
     CommandLine(Reply<Vec<String>>),
     ReadLog(Reply<String>),
+    OpenConsole(ViewOptions, Reply<std::os::fd::OwnedFd>),
+    ReadConsole(u32, Reply<Vec<u8>>),
+    HumanMonitorCommand(String, Reply<String>),
 }
 
 #[derive(Clone)]
@@ -160,6 +171,16 @@ impl Handle {
     pub async fn read_log(&self) -> Result<String> {
         self.call(Command::ReadLog).await
     }
+    pub async fn open_console(&self, options: ViewOptions) -> Result<std::os::fd::OwnedFd> {
+        self.call(|r| Command::OpenConsole(options, r)).await
+    }
+    pub async fn read_console(&self, max_bytes: u32) -> Result<Vec<u8>> {
+        self.call(|r| Command::ReadConsole(max_bytes, r)).await
+    }
+    pub async fn human_monitor_command(&self, command: String) -> Result<String> {
+        self.call(|r| Command::HumanMonitorCommand(command, r))
+            .await
+    }
 }
 
 /// A [`Context`] for unit tests: a store in a temporary directory, no supervisor, and port
@@ -187,6 +208,9 @@ pub mod testing {
             store: Store::open(dir.path()).unwrap(),
             runtime_dir: dir.path().join("run"),
             console_host: "127.0.0.1".into(),
+            console_access: super::ConsoleAccess::Members,
+            console_scrollback: 4096,
+            monitor_host: "127.0.0.1".into(),
             udp_host: "127.0.0.1".parse().unwrap(),
             limits: super::settings::Limits {
                 host_ram_mib: 4096,

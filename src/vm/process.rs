@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use tokio::io::unix::AsyncFd;
 
-use super::cmdline::QMP_FD;
+use super::cmdline::FIRST_FD;
 
 /// How a QEMU process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +63,29 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns `cmd` with stdout and stderr to `log`, `qmp` as fd [`QMP_FD`], in `cwd`.
-    pub fn spawn(cmd: &[String], cwd: &Path, log: File, qmp: &OwnedFd) -> io::Result<Process> {
+    /// Spawns `cmd` with stdout and stderr to `log`, `fds` as fds [`FIRST_FD`], +1, …, in
+    /// `cwd`.
+    pub fn spawn(cmd: &[String], cwd: &Path, log: File, fds: &[&OwnedFd]) -> io::Result<Process> {
         let (program, args) = cmd
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
         let log_err = log.try_clone()?;
-        let qmp_fd = qmp.as_raw_fd();
+        // Moved above every target first, so that no dup2 overwrites one still to be moved.
+        let parked: Vec<OwnedFd> = fds
+            .iter()
+            .map(|fd| {
+                nix::fcntl::fcntl(
+                    fd.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(FIRST_FD + fds.len() as i32),
+                )
+                .map(|raw| {
+                    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+                })
+                .map_err(io::Error::from)
+            })
+            .collect::<io::Result<_>>()?;
+        let raw: Vec<i32> = parked.iter().map(AsRawFd::as_raw_fd).collect();
         let mut command = Command::new(program);
         command
             .args(args)
@@ -80,21 +96,17 @@ impl Process {
             .stdout(log)
             .stderr(log_err);
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
-        // (setsid, dup2, fcntl) and touches no memory of the parent.
+        // (setsid, dup2) and touches no memory of the parent but `raw`, read only.
         unsafe {
             command.pre_exec(move || {
                 // A session of its own: a Ctrl-C or SIGTERM for the daemon's process group
                 // must not reach the VMs, which outlive the daemon.
                 nix::unistd::setsid()?;
-                if qmp_fd == QMP_FD {
-                    let flags = libc::fcntl(QMP_FD, libc::F_GETFD);
-                    if flags < 0
-                        || libc::fcntl(QMP_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                    {
+                // dup2 clears FD_CLOEXEC on the copy; the parked ones close at exec.
+                for (n, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, FIRST_FD + n as i32) < 0 {
                         return Err(io::Error::last_os_error());
                     }
-                } else if libc::dup2(qmp_fd, QMP_FD) < 0 {
-                    return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });

@@ -14,6 +14,7 @@ use super::network;
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
 use super::tunnel::{self, Backend, Tunnel};
+use crate::console::Console;
 use crate::model::Settings;
 use crate::privilege::Privilege;
 
@@ -30,6 +31,8 @@ pub struct Qemu {
     pub shutdown: Option<String>,
     /// A CPU limit was put on it, which must be released once it exits.
     pub throttled: bool,
+    /// Its serial console, and the VM's listeners with it.
+    pub console: Option<Arc<Console>>,
 }
 
 /// What a running QEMU says between commands.

@@ -1,6 +1,6 @@
 //! A VM's runtime dir, `<runtime-dir>/<id>` on a tmpfs: the files that live as long as its
-//! QEMU. The QMP socket the daemon binds before QEMU starts, QEMU's pid file (`-pidfile`),
-//! and the marks of live changes not yet saved. A daemon that starts again finds its QEMU
+//! QEMU. The QMP and serial sockets the daemon binds before QEMU starts, QEMU's pid file
+//! (`-pidfile`), the console's scrollback, and the marks of live changes not yet saved. A daemon that starts again finds its QEMU
 //! through them (`adopt.rs`).
 
 use std::os::unix::net::UnixListener;
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 const PIDFILE: &str = "qemu.pid";
 const QMP_SOCKET: &str = "qmp.sock";
+const SERIAL_SOCKET: &str = "serial.sock";
+const SCROLLBACK: &str = "console";
 const PENDING_PREFIX: &str = "pending-";
 
 /// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
@@ -97,13 +99,24 @@ impl Runtime {
         self.dir.join(QMP_SOCKET)
     }
 
-    /// Makes the dir and binds the QMP socket in it, in place of one a QEMU left.
-    pub fn bind_qmp(&self) -> Result<UnixListener, String> {
+    pub fn serial_socket(&self) -> PathBuf {
+        self.dir.join(SERIAL_SOCKET)
+    }
+
+    pub fn scrollback(&self) -> PathBuf {
+        self.dir.join(SCROLLBACK)
+    }
+
+    /// Makes the dir and binds the QMP and serial sockets in it, in place of those a QEMU
+    /// left.
+    pub fn bind(&self) -> Result<[UnixListener; 2], String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let path = self.qmp_socket();
-        let _ = std::fs::remove_file(&path);
-        UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))
+        let bind = |path: PathBuf| {
+            let _ = std::fs::remove_file(&path);
+            UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))
+        };
+        Ok([bind(self.qmp_socket())?, bind(self.serial_socket())?])
     }
 
     /// Marks `change` as under way on the running QEMU until the mark is dropped.

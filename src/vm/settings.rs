@@ -34,11 +34,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
     for change in changes {
         apply_one(&mut next, change.clone(), limits)?;
     }
-    options::check(
-        &next.options,
-        next.console_port != 0,
-        next.monitor_port != 0,
-    )?;
+    options::check(&next.options)?;
     if next.console_port != 0 && next.console_port == next.monitor_port {
         return Err(Error::InvalidArgument(format!(
             "ConsolePort and MonitorPort are both {}; they must differ",

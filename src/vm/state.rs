@@ -76,10 +76,13 @@ pub enum Op {
     Configure,
     /// Change a setting a running QEMU holds (`When::Stopped` in the settings table).
     ConfigureStopped,
+    /// Reach the console or the monitor of QEMU (OpenConsole, ReadConsole,
+    /// HumanMonitorCommand).
+    Console,
 }
 
 impl Op {
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 10] = [
         Op::Start,
         Op::Stop,
         Op::Suspend,
@@ -89,6 +92,7 @@ impl Op {
         Op::Rewire,
         Op::Configure,
         Op::ConfigureStopped,
+        Op::Console,
     ];
 }
 
@@ -124,13 +128,14 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Suspend, Paused) | (Resume, Running) => Done,
         (Suspend | Resume, Stopped) => NotRunning,
         (Reload, Running | Paused) => Go,
-        (Reload, Stopped) => NotRunning,
+        (Reload | Console, Stopped) => NotRunning,
+        (Console, Running | Paused) => Go,
         (Delete | Rewire, Stopped | Running | Paused) => Go,
         (Configure, _) | (ConfigureStopped, Stopped) => Go,
         (ConfigureStopped, Running | Paused) => Holds,
         // A QEMU being started or stopped answers nothing else until that is over (a Stop
         // that timed out leaves the VM Stopping), and holds what it was started with.
-        (Suspend | Resume | Reload, Starting | Stopping) => NotRunning,
+        (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
     }
@@ -242,6 +247,11 @@ mod tests {
             (Running, Op::ConfigureStopped, Holds),
             (Paused, Op::ConfigureStopped, Holds),
             (Stopping, Op::ConfigureStopped, Holds),
+            (Stopped, Op::Console, NotRunning),
+            (Starting, Op::Console, NotRunning),
+            (Running, Op::Console, Go),
+            (Paused, Op::Console, Go),
+            (Stopping, Op::Console, NotRunning),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");

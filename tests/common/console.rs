@@ -1,14 +1,15 @@
-//! A client for a guest's serial console served by QEMU as a telnet server
-//! (`-serial telnet:127.0.0.1:PORT,server=on,wait=off`).
+//! A client for a guest's serial console: the daemon's telnet server on ConsolePort, or a
+//! socket from OpenConsole (raw bytes; the telnet parser finds no command in a guest's text).
 //!
-//! QEMU drops console output while no client is connected, so connect before the guest prints
-//! what the test waits for.
+//! A new viewer gets the scrollback first: wait for markers only the shell computes (`run`),
+//! or that appear once.
 
 // Every tests/*.rs binary compiles this module but not all of them use all of it.
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,8 +33,44 @@ enum Telnet {
     SubIac,
 }
 
+/// The viewer's end: telnet over TCP, or a socket handed over D-Bus.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct Console {
-    stream: TcpStream,
+    stream: Stream,
     /// Console output, telnet commands removed, not yet consumed by `wait_for`.
     buf: Vec<u8>,
     /// Telnet parser state, kept because a command can straddle two reads.
@@ -61,11 +98,45 @@ impl Console {
         stream
             .set_nodelay(true)
             .expect("TCP_NODELAY on the console");
+        Console::over(Stream::Tcp(stream))
+    }
+
+    /// A viewer on a socket from OpenConsole.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Console {
+        Console::over(Stream::Unix(UnixStream::from(fd)))
+    }
+
+    fn over(stream: Stream) -> Console {
         Console {
             stream,
             buf: Vec::new(),
             telnet: Telnet::Data,
         }
+    }
+
+    /// Waits until the other end closes the connection; what it sent before.
+    pub fn wait_closed(&mut self, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.failure("the console stayed open"));
+            }
+            match self.read_some(deadline - now) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned())
+    }
+
+    /// Writes raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("writing to the console: {e}"));
     }
 
     /// Reads until `needle` appears and returns everything up to and including it; the next

@@ -75,7 +75,20 @@ pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
     for (id, vm) in &seen {
         let rt = run_dir.join(id);
         match vm.is_up() {
-            true => assert!(vm.pid != 0 && rt.join("qemu.pid").exists(), "{id}: {vm:?}"),
+            true => {
+                assert!(vm.pid != 0 && rt.join("qemu.pid").exists(), "{id}: {vm:?}");
+                // Its console is attached (found again after a restart) and its port held.
+                let path = gns3_qemud::dbus::vm_path(id).unwrap();
+                let proxy = super::vm(conn, &path).await;
+                if let Err(e) = proxy.read_console(0).await {
+                    panic!("{id} is {} without a console: {e}", vm.state);
+                }
+                let port = vm.record.settings.console_port;
+                if port != 0 {
+                    let bound = std::net::TcpListener::bind(("127.0.0.1", port));
+                    assert!(bound.is_err(), "{id}: nobody holds its console port {port}");
+                }
+            }
             false => assert!(
                 vm.pid == 0 && !rt.exists(),
                 "{id} is {} yet has pid {} or runtime files",
@@ -98,7 +111,10 @@ pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
     for vm in seen.values() {
         let s = &vm.record.settings;
         for port in [s.console_port, s.monitor_port] {
-            assert!(console.insert(port), "console port {port} used twice");
+            assert!(
+                port == 0 || console.insert(port),
+                "console port {port} used twice"
+            );
         }
         for t in &vm.record.tunnels {
             assert!(
@@ -124,7 +140,11 @@ pub async fn check_ports(
     let mut udp: BTreeSet<u16> = BTreeSet::new();
     for vm in seen.values() {
         let s = &vm.record.settings;
-        console.extend([s.console_port, s.monitor_port]);
+        console.extend(
+            [s.console_port, s.monitor_port]
+                .into_iter()
+                .filter(|p| *p != 0),
+        );
         udp.extend(vm.record.tunnels.iter().map(|t| t.local_port));
     }
 
@@ -156,12 +176,13 @@ pub async fn check_ports(
         match m.create_vm(&name, HashMap::new()).await {
             Ok(path) => {
                 let vm = super::vm(m.inner().connection(), &path).await;
-                for port in [
-                    vm.console_port().await.unwrap(),
+                assert_eq!(
                     vm.monitor_port().await.unwrap(),
-                ] {
-                    assert!(console.insert(port), "console port {port} handed out twice");
-                }
+                    0,
+                    "a monitor port unasked"
+                );
+                let port = vm.console_port().await.unwrap();
+                assert!(console.insert(port), "console port {port} handed out twice");
                 probes.push(vm);
             }
             Err(e) => {

@@ -42,6 +42,9 @@ pub trait Vm {
     fn configure(&self, settings: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn command_line(&self) -> zbus::Result<Vec<String>>;
     fn read_log(&self) -> zbus::Result<String>;
+    fn open_console(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<zbus::OwnedFd>;
+    fn read_console(&self, max_bytes: u32) -> zbus::Result<Vec<u8>>;
+    fn human_monitor_command(&self, command: &str) -> zbus::Result<String>;
     fn add_udp_tunnel(
         &self,
         adapter: u32,
@@ -63,6 +66,8 @@ pub trait Vm {
     fn accelerated(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn exit_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn console_viewers(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
     #[zbus(property)]

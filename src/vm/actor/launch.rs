@@ -49,7 +49,6 @@ impl Actor {
             settings: &self.record.settings,
             vm_dir: &self.vm_dir(),
             pidfile: &pidfile,
-            console_host: &self.ctx.console_host,
             kvm,
             sandbox: self.ctx.sandbox,
         })
@@ -82,20 +81,22 @@ impl Actor {
                 s.qemu_path
             )));
         }
+        // Before anything is made: a port another program holds stops the start here.
+        let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s).await?;
         let cmd = self.launch_plan(kvm)?;
 
-        let listener = self.runtime.bind_qmp().map_err(Error::Internal)?;
+        let sockets = self.runtime.bind().map_err(Error::Internal)?;
         let log_path = vm_dir.join("qemu.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
 
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), command = %cmd.join(" "), "starting QEMU");
-        let listener_fd = OwnedFd::from(listener);
-        let mut process = Process::spawn(&cmd, &vm_dir, log, &listener_fd)
+        let fds = sockets.map(OwnedFd::from);
+        let mut process = Process::spawn(&cmd, &vm_dir, log, &[&fds[0], &fds[1]])
             .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", s.qemu_path)))?;
-        drop(listener_fd);
+        drop(fds);
 
         let (events_tx, events) = mpsc::unbounded_channel();
         let connect = async {
@@ -132,8 +133,13 @@ impl Actor {
             events,
             shutdown: None,
             throttled: false,
+            console: None,
         };
-        match self.prepare_guest(&mut qemu).await {
+        let ready = async {
+            self.attach_console(&mut qemu, listeners).await?;
+            self.prepare_guest(&mut qemu).await
+        };
+        match ready.await {
             Ok(()) => Ok((qemu, kvm)),
             Err(e) => {
                 qemu.process.signal(Signal::SIGKILL).ok();

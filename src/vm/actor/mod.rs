@@ -5,9 +5,11 @@
 //!
 //! Its jobs, a file each: `lifecycle.rs` (start, stop, pause, delete, and QEMU's exit),
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
-//! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log).
+//! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
+//! `console.rs` (the console and monitor).
 
 mod configure;
+mod console;
 mod launch;
 mod lifecycle;
 mod log;
@@ -35,23 +37,29 @@ pub struct Actor {
     accelerated: bool,
     qemu: Option<Qemu>,
     runtime: Runtime,
-    view: watch::Sender<View>,
+    /// Shared with the console, which counts its viewers in it.
+    view: Arc<watch::Sender<View>>,
+    /// The actor's own inbox, for the monitor port's commands.
+    commands: mpsc::WeakSender<Command>,
 }
+
+type Inbox = (mpsc::Sender<Command>, mpsc::Receiver<Command>);
 
 /// Starts the actor of a VM whose record is already on disk.
 pub fn spawn(ctx: Arc<Context>, record: Record) -> Handle {
-    Actor::new(ctx, record).go()
+    let (actor, inbox) = Actor::new(ctx, record);
+    actor.go(inbox)
 }
 
 /// Starts the actor of a VM found on disk when the daemon starts, with its QEMU if that
 /// still runs.
 pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
-    let mut actor = Actor::new(ctx, record);
+    let (mut actor, inbox) = Actor::new(ctx, record);
     actor.readopt().await;
-    actor.go()
+    actor.go(inbox)
 }
 
-fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
+fn view_of(r: &Record, state: State, pid: u32, accelerated: bool, viewers: u32) -> View {
     View {
         id: r.id.clone(),
         project: r.project.clone(),
@@ -62,6 +70,7 @@ fn view_of(r: &Record, state: State, pid: u32, accelerated: bool) -> View {
         tunnels: r.tunnels.iter().map(Tunnel::as_tuple).collect(),
         exit_status: r.exit_status,
         last_error: r.last_error.clone(),
+        console_viewers: viewers,
     }
 }
 
@@ -73,20 +82,28 @@ async fn from_qemu(qemu: &mut Option<Qemu>) -> FromQemu {
 }
 
 impl Actor {
-    fn new(ctx: Arc<Context>, record: Record) -> Actor {
-        Actor {
-            view: watch::Sender::new(view_of(&record, State::Stopped, 0, false)),
+    fn new(ctx: Arc<Context>, record: Record) -> (Actor, Inbox) {
+        let (tx, rx) = mpsc::channel(16);
+        let actor = Actor {
+            view: Arc::new(watch::Sender::new(view_of(
+                &record,
+                State::Stopped,
+                0,
+                false,
+                0,
+            ))),
+            commands: tx.downgrade(),
             runtime: Runtime::new(ctx.runtime_dir.join(&record.id)),
             ctx,
             record,
             state: State::Stopped,
             accelerated: false,
             qemu: None,
-        }
+        };
+        (actor, (tx, rx))
     }
 
-    fn go(self) -> Handle {
-        let (tx, rx) = mpsc::channel(16);
+    fn go(self, (tx, rx): Inbox) -> Handle {
         let handle = Handle {
             tx,
             view: self.view.subscribe(),
@@ -146,6 +163,15 @@ impl Actor {
             Command::ReadLog(reply) => {
                 let _ = reply.send(self.read_log());
             }
+            Command::OpenConsole(options, reply) => {
+                let _ = reply.send(self.open_console(options));
+            }
+            Command::ReadConsole(max_bytes, reply) => {
+                let _ = reply.send(self.read_console(max_bytes));
+            }
+            Command::HumanMonitorCommand(command, reply) => {
+                let _ = reply.send(Box::pin(self.human_monitor_command(command)).await);
+            }
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
@@ -179,9 +205,9 @@ impl Actor {
             Op::Resume => Box::pin(self.resume()).await,
             Op::Reload => Box::pin(self.reload()).await,
             Op::Delete => Box::pin(self.delete()).await,
-            Op::Rewire | Op::Configure | Op::ConfigureStopped => Err(Error::Internal(format!(
-                "{op:?} takes arguments and is not performed alone"
-            ))),
+            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console => Err(
+                Error::Internal(format!("{op:?} takes arguments and is not performed alone")),
+            ),
         }
     }
 
@@ -210,7 +236,12 @@ impl Actor {
 
     fn publish(&self) {
         let pid = self.qemu.as_ref().map_or(0, |r| r.process.pid());
-        let view = view_of(&self.record, self.state, pid, self.accelerated);
+        let viewers = self
+            .qemu
+            .as_ref()
+            .and_then(|q| q.console.as_ref())
+            .map_or(0, |c| c.viewers());
+        let view = view_of(&self.record, self.state, pid, self.accelerated, viewers);
         self.view.send_if_modified(|old| {
             let changed = *old != view;
             *old = view;

@@ -39,6 +39,7 @@ impl Actor {
             events: found.events,
             shutdown: None,
             throttled: self.record.settings.cpu_throttling > 0,
+            console: None,
         };
         let status = qemu.qmp.execute("query-status", None, QMP_TIMEOUT).await;
         let kvm = qemu.qmp.execute("query-kvm", None, QMP_TIMEOUT).await;
@@ -60,6 +61,7 @@ impl Actor {
         };
         self.accelerated = kvm.is_ok_and(|k| k["enabled"].as_bool() == Some(true));
         self.finish_pending(&mut qemu).await;
+        self.reattach_console(&mut qemu).await;
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = qemu.process.pid(), %state, "found its QEMU running again");
         self.qemu = Some(qemu);
         self.state = state;
@@ -105,6 +107,19 @@ impl Actor {
                 }
             }
             self.runtime.clear(what);
+        }
+    }
+
+    /// The console and listeners a previous daemon served die with it: they are made
+    /// again. A port another program took meanwhile is lost until the VM restarts, but the
+    /// VM is not (OpenConsole still works).
+    async fn reattach_console(&mut self, qemu: &mut Qemu) {
+        let listeners = self.bind_listeners().unwrap_or_else(|e| {
+            tracing::error!(vm_id = %self.id(), "the console of an adopted QEMU has no TCP port: {e}");
+            Default::default()
+        });
+        if let Err(e) = self.attach_console(qemu, listeners).await {
+            tracing::error!(vm_id = %self.id(), "no console for an adopted QEMU: {e}");
         }
     }
 

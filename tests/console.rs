@@ -1,0 +1,361 @@
+//! Consoles and monitors, served by the daemon, on real guests (TCG): many viewers, the
+//! scrollback, slow viewers, a daemon restart, who may connect, and the monitor.
+
+mod common;
+
+use common::users::{MEMBER, OUTSIDER};
+use common::*;
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use zbus::Variant;
+
+const BOOT: Duration = Duration::from_secs(90);
+const RUN: Duration = Duration::from_secs(30);
+
+async fn booted(
+    lab: &Lab,
+    name: &str,
+    extra: &[(&'static str, Variant<'static>)],
+) -> (VmProxy<'static>, Console) {
+    let vm = create(&lab.manager, name, guest_settings(extra)).await;
+    vm.start().await.unwrap();
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    (vm, console)
+}
+
+async fn open(vm: &VmProxy<'_>, options: &[(&'static str, Variant<'static>)]) -> Console {
+    let options: HashMap<&str, Variant> = options.iter().cloned().collect();
+    let fd = vm.open_console(options).await.unwrap();
+    Console::from_fd(fd.into())
+}
+
+async fn viewers_become(vm: &VmProxy<'_>, n: u32) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        vm.console_viewers().await.unwrap() == n
+    })
+    .await
+}
+
+#[tokio::test]
+async fn viewers_share_one_console_and_what_nobody_watched_is_replayed() {
+    let lab = Lab::start().await;
+    let (vm, mut telnet) = booted(&lab, "shared", &[]).await;
+    let mut bus = open(&vm, &[]).await;
+    assert!(
+        viewers_become(&vm, 2).await,
+        "telnet and OpenConsole are two viewers"
+    );
+
+    // Both see what either types and what the guest answers.
+    let out = telnet.run("echo from-telnet-$((1+1))", RUN).unwrap();
+    assert!(out.contains("from-telnet-2"), "{out}");
+    bus.wait_for("from-telnet-2", RUN).unwrap();
+    let out = bus.run("echo from-bus-$((2+2))", RUN).unwrap();
+    assert!(out.contains("from-bus-4"), "{out}");
+    telnet.wait_for("from-bus-4", RUN).unwrap();
+
+    // A read-only viewer's keys go nowhere.
+    let mut watcher = open(
+        &vm,
+        &[
+            ("ReadOnly", Variant::from(true)),
+            ("Replay", Variant::from(false)),
+        ],
+    )
+    .await;
+    watcher.send_line("echo typed-by-watcher-$((3*3))");
+    let out = telnet.run("echo after-watcher", RUN).unwrap();
+    assert!(!out.contains("typed-by-watcher"), "{out}");
+    watcher.wait_for("after-watcher", RUN).unwrap();
+
+    // Output printed while nobody watches is kept and replayed.
+    telnet.send_line("(sleep 3; for i in 1 2 3 4 5; do echo unseen-$((i*11)); done) &");
+    drop((telnet, bus, watcher));
+    assert!(viewers_become(&vm, 0).await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut late = Console::connect(vm.console_port().await.unwrap());
+    let replayed = late.wait_for("unseen-55", Duration::from_secs(5)).unwrap();
+    for i in 1..=4 {
+        assert!(
+            replayed.contains(&format!("unseen-{}", i * 11)),
+            "{replayed}"
+        );
+    }
+    let kept = String::from_utf8(vm.read_console(0).await.unwrap()).unwrap();
+    assert!(
+        kept.contains("unseen-11") && kept.contains("unseen-55"),
+        "{kept}"
+    );
+    let tail = vm.read_console(10).await.unwrap();
+    assert_eq!(tail.len(), 10);
+    assert!(kept.as_bytes().ends_with(&tail));
+    // A viewer without replay starts with live output.
+    let mut fresh = open(&vm, &[("Replay", Variant::from(false))]).await;
+    let out = fresh.run("echo live-only", RUN).unwrap();
+    assert!(!out.contains("unseen-"), "{out}");
+    vm.stop().await.unwrap();
+    assert_eq!(vm.console_viewers().await.unwrap(), 0);
+    late.wait_closed(Duration::from_secs(5)).unwrap();
+}
+
+#[tokio::test]
+async fn a_viewer_that_never_reads_slows_nobody() {
+    let lab = Lab::start().await;
+    let (vm, mut console) = booted(&lab, "slow", &[]).await;
+    // About 1.3 MB of output, far past a socket's buffers and the daemon's backlog.
+    let print = "seq 1 200000";
+    let started = Instant::now();
+    console.run(print, Duration::from_secs(300)).unwrap();
+    let alone = started.elapsed();
+
+    let stuck = vm.open_console(HashMap::new()).await.unwrap();
+    let started = Instant::now();
+    console.run(print, Duration::from_secs(300)).unwrap();
+    let beside_stuck = started.elapsed();
+    assert!(
+        beside_stuck < alone * 2 + Duration::from_secs(5),
+        "the guest printed in {alone:?} alone and {beside_stuck:?} beside a viewer that never reads"
+    );
+    // The stuck viewer, read at last, is told what it missed.
+    let mut late = Console::from_fd(stuck.into());
+    let text = late
+        .wait_for("bytes of console output skipped", Duration::from_secs(10))
+        .unwrap();
+    assert!(text.contains("[gns3-qemud: "), "{text}");
+    let out = console.run("echo still-here", RUN).unwrap();
+    assert!(out.contains("still-here"), "{out}");
+    late.wait_for("still-here", RUN).unwrap();
+    vm.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_scrollback_and_the_console_survive_a_daemon_restart() {
+    let mut lab = Lab::start().await;
+    let (vm, mut console) = booted(&lab, "kept", &[]).await;
+    let pid = vm.pid().await.unwrap();
+    let out = console.run("echo before-crash-$((5*5))", RUN).unwrap();
+    assert!(out.contains("before-crash-25"), "{out}");
+    lab.daemon.crash();
+    console.wait_closed(Duration::from_secs(5)).unwrap();
+    lab.daemon.restart(&lab.bus);
+    let conn = lab.daemon.connect().await;
+    let path = manager(&conn).await.get_vm("kept").await.unwrap();
+    let vm = common::vm(&conn, &path).await;
+    assert_eq!(vm.pid().await.unwrap(), pid, "the QEMU was adopted");
+    let kept = String::from_utf8(vm.read_console(0).await.unwrap()).unwrap();
+    assert!(kept.contains("before-crash-25"), "{kept}");
+    // The console is attached again, both ways, on the same port.
+    let mut again = Console::connect(vm.console_port().await.unwrap());
+    again
+        .wait_for("before-crash-25", Duration::from_secs(5))
+        .unwrap();
+    let out = again.run("echo after-restart-$((6*6))", RUN).unwrap();
+    assert!(out.contains("after-restart-36"), "{out}");
+    let out = vm.human_monitor_command("info status").await.unwrap();
+    assert!(out.contains("VM status: running"), "{out}");
+    vm.stop().await.unwrap();
+}
+
+/// Connects to 127.0.0.1:`port` as `user` (with the groups the user database gives it) and
+/// returns what the daemon sent within 3 s, or until it closed the connection.
+fn connect_as(user: &str, port: u16) -> String {
+    let script = "import socket,sys\n\
+                  s=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\n\
+                  s.settimeout(3)\n\
+                  d=b''\n\
+                  try:\n  while True:\n    c=s.recv(4096)\n    if not c: break\n    d+=c\n\
+                  except socket.timeout:\n  d+=b'<open>'\n\
+                  sys.stdout.buffer.write(d)\n";
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            // The system's: one in root's PATH (pyenv) may not be reachable to the user.
+            "/usr/bin/python3",
+            "-c",
+            script,
+            &port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn only_root_and_members_reach_a_console_or_a_monitor() {
+    if !root_for("to connect as other users") {
+        return;
+    }
+    let lab = Lab::start().await;
+    let monitor_port = lab.daemon.ports.end() - 1;
+    let (vm, mut console) = booted(
+        &lab,
+        "guarded",
+        &[("MonitorPort", Variant::from(monitor_port))],
+    )
+    .await;
+    console.run("echo secret-$((7*7))", RUN).unwrap();
+    let port = vm.console_port().await.unwrap();
+
+    let refused = connect_as(OUTSIDER, port);
+    assert_eq!(
+        refused,
+        format!(
+            "gns3-qemud: only root and members of group gns3 may reach this console; uid {} is neither.\r\n",
+            nix::unistd::User::from_name(OUTSIDER).unwrap().unwrap().uid
+        )
+    );
+    let refused = connect_as(OUTSIDER, monitor_port);
+    assert!(
+        refused.contains("may reach this monitor") && refused.ends_with(".\r\n"),
+        "{refused}"
+    );
+
+    let member = connect_as(MEMBER, port);
+    assert!(
+        member.contains("secret-49") && member.ends_with("<open>"),
+        "{member}"
+    );
+    let member = connect_as(MEMBER, monitor_port);
+    assert!(
+        member.contains("(qemu) ") && member.ends_with("<open>"),
+        "{member}"
+    );
+    // Root's monitor session runs commands.
+    let mut monitor = Console::connect(monitor_port);
+    monitor.wait_for("(qemu) ", Duration::from_secs(5)).unwrap();
+    monitor.send_line("info status");
+    monitor
+        .wait_for("VM status: running", Duration::from_secs(10))
+        .unwrap();
+
+    // The bus refuses the outsider OpenConsole, ReadConsole and HumanMonitorCommand.
+    for (method, arg) in [
+        ("OpenConsole", "{}"),
+        ("ReadConsole", "0"),
+        ("HumanMonitorCommand", "'info status'"),
+    ] {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={OUTSIDER}"),
+                &format!("--regid={OUTSIDER}"),
+                "--init-groups",
+                "gdbus",
+                "call",
+                "--address",
+                &lab.bus.address,
+                "--dest",
+                "org.gns3.Qemu",
+                "--object-path",
+                vm.inner().path().as_str(),
+                "--method",
+                &format!("org.gns3.Qemu.VM.{method}"),
+                arg,
+            ])
+            .env("HOME", "/")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{method}: {text}"
+        );
+    }
+    assert_eq!(
+        vm.console_viewers().await.unwrap(),
+        1,
+        "root's telnet viewer; a monitor session is no viewer"
+    );
+    vm.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_monitor_answers_over_dbus_and_ports_are_held_while_running() {
+    let lab = Lab::start().await;
+    let vm = create(&lab.manager, "ports", guest_settings(&[])).await;
+    let port = vm.console_port().await.unwrap();
+    assert_eq!(
+        vm.monitor_port().await.unwrap(),
+        0,
+        "no monitor port unless asked"
+    );
+
+    // A port another program took after the VM got it: Start refuses, nothing runs.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let e = vm.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable", "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("127.0.0.1:{port} for ConsolePort")),
+        "{e}"
+    );
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert!(qemu_pids_under(lab.dir.path()).is_empty());
+    drop(squatter);
+
+    vm.start().await.unwrap();
+    let e = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::AddrInUse,
+        "the daemon holds the console port"
+    );
+    let out = vm.human_monitor_command("info status").await.unwrap();
+    assert_eq!(out.trim(), "VM status: running");
+    vm.suspend().await.unwrap();
+    let out = vm.human_monitor_command("info status").await.unwrap();
+    assert_eq!(out.trim(), "VM status: paused");
+
+    // Bad input: named errors, nothing changed, no viewer left behind.
+    let state = lab.dir.path().join("state");
+    let before = snapshot(&state);
+    let invalid = "org.gns3.Qemu.Error.InvalidArgument";
+    let options = |k: &'static str, v: Variant<'static>| HashMap::from([(k, v)]);
+    for (what, e) in [
+        (
+            "an unknown option",
+            vm.open_console(options("Bogus", Variant::from(true))).await,
+        ),
+        (
+            "a string for Replay",
+            vm.open_console(options("Replay", Variant::from("yes")))
+                .await,
+        ),
+        (
+            "a u32 for ReadOnly",
+            vm.open_console(options("ReadOnly", Variant::from(1u32)))
+                .await,
+        ),
+    ] {
+        let e = e.unwrap_err();
+        assert_eq!(error_name(&e), invalid, "OpenConsole with {what}: {e}");
+    }
+    let e = vm.read_console(u32::MAX).await.unwrap_err();
+    assert_eq!(error_name(&e), invalid, "{e}");
+    assert!(e.to_string().contains("console_scrollback"), "{e}");
+    for command in ["", "  ", "info status\ninfo kvm", &"x".repeat(5000)] {
+        let e = vm.human_monitor_command(command).await.unwrap_err();
+        assert_eq!(error_name(&e), invalid, "{command:.20?}: {e}");
+    }
+    assert_eq!(vm.console_viewers().await.unwrap(), 0);
+    assert_eq!(snapshot(&state), before);
+    vm.stop().await.unwrap();
+    // On a stopped VM there is no console and no monitor.
+    let stopped = "org.gns3.Qemu.Error.InvalidState";
+    let e = vm.human_monitor_command("info status").await.unwrap_err();
+    assert_eq!(error_name(&e), stopped, "{e}");
+    let e = vm.open_console(HashMap::new()).await.unwrap_err();
+    assert_eq!(error_name(&e), stopped, "{e}");
+    let e = vm.read_console(0).await.unwrap_err();
+    assert_eq!(error_name(&e), stopped, "{e}");
+    let again = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(again.is_ok(), "the port is let go at stop: {again:?}");
+}
