@@ -419,9 +419,9 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         ),
         (
             "Options",
-            s("-serial stdio"),
+            s("-monitor stdio"),
             "InvalidArgument",
-            "ConsolePort".into(),
+            "HumanMonitorCommand".into(),
         ),
         (
             "Options",
@@ -615,8 +615,8 @@ async fn ports_are_reserved_skipped_changed_and_released() {
             v1.console_port().await.unwrap(),
             v1.monitor_port().await.unwrap()
         ),
-        (base + 1, base + 2),
-        "the port another program holds is skipped"
+        (base + 1, 0),
+        "the port another program holds is skipped; a monitor port only when asked"
     );
     let e = m
         .create_vm("v2", [("ConsolePort", Variant::from(base))].into())
@@ -624,13 +624,19 @@ async fn ports_are_reserved_skipped_changed_and_released() {
         .unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable");
     assert!(e.to_string().contains(&base.to_string()), "{e}");
-    let v2 = create(&m, "v2", [("ConsolePort", Variant::from(base + 6))].into()).await;
+    let asked = [
+        ("ConsolePort", Variant::from(base + 6)),
+        ("MonitorPort", Variant::from(base + 2)),
+    ];
+    let v2 = create(&m, "v2", asked.into()).await;
     assert_eq!(
-        v2.console_port().await.unwrap(),
-        base + 6,
-        "a requested port is honoured"
+        (
+            v2.console_port().await.unwrap(),
+            v2.monitor_port().await.unwrap()
+        ),
+        (base + 6, base + 2),
+        "requested ports are honoured"
     );
-    assert_eq!(v2.monitor_port().await.unwrap(), base + 3);
 
     // Changing the property moves the reservation.
     v1.set_console_port(base + 7).await.unwrap();
@@ -641,20 +647,24 @@ async fn ports_are_reserved_skipped_changed_and_released() {
         base + 1,
         "the old port was released"
     );
-    assert_eq!(v3.monitor_port().await.unwrap(), base + 4);
-    // Only +5 is left: not enough for a console and a monitor, and the failed create gives
-    // it back.
-    let e = m.create_vm("v4", HashMap::new()).await.unwrap_err();
+    // +3, +4 and +5 are left, one VM each; then none, and the failed create takes nothing.
+    let mut filled = Vec::new();
+    for name in ["v4", "v5", "v6"] {
+        filled.push(
+            create(&m, name, HashMap::new())
+                .await
+                .console_port()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(filled, [base + 3, base + 4, base + 5]);
+    let e = m.create_vm("v7", HashMap::new()).await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable", "{e}");
-    // Deleting gives the ports back.
+    // Deleting gives the ports back: the lowest free one is v2's monitor port.
     v2.delete().await.unwrap();
-    let v4 = create(&m, "v4", HashMap::new()).await;
-    let mut got = [
-        v4.console_port().await.unwrap(),
-        v4.monitor_port().await.unwrap(),
-    ];
-    got.sort();
-    assert_eq!(got, [base + 3, base + 5]);
+    let v7 = create(&m, "v7", HashMap::new()).await;
+    assert_eq!(v7.console_port().await.unwrap(), base + 2);
     drop(held);
 }
 

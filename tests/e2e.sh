@@ -249,6 +249,18 @@ if [ -n "$VM" ]; then
 	INV=$(IN systemctl show -P InvocationID gns3-qemud)
 	check journal-found-again sh -c "journalctl _SYSTEMD_INVOCATION_ID=$INV VM_ID=$ID -o cat --no-pager | grep -F 'found its QEMU running again' | grep ." || journal
 
+	# The console after the restart, served by the new daemon: a member of gns3 gets it (its
+	# scrollback holds GUEST-READY), an outsider gets one line saying who may. Who connects
+	# is found through sock_diag, which needs AF_NETLINK in the unit. Root's ReadConsole has it too.
+	IN useradd --system --no-create-home --groups gns3 e2e-member
+	check console-member sh -c "setpriv --reuid=e2e-member --regid=e2e-member --init-groups timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$PORT; cat <&3' | grep -a -m1 -o GUEST-READY" || journal
+	check console-outsider-refused sh -c "setpriv --reuid=nobody --regid=nogroup --clear-groups timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$PORT; cat <&3' | tee /dev/stderr | grep -q 'only root and members of group gns3 may reach this console'" || journal
+	check read-console sh -c "${BUS[*]} call org.gns3.Qemu $VM org.gns3.Qemu.VM ReadConsole u 0 | grep -qE '^ay [1-9]'" || journal
+	check monitor-command sh -c "${BUS[*]} call org.gns3.Qemu $VM org.gns3.Qemu.VM HumanMonitorCommand s 'info status' | tee /dev/stderr | grep -q 'VM status: running'" || journal
+	# The unit's exposure score (systemd-analyze security) is what it was before consoles
+	# needed AF_NETLINK, or better.
+	check security-exposure sh -c "systemd-analyze security --no-pager gns3-qemud.service | tee /dev/stderr | tail -n 1 | grep -E 'exposure level for gns3-qemud.service: (0\\.[0-9]|1\\.[0-6]) '" || journal
+
 	# The privileged half, socket-activated, on the adopted VM: a priority above the
 	# daemon's own (nice -5 on every QEMU thread) and a CPU limit (a cgroup of the VM's
 	# own, else a cpulimit process watching it). Then a live tunnel, under the unit's

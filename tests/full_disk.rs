@@ -158,11 +158,11 @@ async fn a_full_state_directory_fails_cleanly_and_loses_nothing() {
         ids,
         "ListVMs and the VM directories differ"
     );
-    // Ports come in pairs from the bottom of the range; the failed VM would have had the
-    // next two.
-    let next = CONSOLE_PORTS[0] + 2 * made.len() as u16;
+    // Console ports come one per VM from the bottom of the range; the failed VM would have
+    // had the next.
+    let next = CONSOLE_PORTS[0] + made.len() as u16;
     let last = vm(&conn, made.last().unwrap()).await;
-    assert_eq!(last.monitor_port().await.unwrap(), next - 1);
+    assert_eq!(last.console_port().await.unwrap(), next - 1);
 
     // Again, by the allocating path and by the reserving one: a name or port the first
     // attempt kept would now be AlreadyExists or PortUnavailable.

@@ -62,7 +62,7 @@ async fn tunnel_type(vm: &VmProxy<'_>) -> String {
     let info = vm.human_monitor_command("info network").await.unwrap();
     let line = info
         .lines()
-        .find_map(|l| l.trim().strip_prefix("gns3-0-tunnel: "))
+        .find_map(|l| l.split_once("gns3-0-tunnel: ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no tunnel of adapter 0 in: {info}"));
     line.split(",type=")
         .nth(1)

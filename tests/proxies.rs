@@ -51,10 +51,12 @@ fn signature_of(ty: &str) -> String {
         "&str" | "String" => "s".into(),
         "u32" => "u".into(),
         "u16" => "q".into(),
+        "u8" => "y".into(),
         "i32" => "i".into(),
         "bool" => "b".into(),
         "()" => String::new(),
         "OwnedObjectPath" => "o".into(),
+        "zbus::OwnedFd" => "h".into(),
         "Variant<'_>" => "v".into(),
         _ if ty.starts_with("Vec<") => format!("a{}", signature_of(&inner("Vec<"))),
         _ if ty.starts_with("HashMap<") => {

@@ -108,7 +108,11 @@ async fn a_daemon_killed_and_started_again_finds_its_running_vms() {
     let _ = stranger.kill();
     let _ = stranger.wait();
 
-    // Adopted VMs work as any other: the console, QMP, the tunnel's port, the CPU limit.
+    // Adopted VMs work as any other: the console (the old daemon's connection ended with
+    // it: a viewer connects again and gets the scrollback), QMP, the tunnel's port, the CPU
+    // limit.
+    drop(console);
+    let mut console = Console::connect(run.console_port().await.unwrap());
     console.run("echo adopted", SHELL).unwrap();
     let paused = get("paused").await;
     paused.resume().await.unwrap();

@@ -10,7 +10,9 @@
 mod calls;
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod console;
 mod cycle;
+mod hand;
 mod lab;
 mod memory;
 mod parallel;
@@ -47,6 +49,10 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "tunnels",
         run: tunnels::run,
+    },
+    Section {
+        name: "console",
+        run: console::run,
     },
 ];
 

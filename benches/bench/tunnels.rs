@@ -7,10 +7,10 @@
 //! machine drifting during the bench weighs on both alike.
 
 use crate::common::{self, Console, Lab};
+use crate::hand::Qemu;
 use crate::report::{self, Figure, Report};
-use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -99,25 +99,12 @@ async fn daemon_pair(lab: &Lab) -> (u16, u16) {
     )
 }
 
-/// A QEMU started by hand, killed when dropped.
-struct Qemu {
-    child: Child,
-    console_port: u16,
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The floor: two QEMUs whose NICs send each other UDP datagrams directly.
 struct DirectPair {
     a: Qemu,
     b: Qemu,
     // Holds QEMU's output; after the QEMUs in drop order.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl DirectPair {
@@ -126,78 +113,23 @@ impl DirectPair {
         let (ua, ub) = (free_udp_port(), free_udp_port());
         let a = start_qemu(guest, dir.path(), "a", ua, ub, "52:54:00:be:0c:01");
         let b = start_qemu(guest, dir.path(), "b", ub, ua, "52:54:00:be:0c:02");
-        DirectPair { a, b, dir }
+        DirectPair { a, b, _dir: dir }
     }
 
     fn consoles(&mut self) -> (Console, Console) {
-        let log = |name: &str| self.dir.path().join(format!("qemu-{name}.log"));
-        (
-            console(&mut self.a, &log("a")),
-            console(&mut self.b, &log("b")),
-        )
+        (self.a.console(), self.b.console())
     }
 }
 
 fn start_qemu(guest: &Path, dir: &Path, name: &str, own: u16, peer: u16, mac: &str) -> Qemu {
-    let console_port = common::free_port();
     let log = dir.join(format!("qemu-{name}.log"));
-    let log = std::fs::File::create(&log).expect("creating a QEMU log file");
-    let child = Command::new("qemu-system-x86_64")
-        .args([
-            "-m",
-            "128",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-            "-nodefaults",
-        ])
-        .arg("-kernel")
-        .arg(guest.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(guest.join("initrd.gz"))
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .arg("-serial")
-        .arg(format!(
-            "telnet:127.0.0.1:{console_port},server=on,wait=off"
-        ))
-        .arg("-netdev")
-        .arg(format!(
-            "socket,id=n0,udp=127.0.0.1:{peer},localaddr=127.0.0.1:{own}"
-        ))
-        .arg("-device")
-        .arg(format!("e1000,netdev=n0,mac={mac}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("cloning the QEMU log file"))
-        .stderr(log)
-        .spawn()
-        .expect("running qemu-system-x86_64");
-    Qemu {
-        child,
-        console_port,
-    }
-}
-
-/// Connects to a hand-started QEMU's console once it listens, or panics with QEMU's own
-/// words if it exited instead (a port taken meanwhile, a bad argument).
-fn console(qemu: &mut Qemu, log: &Path) -> Console {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = qemu.child.try_wait().expect("waiting for QEMU") {
-            let out = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("hand-started QEMU exited ({status}):\n{out}");
-        }
-        // A probe connection: QEMU listens again once it is closed, and the guest prints
-        // nothing this early, so no output is lost.
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, qemu.console_port)).is_ok() {
-            return Console::connect(qemu.console_port);
-        }
-        assert!(
-            Instant::now() < end,
-            "hand-started QEMU does not listen on its console port"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let extra = [
+        "-netdev".to_string(),
+        format!("socket,id=n0,udp=127.0.0.1:{peer},localaddr=127.0.0.1:{own}"),
+        "-device".to_string(),
+        format!("e1000,netdev=n0,mac={mac}"),
+    ];
+    Qemu::start(guest, &log, &extra)
 }
 
 /// A UDP port free right now. Another process could take it before QEMU binds it; QEMU
