@@ -192,8 +192,13 @@ fn keystrokes(console: &mut Console, label: &str, keys: usize) -> Vec<f64> {
             .unwrap_or_else(|e| panic!("{label}: no echo: {e}"));
         out.push(lab::ms(t.elapsed()));
     }
-    // Ctrl-C ends cat; a run resyncs with the shell.
+    // Ctrl-C ends cat. Keys typed before the shell's prompt would be taken by its line
+    // editor as the answer to the cursor query it sends: wait for the prompt first.
     console.send(b"\x03");
+    console
+        .wait_for("# ", PRINT)
+        .unwrap_or_else(|e| panic!("{label}: no prompt after cat: {e}"));
+    std::thread::sleep(Duration::from_millis(200));
     console
         .run("true", PRINT)
         .unwrap_or_else(|e| panic!("{label}: the shell after cat: {e}"));
