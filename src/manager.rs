@@ -68,10 +68,11 @@ impl Manager {
             names.insert(s.name.clone(), record.id.clone());
         }
         let tunnel_ports = record.tunnels.iter().map(|t| (Pool::Udp, t.local_port));
-        let console_ports = [s.console_port, s.monitor_port]
+        let console_ports = s
+            .tcp_ports()
             .into_iter()
-            .filter(|p| *p != 0)
-            .map(|p| (Pool::Console, p));
+            .filter(|(_, p)| *p != 0)
+            .map(|(_, p)| (Pool::Console, p));
         for (pool, port) in console_ports.chain(tunnel_ports) {
             if !self
                 .ctx
@@ -148,8 +149,8 @@ impl Manager {
         let mut claims = Claims::new(&self.ctx);
         claims.name(&s.name, id)?;
         // The ports the client chose first; then a console port unless it chose one (0 for
-        // none). A monitor port only if asked for.
-        for port in [s.console_port, s.monitor_port] {
+        // none). A monitor or VNC port only if asked for.
+        for (_, port) in s.tcp_ports() {
             if port != 0 {
                 claims.reserve(Pool::Console, port, id)?;
             }

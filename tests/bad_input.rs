@@ -551,7 +551,7 @@ fn allowed(property: &str, value: &Variant<'_>) -> bool {
         "HdaDiskImage" | "HdbDiskImage" | "KernelImage" | "Initrd" => empty,
         // Free text, up to a length far below 64 KiB.
         "KernelCommandLine" | "Options" => matches!(value, Variant::Str(s) if s.len() < 4096),
-        "Adapters" | "CpuThrottling" | "ConsolePort" | "MonitorPort" => zero,
+        "Adapters" | "CpuThrottling" | "ConsolePort" | "MonitorPort" | "VncPort" => zero,
         _ => false,
     }
 }

@@ -359,3 +359,140 @@ async fn the_monitor_answers_over_dbus_and_ports_are_held_while_running() {
     let again = std::net::TcpListener::bind(("127.0.0.1", port));
     assert!(again.is_ok(), "the port is let go at stop: {again:?}");
 }
+
+/// An RFB 3.8 client's first steps, no authentication: the greeting, a shared ClientInit,
+/// and one full framebuffer update. Returns the screen's size.
+fn speak_rfb(mut s: impl std::io::Read + std::io::Write) -> (u16, u16) {
+    let mut greeting = [0u8; 12];
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let mut n = [0u8; 1];
+    s.read_exact(&mut n).unwrap();
+    let mut types = vec![0u8; n[0].into()];
+    s.read_exact(&mut types).unwrap();
+    assert!(types.contains(&1), "no 'None' security type in {types:?}");
+    s.write_all(&[1]).unwrap();
+    let mut result = [0u8; 4];
+    s.read_exact(&mut result).unwrap();
+    assert_eq!(result, [0; 4], "security handshake failed");
+    s.write_all(&[1]).unwrap();
+    let mut init = [0u8; 24];
+    s.read_exact(&mut init).unwrap();
+    let (w, h) = (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    );
+    let mut name = vec![0u8; u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize];
+    s.read_exact(&mut name).unwrap();
+    let mut request = vec![3, 0, 0, 0, 0, 0];
+    request.extend(w.to_be_bytes());
+    request.extend(h.to_be_bytes());
+    s.write_all(&request).unwrap();
+    let mut update = [0u8; 4];
+    s.read_exact(&mut update).unwrap();
+    assert_eq!(update[0], 0, "not a FramebufferUpdate: {update:?}");
+    assert!(
+        u16::from_be_bytes([update[2], update[3]]) >= 1,
+        "an update of no rectangle"
+    );
+    (w, h)
+}
+
+#[tokio::test]
+async fn a_vnc_display_is_served_to_whom_may_drive() {
+    let lab = Lab::start().await;
+    let vnc_port = lab.daemon.ports.end() - 2;
+    let vm = create(
+        &lab.manager,
+        "screen",
+        guest_settings(&[
+            ("Display", Variant::from("vnc")),
+            ("VncPort", Variant::from(vnc_port)),
+        ]),
+    )
+    .await;
+    vm.start().await.unwrap();
+    let args = vm.command_line().await.unwrap().join(" ");
+    assert!(
+        args.contains("-vnc none -vga std -usb -device usb-tablet"),
+        "{args}"
+    );
+
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", vnc_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let size = speak_rfb(tcp);
+    assert!(size.0 >= 640 && size.1 >= 400, "{size:?}");
+    let fd = vm.open_graphics(HashMap::new()).await.unwrap();
+    let unix = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+    unix.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(speak_rfb(unix), size);
+
+    if root_for("to connect as an outsider") {
+        let refused = connect_as(OUTSIDER, vnc_port);
+        assert!(
+            refused.contains("may reach this display") && refused.ends_with(".\r\n"),
+            "{refused}"
+        );
+        let member = connect_as(MEMBER, vnc_port);
+        assert!(member.starts_with("RFB 003.008\n"), "{member}");
+    }
+    let e = vm
+        .open_graphics(HashMap::from([("Shared", Variant::from(true))]))
+        .await
+        .unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidArgument", "{e}");
+    vm.stop().await.unwrap();
+    let e = vm.open_graphics(HashMap::new()).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{e}");
+
+    // Without a display: no VncPort, no OpenGraphics.
+    let headless = create(&lab.manager, "headless", guest_settings(&[])).await;
+    let e = headless.set_vnc_port(vnc_port - 1).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidArgument", "{e}");
+    assert!(e.to_string().contains("Display = vnc"), "{e}");
+    headless.start().await.unwrap();
+    let e = headless.open_graphics(HashMap::new()).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{e}");
+    assert!(e.to_string().contains("no display"), "{e}");
+    headless.stop().await.unwrap();
+}
+
+/// `console_access = "any"`: an outsider gets the console, and the daemon said at start it
+/// would; `"none"`: no port at all, D-Bus only.
+#[tokio::test]
+async fn console_access_any_and_none() {
+    if !root_for("to connect as an outsider") {
+        return;
+    }
+    for access in ["any", "none"] {
+        let bus = Bus::start();
+        let dir = tempfile::tempdir().unwrap();
+        write_test_config(dir.path(), &format!("console_access = \"{access}\"\n"));
+        let daemon = Daemon::start(&bus, dir.path());
+        let conn = daemon.connect().await;
+        let m = manager(&conn).await;
+        let vm = create(&m, access, guest_settings(&[])).await;
+        vm.start().await.unwrap();
+        let port = vm.console_port().await.unwrap();
+        let mut console = open(&vm, &[]).await;
+        console.wait_for("GUEST-READY", BOOT).unwrap();
+        console.run("echo marker-$((8*8))", RUN).unwrap();
+        let warned = daemon.log_text().contains("console_access = \"any\"");
+        let reached = std::net::TcpStream::connect(("127.0.0.1", port));
+        if access == "any" {
+            assert!(warned, "no warning at start:\n{}", daemon.log_text());
+            let outsider = connect_as(OUTSIDER, port);
+            assert!(
+                outsider.contains("marker-64") && outsider.ends_with("<open>"),
+                "{outsider}"
+            );
+        } else {
+            assert!(!warned);
+            let e = reached.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        }
+        vm.stop().await.unwrap();
+    }
+}

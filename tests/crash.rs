@@ -43,7 +43,8 @@ enum Op {
         adapter: u32,
     },
     Delete(String),
-    /// A console opened and typed into, and a monitor command: nothing a record keeps.
+    /// A console opened and typed into, a VNC client, and a monitor command: nothing a
+    /// record keeps.
     Console(String),
 }
 
@@ -156,6 +157,8 @@ fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Variant<'
     let mut s: HashMap<&str, Variant> = HashMap::new();
     s.insert("Ram", Variant::from(32u32));
     s.insert("Adapters", Variant::from(ADAPTERS));
+    // A display, so that the console rounds hand QEMU a VNC client too.
+    s.insert("Display", Variant::from("vnc"));
     if let Some(base) = hda {
         s.insert(
             "HdaDiskImage",
@@ -206,6 +209,9 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
             let vm = on(id).await;
             if let Ok(fd) = vm.open_console(HashMap::new()).await {
                 Console::from_fd(fd.into()).send(b"\r");
+            }
+            if let Ok(fd) = vm.open_graphics(HashMap::new()).await {
+                Console::from_fd(fd.into()).send(b"RFB 003.008\n");
             }
             vm.human_monitor_command("info status").await.map(drop)
         }

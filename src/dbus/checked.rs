@@ -301,7 +301,8 @@ mod tests {
         assert_eq!(vm["OpenConsole"].text, "a{sv}");
         assert_eq!(vm["ReadConsole"].text, "u");
         assert_eq!(vm["HumanMonitorCommand"].text, "s");
-        assert_eq!(vm.len(), 14);
+        assert_eq!(vm["OpenGraphics"].text, "a{sv}");
+        assert_eq!(vm.len(), 15);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

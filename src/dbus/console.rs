@@ -1,4 +1,4 @@
-//! The options of OpenConsole, from D-Bus to the console's terms.
+//! The options of OpenConsole and OpenGraphics, from D-Bus to the console's terms.
 
 use std::collections::HashMap;
 use zbus::OwnedVariant;
@@ -30,4 +30,17 @@ pub fn view_options(options: &HashMap<String, OwnedVariant>) -> Result<ViewOptio
         })?;
     }
     Ok(view)
+}
+
+/// OpenGraphics takes no option yet: any is refused, so none is silently ignored.
+pub fn graphics_options(options: &HashMap<String, OwnedVariant>) -> Result<(), Error> {
+    let mut keys: Vec<&String> = options.keys().collect();
+    keys.sort();
+    match keys.first() {
+        None => Ok(()),
+        Some(key) => Err(Error::InvalidArgument(format!(
+            "OpenGraphics has no option '{}'; it takes none yet",
+            crate::vm::error::shown(key)
+        ))),
+    }
 }

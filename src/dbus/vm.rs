@@ -162,6 +162,19 @@ impl Vm {
         Ok(self.handle.read_console(max_bytes).await?)
     }
 
+    /// A socket connected to the VNC server of a running VM whose Display is vnc: speak RFB
+    /// on it (a VNC viewer that takes a socket, or a proxy such as websockify). Takes no
+    /// options yet (a{sv}, for those to come). Any number may be open at once, beside the
+    /// viewers of VncPort. InvalidState if the VM does not run or has no display.
+    async fn open_graphics(
+        &self,
+        options: std::collections::HashMap<String, zbus::OwnedVariant>,
+    ) -> Result<zbus::OwnedFd> {
+        super::console::graphics_options(&options)?;
+        let fd = self.handle.open_graphics().await?;
+        Ok(fd.into())
+    }
+
     /// Run one command of QEMU's human monitor (HMP: 'info status', 'sendkey ctrl-alt-delete',
     /// …) and return its output. Goes through the daemon's own QMP connection; QEMU has no
     /// monitor anyone else can reach. QEMU runs in its sandbox, so no command runs programs

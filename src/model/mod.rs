@@ -8,7 +8,7 @@ pub mod tunnel;
 
 use serde::{Deserialize, Serialize};
 
-pub use settings::{Accelerator, Priority, Setting, Settings};
+pub use settings::{Accelerator, Display, Priority, Setting, Settings};
 pub use tunnel::Tunnel;
 
 /// What `vm.json` holds.

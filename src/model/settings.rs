@@ -41,8 +41,8 @@ settings! {
     /// Kernel command line for KernelImage (-append).
     KernelCommandLine kernel_command_line: String = String::new(), NextStart;
     /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
-    /// -pidfile, -daemonize, -S, -sandbox, -monitor, -mon, -nographic) are refused. The
-    /// first serial port is the console: a -serial here is the guest's second.
+    /// -pidfile, -daemonize, -S, -sandbox, -monitor, -mon, -nographic, -vnc, -spice) are
+    /// refused. The first serial port is the console: a -serial here is the guest's second.
     Options options: String = String::new(), NextStart;
     /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
     CpuThrottling cpu_throttling: u32 = 0, Live;
@@ -63,6 +63,24 @@ settings! {
     LegacyNetworking legacy_networking: bool = false, NextStart;
     /// auto (KVM where /dev/kvm is usable, else TCG), kvm, or tcg.
     Accelerator accelerator: Accelerator = Accelerator::Auto, NextStart;
+    /// none (default): no display of the daemon's; vnc: a VGA display and a USB tablet,
+    /// reached through OpenGraphics and, with a VncPort, by VNC clients. Only while stopped.
+    Display display: Display = Display::Headless, Stopped;
+    /// TCP port of the VNC server of a VM whose Display is vnc, on ConsoleHost, served by
+    /// the daemon to whom its console_access lets in; 0 (the default) for none
+    /// (OpenGraphics still works). Only while stopped.
+    VncPort vnc_port: u16 = 0, Stopped;
+}
+
+impl Settings {
+    /// The TCP ports the VM holds (from the console port range), by setting; 0 is none.
+    pub fn tcp_ports(&self) -> [(&'static str, u16); 3] {
+        [
+            ("ConsolePort", self.console_port),
+            ("MonitorPort", self.monitor_port),
+            ("VncPort", self.vnc_port),
+        ]
+    }
 }
 
 /// A setting stored as one of a few names.
@@ -124,6 +142,11 @@ named!(Accelerator {
     Auto = "auto",
     Kvm = "kvm",
     Tcg = "tcg",
+});
+
+named!(Display {
+    Headless = "none",
+    Vnc = "vnc",
 });
 
 #[cfg(test)]

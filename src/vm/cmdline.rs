@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::Result;
 use super::{network, options};
-use crate::model::Settings;
+use crate::model::{Display, Settings};
 
 /// The file descriptors on which QEMU finds its QMP socket and its serial port's, already
 /// bound and listening. The daemon binds them before the spawn, so it can connect at once:
@@ -97,6 +97,22 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
             cmd.extend([flag.to_string(), value.clone()]);
         }
     }
+    if s.display == Display::Vnc {
+        // QEMU's VNC server without a listener of its own: the daemon hands it each client
+        // it accepts (`add_client`). The tablet keeps the pointer where the viewer's is.
+        cmd.extend(
+            [
+                "-vnc",
+                "none",
+                "-vga",
+                "std",
+                "-usb",
+                "-device",
+                "usb-tablet",
+            ]
+            .map(String::from),
+        );
+    }
     cmd.extend(options::split(&s.options)?);
     cmd.extend(network::args(s.adapters, &s.adapter_type, &s.mac_address));
     Ok(cmd)
@@ -163,6 +179,18 @@ mod tests {
              -kernel /boot/vmlinuz -initrd /boot/initrd.gz -append console=ttyS0 panic=-1 \
              -cpu max -smp 2 -nic none"
         );
+    }
+
+    #[test]
+    fn a_vnc_display() {
+        let mut s = settings();
+        s.display = Display::Vnc;
+        let cmd = launch(&s).join(" ");
+        assert!(
+            cmd.contains(" -vnc none -vga std -usb -device usb-tablet -netdev "),
+            "{cmd}"
+        );
+        assert!(!launch(&settings()).contains(&"-vnc".to_string()));
     }
 
     #[test]

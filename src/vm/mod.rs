@@ -113,6 +113,9 @@ pub enum Command {
     OpenConsole(ViewOptions, Reply<std::os::fd::OwnedFd>),
     ReadConsole(u32, Reply<Vec<u8>>),
     HumanMonitorCommand(String, Reply<String>),
+    OpenGraphics(Reply<std::os::fd::OwnedFd>),
+    /// A VNC viewer's connection, accepted on VncPort.
+    GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -176,6 +179,9 @@ impl Handle {
     }
     pub async fn read_console(&self, max_bytes: u32) -> Result<Vec<u8>> {
         self.call(|r| Command::ReadConsole(max_bytes, r)).await
+    }
+    pub async fn open_graphics(&self) -> Result<std::os::fd::OwnedFd> {
+        self.call(Command::OpenGraphics).await
     }
     pub async fn human_monitor_command(&self, command: String) -> Result<String> {
         self.call(|r| Command::HumanMonitorCommand(command, r))

@@ -93,6 +93,9 @@ pub fn check(options: &str) -> Result<()> {
             "monitor" | "mon" => {
                 "the monitor is the daemon's: HumanMonitorCommand over D-Bus, or MonitorPort for a telnet client"
             }
+            "vnc" | "spice" => {
+                "the display is the daemon's, served only to whom may reach the VM: set Display to vnc (and a VncPort)"
+            }
             "nographic" => {
                 "it moves the console and a monitor to stdio, away from the daemon (the VM has no display unless Display is set)"
             }
@@ -149,6 +152,8 @@ mod tests {
             "-S",
             "-sandbox off",
             "-nographic",
+            "-vnc :1",
+            "-spice port=5930",
         ] {
             let e = check(bad).unwrap_err().to_string();
             assert!(e.contains("may not contain"), "{bad}: {e}");

@@ -92,6 +92,27 @@ impl Qemu {
         Ok(())
     }
 
+    /// Hands a VNC viewer's connection to QEMU's VNC server (`-vnc none`, no listener).
+    pub async fn add_graphics_client(&mut self, client: std::os::fd::OwnedFd) -> Result<()> {
+        const NAME: &str = "gns3-vnc-client";
+        let args = json!({ "fdname": NAME });
+        self.qmp
+            .execute_with_fd("getfd", args, client.as_fd(), QMP_TIMEOUT)
+            .await?;
+        // QEMU's own copy now waits under NAME; add_client takes it from there.
+        let args = json!({ "protocol": "vnc", "fdname": NAME, "skipauth": true });
+        let added = self
+            .qmp
+            .execute("add_client", Some(args), QMP_TIMEOUT)
+            .await;
+        if added.is_err() {
+            let args = json!({ "fdname": NAME });
+            let _ = self.qmp.execute("closefd", Some(args), QMP_TIMEOUT).await;
+        }
+        added?;
+        Ok(())
+    }
+
     pub async fn set_link(&mut self, adapter: u32, up: bool) -> Result<()> {
         let args = json!({ "name": network::adapter_netdev(adapter), "up": up });
         self.qmp

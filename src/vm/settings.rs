@@ -11,7 +11,7 @@ use super::paths::{check_file, resolve_qemu_path};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-use crate::model::{Accelerator, Priority, Setting, Settings};
+use crate::model::{Accelerator, Display, Priority, Setting, Settings};
 
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
@@ -35,10 +35,18 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         apply_one(&mut next, change.clone(), limits)?;
     }
     options::check(&next.options)?;
-    if next.console_port != 0 && next.console_port == next.monitor_port {
+    let ports = next.tcp_ports();
+    for (i, (key, port)) in ports.iter().enumerate() {
+        if let Some((other, _)) = ports[i + 1..].iter().find(|(_, p)| *port != 0 && p == port) {
+            return Err(Error::InvalidArgument(format!(
+                "{key} and {other} are both {port}; they must differ"
+            )));
+        }
+    }
+    if next.vnc_port != 0 && next.display != Display::Vnc {
         return Err(Error::InvalidArgument(format!(
-            "ConsolePort and MonitorPort are both {}; they must differ",
-            next.console_port
+            "VncPort {} serves the VM's display, which it has only with Display = vnc; set Display to vnc, or VncPort to 0",
+            next.vnc_port
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
@@ -131,6 +139,17 @@ impl Check for Limits {
     }
     fn legacy_networking(&self, v: bool) -> Result<bool> {
         Ok(v)
+    }
+    fn display(&self, v: String) -> Result<Display> {
+        Display::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "Display '{}' is not known; use none or vnc",
+                shown(&v)
+            ))
+        })
+    }
+    fn vnc_port(&self, v: u16) -> Result<u16> {
+        check_port("VncPort", v, self)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {

@@ -110,7 +110,7 @@ pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
     let mut udp = BTreeSet::new();
     for vm in seen.values() {
         let s = &vm.record.settings;
-        for port in [s.console_port, s.monitor_port] {
+        for (_, port) in s.tcp_ports() {
             assert!(
                 port == 0 || console.insert(port),
                 "console port {port} used twice"
@@ -141,7 +141,8 @@ pub async fn check_ports(
     for vm in seen.values() {
         let s = &vm.record.settings;
         console.extend(
-            [s.console_port, s.monitor_port]
+            s.tcp_ports()
+                .map(|(_, p)| p)
                 .into_iter()
                 .filter(|p| *p != 0),
         );

@@ -45,6 +45,7 @@ pub trait Vm {
     fn open_console(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<zbus::OwnedFd>;
     fn read_console(&self, max_bytes: u32) -> zbus::Result<Vec<u8>>;
     fn human_monitor_command(&self, command: &str) -> zbus::Result<String>;
+    fn open_graphics(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<zbus::OwnedFd>;
     fn add_udp_tunnel(
         &self,
         adapter: u32,
@@ -102,6 +103,14 @@ pub trait Vm {
     fn monitor_port(&self) -> zbus::Result<u16>;
     #[zbus(property)]
     fn set_monitor_port(&self, value: u16) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn display(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_display(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn vnc_port(&self) -> zbus::Result<u16>;
+    #[zbus(property)]
+    fn set_vnc_port(&self, value: u16) -> zbus::Result<()>;
     #[zbus(property)]
     fn process_priority(&self) -> zbus::Result<String>;
     #[zbus(property)]

@@ -81,8 +81,8 @@ impl Actor {
         if new.name != old.name {
             claims.name(&new.name, self.id())?;
         }
-        let old_ports = [old.console_port, old.monitor_port];
-        for port in [new.console_port, new.monitor_port] {
+        let old_ports = old.tcp_ports().map(|(_, p)| p);
+        for (_, port) in new.tcp_ports() {
             if port != 0 && !old_ports.contains(&port) {
                 claims.reserve(Pool::Console, port, self.id())?;
             }
@@ -95,9 +95,9 @@ impl Actor {
         if new.name != old.name {
             lock(&self.ctx.names).remove(&old.name);
         }
-        let kept = [new.console_port, new.monitor_port];
+        let kept = new.tcp_ports().map(|(_, p)| p);
         let mut ports = self.ctx.ports(Pool::Console);
-        for p in [old.console_port, old.monitor_port] {
+        for (_, p) in old.tcp_ports() {
             if p != 0 && !kept.contains(&p) {
                 ports.release(p);
             }

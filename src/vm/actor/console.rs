@@ -1,17 +1,19 @@
-//! The VM's console and monitor while its QEMU runs: the TCP listeners bound at Start (or
-//! again when a QEMU is adopted), the console attached to QEMU's serial socket, and what
-//! clients ask of them (OpenConsole, ReadConsole, HumanMonitorCommand).
+//! The VM's console, monitor and display while its QEMU runs: the TCP listeners bound at
+//! Start (or again when a QEMU is adopted), the console attached to QEMU's serial socket,
+//! and what clients ask of them (OpenConsole, ReadConsole, HumanMonitorCommand,
+//! OpenGraphics).
 
 use serde_json::json;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Actor;
 use crate::console::listener::{self, Who};
 use crate::console::ring::Ring;
 use crate::console::{monitor, Console, Framing, ViewOptions};
+use crate::model::Display;
 use crate::ports;
 use crate::vm::error::{check_len, Error, Result};
 use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
@@ -23,6 +25,7 @@ use crate::vm::{Command, ConsoleAccess};
 pub(super) struct Listeners {
     console: Option<TcpListener>,
     monitor: Option<TcpListener>,
+    vnc: Option<TcpListener>,
 }
 
 /// The longest monitor command taken.
@@ -52,7 +55,15 @@ impl Actor {
             0 => None,
             port => Some(bind("MonitorPort", &self.ctx.monitor_host, port)?),
         };
-        Ok(Listeners { console, monitor })
+        let vnc = match (s.display, s.vnc_port, self.ctx.console_access) {
+            (Display::Headless, ..) | (_, 0, _) | (.., ConsoleAccess::None) => None,
+            (Display::Vnc, port, _) => Some(bind("VncPort", &self.ctx.console_host, port)?),
+        };
+        Ok(Listeners {
+            console,
+            monitor,
+            vnc,
+        })
     }
 
     /// Attaches a console to QEMU's serial socket and serves the listeners through it.
@@ -75,11 +86,11 @@ impl Actor {
         let console = Arc::new(Console::attach(serial, ring, move |n| {
             view.send_if_modified(|v| std::mem::replace(&mut v.console_viewers, n) != n);
         }));
+        let who = match self.ctx.console_access {
+            ConsoleAccess::Members => Who::Drivers,
+            ConsoleAccess::Any | ConsoleAccess::None => Who::Anyone,
+        };
         if let Some(l) = listeners.console {
-            let who = match self.ctx.console_access {
-                ConsoleAccess::Members => Who::Drivers,
-                ConsoleAccess::Any | ConsoleAccess::None => Who::Anyone,
-            };
             let weak = Arc::downgrade(&console);
             console.spawn(listener::accept(l, who, "console", move |stream| {
                 if let Some(c) = weak.upgrade() {
@@ -101,6 +112,22 @@ impl Actor {
                 },
             ));
         }
+        if let Some(l) = listeners.vnc {
+            let commands = self.commands.clone();
+            let weak = Arc::downgrade(&console);
+            console.spawn(listener::accept(l, who, "display", move |stream| {
+                let (Some(c), Ok(stream)) = (weak.upgrade(), stream.into_std()) else {
+                    return;
+                };
+                let commands = commands.clone();
+                c.spawn(async move {
+                    let fd = OwnedFd::from(stream);
+                    if let Err(why) = ask(&commands, |r| Command::GraphicsClient(fd, r)).await {
+                        tracing::warn!("cannot hand a VNC client to QEMU: {why}");
+                    }
+                });
+            }));
+        }
         qemu.console = Some(console);
         Ok(())
     }
@@ -111,16 +138,32 @@ impl Actor {
         let commands = self.commands.clone();
         Arc::new(move |line| {
             let commands = commands.clone();
-            Box::pin(async move {
-                let gone = || "the VM has been deleted".to_string();
-                let tx = commands.upgrade().ok_or_else(gone)?;
-                let (reply, answer) = oneshot::channel();
-                tx.send(Command::HumanMonitorCommand(line, reply))
-                    .await
-                    .map_err(|_| gone())?;
-                answer.await.map_err(|_| gone())?.map_err(|e| e.to_string())
-            })
+            Box::pin(async move { ask(&commands, |r| Command::HumanMonitorCommand(line, r)).await })
         })
+    }
+
+    /// A socket connected to the VM's VNC server.
+    pub(super) async fn open_graphics(&mut self) -> Result<OwnedFd> {
+        let io = |e: std::io::Error| Error::Internal(format!("cannot make a socket pair: {e}"));
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io)?;
+        self.graphics_client(ours.into()).await?;
+        Ok(theirs.into())
+    }
+
+    /// Hands `client`, a connection of a VNC viewer, to QEMU's VNC server.
+    pub(super) async fn graphics_client(&mut self, client: OwnedFd) -> Result<()> {
+        self.admit(Op::Console)?;
+        if self.record.settings.display != Display::Vnc {
+            return Err(Error::InvalidState(format!(
+                "VM '{}' has no display: set Display to vnc (while it is stopped) and start it",
+                self.name()
+            )));
+        }
+        let qemu = self
+            .qemu
+            .as_mut()
+            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))?;
+        qemu.add_graphics_client(client).await
     }
 
     fn console(&self) -> Result<&Arc<Console>> {
@@ -192,4 +235,16 @@ impl Actor {
             .await?;
         Ok(answer.as_str().unwrap_or_default().to_string())
     }
+}
+
+/// Sends the actor a command from a task of its own listeners, and waits for the answer.
+async fn ask<T>(
+    commands: &mpsc::WeakSender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+) -> std::result::Result<T, String> {
+    let gone = || "the VM has been deleted".to_string();
+    let tx = commands.upgrade().ok_or_else(gone)?;
+    let (reply, answer) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?.map_err(|e| e.to_string())
 }

@@ -167,7 +167,7 @@ impl Actor {
         self.runtime.clean();
         let s = &self.record.settings;
         let mut ports = self.ctx.ports(Pool::Console);
-        for port in [s.console_port, s.monitor_port] {
+        for (_, port) in s.tcp_ports() {
             if port != 0 {
                 ports.release(port);
             }

@@ -172,6 +172,12 @@ impl Actor {
             Command::HumanMonitorCommand(command, reply) => {
                 let _ = reply.send(Box::pin(self.human_monitor_command(command)).await);
             }
+            Command::OpenGraphics(reply) => {
+                let _ = reply.send(Box::pin(self.open_graphics()).await);
+            }
+            Command::GraphicsClient(client, reply) => {
+                let _ = reply.send(Box::pin(self.graphics_client(client)).await);
+            }
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
