@@ -149,13 +149,15 @@ impl Manager {
         let mut claims = Claims::new(&self.ctx);
         claims.name(&s.name, id)?;
         // The ports the client chose first; then a console port unless it chose one (0 for
-        // none). A monitor or VNC port only if asked for.
+        // none) or consoles have no TCP ports (console_access = "none"). A monitor or VNC
+        // port only if asked for.
         for (_, port) in s.tcp_ports() {
             if port != 0 {
                 claims.reserve(Pool::Console, port, id)?;
             }
         }
-        if !changes.iter().any(|c| matches!(c, Setting::ConsolePort(_))) {
+        let telnet = self.ctx.console_access != crate::config::ConsoleAccess::None;
+        if telnet && !changes.iter().any(|c| matches!(c, Setting::ConsolePort(_))) {
             s.console_port = claims.allocate(Pool::Console, id)?;
         }
         Ok(claims)

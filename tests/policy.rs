@@ -7,35 +7,7 @@ mod common;
 use common::*;
 use std::process::Command;
 
-use common::users::{MEMBER, OUTSIDER};
-
-/// `gdbus call` as `user` (with the groups the user database gives it): success, and what
-/// it printed.
-fn gdbus_as(user: &str, bus: &Bus, path: &str, method: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            "gdbus",
-            "call",
-            "--address",
-            &bus.address,
-            "--dest",
-            "org.gns3.Qemu",
-            "--object-path",
-            path,
-            "--method",
-            method,
-        ])
-        .args(args)
-        .env("HOME", "/")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
+use common::users::{gdbus_as, MEMBER, OUTSIDER};
 
 #[tokio::test]
 async fn members_of_gns3_act_everyone_else_only_looks() {

@@ -53,3 +53,47 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A command that runs as `user`, with the groups the user database gives it (setpriv, of
+/// util-linux), and `/` as its home.
+pub fn run_as(user: &str, program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            program,
+        ])
+        .env("HOME", "/");
+    command
+}
+
+/// `gdbus call` as `user` (with the groups the user database gives it): success, and what
+/// it printed.
+pub fn gdbus_as(
+    user: &str,
+    bus: &super::Bus,
+    path: &str,
+    method: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let out = run_as(user, "gdbus")
+        .args([
+            "call",
+            "--address",
+            &bus.address,
+            "--dest",
+            "org.gns3.Qemu",
+            "--object-path",
+            path,
+            "--method",
+            method,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
