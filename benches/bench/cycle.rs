@@ -129,38 +129,54 @@ pub async fn by_hand_command(vm: &VmProxy<'static>, work: &Path) -> Vec<String> 
     cmd
 }
 
-/// QEMU started by hand on `cmd`, QMP on fd 3 as the daemon gives it: the time from spawn
-/// to its exit after the greeting, capabilities negotiation and `quit`.
+/// QEMU started by hand on `cmd`, QMP on fd 3 and the serial port's socket on fd 4 as the
+/// daemon gives them: the time from spawn to its exit after the greeting, capabilities
+/// negotiation and `quit`.
 pub fn by_hand(cmd: &[String], work: &Path) -> Duration {
     let socket = work.join("qmp.sock");
     let _ = std::fs::remove_file(&socket);
     let log = std::fs::File::create(work.join("qemu.log")).expect("creating the floor's log");
     let t = Instant::now();
     let listener = UnixListener::bind(&socket).expect("binding the floor's QMP socket");
-    let fd = listener.as_raw_fd();
+    let serial_socket = work.join("serial.sock");
+    let _ = std::fs::remove_file(&serial_socket);
+    let serial = UnixListener::bind(&serial_socket).expect("binding the floor's serial socket");
+    // Above 4, so that neither dup2 below overwrites the other's source.
+    let parked = |fd: i32| {
+        // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor, closed at exec.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        assert!(
+            new >= 10,
+            "fcntl F_DUPFD: {}",
+            std::io::Error::last_os_error()
+        );
+        new
+    };
+    let fds = [parked(listener.as_raw_fd()), parked(serial.as_raw_fd())];
     let mut command = Command::new(&cmd[0]);
     command
         .args(&cmd[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("cloning the floor's log"))
         .stderr(log);
-    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listener on fd 3 of the
-    // child, open across exec (dup2 onto itself would keep close-on-exec).
+    // SAFETY: dup2 is async-signal-safe; it puts the listeners on fds 3 and 4 of the child,
+    // open across exec.
     unsafe {
         command.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if ok < 0 {
-                return Err(std::io::Error::last_os_error());
+            for (n, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + n as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
     let mut child = command.spawn().expect("running the floor's QEMU");
-    drop(listener);
+    for fd in fds {
+        // SAFETY: the parked copies are ours alone.
+        unsafe { libc::close(fd) };
+    }
+    drop((listener, serial));
     let stream = UnixStream::connect(&socket).expect("connecting to the floor's QMP");
     let mut reader = BufReader::new(stream.try_clone().expect("cloning the QMP stream"));
     let mut writer = stream;
