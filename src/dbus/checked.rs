@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use zbus::message::{Header, Message};
@@ -31,6 +32,7 @@ use zbus::{fdo, BoxDBusError, Connection, ObjectServer};
 use zbus::{OwnedVariant, Signature, Variant};
 
 use super::table::{self, Table};
+use crate::lock::lock;
 
 /// What one method takes: the signature as the contract spells it, for messages, and parsed,
 /// to compare with a body's.
@@ -52,23 +54,19 @@ struct Members {
 /// have the method's types, and whose read-only properties are named so when Set.
 pub struct Checked<I> {
     inner: I,
-    members: Members,
+    /// The same for every object of the interface: read once, shared.
+    members: Arc<Members>,
 }
 
 impl<I: Interface + Table> Checked<I> {
     pub fn new(inner: I) -> Self {
-        let mut xml = String::from("<node>");
-        inner.introspect_to_writer(&mut xml, 0);
-        xml.push_str("</node>");
-        let members = members(&xml).unwrap_or_else(|e| {
-            // Not reachable with our interfaces (a unit test reads each contract file and the
-            // integration tests call every method); if it were, zbus's own check remains.
-            tracing::error!(
-                "cannot read the members of {} from its introspection data: {e}",
-                I::name()
-            );
-            Members::default()
-        });
+        static READ: OnceLock<Mutex<HashMap<String, Arc<Members>>>> = OnceLock::new();
+        let mut read = lock(READ.get_or_init(Default::default));
+        let members = read
+            .entry(I::name().to_string())
+            .or_insert_with(|| Arc::new(members_of(&inner)))
+            .clone();
+        drop(read);
         Checked { inner, members }
     }
 
@@ -87,6 +85,22 @@ impl<I: Interface + Table> Checked<I> {
             Err::<(), _>(fdo::Error::InvalidArgs(text))
         })
     }
+}
+
+/// What `inner`'s introspection data says it takes.
+fn members_of<I: Interface>(inner: &I) -> Members {
+    let mut xml = String::from("<node>");
+    inner.introspect_to_writer(&mut xml, 0);
+    xml.push_str("</node>");
+    members(&xml).unwrap_or_else(|e| {
+        // Not reachable with our interfaces (a unit test reads each contract file and the
+        // integration tests call every method); if it were, zbus's own check remains.
+        tracing::error!(
+            "cannot read the members of {} from its introspection data: {e}",
+            I::name()
+        );
+        Members::default()
+    })
 }
 
 /// The in-arguments of every method, and the read-only properties, of the interfaces in
