@@ -4,6 +4,10 @@ use gns3_qemud::{cli, config::Config, daemon, heap};
 
 fn main() -> ExitCode {
     heap::one_arena();
+    // Disks, records, sockets, logs and the consoles' scrollback are the VMs' owners' only:
+    // whatever umask the daemon is started with (the unit's is the same), everything it
+    // and its QEMUs create is 0700 or 0600.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = match cli::parse(std::env::args_os()) {
         Ok(cli::Parsed::Run(args)) => args,
         Ok(cli::Parsed::Help) => {

@@ -142,3 +142,71 @@ async fn the_systemd_watchdog_is_pinged_while_the_bus_answers() {
         daemon.log_text()
     );
 }
+
+/// What the daemon and its QEMUs make is the daemon's user's only: directories 0700,
+/// regular files 0600, sockets without group or other bits, even when the daemon is started
+/// with umask 022.
+#[tokio::test]
+async fn what_the_daemon_makes_is_private_whatever_the_umask() {
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let before = umask(Mode::from_bits_truncate(0o022));
+    let lab = Lab::start().await;
+    umask(before);
+    let base = lab.dir.path().join("base.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let vm = create(
+        &lab.manager,
+        "private",
+        guest_settings(&[(
+            "HdbDiskImage",
+            zbus::Variant::from(base.to_string_lossy().into_owned()),
+        )]),
+    )
+    .await;
+    vm.start().await.unwrap();
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console
+        .wait_for("GUEST-READY", Duration::from_secs(90))
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut todo = vec![lab.dir.path().join("state"), lab.dir.path().join("run")];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let kind = meta.file_type();
+        let ok = if kind.is_dir() {
+            todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            mode == 0o700
+        } else if kind.is_file() {
+            mode == 0o600
+        } else {
+            kind.is_socket() && mode & 0o077 == 0
+        };
+        assert!(ok, "{} is {mode:o}", path.display());
+        seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    seen.sort();
+    // What a running VM has: record, disks and log; QEMU's pid file, sockets and the
+    // console's scrollback.
+    for name in [
+        "vm.json",
+        "flash.qcow2",
+        "hdb_disk.qcow2",
+        "qemu.log",
+        "qemu.pid",
+        "qmp.sock",
+        "serial.sock",
+        "console",
+    ] {
+        assert!(seen.iter().any(|s| s == name), "no {name} among {seen:?}");
+    }
+    vm.stop().await.unwrap();
+}

@@ -453,3 +453,64 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A peer gets one connection served at a time (a second waits for the first to close), and
+/// no more than MAX_CONNECTIONS are open at once: the next is refused, saying so.
+#[test]
+fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
+    use gns3_qemud::supervisor::server::MAX_CONNECTIONS;
+    if !is_root() {
+        return;
+    }
+    let dir = open_dir();
+    let socket = dir.path().join("bounded.sock");
+    let _sup = Supervisor::start(&socket, 0);
+    let connect = || std::os::unix::net::UnixStream::connect(&socket).unwrap();
+
+    let first = connect();
+    let mut mine = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let fd = gns3_qemud::pidfd::open(mine.id()).unwrap();
+    let second = connect();
+    second
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut link = Link::new(second.try_clone().unwrap());
+    let envelope = Envelope {
+        version: VERSION,
+        request: renice(mine.id()),
+    };
+    link.send(&envelope, Some(fd.as_fd())).unwrap();
+    assert!(
+        link.receive().is_err(),
+        "a second connection of the same process was served beside the first"
+    );
+    // The rest of the slots, then one too many.
+    let held: Vec<_> = (2..MAX_CONNECTIONS).map(|_| connect()).collect();
+    let mut over = Link::new(connect());
+    let (line, _) = over.receive().unwrap().expect("an answer");
+    match serde_json::from_slice(&line).unwrap() {
+        Reply::Refused(why) => {
+            assert!(why.contains(&format!("at most {MAX_CONNECTIONS}")), "{why}")
+        }
+        other => panic!(
+            "connection {} was not refused: {other:?}",
+            MAX_CONNECTIONS + 1
+        ),
+    }
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (line, _) = link
+        .receive()
+        .unwrap()
+        .expect("the waiting request's answer");
+    assert_eq!(serde_json::from_slice::<Reply>(&line).unwrap(), Reply::Done);
+    assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
+    drop(held);
+    let _ = mine.kill();
+    let _ = mine.wait();
+}

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
     Supervisor {
         daemon_uid: args.daemon_uid,
         cgroups,
+        slots: Default::default(),
     }
     .serve(listener)
 }
