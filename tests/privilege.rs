@@ -467,21 +467,25 @@ fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
     let _sup = Supervisor::start(&socket, 0);
     let connect = || std::os::unix::net::UnixStream::connect(&socket).unwrap();
 
-    let first = connect();
     let mut mine = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
     let fd = gns3_qemud::pidfd::open(mine.id()).unwrap();
+    let envelope = Envelope {
+        version: VERSION,
+        request: renice(mine.id()),
+    };
+    // The first connection is served (its answer shows it holds the peer's turn).
+    let mut first = Link::new(connect());
+    first.send(&envelope, Some(fd.as_fd())).unwrap();
+    let (line, _) = first.receive().unwrap().expect("an answer");
+    assert_eq!(serde_json::from_slice::<Reply>(&line).unwrap(), Reply::Done);
     let second = connect();
     second
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut link = Link::new(second.try_clone().unwrap());
-    let envelope = Envelope {
-        version: VERSION,
-        request: renice(mine.id()),
-    };
     link.send(&envelope, Some(fd.as_fd())).unwrap();
     assert!(
         link.receive().is_err(),
@@ -500,6 +504,9 @@ fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
             MAX_CONNECTIONS + 1
         ),
     }
+    // The waiting connections of this process close; the first last, which hands the turn
+    // on: those that closed give it up at once, and the second is answered.
+    drop(held);
     drop(first);
     second
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -510,7 +517,6 @@ fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
         .expect("the waiting request's answer");
     assert_eq!(serde_json::from_slice::<Reply>(&line).unwrap(), Reply::Done);
     assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
-    drop(held);
     let _ = mine.kill();
     let _ = mine.wait();
 }
