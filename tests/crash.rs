@@ -348,14 +348,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
 
     let mut lab = Lab::start().await;
     let dir = lab.dir.path().to_path_buf();
-    let base = dir.join("base.qcow2");
-    let made = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&base)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let base = blank_base(&dir);
     let conn = lab.conn.clone();
     for name in ["first", "second"] {
         lab.manager

@@ -153,14 +153,7 @@ async fn what_the_daemon_makes_is_private_whatever_the_umask() {
     let before = umask(Mode::from_bits_truncate(0o022));
     let lab = Lab::start().await;
     umask(before);
-    let base = lab.dir.path().join("base.qcow2");
-    let made = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&base)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let base = blank_base(lab.dir.path());
     let vm = create(
         &lab.manager,
         "private",

@@ -691,3 +691,16 @@ pub fn root_for(why: &str) -> bool {
     cannot_check(&format!("needs root {why}"));
     false
 }
+
+/// A blank 16 MiB qcow2 base image, `base.qcow2` in `dir`, made with qemu-img.
+pub fn blank_base(dir: &Path) -> PathBuf {
+    let base = dir.join("base.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success(), "qemu-img create {}", base.display());
+    base
+}
