@@ -450,13 +450,9 @@ async fn console_access_any_and_none() {
         return;
     }
     for access in ["any", "none"] {
-        let bus = Bus::start();
-        let dir = tempfile::tempdir().unwrap();
-        write_test_config(dir.path(), &format!("console_access = \"{access}\"\n"));
-        let daemon = Daemon::start(&bus, dir.path());
-        let conn = daemon.connect().await;
-        let m = manager(&conn).await;
-        let vm = create(&m, access, guest_settings(&[])).await;
+        let lab = Lab::with_config(&format!("console_access = \"{access}\"\n")).await;
+        let daemon = &lab.daemon;
+        let vm = create(&lab.manager, access, guest_settings(&[])).await;
         let port = match access {
             "any" => vm.console_port().await.unwrap(),
             _ => {

@@ -244,13 +244,8 @@ async fn accelerator_follows_what_the_daemons_user_may_use() {
 #[tokio::test]
 async fn the_monitor_runs_nothing_on_the_host() {
     for sandbox in [true, false] {
-        let bus = Bus::start();
-        let dir = tempfile::tempdir().unwrap();
-        write_test_config(dir.path(), &format!("qemu_sandbox = {sandbox}\n"));
-        let daemon = Daemon::start(&bus, dir.path());
-        let conn = daemon.connect().await;
-        let m = manager(&conn).await;
-        let vm = create(&m, "sandboxed", guest_settings(&[])).await;
+        let lab = Lab::with_config(&format!("qemu_sandbox = {sandbox}\n")).await;
+        let vm = create(&lab.manager, "sandboxed", guest_settings(&[])).await;
         vm.start().await.unwrap();
         let args = vm.command_line().await.unwrap();
         assert_eq!(
@@ -260,7 +255,7 @@ async fn the_monitor_runs_nothing_on_the_host() {
             sandbox,
             "{args:?}"
         );
-        let escaped = dir.path().join("escaped");
+        let escaped = lab.dir.path().join("escaped");
         // The command runs at once where it runs at all; the monitor answers, unless the
         // sandbox ended QEMU for trying.
         let answer = vm

@@ -616,8 +616,14 @@ pub struct Lab {
 
 impl Lab {
     pub async fn start() -> Lab {
+        Lab::with_config("").await
+    }
+
+    /// A lab whose daemon's configuration has `extra` lines beside the test config.
+    pub async fn with_config(extra: &str) -> Lab {
         let bus = Bus::start();
         let dir = tempfile::tempdir().unwrap();
+        write_test_config(dir.path(), extra);
         let daemon = Daemon::start(&bus, dir.path());
         let conn = daemon.connect().await;
         Lab {

@@ -159,10 +159,7 @@ impl Actor {
                 self.name()
             )));
         }
-        let qemu = self
-            .qemu
-            .as_mut()
-            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))?;
+        let qemu = self.running()?;
         qemu.add_graphics_client(client).await
     }
 
@@ -224,10 +221,7 @@ impl Actor {
         }
         check_len("the monitor command", command, MAX_COMMAND)?;
         self.admit(Op::Console)?;
-        let qemu = self
-            .qemu
-            .as_mut()
-            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))?;
+        let qemu = self.running()?;
         let args = json!({ "command-line": command });
         let answer = qemu
             .qmp

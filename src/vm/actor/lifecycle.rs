@@ -124,10 +124,7 @@ impl Actor {
     }
 
     async fn qmp(&mut self, command: &str) -> Result<()> {
-        let qemu = self
-            .qemu
-            .as_mut()
-            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))?;
+        let qemu = self.running()?;
         qemu.qmp.execute(command, None, QMP_TIMEOUT).await?;
         Ok(())
     }

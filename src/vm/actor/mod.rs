@@ -232,6 +232,13 @@ impl Actor {
         })
     }
 
+    /// The running QEMU, for a command the VM's state has admitted.
+    fn running(&mut self) -> Result<&mut Qemu> {
+        self.qemu
+            .as_mut()
+            .ok_or_else(|| Error::InvalidState("QEMU is not running".into()))
+    }
+
     fn name(&self) -> &str {
         &self.record.settings.name
     }
