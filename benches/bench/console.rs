@@ -150,21 +150,11 @@ fn bench_vm() -> std::collections::HashMap<&'static str, zbus::Variant<'static>>
 }
 
 /// The guest prints `seq 1 LINES` on its console; MB/s of the guest's bytes, timed on the
-/// host from the shell's marker before to the one after (both cross the same console).
+/// host between the shell's markers.
 fn print(console: &mut Console, label: &str) -> f64 {
     let bytes: u64 = (1..=LINES).map(|n| n.to_string().len() as u64 + 1).sum();
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    console.send_line(&format!(
-        "echo P0_$((1+{n}))_; seq 1 {LINES}; echo P1_$((1+{n}))_"
-    ));
-    let wait = |c: &mut Console, what: String| {
-        c.wait_for(&what, PRINT)
-            .unwrap_or_else(|e| panic!("{label}: waiting for {what}: {e}"))
-    };
-    wait(console, format!("P0_{}_", n + 1));
-    let start = Instant::now();
-    let out = wait(console, format!("P1_{}_", n + 1));
-    let took = start.elapsed();
+    let (took, out) = lab::timed(console, &format!("seq 1 {LINES}"), PRINT, PRINT)
+        .unwrap_or_else(|e| panic!("{label}: printing: {e}"));
     assert!(
         out.contains(&format!("\n{LINES}\r")),
         "{label}: the output ends early"
@@ -172,11 +162,9 @@ fn print(console: &mut Console, label: &str) -> f64 {
     bytes as f64 / took.as_secs_f64() / 1e6
 }
 
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// `keys` keystrokes typed into `cat`, each timed until the guest's tty echoes it; ms.
 fn keystrokes(console: &mut Console, label: &str, keys: usize) -> Vec<f64> {
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = lab::next_marker();
     console.send_line(&format!("echo K_$((1+{n}))_; cat"));
     console
         .wait_for(&format!("K_{}_", n + 1), PRINT)

@@ -1,8 +1,9 @@
 //! What the sections share: a daemon on a private bus configured for the bench, raw method
 //! calls timed one by one, and the daemon's memory and CPU time read from /proc.
 
-use crate::common::{self, Bus, Daemon, ManagerProxy, VmProxy};
+use crate::common::{self, Bus, Console, Daemon, ManagerProxy, VmProxy};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use zbus::{DynamicType, OwnedObjectPath, Variant};
 
@@ -165,4 +166,29 @@ pub fn cpu_time(pid: u32) -> Duration {
 /// Milliseconds of a duration, the unit most figures are printed in.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Markers of our own, apart from Console::run's, that the typed line's echo never matches
+/// (the shell computes the number).
+pub fn next_marker() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `cmd` in the guest's shell; returns the time between the shell's markers before and
+/// after it (both cross the same console, so its latency cancels out), and its output. The
+/// first marker must come within `begin`, the second `end` after it.
+pub fn timed(
+    console: &mut Console,
+    cmd: &str,
+    begin: Duration,
+    end: Duration,
+) -> Result<(Duration, String), String> {
+    let n = next_marker();
+    console.send_line(&format!("echo T0_$((1+{n}))_; {cmd}; echo T1_$((1+{n}))_"));
+    console.wait_for(&format!("T0_{}_", n + 1), begin)?;
+    let start = Instant::now();
+    let last = format!("T1_{}_", n + 1);
+    let out = console.wait_for(&last, end)?;
+    Ok((start.elapsed(), out[..out.len() - last.len()].to_string()))
 }

@@ -8,11 +8,11 @@
 
 use crate::common::{self, Console, Lab};
 use crate::hand::Qemu;
+use crate::lab::{next_marker, timed};
 use crate::report::{self, Figure, Report};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use zbus::Variant;
 
@@ -196,6 +196,8 @@ impl Link {
         let (elapsed, out) = timed(
             &mut self.a,
             &format!("dd if=/dev/zero bs=64k count={BLOCKS} 2>/dev/null | nc 10.0.0.2 5001"),
+            SHELL,
+            TRANSFER,
         )
         .unwrap_or_else(|e| panic!("{}: sending: {e}", self.label));
         assert!(
@@ -217,23 +219,4 @@ impl Link {
         assert_eq!(received, BYTES, "{}: B did not get every byte", self.label);
         BYTES as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
     }
-}
-
-/// Markers of our own, apart from Console::run's, that the typed line's echo never matches
-/// (the shell computes the number).
-fn next_marker() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Runs `cmd` in the guest's shell; returns the time between the shell's markers before and
-/// after it, and its output.
-fn timed(console: &mut Console, cmd: &str) -> Result<(Duration, String), String> {
-    let n = next_marker();
-    console.send_line(&format!("echo T0_$((1+{n}))_; {cmd}; echo T1_$((1+{n}))_"));
-    console.wait_for(&format!("T0_{}_", n + 1), SHELL)?;
-    let start = Instant::now();
-    let end = format!("T1_{}_", n + 1);
-    let out = console.wait_for(&end, TRANSFER)?;
-    Ok((start.elapsed(), out[..out.len() - end.len()].to_string()))
 }
