@@ -1,7 +1,9 @@
 //! What the daemon's own rights do not give it: a QEMU's nice value below the daemon's, and
-//! CPU limits through cgroups. With a supervisor socket configured, every such request goes
-//! to `gns3-qemud-supervisor`; without one (development), the daemon does what its own uid
-//! may (nice at or above its own, `cpulimit` as its own child) and says clearly what it
+//! CPU limits through cgroups. With a supervisor socket configured, renices go to
+//! `gns3-qemud-supervisor`, and CPU limits too on cgroup v1; on cgroup v2 under systemd the
+//! VMs' cgroups are the daemon's own, under its unit (`Delegate=cpu`). Where no cgroup has
+//! the cpu controller, and without a supervisor (development), the daemon does what its own
+//! uid may (nice at or above its own, `cpulimit` as its own child) and says clearly what it
 //! cannot.
 
 use std::io;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::lock::lock;
+use crate::supervisor::cgroup::Hierarchy;
 use crate::supervisor::protocol::{Envelope, Link, Reply, Request, VERSION};
 use crate::supervisor::{self, cpulimit, priority};
 
@@ -30,6 +33,8 @@ pub enum Error {
     Refused(String),
     #[error("the supervisor failed: {0}")]
     Failed(String),
+    #[error("the supervisor has no cpu controller: {0}")]
+    Unsupported(String),
     #[error(
         "{0}. That needs privilege, and gns3-qemud runs without any and without a supervisor: \
          start gns3-qemud-supervisor and give its socket as supervisor_socket in the \
@@ -44,22 +49,37 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub enum Privilege {
-    /// Through `gns3-qemud-supervisor`.
-    Supervisor(Client),
-    /// No supervisor: what the daemon's uid allows.
-    Local,
+pub struct Privilege {
+    /// `gns3-qemud-supervisor`, if configured.
+    supervisor: Option<Client>,
+    /// The cgroup the daemon's unit delegated to it (cgroup v2 under systemd).
+    cgroups: Option<Hierarchy>,
 }
 
 impl Privilege {
     pub fn new(socket: Option<PathBuf>) -> Privilege {
-        match socket {
-            Some(path) => Privilege::Supervisor(Client {
-                path,
-                link: Arc::default(),
-            }),
-            None => Privilege::Local,
+        let supervisor = socket.map(|path| Client {
+            path,
+            link: Arc::default(),
+        });
+        let cgroups = Hierarchy::delegated();
+        if let Some(h) = &cgroups {
+            // Those of QEMUs that exited while no daemon ran; a populated one stays.
+            h.sweep(crate::supervisor::procfs::running);
+            tracing::info!(parent = %h.parent.display(), cpu = h.cpu, "the VMs' cgroups are under the daemon's unit");
         }
+        Privilege {
+            supervisor,
+            cgroups,
+        }
+    }
+
+    /// Whether each QEMU gets a cgroup at start, CPU limit or not: under the daemon's unit,
+    /// where all of them compete as one unit anyway. (On cgroup v1 one goes into a cgroup
+    /// only to be limited: all in `gns3-qemud/` would share the CPU of one process when
+    /// the host is busy.)
+    pub fn places(&self) -> bool {
+        self.cgroups.is_some()
     }
 
     /// Whether every thread of the process already runs at `nice`: reading it takes no
@@ -70,46 +90,53 @@ impl Privilege {
 
     /// Sets every thread of the process to `nice`.
     pub async fn renice(&self, pid: u32, pidfd: BorrowedFd<'_>, nice: i32) -> Result<()> {
-        match self {
-            Privilege::Supervisor(c) => c.call(Request::Renice { pid, nice }, Some(pidfd)).await,
-            Privilege::Local => {
-                blocking(move || priority::renice(pid, nice).map(drop).map_err(local)).await
-            }
+        match &self.supervisor {
+            Some(c) => c.call(Request::Renice { pid, nice }, Some(pidfd)).await,
+            None => blocking(move || priority::renice(pid, nice).map(drop).map_err(local)).await,
         }
     }
 
-    /// Limits the process to `percent` of one CPU; 0 lifts the limit.
+    /// Limits the process, the daemon's child or one found again, to `percent` of one CPU;
+    /// 0 lifts the limit (and, at start, places it in its cgroup).
     pub async fn throttle(&self, pid: u32, pidfd: BorrowedFd<'_>, percent: u32) -> Result<()> {
-        match self {
-            Privilege::Supervisor(c) => {
-                c.call(Request::Throttle { pid, percent }, Some(pidfd))
-                    .await
-            }
-            Privilege::Local => {
-                blocking(move || {
-                    if percent == 0 {
-                        cpulimit::stop(pid);
-                        Ok(())
-                    } else {
-                        cpulimit::start(pid, percent).map_err(local)
-                    }
-                })
+        let done = if let Some(h) = self.cgroups.clone() {
+            // The kernel lets the daemon move a process only from within its unit's own
+            // cgroup: no pid there can be another's.
+            blocking(move || h.limit(pid, percent, true).map_err(local)).await
+        } else if let Some(c) = &self.supervisor {
+            c.call(Request::Throttle { pid, percent }, Some(pidfd))
                 .await
-            }
+        } else {
+            Err(Error::Unsupported("no supervisor".into()))
+        };
+        match done {
+            Err(Error::Unsupported(_)) | Err(Error::Local(supervisor::Error::NoCpuController)) => {}
+            done => return done,
         }
+        blocking(move || {
+            if percent == 0 {
+                cpulimit::stop(pid);
+                Ok(())
+            } else {
+                cpulimit::start(pid, percent).map_err(local)
+            }
+        })
+        .await
     }
 
     /// After the process has exited: whatever limited it goes.
     pub async fn release(&self, pid: u32) -> Result<()> {
-        match self {
-            Privilege::Supervisor(c) => c.call(Request::Release { pid }, None).await,
-            Privilege::Local => {
-                blocking(move || {
-                    cpulimit::stop(pid);
-                    Ok(())
-                })
-                .await
-            }
+        blocking(move || {
+            cpulimit::stop(pid);
+            Ok(())
+        })
+        .await?;
+        if let Some(h) = self.cgroups.clone() {
+            return blocking(move || h.release(pid).map_err(local)).await;
+        }
+        match &self.supervisor {
+            Some(c) => c.call(Request::Release { pid }, None).await,
+            None => Ok(()),
         }
     }
 }
@@ -165,6 +192,7 @@ impl Client {
                             Ok(Reply::Done) => Ok(()),
                             Ok(Reply::Refused(why)) => Err(Error::Refused(why)),
                             Ok(Reply::Failed(why)) => Err(Error::Failed(why)),
+                            Ok(Reply::Unsupported(why)) => Err(Error::Unsupported(why)),
                             Err(e) => Err(Error::Failed(format!("an answer not understood: {e}"))),
                         };
                     }

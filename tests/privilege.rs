@@ -31,6 +31,16 @@ fn open_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A stand-in QEMU for the supervisor, which serves only QEMUs: `sleep` under QEMU's name,
+/// in `dir`, which every user may enter.
+fn fake_qemu(dir: &Path) -> PathBuf {
+    let exe = dir.join("qemu-system-x86_64");
+    if !exe.exists() {
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+    }
+    exe
+}
+
 /// The nice value of every thread of `pid`.
 fn nices(pid: u32) -> Vec<i32> {
     threads(pid)
@@ -67,23 +77,19 @@ fn cpu_percent(pid: u32) -> f64 {
     used / start.elapsed().as_secs_f64() * 100.0
 }
 
-/// The cgroup directory (under /sys/fs/cgroup) of `pid` in the hierarchy with cpu.
+/// The cgroup directory of `pid` in the cgroup v1 hierarchy with cpu.
 fn cpu_cgroup(pid: u32) -> Option<PathBuf> {
     let h = gns3_qemud::supervisor::cgroup::Hierarchy::detect()?;
-    let version = h.version;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let rel = text.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
-        let (id, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        let wanted = match version {
-            gns3_qemud::supervisor::cgroup::Version::V2 => id == "0",
-            gns3_qemud::supervisor::cgroup::Version::V1 => {
-                controllers.split(',').any(|c| c == "cpu")
-            }
-        };
-        wanted.then(|| path.trim_start_matches('/').to_string())
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "cpu")
+            .then(|| path.trim_start_matches('/').to_string())
     })?;
-    Some(h.mount.join(rel))
+    Some(h.parent.parent()?.join(rel))
 }
 
 /// How the supervisor limits a QEMU's CPU: a cgroup of its own where a hierarchy has the
@@ -104,7 +110,8 @@ impl Limit {
             );
             return Limit::Cgroup(cg);
         }
-        let limiters = gns3_qemud::supervisor::cpulimit::find(pid);
+        // The daemon's own, as its own user: root runs none.
+        let limiters = gns3_qemud_cpulimits(pid, daemon_user().uid.as_raw());
         assert_eq!(limiters.len(), 1, "no cgroup: one cpulimit aimed at QEMU");
         Limit::Cpulimit(limiters)
     }
@@ -343,9 +350,9 @@ fn renice(pid: u32) -> Request {
     Request::Renice { pid, nice: 3 }
 }
 
-/// A supervisor serving root (the test) at `socket` renices a process of root.
-fn renices_its_own(socket: &Path) {
-    let mut mine = std::process::Command::new("sleep")
+/// A supervisor serving root (the test) at `socket` renices a QEMU of root.
+fn renices_its_own(socket: &Path, dir: &Path) {
+    let mut mine = std::process::Command::new(fake_qemu(dir))
         .arg("30")
         .spawn()
         .unwrap();
@@ -382,7 +389,7 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     let _sup = Supervisor::start(&socket, 0);
     let mut theirs = {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new("sleep")
+        std::process::Command::new(fake_qemu(dir.path()))
             .arg("30")
             .uid(user.uid.as_raw())
             .gid(user.gid.as_raw())
@@ -398,7 +405,24 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     let _ = theirs.kill();
     let _ = theirs.wait();
 
-    let mut mine = std::process::Command::new("sleep")
+    // One's own process that is not a QEMU: refused, saying what it is.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let fd = gns3_qemud::pidfd::open(other.id()).unwrap();
+    match ask(&socket, renice(other.id()), Some(fd.as_fd())) {
+        Reply::Refused(why) => assert!(
+            why.contains("is 'sleep', not a QEMU system emulator"),
+            "{why}"
+        ),
+        other => panic!("a process that is no QEMU was reniced: {other:?}"),
+    }
+    assert_eq!(nice_of(other.id(), other.id()).unwrap(), 0);
+    let _ = other.kill();
+    let _ = other.wait();
+
+    let mut mine = std::process::Command::new(fake_qemu(dir.path()))
         .arg("30")
         .spawn()
         .unwrap();
@@ -415,7 +439,7 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 0);
     let _ = mine.kill();
     let _ = mine.wait();
-    renices_its_own(&socket);
+    renices_its_own(&socket, dir.path());
 
     // Started by its socket, as systemd's socket unit does.
     let activated = dir.path().join("activated.sock");
@@ -435,7 +459,7 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    renices_its_own(&activated);
+    renices_its_own(&activated, dir.path());
     let _ = activator.kill();
     let _ = activator.wait();
 
@@ -443,13 +467,13 @@ fn the_supervisor_serves_one_uid_and_only_about_its_processes() {
     let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let mut link = Link::new(stream);
     link.send(
-        &serde_json::json!({"version": 2, "request": {"release": {"pid": 1}}}),
+        &serde_json::json!({"version": 1, "request": {"release": {"pid": 1}}}),
         None,
     )
     .unwrap();
     let (line, _) = link.receive().unwrap().unwrap();
     match serde_json::from_slice::<Reply>(&line).unwrap() {
-        Reply::Refused(why) => assert!(why.contains("version 1"), "{why}"),
+        Reply::Refused(why) => assert!(why.contains("speaks version 2"), "{why}"),
         other => panic!("{other:?}"),
     }
 }
@@ -467,7 +491,7 @@ fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
     let _sup = Supervisor::start(&socket, 0);
     let connect = || std::os::unix::net::UnixStream::connect(&socket).unwrap();
 
-    let mut mine = std::process::Command::new("sleep")
+    let mut mine = std::process::Command::new(fake_qemu(dir.path()))
         .arg("30")
         .spawn()
         .unwrap();
@@ -519,4 +543,55 @@ fn the_supervisor_serves_one_connection_per_peer_and_a_bounded_number() {
     assert_eq!(nice_of(mine.id(), mine.id()).unwrap(), 3);
     let _ = mine.kill();
     let _ = mine.wait();
+}
+
+/// Root never acts on a pid that changed hands between its check and its act. In a pid
+/// namespace of its own, a stand-in QEMU of the daemon's user is killed and reaped while the
+/// supervisor waits between checking it and acting (its test-only delay), and a process of
+/// another user is given its pid (ns_last_pid): the supervisor answers that the QEMU is
+/// gone, and that process keeps its nice value, runs, and stays out of every cgroup of ours.
+#[test]
+fn a_pid_reused_between_check_and_act_is_left_alone() {
+    if !is_root() {
+        return;
+    }
+    let dir = open_dir();
+    fake_qemu(dir.path());
+    let user = daemon_user();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pid-reuse.py");
+    for what in ["renice", "throttle"] {
+        let out = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "/usr/bin/python3"])
+            .arg(&script)
+            .arg(supervisor_bin())
+            .arg(dir.path())
+            .args([user.uid.to_string(), user.gid.to_string()])
+            .args(["65534", "65534", what])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {stderr}");
+        let seen: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stderr}"));
+        println!("{what}: {seen}");
+        assert_eq!(
+            seen["victim"], seen["qemu"],
+            "{what}: the pid was not reused, so nothing was tried: {seen}"
+        );
+        let gone = format!("process {} is gone", seen["qemu"]);
+        assert_eq!(
+            seen["reply"],
+            serde_json::json!({ "failed": gone }),
+            "{what}"
+        );
+        assert_eq!(
+            seen["victim_nice"], 0,
+            "{what}: the other user's process was reniced"
+        );
+        assert_eq!(seen["victim_state"], "S", "{what}: it was left stopped");
+        assert_eq!(
+            seen["victim_in_gns3_cgroup"], false,
+            "{what}: it was moved into a cgroup"
+        );
+    }
 }

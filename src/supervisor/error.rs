@@ -45,6 +45,29 @@ pub enum Error {
     NotItsPidfd { pid: u32, why: String },
     #[error("process {pid} belongs to uid {owner}, not to the caller (uid {caller})")]
     NotYours { pid: u32, owner: u32, caller: u32 },
+    #[error("process {pid} is '{comm}', not a QEMU system emulator (qemu-system-*)")]
+    NotQemu { pid: u32, comm: String },
+    #[error(
+        "process {pid} has no CPU-limit cgroup and is not the caller's child (a QEMU found \
+         again after a restart of the daemon): its CPU limit can only be set from its next start"
+    )]
+    NotPlaced { pid: u32 },
+    #[error(
+        "no writable cgroup here has the cpu controller; the caller limits CPU itself (cpulimit)"
+    )]
+    NoCpuController,
+    #[error("cannot send signal {signal} to process {pid}: {source}")]
+    Signal {
+        pid: u32,
+        signal: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the threads of process {pid} did not stop within {after:?}")]
+    NotStopped {
+        pid: u32,
+        after: std::time::Duration,
+    },
     #[error("cannot set the nice value of thread {tid} of process {pid} to {nice}: {source}")]
     Renice {
         pid: u32,
@@ -68,7 +91,11 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Error::NotYours { .. } | Error::NotItsPidfd { .. } | Error::BadRequest(_)
+            Error::NotYours { .. }
+                | Error::NotItsPidfd { .. }
+                | Error::NotQemu { .. }
+                | Error::NotPlaced { .. }
+                | Error::BadRequest(_)
         )
     }
 

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use gns3_qemud_supervisor::cgroup::{Hierarchy, Version};
 use gns3_qemud_supervisor::server::Supervisor;
@@ -27,11 +28,13 @@ Options:
 struct Args {
     daemon_uid: u32,
     socket: Option<PathBuf>,
+    delay_before_acting: Option<Duration>,
 }
 
 fn parse() -> Result<Option<Args>, String> {
     let mut uid = None;
     let mut socket = None;
+    let mut delay_before_acting = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -55,11 +58,23 @@ fn parse() -> Result<Option<Args>, String> {
             }
             "--daemon-uid" => uid = Some(resolve_uid(&value()?)?),
             "--socket" => socket = Some(PathBuf::from(value()?)),
+            // Not in --help: for the test that makes a pid reused between check and act.
+            "--delay-before-acting-ms" => {
+                let ms = value()?;
+                let ms = ms
+                    .parse()
+                    .map_err(|_| format!("--delay-before-acting-ms: '{ms}' is not a number"))?;
+                delay_before_acting = Some(Duration::from_millis(ms));
+            }
             other => return Err(format!("unknown option '{other}'; see --help")),
         }
     }
     let daemon_uid = uid.ok_or("--daemon-uid is required; see --help")?;
-    Ok(Some(Args { daemon_uid, socket }))
+    Ok(Some(Args {
+        daemon_uid,
+        socket,
+        delay_before_acting,
+    }))
 }
 
 fn resolve_uid(v: &str) -> Result<u32, String> {
@@ -109,23 +124,33 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // On cgroup v2 the VMs' cgroups are the daemon's own, under its unit (Delegate=):
+    // root makes none beside systemd's tree.
     let cgroups = Hierarchy::detect();
-    match &cgroups {
-        Some(h) => {
-            let file = match h.version {
-                Version::V2 => "cpu.max",
-                Version::V1 => "cpu.cfs_quota_us",
-            };
-            eprintln!("CPU limits: {file} under {}", h.parent().display());
+    let cgroups = match cgroups {
+        Some(h) if h.version == Version::V1 => {
+            eprintln!(
+                "CPU limits: cpu.cfs_quota_us under {}",
+                h.parent().display()
+            );
+            Some(h)
         }
-        None => eprintln!("CPU limits: cpulimit (no writable cgroup has the cpu controller)"),
-    }
+        Some(_) => {
+            eprintln!("CPU limits: none here (cgroup v2: the daemon's own, under its unit)");
+            None
+        }
+        None => {
+            eprintln!("CPU limits: none here (no writable cgroup has the cpu controller)");
+            None
+        }
+    };
     eprintln!("serving uid {}", args.daemon_uid);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     Supervisor {
         daemon_uid: args.daemon_uid,
         cgroups,
         slots: Default::default(),
+        delay_before_acting: args.delay_before_acting,
     }
     .serve(listener)
 }

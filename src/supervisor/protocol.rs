@@ -3,22 +3,36 @@
 //!
 //! One request per line, one reply per line, both JSON. Every request names its version, so
 //! a daemon and a supervisor from different releases refuse each other instead of
-//! misreading. Version 1:
+//! misreading. Version 2:
 //!
 //! ```text
-//! {"version":1,"request":{"renice":{"pid":4242,"nice":-5}}}      + the process's pidfd
-//! {"version":1,"request":{"throttle":{"pid":4242,"percent":30}}} + the process's pidfd
-//! {"version":1,"request":{"release":{"pid":4242}}}               (the process has exited)
+//! {"version":2,"request":{"renice":{"pid":4242,"nice":-5}}}      + the process's pidfd
+//! {"version":2,"request":{"throttle":{"pid":4242,"percent":30}}} + the process's pidfd
+//! {"version":2,"request":{"release":{"pid":4242}}}               (the process has exited)
 //! ```
 //!
 //! `renice` sets the nice value of every thread of the process. `throttle` limits it to
-//! `percent` of one CPU (0 lifts the limit). `release` removes what `throttle` left for a
-//! process that has exited. The pidfd rides along as SCM_RIGHTS with the line's first
-//! bytes: the supervisor acts on the process the pidfd holds, which a recycled pid cannot
-//! be, and refuses if `pid` is not that process.
+//! `percent` of one CPU (0 lifts the limit) through a cgroup v1 cpu controller. `release`
+//! removes the cgroup `throttle` made for a process that has exited.
 //!
-//! Replies: `"done"`, `{"refused":"why"}` (not allowed: another uid, a bad request) or
-//! `{"failed":"why"}` (allowed, but the system said no).
+//! What the supervisor checks, and why that is enough for root never to change a process
+//! that is not one of the daemon's QEMUs:
+//! - the peer's uid (SO_PEERCRED) is the daemon's;
+//! - the pidfd, sent as SCM_RIGHTS with the line's first bytes, holds `pid`, whose real uid
+//!   is the peer's and whose command name is a QEMU system emulator's;
+//! - it acts only on what the pidfd pins. `renice` stops the process through the pidfd, so
+//!   that no thread of it can end or start, sets each thread, checks through the pidfd that
+//!   the process still lives with the same threads, and continues it. `throttle` moves a
+//!   process into its cgroup only while it is the peer's child: the daemon does not reap a
+//!   QEMU while a request about it is unanswered, so its pid cannot be freed, let alone
+//!   given to another process, before the move; a QEMU already in its cgroup only has the
+//!   cgroup's limit changed, which no other process is in. Neither keeps acting by number
+//!   afterwards (no root `cpulimit`: without a cpu controller the daemon limits CPU itself,
+//!   as its own uid, which can signal nothing but its own processes).
+//!
+//! Replies: `"done"`, `{"refused":"why"}` (not allowed: another uid, not a QEMU, a bad
+//! request), `{"failed":"why"}` (allowed, but the system said no) or
+//! `{"unsupported":"why"}` (no cpu controller here: the daemon limits CPU itself).
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
@@ -26,7 +40,7 @@ use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The longest line either side reads; a request is well under 100 bytes.
 const MAX_LINE: usize = 4096;
@@ -54,11 +68,6 @@ impl Request {
             | Request::Release { pid } => pid,
         }
     }
-
-    /// Whether the request must come with the process's pidfd.
-    pub fn needs_pidfd(self) -> bool {
-        !matches!(self, Request::Release { .. })
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +76,7 @@ pub enum Reply {
     Done,
     Refused(String),
     Failed(String),
+    Unsupported(String),
 }
 
 /// One end of a connection: lines out, lines and descriptors in.
@@ -169,18 +179,18 @@ mod tests {
                     pid: 4242,
                     nice: -5,
                 },
-                r#"{"version":1,"request":{"renice":{"pid":4242,"nice":-5}}}"#,
+                r#"{"version":2,"request":{"renice":{"pid":4242,"nice":-5}}}"#,
             ),
             (
                 Request::Throttle {
                     pid: 4242,
                     percent: 30,
                 },
-                r#"{"version":1,"request":{"throttle":{"pid":4242,"percent":30}}}"#,
+                r#"{"version":2,"request":{"throttle":{"pid":4242,"percent":30}}}"#,
             ),
             (
                 Request::Release { pid: 4242 },
-                r#"{"version":1,"request":{"release":{"pid":4242}}}"#,
+                r#"{"version":2,"request":{"release":{"pid":4242}}}"#,
             ),
         ];
         for (request, line) in cases {
@@ -197,7 +207,7 @@ mod tests {
             r#"{"refused":"no"}"#
         );
         assert!(serde_json::from_str::<Envelope>(
-            r#"{"version":1,"request":{"renice":{"pid":1,"nice":0,"uid":0}}}"#
+            r#"{"version":2,"request":{"renice":{"pid":1,"nice":0,"uid":0}}}"#
         )
         .is_err());
     }

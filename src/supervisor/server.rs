@@ -1,21 +1,21 @@
 //! The supervisor's loop: one thread per connection, one request at a time on each, at most
 //! [`MAX_CONNECTIONS`] at once and one at a time per peer process (a second waits for the
 //! first), so no peer makes root spawn threads without end. Only peers whose uid
-//! (SO_PEERCRED) is the daemon's are served, and only about processes whose real uid is that
-//! same uid: root lends the daemon exactly renice and CPU limits over its own QEMUs,
-//! nothing else.
+//! (SO_PEERCRED) is the daemon's are served, and only about QEMUs of that same uid: root
+//! lends the daemon exactly renice and CPU limits over its own QEMUs, nothing else (what is
+//! checked, and why it holds when pids are reused: `protocol.rs`).
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::cgroup::Hierarchy;
 use super::error::{Error, Result};
 use super::protocol::{Envelope, Link, Reply, Request, VERSION};
 use super::target::Target;
-use super::{cpulimit, priority};
 
 /// Connections served at once (the daemon holds one); more are refused.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -26,6 +26,9 @@ pub struct Supervisor {
     /// Where CPU limits go; None means cpulimit.
     pub cgroups: Option<Hierarchy>,
     pub slots: Slots,
+    /// For tests only: a pause between checking a process and acting on it, the window in
+    /// which it may exit and its pid be given to another.
+    pub delay_before_acting: Option<Duration>,
 }
 
 /// The connections open, and the peer processes being served.
@@ -163,14 +166,14 @@ impl Supervisor {
                     return;
                 }
             };
-            let reply = match self.handle(&line, fds, uid) {
+            let reply = match self.handle(&line, fds, uid, peer.pid() as u32) {
                 Ok(()) => Reply::Done,
                 Err(e) => {
                     eprintln!("{e}");
-                    if e.is_refusal() {
-                        Reply::Refused(e.to_string())
-                    } else {
-                        Reply::Failed(e.to_string())
+                    match e {
+                        Error::NoCpuController => Reply::Unsupported(e.to_string()),
+                        e if e.is_refusal() => Reply::Refused(e.to_string()),
+                        e => Reply::Failed(e.to_string()),
                     }
                 }
             };
@@ -181,7 +184,7 @@ impl Supervisor {
         }
     }
 
-    fn handle(&self, line: &[u8], mut fds: Vec<OwnedFd>, caller: u32) -> Result<()> {
+    fn handle(&self, line: &[u8], mut fds: Vec<OwnedFd>, caller: u32, peer: u32) -> Result<()> {
         let envelope: Envelope = serde_json::from_slice(line)
             .map_err(|e| Error::BadRequest(format!("not a request of version {VERSION}: {e}")))?;
         if envelope.version != VERSION {
@@ -191,58 +194,47 @@ impl Supervisor {
             )));
         }
         let request = envelope.request;
-        let target = match (request.needs_pidfd(), fds.pop()) {
-            (true, Some(pidfd)) => Some(Target::check(pidfd, request.pid(), caller)?),
-            (true, None) => {
-                return Err(Error::BadRequest(format!(
-                    "{request:?} needs the process's pidfd"
-                )))
-            }
-            (false, _) => None,
-        };
         if let Some(cgroups) = &self.cgroups {
             for pid in cgroups.sweep(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
                 eprintln!("removed the cgroup of process {pid}, which has exited");
             }
         }
+        let (pid, target) = match request {
+            Request::Release { pid } => return self.release(pid),
+            Request::Renice { pid, .. } | Request::Throttle { pid, .. } => {
+                let pidfd = fds.pop().ok_or_else(|| {
+                    Error::BadRequest(format!("{request:?} needs the process's pidfd"))
+                })?;
+                (pid, Target::check(pidfd, pid, caller)?)
+            }
+        };
+        target.require_qemu()?;
+        if let Some(delay) = self.delay_before_acting {
+            eprintln!("process {pid}: checked; acting in {} ms", delay.as_millis());
+            std::thread::sleep(delay);
+        }
         match request {
-            Request::Renice { pid, nice } => {
-                let threads = priority::renice(pid, nice)?;
+            Request::Renice { nice, .. } => {
+                let threads = target.renice(nice)?;
                 eprintln!("process {pid}: nice {nice} on {threads} threads");
             }
-            Request::Throttle { pid, percent } => {
-                self.throttle(pid, percent)?;
+            Request::Throttle { percent, .. } => {
+                let cgroups = self.cgroups.as_ref().ok_or(Error::NoCpuController)?;
+                // Checked again after the pause: a child that has exited may be reaped now.
+                if !target.alive() {
+                    return Err(Error::Gone { pid });
+                }
+                cgroups.limit(pid, percent, target.parent == peer)?;
                 eprintln!("process {pid}: CPU limit {percent}%");
             }
-            Request::Release { pid } => self.release(pid, caller)?,
+            Request::Release { .. } => {}
         }
-        // If the process died while we worked, its pid may be someone else's now: say so.
-        match target {
-            Some(t) if !t.alive() => Err(Error::Gone { pid: t.pid }),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
-    fn throttle(&self, pid: u32, percent: u32) -> Result<()> {
-        match &self.cgroups {
-            Some(cgroups) => cgroups.limit(pid, percent),
-            None if percent == 0 => {
-                cpulimit::stop(pid);
-                Ok(())
-            }
-            None => cpulimit::start(pid, percent),
-        }
-    }
-
-    /// After process `pid` has exited: its cgroup and cpulimit go. A pid that lives again
-    /// (recycled) and is not the caller's is left alone.
-    fn release(&self, pid: u32, caller: u32) -> Result<()> {
-        if let Ok(owner) = super::target::real_uid(pid) {
-            if owner != caller {
-                return Err(Error::NotYours { pid, owner, caller });
-            }
-        }
-        cpulimit::stop(pid);
+    /// After process `pid` has exited, its cgroup goes. A cgroup that still holds a
+    /// process cannot be removed, so a recycled or wrong pid changes nothing.
+    fn release(&self, pid: u32) -> Result<()> {
         match &self.cgroups {
             Some(cgroups) => cgroups.release(pid),
             None => Ok(()),

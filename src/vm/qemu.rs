@@ -29,7 +29,7 @@ pub struct Qemu {
     pub events: mpsc::UnboundedReceiver<Event>,
     /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
     pub shutdown: Option<String>,
-    /// A CPU limit was put on it, which must be released once it exits.
+    /// A CPU limit or a cgroup was put on it, which must be released once it exits.
     pub throttled: bool,
     /// Its serial console, and the VM's listeners with it.
     pub console: Option<Arc<Console>>,
@@ -73,7 +73,9 @@ impl Qemu {
                 })?;
         }
         let percent = to.cpu_throttling;
-        let throttle = from.map_or(percent > 0, |f| f.cpu_throttling != percent);
+        let throttle = from.map_or(percent > 0 || privilege.places(), |f| {
+            f.cpu_throttling != percent
+        });
         if !throttle {
             return Ok(());
         }
@@ -88,7 +90,7 @@ impl Qemu {
                 "cannot set CpuThrottling of VM '{name}' to {percent}%: {e}"
             )));
         }
-        self.throttled |= percent > 0;
+        self.throttled |= percent > 0 || privilege.places();
         Ok(())
     }
 

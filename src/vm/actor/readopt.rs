@@ -38,7 +38,7 @@ impl Actor {
             caps,
             events: found.events,
             shutdown: None,
-            throttled: self.record.settings.cpu_throttling > 0,
+            throttled: self.record.settings.cpu_throttling > 0 || self.ctx.privilege.places(),
             console: None,
         };
         let status = qemu.qmp.execute("query-status", None, QMP_TIMEOUT).await;
