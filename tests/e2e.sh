@@ -111,7 +111,9 @@ trap 'exit 130' INT TERM
 
 echo "== boot: systemd-nspawn --boot"
 T_BOOT0=$(date +%s.%N)
-systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --volatile=overlay \
+# The unified cgroup hierarchy, as a Debian 12 host has it (this machine's own is hybrid):
+# the daemon's unit delegates its cgroup to it there.
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --volatile=overlay \
 	--console=read-only --machine=gns3-qemud-e2e \
 	--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
 	>"$WORK/console.log" 2>&1 &
@@ -241,10 +243,18 @@ if [ -n "$VM" ]; then
 		journalctl -u gns3-qemud VM_ID=$ID VM_NAME=e2e -o cat --no-pager | grep -qF 'VM started' ||
 		{ journalctl -u gns3-qemud -o json --no-pager | grep -F '$ID' | head -n 3; exit 1; }"
 
+	# On cgroup v2 the QEMU lives under the daemon's unit, in a threaded cgroup of its own,
+	# beside the daemon (src/supervisor/cgroup.rs), before and after a restart.
+	UNIT_CG=/sys/fs/cgroup/system.slice/gns3-qemud.service
+	in_unit() { check "$1" sh -c "grep -x '0::/system.slice/gns3-qemud.service/qemu-$PID1' /proc/$PID1/cgroup &&
+		grep -x '0::/system.slice/gns3-qemud.service' /proc/\$(systemctl show -P MainPID gns3-qemud)/cgroup &&
+		[ \$(cat $UNIT_CG/qemu-$PID1/cgroup.type) = threaded ] && stat -c %U $UNIT_CG/qemu-$PID1 | grep -x gns3-qemud" || journal; }
+	in_unit cgroup-under-unit
 	check restart systemctl restart gns3-qemud || journal
 	check restart-is-active systemctl is-active gns3-qemud
 	check restart-same-pid sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM Pid State | tee /dev/stderr | tr '\n' ' ' | grep -qx 'u $PID1 s \"running\" '"
 	check restart-qemu-alive sh -c "kill -0 $PID1"
+	in_unit restart-cgroup-under-unit
 	# Only the messages of the daemon's current run (its invocation id).
 	INV=$(IN systemctl show -P InvocationID gns3-qemud)
 	check journal-found-again sh -c "journalctl _SYSTEMD_INVOCATION_ID=$INV VM_ID=$ID -o cat --no-pager | grep -F 'found its QEMU running again' | grep ." || journal
@@ -268,9 +278,12 @@ if [ -n "$VM" ]; then
 	VMI=(org.gns3.Qemu "$VM" org.gns3.Qemu.VM)
 	check priority-high sh -c "${BUS[*]} set-property ${VMI[*]} ProcessPriority s high &&
 		for t in /proc/$PID1/task/*; do n=\$(cut -d')' -f2 \$t/stat | awk '{print \$17}'); [ \"\$n\" = -5 ] || { echo \"\$t nice \$n\"; exit 1; }; done" || journal
+	# A CPU limit: cpu.max of the VM's cgroup where the unit has the cpu controller, else
+	# a cpulimit run by the daemon as its own user (never by root).
 	check throttle-50 sh -c "${BUS[*]} set-property ${VMI[*]} CpuThrottling u 50 &&
-		{ grep -rlsx $PID1 /sys/fs/cgroup/*/gns3-qemud/qemu-$PID1/cgroup.procs /sys/fs/cgroup/gns3-qemud/qemu-$PID1/cgroup.procs ||
-		  grep -lsa -- '--pid' /proc/[0-9]*/cmdline | while read -r c; do tr '\\0' ' ' <\$c; echo; done | grep -E \"cpulimit --pid=$PID1 \"; }" || journal
+		for c in /proc/[0-9]*; do a=\$(tr '\\0' ' ' <\$c/cmdline 2>/dev/null); case \"\$a\" in cpulimit*) echo \"\$(stat -c %U \$c) \$a\";; esac; done >/tmp/cpulimits;
+		cat /tmp/cpulimits; ! grep -q '^root ' /tmp/cpulimits &&
+		{ grep -x '50000 100000' $UNIT_CG/qemu-$PID1/cpu.max 2>/dev/null || grep -q '^gns3-qemud cpulimit --pid=$PID1 ' /tmp/cpulimits; }" || journal
 	check throttle-off-priority-low sh -c "${BUS[*]} set-property ${VMI[*]} CpuThrottling u 0 && ${BUS[*]} set-property ${VMI[*]} ProcessPriority s low &&
 		[ \$(cut -d')' -f2 /proc/$PID1/stat | awk '{print \$17}') = 5 ]" || journal
 	check tunnel-live sh -c "${BUS[*]} call ${VMI[*]} AddUdpTunnel uqsq 0 \$(${BUS[*]} call ${MGR[*]} AllocateUdpPort | awk '{print \$2}') 127.0.0.1 40000 &&
@@ -279,6 +292,7 @@ if [ -n "$VM" ]; then
 	# Stop the VM first: "apt remove" stops the daemon, not its VMs (README, Installing).
 	check stop-vm "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Stop
 	check vm-stopped sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State Pid | tee /dev/stderr | tr '\n' ' ' | grep -qx 's \"stopped\" u 0 ' && ! kill -0 $PID1 2>/dev/null"
+	check vm-cgroup-gone sh -c "! [ -e $UNIT_CG/qemu-$PID1 ]"
 else
 	echo "SKIP start, console, journal, restart and stop-vm checks: no VM was created"
 	RESULTS+=("SKIP VM checks")
