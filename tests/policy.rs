@@ -1,13 +1,18 @@
 //! The system bus policy, `dbus/org.gns3.Qemu.conf`, on a private bus that loads that very
 //! file: root and members of group `gns3` may act, everyone else may only look, and only
-//! root and `gns3-qemud` may own the name. Clients are `gdbus`, run as each user.
+//! root and `gns3-qemud` may own the name; and what only root and members read of what
+//! anyone may look at. Clients are `gdbus` and `busctl`, run as each user.
 
 mod common;
 
 use common::*;
+use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
-use common::users::{gdbus_as, MEMBER, OUTSIDER};
+use common::users::{gdbus_as, run_as, MEMBER, OUTSIDER};
+use futures_util::StreamExt;
+use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
 
 #[tokio::test]
 async fn members_of_gns3_act_everyone_else_only_looks() {
@@ -111,4 +116,226 @@ fn only_root_and_the_daemons_user_may_own_the_name() {
         err.contains("org.gns3.Qemu") && err.contains("not allowed to own"),
         "{err}"
     );
+}
+
+/// The properties only root and members of gns3 read.
+const DRIVERS_ONLY: [&str; 3] = ["Options", "KernelCommandLine", "LastError"];
+
+/// `busctl --json=short` with `args` as `user`: the data of its answer.
+fn busctl_as(user: &str, bus: &Bus, args: &[&str]) -> serde_json::Value {
+    let out = run_as(user, "busctl")
+        .arg(format!("--address={}", bus.address))
+        .arg("--json=short")
+        .args(args)
+        .output()
+        .expect("running busctl (package systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "busctl {args:?} as {user}: {err}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    answer["data"].clone()
+}
+
+/// The string values of `names` in `props`, busctl's JSON of an a{sv}.
+fn strings(props: &serde_json::Value, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| match props[n]["data"].as_str() {
+            Some(s) => s.to_string(),
+            None => panic!("no string {n} in {props}"),
+        })
+        .collect()
+}
+
+/// The daemon's signals `member` (PropertiesChanged, or the ObjectManager's), from `path` if
+/// given.
+async fn signals(conn: &zbus::Connection, path: Option<&str>, member: &str) -> MessageStream {
+    let iface = match member {
+        "PropertiesChanged" => "org.freedesktop.DBus.Properties",
+        _ => "org.freedesktop.DBus.ObjectManager",
+    };
+    let mut rule = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.gns3.Qemu")
+        .interface(iface)
+        .member(member);
+    if let Some(path) = path {
+        rule = rule.path(path.to_string());
+    }
+    MessageStream::for_match_rule(rule.build().unwrap(), conn, None)
+        .await
+        .unwrap()
+}
+
+/// One PropertiesChanged: the interface, the changed properties, the invalidated ones.
+type Change = (String, HashMap<String, OwnedVariant>, Vec<String>);
+
+async fn next_change(stream: &mut MessageStream) -> Change {
+    let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("no PropertiesChanged within 10 s")
+        .unwrap()
+        .unwrap();
+    msg.body().deserialize().unwrap()
+}
+
+fn sorted_keys(changed: &HashMap<String, OwnedVariant>) -> Vec<&str> {
+    let mut keys: Vec<&str> = changed.keys().map(String::as_str).collect();
+    keys.sort();
+    keys
+}
+
+/// `Options` holds secrets (`-object secret,data=…`), a kernel command line may, and
+/// `LastError` quotes qemu.log: others read them empty through Get, GetAll,
+/// GetManagedObjects and the broadcast InterfacesAdded, and PropertiesChanged names them
+/// without their values, while root and members read them whole, cached proxies too.
+#[tokio::test]
+async fn only_drivers_read_options_kernel_command_line_and_last_error() {
+    if !root_for("to run clients as other users") {
+        return;
+    }
+    let lab = Lab::start().await;
+    let (bus, conn) = (&lab.bus, &lab.conn);
+    let secret = "-object secret,id=s0,data=hunter2";
+    let mut added = signals(conn, None, "InterfacesAdded").await;
+    let path = lab
+        .manager
+        .create_vm(
+            "secretive",
+            guest_settings(&[("Options", Variant::from(secret))]),
+        )
+        .await
+        .unwrap();
+
+    // Announced to every local user: with all three empty, whoever created it.
+    let msg = tokio::time::timeout(Duration::from_secs(10), added.next())
+        .await
+        .expect("no InterfacesAdded within 10 s")
+        .unwrap()
+        .unwrap();
+    let (announced, interfaces): (
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, OwnedVariant>>,
+    ) = msg.body().deserialize().unwrap();
+    assert_eq!(announced, path);
+    let props = &interfaces["org.gns3.Qemu.VM"];
+    for name in DRIVERS_ONLY {
+        assert_eq!(
+            props[name],
+            OwnedVariant::from(zbus::Str::from("")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        props["Name"],
+        OwnedVariant::from(zbus::Str::from("secretive"))
+    );
+
+    // A LastError: QEMU killed from outside; its change is named, not told.
+    let vm = vm(conn, &path).await;
+    let mut changes = signals(conn, Some(path.as_str()), "PropertiesChanged").await;
+    vm.start().await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    loop {
+        let (iface, changed, invalidated) = next_change(&mut changes).await;
+        assert_eq!(iface, "org.gns3.Qemu.VM");
+        for name in DRIVERS_ONLY {
+            assert!(!changed.contains_key(name), "{name} told in {changed:?}");
+        }
+        if invalidated.iter().any(|n| n == "LastError") {
+            assert_eq!(invalidated, ["LastError"]);
+            break;
+        }
+    }
+    let last_error = vm.last_error().await.unwrap();
+    assert!(last_error.contains("signal 9"), "{last_error}");
+    let cmdline = "console=ttyS0 panic=-1 quiet";
+    let values = [secret, cmdline, last_error.as_str()];
+
+    let objects = ["org.freedesktop.DBus.ObjectManager", "GetManagedObjects"];
+    let interface = [
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        "s",
+        "org.gns3.Qemu.VM",
+    ];
+    for (user, driver) in [(OUTSIDER, false), (MEMBER, true)] {
+        let want: Vec<&str> = values
+            .iter()
+            .map(|v| if driver { *v } else { "" })
+            .collect();
+        let got: Vec<String> = DRIVERS_ONLY
+            .iter()
+            .map(|name| {
+                let args = [
+                    "get-property",
+                    "org.gns3.Qemu",
+                    path.as_str(),
+                    "org.gns3.Qemu.VM",
+                    name,
+                ];
+                let value = busctl_as(user, bus, &args);
+                value.as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(got, want, "Get as {user}");
+
+        let args = [
+            &["call", "org.gns3.Qemu", path.as_str()][..],
+            &interface[..],
+        ]
+        .concat();
+        let all = busctl_as(user, bus, &args);
+        let names = [&DRIVERS_ONLY[..], &["Name"]].concat();
+        let mut want_all = want.clone();
+        want_all.push("secretive");
+        assert_eq!(strings(&all[0], &names), want_all, "GetAll as {user}");
+
+        let args = [
+            &["call", "org.gns3.Qemu", "/org/gns3/Qemu"][..],
+            &objects[..],
+        ]
+        .concat();
+        let managed = busctl_as(user, bus, &args);
+        let props = &managed[0][path.as_str()]["org.gns3.Qemu.VM"];
+        assert_eq!(
+            strings(props, &names),
+            want_all,
+            "GetManagedObjects as {user}"
+        );
+    }
+
+    // A change of Options, alone or with another setting: named, and only the other told.
+    let cached = cached_vm(conn, &path).await;
+    assert_eq!(cached.options().await.unwrap(), secret);
+    let mut options_changes = cached.receive_options_changed().await;
+    options_changes.next().await; // the current value
+    let other = "-object secret,id=s0,data=swordfish";
+    vm.set_options(other).await.unwrap();
+    let (iface, changed, invalidated) = next_change(&mut changes).await;
+    assert_eq!(iface, "org.gns3.Qemu.VM");
+    assert!(changed.is_empty(), "{changed:?}");
+    assert_eq!(invalidated, ["Options"]);
+    // The proxy that caches properties reads it again, as a driver.
+    let seen = tokio::time::timeout(Duration::from_secs(10), options_changes.next())
+        .await
+        .expect("no change of Options within 10 s")
+        .unwrap();
+    assert_eq!(seen.get().await.unwrap(), other);
+    assert_eq!(cached.options().await.unwrap(), other);
+
+    let both = HashMap::from([
+        ("Options", Variant::from(secret)),
+        ("Ram", Variant::from(96u32)),
+    ]);
+    vm.configure(both).await.unwrap();
+    let (_, changed, invalidated) = next_change(&mut changes).await;
+    assert_eq!(sorted_keys(&changed), ["Ram"]);
+    assert_eq!(changed["Ram"], OwnedVariant::from(96u32));
+    assert_eq!(invalidated, ["Options"]);
+    assert_eq!(cached.options().await.unwrap(), secret);
 }

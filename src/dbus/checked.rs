@@ -14,8 +14,11 @@
 //! `UnknownProperty`, as if it did not exist; [`Checked`] answers `PropertyReadOnly`.
 //!
 //! [`Checked`] also serves the properties an interface keeps in a [`Table`] (the VM's
-//! settings): their Get, GetAll, Set and introspection data. Everything else goes to the
-//! wrapped interface unchanged.
+//! settings): their Get, GetAll, Set and introspection data, and answers a Get or GetAll of
+//! the properties only drivers read ([`Table::DRIVERS_ONLY`]) with empty strings unless
+//! [`caller`] finds the sender a driver. GetManagedObjects and zbus's InterfacesAdded read
+//! through GetAll here too (InterfacesAdded with no message, so empty for everyone).
+//! Everything else goes to the wrapped interface unchanged.
 //!
 //! The signatures and the read-only properties come from the wrapped interface's own
 //! introspection data, so they cannot drift from what the macro serves.
@@ -31,6 +34,7 @@ use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer};
 use zbus::{OwnedVariant, Signature, Variant};
 
+use super::caller;
 use super::table::{self, Table};
 use crate::lock::lock;
 
@@ -155,6 +159,11 @@ fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
     })
 }
 
+/// What a caller who is not a driver reads of a property of [`Table::DRIVERS_ONLY`].
+fn hidden() -> OwnedVariant {
+    OwnedVariant::from(zbus::Str::from_static(""))
+}
+
 #[async_trait]
 impl<I: Interface + Table> Interface for Checked<I> {
     fn name() -> InterfaceName<'static> {
@@ -173,6 +182,10 @@ impl<I: Interface + Table> Interface for Checked<I> {
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> Option<Result<OwnedVariant, BoxDBusError>> {
+        if I::DRIVERS_ONLY.contains(&property_name) && !caller::is_driver(connection, header).await
+        {
+            return Some(Ok(hidden()));
+        }
         if table::row::<I>(property_name).is_some() {
             return self.inner.get_row(property_name).map(Ok);
         }
@@ -188,7 +201,16 @@ impl<I: Interface + Table> Interface for Checked<I> {
         header: Option<&Header<'_>>,
         emitter: &SignalEmitter<'_>,
     ) -> fdo::Result<HashMap<String, OwnedVariant>> {
-        table::get_all(&self.inner, object_server, connection, header, emitter).await
+        let mut all =
+            table::get_all(&self.inner, object_server, connection, header, emitter).await?;
+        if !I::DRIVERS_ONLY.is_empty() && !caller::is_driver(connection, header).await {
+            for name in I::DRIVERS_ONLY {
+                if let Some(value) = all.get_mut(*name) {
+                    *value = hidden();
+                }
+            }
+        }
+        Ok(all)
     }
 
     fn set<'call>(

@@ -1,6 +1,7 @@
 //! The face of the daemon on D-Bus: it translates calls into commands for the core and the
 //! core's answers and errors back, and holds no logic of its own.
 
+pub mod caller;
 pub mod checked;
 pub mod console;
 pub mod error;
@@ -98,6 +99,7 @@ pub async fn serve(
     manager: Arc<Manager>,
     console_host: String,
 ) -> zbus::Result<()> {
+    caller::watch(conn).await;
     let server = conn.object_server();
     server
         .at(

@@ -6,6 +6,11 @@
 //! interfaces, and GLib's client shows it as one. This one lists the VMs. zbus recognises an
 //! ObjectManager by its interface name, so it still emits InterfacesAdded and
 //! InterfacesRemoved itself whenever a VM's object is added or removed below.
+//!
+//! Both answer with the VM's GetAll (`Checked`): GetManagedObjects as the caller asking may
+//! read it, and InterfacesAdded, a signal every local user hears, as no caller, so with the
+//! properties only drivers read (`Table::DRIVERS_ONLY`) empty for everyone; a driver reads
+//! them with Get, GetAll or GetManagedObjects.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -27,6 +27,12 @@ pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> +
 pub trait Table {
     const ROWS: &'static [Row] = &[];
 
+    /// The properties, of type `s`, that only root and members of gns3 read (as
+    /// [`caller`](super::caller) finds the sender): everyone else reads them as empty
+    /// strings. A change of one is signalled as invalidated, without its value, since
+    /// signals reach every local user; drivers read it again with Get.
+    const DRIVERS_ONLY: &'static [&'static str] = &[];
+
     /// The value of row `name`.
     fn get_row(&self, name: &str) -> Option<OwnedVariant> {
         let _ = name;
@@ -66,10 +72,24 @@ pub fn row<I: Table>(name: &str) -> Option<&'static Row> {
 pub fn introspect<I: Table>(writer: &mut dyn Write, indent: usize) {
     for row in I::ROWS {
         introspect_doc_comment(writer, indent, row.doc.trim_end());
-        let _ = writeln!(
-            writer,
-            r#"{:indent$}<property name="{}" type="{}" access="readwrite"/>"#,
+        let open = format!(
+            r#"{:indent$}<property name="{}" type="{}" access="readwrite""#,
             "", row.key, row.signature
         );
+        if I::DRIVERS_ONLY.contains(&row.key) {
+            // As the macro writes it for a property of its own (LastError).
+            let _ = writeln!(
+                writer,
+                "{open}>\n{:inner$}<annotation name=\"{EMITS_CHANGED}\" value=\"invalidates\"/>\n\
+                 {:indent$}</property>",
+                "",
+                "",
+                inner = indent + 2,
+            );
+        } else {
+            let _ = writeln!(writer, "{open}/>");
+        }
     }
 }
+
+const EMITS_CHANGED: &str = "org.freedesktop.DBus.Property.EmitsChangedSignal";

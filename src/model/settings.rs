@@ -38,11 +38,16 @@ settings! {
     KernelImage kernel_image: String = String::new(), NextStart;
     /// Initial ramdisk for KernelImage (-initrd); empty for none.
     Initrd initrd: String = String::new(), NextStart;
-    /// Kernel command line for KernelImage (-append).
+    /// Kernel command line for KernelImage (-append). Read by root and members of gns3
+    /// only: anyone else reads an empty string, as InterfacesAdded carries it for everyone.
+    /// A change is signalled as invalidated, without the value: read it again.
     KernelCommandLine kernel_command_line: String = String::new(), NextStart;
     /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
     /// -pidfile, -daemonize, -S, -sandbox, -monitor, -mon, -nographic, -vnc, -spice) are
     /// refused. The first serial port is the console: a -serial here is the guest's second.
+    /// Read by root and members of gns3 only (secrets go here: -object secret,data=…):
+    /// anyone else reads an empty string, as InterfacesAdded carries it for everyone. A
+    /// change is signalled as invalidated, without the value: read it again.
     Options options: String = String::new(), NextStart;
     /// CPU limit in percent of one host CPU, 0 = none, up to 100 × host CPUs.
     CpuThrottling cpu_throttling: u32 = 0, Live;
