@@ -48,6 +48,9 @@ pub struct Config {
     pub qemu_binary: String,
     /// Accelerator of a VM created without one: auto, kvm or tcg.
     pub accelerator: Accelerator,
+    /// Absolute directories a base image that opens other files (a backing file, an
+    /// external data file) may take them from; with none, such a base is refused.
+    pub image_dirs: Vec<PathBuf>,
     /// Run every QEMU in its seccomp sandbox (`-sandbox`); a binary without one does not
     /// start.
     pub qemu_sandbox: bool,
@@ -85,6 +88,7 @@ impl Default for Config {
             udp_port_range: [10000, 20000],
             qemu_binary: "qemu-system-x86_64".into(),
             accelerator: Accelerator::Auto,
+            image_dirs: Vec::new(),
             qemu_sandbox: true,
             supervisor_socket: None,
         }
@@ -149,6 +153,7 @@ impl Config {
                 self.monitor_host
             ));
         }
+        check_image_dirs(&self.image_dirs)?;
         if !(1..=MAX_SCROLLBACK).contains(&self.console_scrollback) {
             return Err(format!(
                 "console_scrollback {} must be 1 to {MAX_SCROLLBACK} bytes",
@@ -165,6 +170,26 @@ impl Config {
     pub fn udp_ports(&self) -> RangeInclusive<u16> {
         self.udp_port_range[0]..=self.udp_port_range[1]
     }
+}
+
+/// `image_dirs`: absolute, and directories where they exist (one may be a mount that comes
+/// later; until then it holds no image).
+fn check_image_dirs(dirs: &[PathBuf]) -> Result<(), String> {
+    for dir in dirs {
+        if !dir.is_absolute() {
+            return Err(format!(
+                "image_dirs entry '{}' is not an absolute path; give directories starting with /",
+                dir.display()
+            ));
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!(
+                "image_dirs entry '{}' is not a directory; give the directory the images are in",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,5 +261,29 @@ mod tests {
         let e = load("accelerator = \"fast\"").unwrap_err().to_string();
         assert!(e.contains("fast"), "{e}");
         assert!(load("[[[").is_err());
+    }
+
+    #[test]
+    fn image_dirs_are_absolute_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&format!(
+            "image_dirs = [{:?}, \"/not/yet/mounted\"]",
+            dir.path()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.image_dirs,
+            [dir.path(), Path::new("/not/yet/mounted")].map(PathBuf::from)
+        );
+        let e = load("image_dirs = [\"images\"]").unwrap_err().to_string();
+        assert!(e.ends_with("image_dirs entry 'images' is not an absolute path; give directories starting with /"), "{e}");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let e = load(&format!("image_dirs = [{file:?}]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        let e = load("image_dirs = \"/srv\"").unwrap_err().to_string();
+        assert!(e.contains("image_dirs"), "{e}");
     }
 }

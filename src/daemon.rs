@@ -125,6 +125,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         names: Mutex::new(HashMap::new()),
         privilege: Privilege::new(supervisor.clone()),
         sandbox: config.qemu_sandbox,
+        image_dirs: config.image_dirs.clone(),
     });
     let manager = Arc::new(
         Manager::load(

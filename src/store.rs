@@ -211,6 +211,7 @@ mod tests {
             }],
             exit_status: 0,
             last_error: String::new(),
+            image_formats: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
 const INVALID_ARGUMENT: &str = "org.gns3.Qemu.Error.InvalidArgument";
 const INVALID_STATE: &str = "org.gns3.Qemu.Error.InvalidState";
+const IMAGE_NOT_ACCESSIBLE: &str = "org.gns3.Qemu.Error.ImageNotAccessible";
 
 /// Where an interface is served.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -540,6 +541,64 @@ fn awkward(ty: &Signature, files: &Path) -> Vec<Variant<'static>> {
     }
 }
 
+/// Base images, made in `files`, that would make QEMU open other files; the daemon under
+/// test has no image_dirs, so each is refused. Also `swap.qcow2`, a base that is fine until
+/// `spoil_base` changes it.
+fn opening_bases(files: &Path) -> Vec<(&'static str, String)> {
+    let at = |name: &str| files.join(name).to_str().unwrap().to_string();
+    // No name here has a space.
+    let make = |args: &str| qemu_img(files, &args.split(' ').collect::<Vec<_>>());
+    let on = |name: &str, backing: &str, format: &str| {
+        make(&format!(
+            "create -q -f qcow2 -u -b {backing} -F {format} {name} 1M"
+        ));
+        at(name)
+    };
+    make("create -q -f qcow2 plain.qcow2 1M");
+    make("create -q -f qcow2 swap.qcow2 1M");
+    make("create -q -f qcow2 -o data_file=data.raw data.qcow2 1M");
+    make(&format!(
+        "create -q -f qcow2 -o data_file={} abs.qcow2 1M",
+        at("abs.raw")
+    ));
+    make("create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 1M");
+    on("loop-b.qcow2", "loop-a.qcow2", "qcow2");
+    let json = format!(
+        r#"json:{{"driver":"file","filename":"{}"}}"#,
+        at("plain.qcow2")
+    );
+    let file = format!("file:{}", at("plain.qcow2"));
+    vec![
+        ("a backing file", on("on.qcow2", "plain.qcow2", "qcow2")),
+        ("a json: backing name", on("json.qcow2", &json, "raw")),
+        (
+            "an nbd: backing name",
+            on("nbd.qcow2", "nbd:127.0.0.1:9", "raw"),
+        ),
+        ("a file: backing name", on("file.qcow2", &file, "qcow2")),
+        ("a relative external data file", at("data.qcow2")),
+        ("an external data file", at("abs.qcow2")),
+        ("a flat VMDK's extent", at("flat.vmdk")),
+        (
+            "a backing chain that loops",
+            on("loop-a.qcow2", "loop-b.qcow2", "qcow2"),
+        ),
+    ]
+}
+
+/// Changes `swap.qcow2` (of `opening_bases`) so Start refuses it, as it may be changed
+/// after it was set: `step` 0 gives it a backing file, 1 makes it a raw image. Says how.
+fn spoil_base(files: &Path, step: usize) -> &'static str {
+    if step == 0 {
+        let rebase = "rebase -u -f qcow2 -b plain.qcow2 -F qcow2 swap.qcow2";
+        qemu_img(files, &rebase.split(' ').collect::<Vec<_>>());
+        "got a backing file"
+    } else {
+        std::fs::write(files.join("swap.qcow2"), vec![0u8; 1 << 20]).unwrap();
+        "became a raw image"
+    }
+}
+
 /// The awkward values the contract allows (everything else must be refused): an empty disk
 /// image, kernel or initrd means none, 0 adapters, no CPU limit, no console or monitor
 /// port; the kernel command line and the options are free text. An allowed value may be
@@ -567,6 +626,11 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     let files = lab.dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::os::unix::fs::symlink("/nonexistent/base.qcow2", files.join("broken.img")).unwrap();
+    let opening = opening_bases(&files);
+    let swap = files.join("swap.qcow2").to_str().unwrap().to_string();
+    set(conn, &b, "org.gns3.Qemu.VM", "HdaDiskImage", swap.into())
+        .await
+        .unwrap();
 
     let a_props = vm_properties(conn, &a).await;
     let vms = vec![a.clone(), b.clone()];
@@ -640,6 +704,44 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
             walk.unchanged(&what).await;
         }
     }
+    // Base images that would make QEMU open other files (no image_dirs here), through Set,
+    // Configure and CreateVM; then a base that changed since it was set, at Start.
+    for (what, image) in &opening {
+        for key in ["HdaDiskImage", "HdbDiskImage"] {
+            let value = Variant::from(image.clone());
+            let what = format!("{key} on {what}");
+            let result = set(conn, &a, "org.gns3.Qemu.VM", key, value.clone()).await;
+            walk.calls += 1;
+            let text = result.as_ref().err().map(ToString::to_string);
+            walk.expect(&format!("Set {what}"), result, IMAGE_NOT_ACCESSIBLE);
+            assert!(
+                text.unwrap_or_default()
+                    .contains("Give an image that stands alone"),
+                "Set {what}: the message does not say what to do"
+            );
+            for (method, result) in walk.as_settings(key, value).await {
+                walk.expect(&format!("{method} {what}"), result, IMAGE_NOT_ACCESSIBLE);
+            }
+            walk.answers
+                .add("a base image that opens other files", IMAGE_NOT_ACCESSIBLE);
+        }
+        walk.unchanged(what).await;
+    }
+    for step in 0..2 {
+        let what = format!(
+            "Start on a base that {} since it was set",
+            spoil_base(&files, step)
+        );
+        let result = call(conn, &b, "org.gns3.Qemu.VM", "Start", &[]).await;
+        walk.calls += 1;
+        walk.expect(&what, result, IMAGE_NOT_ACCESSIBLE);
+        walk.answers.add(
+            "Start on a base image changed since set",
+            IMAGE_NOT_ACCESSIBLE,
+        );
+        walk.unchanged(&what).await;
+    }
+
     // CreateVM's own name argument: as awkward as the Name property.
     for value in awkward(&Signature::Str, &files) {
         let what = format!("CreateVM {:.40?}", format!("{value:?}"));

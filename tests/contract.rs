@@ -748,20 +748,37 @@ async fn disks_are_linked_clones_made_once() {
     let flash = qemu_img_info(&flash_dir.join("flash.qcow2"));
     assert_eq!(flash["virtual-size"], 128 * 1024 * 1024);
 
-    // qemu-img's own words when it cannot use the base.
+    // qemu-img's own words when it cannot use the base: when it is set, and at Start when
+    // it became so since.
     let corrupt = images.join("corrupt.qcow2");
-    let mut bytes = b"QFI\xfb".to_vec();
-    bytes.extend([0xffu8; 508]);
-    std::fs::write(&corrupt, bytes).unwrap();
-    let bad = create(
-        m,
-        "corrupt",
+    let spoil = || {
+        let mut bytes = b"QFI\xfb".to_vec();
+        bytes.extend([0xffu8; 508]);
+        std::fs::write(&corrupt, bytes).unwrap();
+    };
+    let settings = || {
         guest_settings(&[(
             "HdaDiskImage",
             Variant::from(corrupt.to_string_lossy().into_owned()),
-        )]),
-    )
-    .await;
+        )])
+    };
+    spoil();
+    let e = m.create_vm("corrupt", settings()).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.DiskImageFailed", "{e}");
+    assert!(e.to_string().contains("qemu-img"), "{e}");
+    assert_eq!(
+        m.get_vm("corrupt")
+            .await
+            .map(drop)
+            .map_err(|e| error_name(&e)),
+        Err("org.gns3.Qemu.Error.NotFound".into())
+    );
+    qemu_img(
+        &images,
+        &["create", "-q", "-f", "qcow2", "corrupt.qcow2", "16M"],
+    );
+    let bad = create(m, "corrupt", settings()).await;
+    spoil();
     let e = bad.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.DiskImageFailed", "{e}");
     assert!(e.to_string().contains("qemu-img"), "{e}");

@@ -21,9 +21,12 @@ settings! {
     /// Guest RAM in MiB (default 256), at most the host's memory.
     Ram ram: u32 = DEFAULT_RAM_MIB, NextStart;
     /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
-    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone.
+    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone. An image
+    /// that makes QEMU open other files (a backing file) is refused unless they and it lie
+    /// under the daemon's image_dirs; json: and protocol names always are.
     HdaDiskImage hda_disk_image: String = String::new(), Stopped;
-    /// Base image of the second disk (a linked clone too); empty for none.
+    /// Base image of the second disk (a linked clone too, checked the same way); empty for
+    /// none.
     HdbDiskImage hdb_disk_image: String = String::new(), Stopped;
     /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
     /// an adapter that has a tunnel.

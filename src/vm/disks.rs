@@ -1,9 +1,11 @@
 //! The VM's disks: qcow2 linked clones of the base images made with `qemu-img`, or a blank
 //! flash disk written here; made once in the VM's directory and kept from start to start.
+//! The bases are checked first, and their formats found, by `bases`.
 
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
+use super::bases::Formats;
 use super::cmdline::{hda_overlay, hdb_overlay};
 use super::error::{Error, Result};
 use super::paths::which;
@@ -24,7 +26,7 @@ pub fn qemu_img(qemu_path: &str) -> Result<PathBuf> {
     })
 }
 
-async fn run(qemu_img: &Path, args: &[&str]) -> Result<Vec<u8>> {
+pub(super) async fn run(qemu_img: &Path, args: &[&str]) -> Result<Vec<u8>> {
     let out = Command::new(qemu_img)
         .args(args)
         .kill_on_drop(true)
@@ -42,22 +44,9 @@ async fn run(qemu_img: &Path, args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// The format qemu-img sees in `image` (raw, qcow2, vmdk, ...).
-async fn format_of(qemu_img: &Path, image: &str) -> Result<String> {
-    // --force-share: the base is typically open, read-only, under other running VMs.
-    let out = run(qemu_img, &["info", "--force-share", "--output=json", image]).await?;
-    let info: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
-        Error::DiskImageFailed(format!("qemu-img info gave no JSON for {image}: {e}"))
-    })?;
-    info.get("format")
-        .and_then(|f| f.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| Error::DiskImageFailed(format!("qemu-img info names no format for {image}")))
-}
-
 /// Makes `dest` unless it exists, through a temporary file so a crash never leaves half a
-/// disk: a linked clone of `base` (with its format), or a blank flash disk.
-async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> {
+/// disk: a linked clone of `base` (path, format), or a blank flash disk.
+async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Result<()> {
     // Disks are renamed into place without an fsync (as qemu-img leaves them): after a power
     // loss one may be there but empty. Nothing was ever written to it; make it again.
     if std::fs::metadata(dest).is_ok_and(|m| m.len() == 0) {
@@ -68,7 +57,7 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> 
     }
     if dest.exists() {
         match backing_file(dest) {
-            Ok(backing) if backing.as_deref() == base.map(str::as_bytes) => return Ok(()),
+            Ok(backing) if backing.as_deref() == base.map(|(b, _)| b.as_bytes()) => return Ok(()),
             // A clone of another base: the daemon died between saving the VM's new base
             // and forgetting the old clone (`forget`).
             Ok(_) => {
@@ -87,11 +76,10 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<&str>) -> Result<()> 
     }
     let tmp = dest.with_extension("qcow2.tmp");
     let made = match base {
-        Some(base) => {
-            let format = format_of(qemu_img, base).await?;
+        Some((base, format)) => {
             let tmp = tmp.to_string_lossy();
             let args = [
-                "create", "-q", "-f", "qcow2", "-b", base, "-F", &format, &tmp,
+                "create", "-q", "-f", "qcow2", "-b", base, "-F", format, &tmp,
             ];
             run(qemu_img, &args).await.map(drop)
         }
@@ -171,15 +159,31 @@ fn backing_file(image: &Path) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(name))
 }
 
-/// Makes the overlays `Start` hands to QEMU (see `cmdline`).
-pub async fn prepare(vm_dir: &Path, s: &Settings) -> Result<()> {
+/// Makes the overlays `Start` hands to QEMU (see `cmdline`), each on its base with the
+/// format `bases::check` found for it.
+pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<()> {
     let img = qemu_img(&s.qemu_path)?;
-    let hda_base = Some(s.hda_disk_image.as_str()).filter(|b| !b.is_empty());
-    create(&img, &hda_overlay(vm_dir, s), hda_base).await?;
-    if !s.hdb_disk_image.is_empty() {
-        create(&img, &hdb_overlay(vm_dir), Some(&s.hdb_disk_image)).await?;
+    create(
+        &img,
+        &hda_overlay(vm_dir, s),
+        with_format(formats, &s.hda_disk_image)?,
+    )
+    .await?;
+    if let Some(hdb) = with_format(formats, &s.hdb_disk_image)? {
+        create(&img, &hdb_overlay(vm_dir), Some(hdb)).await?;
     }
     Ok(())
+}
+
+/// A base image (None if unset) with its format.
+fn with_format<'a>(formats: &'a Formats, base: &'a str) -> Result<Option<(&'a str, &'a str)>> {
+    if base.is_empty() {
+        return Ok(None);
+    }
+    let format = formats
+        .get(base)
+        .ok_or_else(|| Error::Internal(format!("no format was found for base image {base}")))?;
+    Ok(Some((base, format)))
 }
 
 /// Forgets the overlay of a base image that changed: it was a clone of the old one.
@@ -272,9 +276,9 @@ mod tests {
         }
         let clone = dir.path().join("hda.qcow2");
         let (a, b) = (a.to_string_lossy(), b.to_string_lossy());
-        create(&img, &clone, Some(&a)).await.unwrap();
+        create(&img, &clone, Some((&a, "qcow2"))).await.unwrap();
         assert_eq!(backing_file(&clone).unwrap().as_deref(), Some(a.as_bytes()));
-        create(&img, &clone, Some(&b)).await.unwrap();
+        create(&img, &clone, Some((&b, "qcow2"))).await.unwrap();
         assert_eq!(backing_file(&clone).unwrap().as_deref(), Some(b.as_bytes()));
     }
 }

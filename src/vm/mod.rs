@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod adopt;
+pub mod bases;
 pub mod binary;
 pub mod claims;
 pub mod cmdline;
@@ -61,6 +62,8 @@ pub struct Context {
     pub privilege: Privilege,
     /// QEMU runs in its seccomp sandbox (`qemu_sandbox`).
     pub sandbox: bool,
+    /// Where the files a base image opens may lie (`image_dirs`; see `disks`).
+    pub image_dirs: Vec<PathBuf>,
 }
 
 /// The two port pools of [`Context`].
@@ -229,6 +232,7 @@ pub mod testing {
             names: Mutex::new(HashMap::new()),
             privilege: Privilege::new(None),
             sandbox: true,
+            image_dirs: Vec::new(),
         };
         (dir, Arc::new(ctx))
     }

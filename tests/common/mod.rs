@@ -710,3 +710,17 @@ pub fn blank_base(dir: &Path) -> PathBuf {
     assert!(made.success(), "qemu-img create {}", base.display());
     base
 }
+
+/// Runs `qemu-img args` in `dir` (relative names are relative to it) and asserts it worked.
+pub fn qemu_img(dir: &Path, args: &[&str]) {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?} in {}: {out:?}",
+        dir.display()
+    );
+}

@@ -7,7 +7,7 @@ use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
-use crate::vm::{disks, lock, settings, Pool};
+use crate::vm::{bases, disks, lock, settings, Pool};
 
 impl Actor {
     pub(super) async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
@@ -44,6 +44,10 @@ impl Actor {
                 .check_nic_model(&new.qemu_path, &new.adapter_type)
                 .await?;
         }
+        // A new base image is checked now (and its format kept), so a refusal comes with
+        // the change that causes it rather than at the next Start.
+        let known = &self.record.image_formats;
+        let formats = bases::check(&new, Some(&old), known, &self.ctx.image_dirs).await?;
         let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
         let _mark = self.mark_live(LiveChange::Limits, settings::applies_live(&old, &new))?;
@@ -53,6 +57,7 @@ impl Actor {
         }
         let mut record = self.record.clone();
         record.settings = new.clone();
+        record.image_formats = formats;
         if let Err(e) = self.save(record.clone()).await {
             if let Some(qemu) = self.qemu.as_mut() {
                 if let Err(e) = qemu

@@ -1,6 +1,6 @@
-//! What Start runs: the files checked again, the disks prepared, QEMU spawned on the QMP
-//! socket bound for it, then, while its CPUs are still stopped (-S), tunnels, links and
-//! limits put in place.
+//! What Start runs: the files checked again (the base images with what they open, see
+//! `bases`), the disks prepared, QEMU spawned on the QMP socket bound for it, then, while
+//! its CPUs are still stopped (-S), tunnels, links and limits put in place.
 
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
@@ -15,7 +15,7 @@ use crate::vm::error::{Error, Result};
 use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
-use crate::vm::{cmdline, disks, paths};
+use crate::vm::{bases, cmdline, disks, paths};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -71,6 +71,16 @@ impl Actor {
         ] {
             paths::check_file(key, path)?;
         }
+        // Before anything runs: every base with what it makes QEMU open, each format found
+        // at first use kept (in the record, saved whole) and given from then on.
+        let known = &self.record.image_formats;
+        let formats = bases::check(&s, None, known, &self.ctx.image_dirs).await?;
+        if formats != *known {
+            let mut record = self.record.clone();
+            record.image_formats = formats.clone();
+            self.save(record.clone()).await?;
+            self.record = record;
+        }
         let kvm = self.use_kvm()?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         if self.ctx.sandbox && !caps.sandbox {
@@ -84,7 +94,7 @@ impl Actor {
         // Before anything is made: a port another program holds stops the start here.
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
-        disks::prepare(&vm_dir, &s).await?;
+        disks::prepare(&vm_dir, &s, &formats).await?;
         let cmd = self.launch_plan(kvm)?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;

@@ -1,0 +1,337 @@
+//! Base images, checked before a VM uses one: qemu-img says what each would make QEMU open
+//! besides itself (its backing chain, an external data file, a VMDK's extents), and a base
+//! that opens anything is let through only if all those files, and the base, lie under the
+//! daemon's `image_dirs`. json: and protocol names (nbd:, http:, file:, …) never are. The
+//! format qemu-img finds at first use is kept in the VM's record and given from then on.
+//!
+//! Without this, an appliance image whose backing file is another VM's overlay, or any
+//! file the daemon can read, would be shown to the guest.
+
+mod vet;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::disks::{qemu_img, run};
+use super::error::{Error, Result};
+use crate::model::Settings;
+use vet::{alone, canonical, parse, vet, Dirs, Info};
+
+/// Path -> format of the base images of a VM (`Record::image_formats`).
+pub type Formats = BTreeMap<String, String>;
+
+/// The base image settings of `s`, by name.
+fn images(s: &Settings) -> [(&'static str, &str); 2] {
+    [
+        ("HdaDiskImage", s.hda_disk_image.as_str()),
+        ("HdbDiskImage", s.hdb_disk_image.as_str()),
+    ]
+}
+
+/// The formats of the base images of `s`, each checked (`inspect`): every one at Start
+/// (`old` None); at CreateVM and Configure (`old`: the settings before) only those that
+/// change, the others keeping what is known of them. Only the bases of `s` are in the
+/// result, so a record whose image changes forgets the old one's format.
+pub async fn check(
+    s: &Settings,
+    old: Option<&Settings>,
+    known: &Formats,
+    image_dirs: &[PathBuf],
+) -> Result<Formats> {
+    let dirs = Dirs::new(image_dirs);
+    let mut formats = Formats::new();
+    for (key, base) in images(s) {
+        if base.is_empty() || formats.contains_key(base) {
+            continue;
+        }
+        let stored = known.get(base);
+        let unchanged = old.is_some_and(|o| images(o).contains(&(key, base)));
+        let format = match stored {
+            Some(format) if unchanged => format.clone(),
+            // Never used yet: its first Start checks it.
+            None if unchanged => continue,
+            _ => {
+                let img = qemu_img(&s.qemu_path)?;
+                inspect(&img, key, base, stored.map(String::as_str), &dirs).await?
+            }
+        };
+        formats.insert(base.to_string(), format);
+    }
+    Ok(formats)
+}
+
+/// Checks `base`, the value of setting `key`, and returns its format: `stored` if the VM
+/// has used it before (refused if qemu-img now finds another), else what qemu-img finds.
+async fn inspect(
+    qemu_img: &Path,
+    key: &str,
+    base: &str,
+    stored: Option<&str>,
+    dirs: &Dirs,
+) -> Result<String> {
+    // One image at a time first: without --backing-chain qemu-img opens no backing file,
+    // so nothing is opened before the image that names it has passed.
+    let mut image = info(qemu_img, base, None, false).await?.remove(0);
+    let format = image.format.clone();
+    if let Some(stored) = stored.filter(|s| *s != format) {
+        return Err(Error::ImageNotAccessible(format!(
+            "{key} '{base}' was {stored} when this VM first used it, and qemu-img now finds \
+             {format}: its content was replaced. Put the {stored} image back, or set {key} to '' \
+             and then to '{base}' again to use it as {format} (this discards the VM's changes \
+             to that disk)"
+        )));
+    }
+    let mut seen = vec![canonical(key, base, base)?];
+    let mut is_base = true;
+    loop {
+        vet(key, base, &image, is_base, dirs)?;
+        let Some(next) = image.full_backing_filename.clone() else {
+            break;
+        };
+        let at = canonical(key, base, &next)?;
+        if seen.contains(&at) {
+            return Err(Error::ImageNotAccessible(format!(
+                "{key} '{base}': its backing chain comes back to '{next}', a loop QEMU cannot \
+                 open. Give {}",
+                alone(base)
+            )));
+        }
+        seen.push(at);
+        image = info(
+            qemu_img,
+            &next,
+            image.backing_filename_format.as_deref(),
+            false,
+        )
+        .await?
+        .remove(0);
+        is_base = false;
+    }
+    // The whole chain as qemu-img follows it with the base's format given, which is how
+    // QEMU opens it through the overlay (made with -F): the files checked above.
+    let chain = info(qemu_img, base, Some(&format), true).await?;
+    for (i, image) in chain.iter().enumerate() {
+        vet(key, base, image, i == 0, dirs)?;
+    }
+    Ok(format)
+}
+
+/// `qemu-img info` of `image`, its format given or probed; with `chain`, of its backing
+/// chain too (`--backing-chain`), `image` first.
+async fn info(
+    qemu_img: &Path,
+    image: &str,
+    format: Option<&str>,
+    chain: bool,
+) -> Result<Vec<Info>> {
+    // --force-share: the base is typically open, read-only, under other running VMs.
+    let mut args = vec!["info", "--force-share", "--output=json"];
+    if let Some(format) = format {
+        args.extend(["-f", format]);
+    }
+    if chain {
+        args.push("--backing-chain");
+    }
+    args.push(image);
+    let out = run(qemu_img, &args).await?;
+    let infos = parse(&out, chain).map_err(|e| {
+        Error::DiskImageFailed(format!(
+            "qemu-img info of {image} gave JSON the daemon cannot read: {e}"
+        ))
+    })?;
+    if infos.is_empty() {
+        return Err(Error::DiskImageFailed(format!(
+            "qemu-img info of {image} described no image"
+        )));
+    }
+    Ok(infos)
+}
+
+/// These need qemu-img, which the test command installs.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn qemu_img(args: &[&str], at: &Path) {
+        let out = Command::new("qemu-img")
+            .args(args)
+            .current_dir(at)
+            .output()
+            .expect("qemu-img (qemu-utils)");
+        assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+    }
+
+    /// `images/` with `base.qcow2`, and `app.qcow2` on it (a relative backing name).
+    fn images() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let images = root.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        qemu_img(
+            &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
+            &images,
+        );
+        qemu_img(
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                "app.qcow2",
+            ],
+            &images,
+        );
+        (root, images)
+    }
+
+    fn settings(hda: &Path, hdb: &str) -> Settings {
+        Settings {
+            qemu_path: "/usr/bin/qemu-system-x86_64".into(),
+            hda_disk_image: hda.to_str().unwrap().into(),
+            hdb_disk_image: hdb.into(),
+            ..Settings::default()
+        }
+    }
+
+    fn refused(r: Result<Formats>) -> String {
+        match r {
+            Err(Error::ImageNotAccessible(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn formats(pairs: &[(&Path, &str)]) -> Formats {
+        pairs
+            .iter()
+            .map(|(p, f)| (p.to_str().unwrap().to_string(), f.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_chain_passes_only_under_image_dirs_and_its_format_is_kept() {
+        let (_root, images) = images();
+        let (app, base) = (images.join("app.qcow2"), images.join("base.qcow2"));
+        let none = Formats::new();
+        let why = refused(check(&settings(&app, ""), None, &none, &[]).await);
+        assert!(
+            why.contains("would make QEMU open its backing file, '")
+                && why.contains("(none are set)"),
+            "{why}"
+        );
+        let dirs = [images.clone()];
+        let found = check(&settings(&app, ""), None, &none, &dirs)
+            .await
+            .unwrap();
+        assert_eq!(found, formats(&[(&app, "qcow2")]));
+        // The same file as both disks has one format.
+        let both = settings(&base, base.to_str().unwrap());
+        assert_eq!(
+            check(&both, None, &none, &[]).await.unwrap(),
+            formats(&[(&base, "qcow2")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_base_of_another_format_than_the_stored_one_is_refused() {
+        let (_root, images) = images();
+        let base = images.join("base.qcow2");
+        let b = base.to_str().unwrap();
+        let stored = formats(&[(&base, "raw")]);
+        let why = refused(check(&settings(&base, ""), None, &stored, &[]).await);
+        assert_eq!(
+            why,
+            format!(
+                "HdaDiskImage '{b}' was raw when this VM first used it, and qemu-img now finds \
+                 qcow2: its content was replaced. Put the raw image back, or set HdaDiskImage \
+                 to '' and then to '{b}' again to use it as qcow2 (this discards the VM's \
+                 changes to that disk)"
+            )
+        );
+    }
+
+    /// Configure and CreateVM check only what changes; the result holds only the current
+    /// bases, so an image set anew forgets its old format.
+    #[tokio::test]
+    async fn only_a_changed_base_is_checked_and_an_old_one_forgotten() {
+        let (_root, images) = images();
+        let (app, base) = (images.join("app.qcow2"), images.join("base.qcow2"));
+        let old = settings(&base, "");
+        // A format qemu-img would not find: kept as it is, so no qemu-img ran for it.
+        let known = formats(&[(&base, "vmdk")]);
+        let new = settings(&base, base.to_str().unwrap());
+        assert_eq!(check(&new, Some(&old), &known, &[]).await.unwrap(), known);
+        let new = settings(&app, "");
+        let dirs = [images.clone()];
+        assert_eq!(
+            check(&new, Some(&old), &known, &dirs).await.unwrap(),
+            formats(&[(&app, "qcow2")])
+        );
+        // Unchanged and never used: left to its first Start.
+        assert_eq!(
+            check(&old, Some(&old), &Formats::new(), &[]).await.unwrap(),
+            Formats::new()
+        );
+        // At Start every base is checked against its stored format.
+        let why = refused(check(&old, None, &known, &[]).await);
+        assert!(why.contains("was vmdk when this VM first used it"), "{why}");
+    }
+
+    /// The chain is walked one image at a time, so a bad name deeper down is refused before
+    /// qemu-img opens it (an nbd: name would otherwise make it connect), and a loop is seen.
+    #[tokio::test]
+    async fn the_walk_refuses_deeper_names_and_loops() {
+        let (_root, images) = images();
+        let dirs = [images.clone()];
+        let i = |n: &str| images.join(n).to_str().unwrap().to_string();
+        qemu_img(
+            &[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-b",
+                "nbd:127.0.0.1:9",
+                "-F",
+                "raw",
+                "base.qcow2",
+            ],
+            &images,
+        );
+        let app = images.join("app.qcow2");
+        let why = refused(check(&settings(&app, ""), None, &Formats::new(), &dirs).await);
+        assert!(
+            why.contains(&format!(
+                "would make QEMU open the backing file of '{}' named 'nbd:127.0.0.1:9', which \
+                 names the nbd protocol",
+                i("base.qcow2")
+            )),
+            "{why}"
+        );
+        qemu_img(
+            &[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-b",
+                "app.qcow2",
+                "-F",
+                "qcow2",
+                "base.qcow2",
+            ],
+            &images,
+        );
+        let why = refused(check(&settings(&app, ""), None, &Formats::new(), &dirs).await);
+        assert!(
+            why.contains(&format!(
+                "its backing chain comes back to '{}', a loop",
+                i("app.qcow2")
+            )),
+            "{why}"
+        );
+    }
+}
