@@ -188,15 +188,18 @@ struct Stat {
     parent: u32,
 }
 
+/// `/proc/<pid>/<file>` and its text; Gone if the process is.
+fn read(pid: u32, file: &str) -> Result<(PathBuf, String)> {
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path, text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Gone { pid }),
+        Err(source) => Err(Error::Read { path, source }),
+    }
+}
+
 fn stat(pid: u32) -> Result<Stat> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let line = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Error::Gone { pid },
-        _ => Error::Read {
-            path: path.clone(),
-            source,
-        },
-    })?;
+    let (path, line) = read(pid, "stat")?;
     let comm = line
         .find('(')
         .zip(line.rfind(')'))
@@ -213,14 +216,7 @@ fn stat(pid: u32) -> Result<Stat> {
 
 /// The real uid of `pid`: the first number of the "Uid:" line of its status.
 pub fn real_uid(pid: u32) -> Result<u32> {
-    let path = PathBuf::from(format!("/proc/{pid}/status"));
-    let status = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Error::Gone { pid },
-        _ => Error::Read {
-            path: path.clone(),
-            source,
-        },
-    })?;
+    let (path, status) = read(pid, "status")?;
     field(&status, "Uid:")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Read {
