@@ -7,6 +7,7 @@ use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
+use crate::vm::tunnel::Backend;
 use crate::vm::{disks, lock, settings, Pool};
 
 impl Actor {
@@ -43,6 +44,14 @@ impl Actor {
                 .binaries
                 .check_nic_model(&new.qemu_path, &new.adapter_type)
                 .await?;
+        }
+        // The tunnels it has would go on the socket netdev from then on.
+        let netdev_changes =
+            new.legacy_networking != old.legacy_networking || new.qemu_path != old.qemu_path;
+        if netdev_changes && !self.record.tunnels.is_empty() {
+            let caps = self.ctx.binaries.probe(&new.qemu_path).await?;
+            let allow = self.ctx.allow_unsafe_tunnels;
+            Backend::allowed(&new.name, new.legacy_networking, &caps, allow)?;
         }
         let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
