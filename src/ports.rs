@@ -281,7 +281,10 @@ mod tests {
         assert!(bind(a).is_err(), "allocated: held");
         p.reserve(a, vm("x")).unwrap();
         p.hand_back(a, Holder::Client);
-        assert!(p.is_bound(a) && bind(a).is_err(), "handed back with its socket");
+        assert!(
+            p.is_bound(a) && bind(a).is_err(),
+            "handed back with its socket"
+        );
         p.release(a);
         assert!(!p.is_bound(a));
         drop(bind(a).unwrap());

@@ -246,13 +246,18 @@ mod tests {
         let stranger = UdpSocket::bind(lo()).unwrap();
         let marker = UdpSocket::bind(lo()).unwrap();
         stranger.send_to(b"early", port).unwrap();
-        stranger.send_to(b"mark", marker.local_addr().unwrap()).unwrap();
+        stranger
+            .send_to(b"mark", marker.local_addr().unwrap())
+            .unwrap();
         assert_eq!(next(&marker).0, b"mark");
         let lent = held.lend(remote.local_addr().unwrap()).unwrap();
         assert!(empty(&lent), "nothing was kept while deaf");
         stranger.send_to(b"stranger", port).unwrap();
         remote.send_to(b"remote", port).unwrap();
-        assert_eq!(next(&lent), (b"remote".to_vec(), remote.local_addr().unwrap()));
+        assert_eq!(
+            next(&lent),
+            (b"remote".to_vec(), remote.local_addr().unwrap())
+        );
         assert!(empty(&lent), "the stranger's datagram was not delivered");
         lent.send(b"out").unwrap();
         assert_eq!(next(&remote).0, b"out");
@@ -263,7 +268,9 @@ mod tests {
         let socket = held.socket.as_ref().unwrap();
         assert!(socket.peer_addr().is_err(), "parked: connected to nothing");
         remote.send_to(b"parked", port).unwrap();
-        remote.send_to(b"mark", marker.local_addr().unwrap()).unwrap();
+        remote
+            .send_to(b"mark", marker.local_addr().unwrap())
+            .unwrap();
         assert_eq!(next(&marker).0, b"mark");
         assert!(empty(socket), "parked: deaf and empty");
         assert!(UdpSocket::bind(port).is_err(), "still held");
