@@ -44,6 +44,9 @@ pub struct Config {
     pub udp_host: IpAddr,
     /// First and last UDP port of Manager.AllocateUdpPort.
     pub udp_port_range: [u16; 2],
+    /// Allow tunnels on QEMU's `socket` netdev (LegacyNetworking, or a QEMU without
+    /// `dgram`): QEMU binds their ports itself, so another user of the host can take them.
+    pub allow_unsafe_tunnels: bool,
     /// QEMU binary of a VM created without QemuPath: a bare name (looked up in PATH) or a path.
     pub qemu_binary: String,
     /// Accelerator of a VM created without one: auto, kvm or tcg.
@@ -86,6 +89,7 @@ impl Default for Config {
             console_port_range: [5000, 10000],
             udp_host: IpAddr::from([127, 0, 0, 1]),
             udp_port_range: [10000, 20000],
+            allow_unsafe_tunnels: false,
             qemu_binary: "qemu-system-x86_64".into(),
             accelerator: Accelerator::Auto,
             image_dirs: Vec::new(),
@@ -227,6 +231,12 @@ mod tests {
         assert_eq!(c.udp_ports(), 10000..=20000);
         assert_eq!(c.console_host, "127.0.0.1");
         assert_eq!(c.supervisor_socket, None);
+        assert!(!c.allow_unsafe_tunnels);
+        assert!(
+            load("allow_unsafe_tunnels = true")
+                .unwrap()
+                .allow_unsafe_tunnels
+        );
         let c = load("supervisor_socket = \"/run/s.sock\"").unwrap();
         assert_eq!(c.supervisor_socket, Some(PathBuf::from("/run/s.sock")));
     }
@@ -258,6 +268,10 @@ mod tests {
         assert!(e.contains("all"), "{e}");
         let e = load("console_scrollback = 0").unwrap_err().to_string();
         assert!(e.contains("console_scrollback"), "{e}");
+        let e = load("allow_unsafe_tunnels = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_unsafe_tunnels"), "{e}");
         let e = load("accelerator = \"fast\"").unwrap_err().to_string();
         assert!(e.contains("fast"), "{e}");
         assert!(load("[[[").is_err());

@@ -98,6 +98,11 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
             config.console_host
         );
     }
+    if config.allow_unsafe_tunnels {
+        tracing::warn!(
+            "allow_unsafe_tunnels = true: tunnels on QEMU's socket netdev (LegacyNetworking, or a QEMU without dgram) bind their ports themselves, and any user of this host can bind the same port and take their frames"
+        );
+    }
     let ctx = Arc::new(Context {
         store: Store::open(&args.state_dir)?,
         runtime_dir: args.runtime_dir.clone(),
@@ -106,6 +111,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         console_scrollback: config.console_scrollback,
         monitor_host: config.monitor_host.clone(),
         udp_host: config.udp_host,
+        allow_unsafe_tunnels: config.allow_unsafe_tunnels,
         limits: Limits {
             host_ram_mib: host_ram_mib(),
             host_cpus: host_cpus(),

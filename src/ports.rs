@@ -2,10 +2,18 @@
 //! VM holds it in its settings (console, monitor, a tunnel's local port), whether or not
 //! QEMU is using it, so two VMs never get the same port; ports that another program holds
 //! are skipped.
+//!
+//! A UDP port is more than a reservation: the daemon binds it when it is taken and holds
+//! that socket until the port is released (`held.rs`), and a tunnel's QEMU gets that very
+//! socket. One descriptor a port, in the daemon.
+
+mod held;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::ops::RangeInclusive;
+
+use held::Held;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +54,8 @@ pub struct Ports {
     host: String,
     range: RangeInclusive<u16>,
     reserved: BTreeMap<u16, Holder>,
+    /// UDP only: the socket held for each reserved port.
+    held: BTreeMap<u16, Held>,
 }
 
 impl Ports {
@@ -55,6 +65,7 @@ impl Ports {
             host: host.to_string(),
             range,
             reserved: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -66,15 +77,36 @@ impl Ports {
         self.reserved.get(&port)
     }
 
-    /// Whether another program holds the port now (we try to bind it, and let go).
-    fn held_elsewhere(&self, port: u16) -> Option<String> {
-        let addr = (self.host.as_str(), port);
-        let r = match self.protocol {
-            Protocol::Tcp => TcpListener::bind(addr).map(drop),
-            Protocol::Udp => UdpSocket::bind(addr).map(drop),
-        };
-        r.err()
-            .map(|e| format!("cannot bind {}:{port} ({e})", self.host))
+    fn cannot_bind(&self, port: u16, e: impl std::fmt::Display) -> Error {
+        Error::Unavailable {
+            port,
+            why: format!("cannot bind {}:{port} ({e})", self.host),
+        }
+    }
+
+    /// The address `port` is bound on: the pool's host.
+    fn address(&self, port: u16) -> Result<SocketAddr, Error> {
+        (self.host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| self.cannot_bind(port, "not an IP address"))
+    }
+
+    /// Takes the port from the system: a TCP port is only tried (its listener is bound
+    /// when the VM starts), a UDP port is bound and held from now on.
+    fn take(&mut self, port: u16) -> Result<(), Error> {
+        match self.protocol {
+            Protocol::Tcp => TcpListener::bind((self.host.as_str(), port))
+                .map(drop)
+                .map_err(|e| self.cannot_bind(port, e)),
+            Protocol::Udp => {
+                let held =
+                    Held::bind(self.address(port)?).map_err(|e| self.cannot_bind(port, e))?;
+                self.held.insert(port, held);
+                Ok(())
+            }
+        }
     }
 
     /// Reserves a port a client asked for, for `holder`. A VM may take over a port a
@@ -83,6 +115,7 @@ impl Ports {
     pub fn reserve(&mut self, port: u16, holder: Holder) -> Result<Option<Holder>, Error> {
         let previous = self.reserved.get(&port).cloned();
         match &previous {
+            // Its socket, already held, goes with it.
             Some(Holder::Client) if matches!(holder, Holder::Vm(_)) => {}
             Some(other) => {
                 return Err(Error::Unavailable {
@@ -90,10 +123,7 @@ impl Ports {
                     why: other.describe(),
                 })
             }
-            None => {}
-        }
-        if let Some(why) = self.held_elsewhere(port) {
-            return Err(Error::Unavailable { port, why });
+            None => self.take(port)?,
         }
         self.reserved.insert(port, holder);
         Ok(previous)
@@ -104,7 +134,7 @@ impl Ports {
         let free = self
             .range
             .clone()
-            .find(|p| !self.reserved.contains_key(p) && self.held_elsewhere(*p).is_none());
+            .find(|p| !self.reserved.contains_key(p) && self.take(*p).is_ok());
         let port = free.ok_or(Error::Exhausted {
             start: *self.range.start(),
             end: *self.range.end(),
@@ -113,18 +143,88 @@ impl Ports {
         Ok(port)
     }
 
-    /// Takes back a port recorded on disk, without a bind check: a QEMU that outlived the
-    /// daemon may be listening on it. False if it was already taken.
+    /// Takes back a port recorded on disk, without a bind: a QEMU that outlived the daemon
+    /// may have it. A UDP port is held away until [`Ports::bind_at`] or [`Ports::park`].
+    /// False if it was already taken.
     pub fn restore(&mut self, port: u16, holder: Holder) -> bool {
         if self.reserved.contains_key(&port) {
             return false;
+        }
+        if self.protocol == Protocol::Udp {
+            if let Ok(at) = self.address(port) {
+                self.held.insert(port, Held::away(at));
+            }
         }
         self.reserved.insert(port, holder);
         true
     }
 
+    /// Gives a port back to who held it before a change that did not happen (a client's
+    /// allocation a tunnel was to take over), socket and all, deaf again.
+    pub fn hand_back(&mut self, port: u16, holder: Holder) {
+        if let Some(h) = self.held.get_mut(&port) {
+            if let Err(e) = h.park() {
+                tracing::warn!(port, "cannot take back the socket of UDP port {port}: {e}");
+            }
+        }
+        self.reserved.insert(port, holder);
+    }
+
     pub fn release(&mut self, port: u16) {
         self.reserved.remove(&port);
+        self.held.remove(&port);
+    }
+
+    fn held_mut(&mut self, port: u16) -> Result<&mut Held, Error> {
+        self.held.get_mut(&port).ok_or_else(|| Error::Unavailable {
+            port,
+            why: "the daemon holds no socket on it".into(),
+        })
+    }
+
+    /// Makes sure the daemon has UDP port `port` bound on `at` (a tunnel's local end).
+    pub fn bind_at(&mut self, port: u16, at: SocketAddr) -> Result<(), Error> {
+        self.held_mut(port)?
+            .bind_at(at)
+            .map_err(|e| Error::Unavailable {
+                port,
+                why: format!("cannot bind {at} ({e})"),
+            })
+    }
+
+    /// The held socket of UDP port `port` (see [`Ports::bind_at`]), connected to `remote`:
+    /// a copy for QEMU.
+    pub fn lend(&mut self, port: u16, remote: SocketAddr) -> std::io::Result<UdpSocket> {
+        match self.held.get_mut(&port) {
+            Some(held) => held.lend(remote),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the port is not reserved",
+            )),
+        }
+    }
+
+    /// QEMU no longer uses UDP port `port`: its socket is deaf again (bound again, if a
+    /// QEMU had the only one).
+    pub fn park(&mut self, port: u16) -> Result<(), Error> {
+        let held = self.held_mut(port)?;
+        let at = held.at();
+        held.park().map_err(|e| Error::Unavailable {
+            port,
+            why: format!("cannot bind {at} again ({e})"),
+        })
+    }
+
+    /// Closes the daemon's socket on UDP port `port`, for a QEMU that binds it itself.
+    pub fn let_go(&mut self, port: u16) {
+        if let Some(h) = self.held.get_mut(&port) {
+            h.let_go();
+        }
+    }
+
+    /// Whether the daemon has UDP port `port` bound now.
+    pub fn is_bound(&self, port: u16) -> bool {
+        self.held.get(&port).is_some_and(Held::is_bound)
     }
 }
 
@@ -137,8 +237,8 @@ mod tests {
     /// outgoing connections of other programs do not land, and above the integration tests'
     /// ranges.
     fn free_range(slot: u16, n: u16) -> RangeInclusive<u16> {
-        assert!(slot < 4 && n <= 4);
-        let base = 25000 + (std::process::id() % 400) as u16 * 16 + slot * 4;
+        assert!(slot < 5 && n <= 4);
+        let base = 25000 + (std::process::id() % 300) as u16 * 20 + slot * 4;
         base..=base + n - 1
     }
 
@@ -170,6 +270,38 @@ mod tests {
         assert!(p.reserve(a, Holder::Client).is_err());
         assert_eq!(p.reserve(a, vm("x")).unwrap(), Some(Holder::Client));
         assert!(p.reserve(a, vm("y")).is_err());
+    }
+
+    #[test]
+    fn udp_ports_are_held_from_taken_to_released() {
+        let range = free_range(4, 4);
+        let mut p = Ports::new(Protocol::Udp, "127.0.0.1", range.clone());
+        let bind = |port: u16| UdpSocket::bind(("127.0.0.1", port));
+        let a = p.allocate(Holder::Client).unwrap();
+        assert!(bind(a).is_err(), "allocated: held");
+        p.reserve(a, vm("x")).unwrap();
+        p.hand_back(a, Holder::Client);
+        assert!(
+            p.is_bound(a) && bind(a).is_err(),
+            "handed back with its socket"
+        );
+        p.release(a);
+        assert!(!p.is_bound(a));
+        drop(bind(a).unwrap());
+
+        // Recorded on disk: not bound until told where.
+        let b = range.end() - 1;
+        assert!(p.restore(b, vm("y")));
+        assert!(!p.is_bound(b) && bind(b).is_ok());
+        p.park(b).unwrap();
+        assert!(bind(b).is_err(), "bound again");
+        p.let_go(b);
+        drop(bind(b).unwrap());
+        let at: SocketAddr = ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), b).into();
+        p.bind_at(b, at).unwrap();
+        assert!(bind(b).is_err());
+        let e = p.bind_at(7, at).unwrap_err().to_string();
+        assert!(e.contains("holds no socket"), "{e}");
     }
 
     #[test]

@@ -921,6 +921,7 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
         walk.answers.add("GetVM of no VM", &name);
     }
     walk.unchanged("unknown objects and VMs").await;
+    unsafe_tunnels(&mut walk).await;
 
     let mut summary: Vec<String> = walk
         .answers
@@ -939,6 +940,107 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
         started.elapsed(),
         summary.join("\n")
     );
+}
+
+/// Tunnels on QEMU's socket netdev, whose port any local user could bind too, are refused
+/// while the daemon's configuration does not say allow_unsafe_tunnels = true: a tunnel on
+/// a LegacyNetworking VM, and LegacyNetworking on a VM that has a tunnel. On VMs of their
+/// own, watched with the others.
+async fn unsafe_tunnels(walk: &mut Walk<'_>) {
+    let m = manager(walk.conn).await;
+    let legacy = HashMap::from([("LegacyNetworking", Variant::from(true))]);
+    let legacy = m.create_vm("legacy", legacy).await.unwrap().to_string();
+    let wired = m
+        .create_vm("wired", HashMap::new())
+        .await
+        .unwrap()
+        .to_string();
+    let port = m.allocate_udp_port().await.unwrap();
+    let tunnel = |port: u16| {
+        [
+            Variant::U32(0),
+            Variant::U16(port),
+            Variant::from("127.0.0.1".to_string()),
+            Variant::U16(4000),
+        ]
+    };
+    let added = call(
+        walk.conn,
+        &wired,
+        "org.gns3.Qemu.VM",
+        "AddUdpTunnel",
+        &tunnel(port),
+    )
+    .await;
+    added.unwrap();
+    let spare = m.allocate_udp_port().await.unwrap();
+    walk.vms.extend([legacy.clone(), wired.clone()]);
+    walk.before = observe(
+        walk.conn,
+        walk.state,
+        &walk.vms.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+
+    let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+    d.append(
+        Variant::from("LegacyNetworking".to_string()),
+        Variant::Variant(Box::new(Variant::Bool(true))),
+    )
+    .unwrap();
+    let refusals = [
+        (
+            "AddUdpTunnel on a LegacyNetworking VM",
+            call(
+                walk.conn,
+                &legacy,
+                "org.gns3.Qemu.VM",
+                "AddUdpTunnel",
+                &tunnel(spare),
+            )
+            .await,
+        ),
+        (
+            "Set LegacyNetworking on a VM with a tunnel",
+            set(
+                walk.conn,
+                &wired,
+                "org.gns3.Qemu.VM",
+                "LegacyNetworking",
+                Variant::Bool(true),
+            )
+            .await,
+        ),
+        (
+            "Configure LegacyNetworking on a VM with a tunnel",
+            call(
+                walk.conn,
+                &wired,
+                "org.gns3.Qemu.VM",
+                "Configure",
+                &[Variant::Dict(d)],
+            )
+            .await,
+        ),
+    ];
+    for (what, result) in refusals {
+        let text = result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        walk.calls += 1;
+        walk.expect(what, result, INVALID_ARGUMENT);
+        assert!(
+            text.contains("allow_unsafe_tunnels = true"),
+            "{what}: {text}"
+        );
+        walk.answers.add(
+            "a tunnel on the socket netdev, not allowed",
+            INVALID_ARGUMENT,
+        );
+        walk.unchanged(what).await;
+    }
 }
 
 /// The contract has no byte arrays: every string is UTF-8 on the wire, so non-UTF-8 input

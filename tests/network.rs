@@ -1,10 +1,14 @@
-//! Adapters and UDP tunnels: real guests wired to each other and rewired while they run, and
-//! every bad tunnel request refused by name without changing anything.
+//! Adapters and UDP tunnels: real guests wired to each other and rewired while they run,
+//! tunnel ports that only the daemon and the tunnel's peer can use, and every bad tunnel
+//! request refused by name without changing anything. Longer than most files: each test is
+//! one story on booted guests, which split up would boot them again.
 
 mod common;
 
+use common::udp::{all_taken, outsider_sends, queued, Peer};
 use common::*;
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use zbus::Variant;
 
@@ -89,9 +93,12 @@ fn qemu_without_dgram(dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Allows the socket netdev, which b and c below use.
+const UNSAFE: &str = "allow_unsafe_tunnels = true\n";
+
 #[tokio::test]
 async fn guests_are_wired_unplugged_and_rewired_live() {
-    let lab = Lab::start().await;
+    let lab = Lab::with_config(UNSAFE).await;
     let m = &lab.manager;
     let (pa, pb, pc) = (
         m.allocate_udp_port().await.unwrap(),
@@ -161,6 +168,13 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     assert_eq!(carrier(&mut cc, "0"), "0", "no tunnel: no cable");
     assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
     assert!(comes_to_reach(&mut cb, "10.0.0.1"), "b reaches a");
+    // Why the socket netdev needs allow_unsafe_tunnels: QEMU binds b's port with
+    // SO_REUSEADDR, and so can anyone. a's port is the daemon's socket, lent to its QEMU.
+    if root_for("to bind the tunnels' ports as another user") {
+        let mut want = all_taken(&[pa, pb]);
+        want[1].reuse = "bound".into();
+        assert_eq!(outsider_sends(&[pa, pb], &[]), want);
+    }
 
     // Unplugged live: the carrier drops and nothing gets through.
     a.remove_udp_tunnel(0).await.unwrap();
@@ -371,10 +385,223 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
         .await
         .unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.PortUnavailable");
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
+        "a stopped VM's tunnel port is bound again at startup"
+    );
     let a_path = a.inner().path().to_owned();
     a.delete().await.unwrap();
     b.add_udp_tunnel(0, port, "127.0.0.1", 4000).await.unwrap();
     let gone = vm(&conn, &a_path.into()).await;
     let e = gone.remove_udp_tunnel(0).await.unwrap_err();
     assert_eq!(error_name(&e), "org.freedesktop.DBus.Error.UnknownObject");
+}
+
+/// How many descriptors process `pid` has open.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn only_the_daemon_binds_tunnel_ports_and_only_the_peer_reaches_the_guest() {
+    if !root_for("to bind tunnel ports as another user") {
+        return;
+    }
+    let lab = Lab::start().await;
+    let m = &lab.manager;
+    let daemon = lab.daemon.pid();
+    let before = fds(daemon);
+    let spare = m.allocate_udp_port().await.unwrap();
+    assert_eq!(fds(daemon), before + 1, "one descriptor a port");
+    let (ps, pr) = (
+        m.allocate_udp_port().await.unwrap(),
+        m.allocate_udp_port().await.unwrap(),
+    );
+    let stopped = create(m, "stopped", HashMap::new()).await;
+    stopped
+        .add_udp_tunnel(0, ps, "127.0.0.1", 4000)
+        .await
+        .unwrap();
+    let peer = Peer::new();
+    let vm = create(m, "guest", guest_settings(&[])).await;
+    vm.add_udp_tunnel(0, pr, "127.0.0.1", peer.port())
+        .await
+        .unwrap();
+    assert_eq!(
+        fds(daemon),
+        before + 3,
+        "the tunnels took the ports' sockets"
+    );
+
+    // An allocated port, a stopped VM's tunnel port: another user can bind neither, and
+    // what it sends them is not even kept.
+    let (outsider, guest_ip) = (Ipv4Addr::new(10, 0, 0, 66), Ipv4Addr::new(10, 0, 0, 1));
+    let junk = udp::arp_request(outsider, guest_ip);
+    let ports = [spare, ps, pr];
+    assert_eq!(outsider_sends(&ports, &junk), all_taken(&ports));
+    for p in ports {
+        assert_eq!(
+            queued(p),
+            Some(0),
+            "port {p} kept what another user sent it"
+        );
+    }
+
+    // Running: the peer's ARP questions are answered; another user can neither bind the
+    // port nor get a frame to the guest.
+    vm.start().await.unwrap();
+    let console = Console::connect(vm.console_port().await.unwrap());
+    let (mut console, _) = boot(console, "10.0.0.1");
+    assert_eq!(carrier(&mut console, "1"), "1");
+    let first = Ipv4Addr::new(10, 0, 0, 9);
+    assert!(peer.ask(pr, first, guest_ip).contains(&first));
+    assert_eq!(outsider_sends(&[pr], &junk), all_taken(&[pr]));
+    let second = Ipv4Addr::new(10, 0, 0, 10);
+    let replies = peer.ask(pr, second, guest_ip);
+    assert!(!replies.contains(&outsider), "{replies:?}");
+    let arp = console.run("cat /proc/net/arp", SHELL).unwrap();
+    assert!(
+        arp.contains("10.0.0.10 ") && !arp.contains("10.0.0.66 "),
+        "the guest heard from the peer only: {arp}"
+    );
+
+    // Removed live: the daemon and QEMU each close their copy of the socket, and the port
+    // is free. Added again: taken at once, by a socket the daemon binds.
+    let qemu = vm.pid().await.unwrap();
+    let (running, qemu_fds) = (fds(daemon), fds(qemu));
+    vm.remove_udp_tunnel(0).await.unwrap();
+    assert_eq!((fds(daemon), fds(qemu)), (running - 1, qemu_fds - 1));
+    drop(std::net::UdpSocket::bind(("127.0.0.1", pr)).unwrap());
+    vm.add_udp_tunnel(0, pr, "127.0.0.1", peer.port())
+        .await
+        .unwrap();
+    assert_eq!((fds(daemon), fds(qemu)), (running, qemu_fds));
+    let third = Ipv4Addr::new(10, 0, 0, 11);
+    assert!(peer.ask(pr, third, guest_ip).contains(&third));
+
+    // Stopped: the port is the daemon's again, deaf.
+    drop(console);
+    vm.stop().await.unwrap();
+    assert_eq!(outsider_sends(&[pr], &junk), all_taken(&[pr]));
+    assert_eq!(queued(pr), Some(0));
+    assert_eq!(
+        fds(daemon),
+        before + 3,
+        "a stopped VM leaves its tunnel's socket only"
+    );
+
+    // Released and deleted: exactly what was held goes.
+    m.release_udp_port(spare).await.unwrap();
+    stopped.delete().await.unwrap();
+    vm.delete().await.unwrap();
+    assert_eq!(fds(daemon), before);
+    for p in ports {
+        drop(std::net::UdpSocket::bind(("127.0.0.1", p)).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn the_socket_netdev_is_refused_unless_allowed_as_unsafe() {
+    let mut lab = Lab::start().await;
+    let m = lab.manager.clone();
+    let no_dgram = qemu_without_dgram(lab.dir.path());
+    let legacy = create(
+        &m,
+        "legacy",
+        HashMap::from([("LegacyNetworking", Variant::from(true))]),
+    )
+    .await;
+    let old_qemu = create(
+        &m,
+        "old-qemu",
+        HashMap::from([("QemuPath", Variant::from(no_dgram.clone()))]),
+    )
+    .await;
+    let wired = create(&m, "wired", HashMap::new()).await;
+    let port = m.allocate_udp_port().await.unwrap();
+    wired
+        .add_udp_tunnel(0, port, "127.0.0.1", 4000)
+        .await
+        .unwrap();
+    let spare = m.allocate_udp_port().await.unwrap();
+    let fresh = lab.daemon.udp_ports.end() - 1;
+
+    let state = lab.dir.path().join("state");
+    let before = snapshot(&state);
+    let cases: Vec<(&str, zbus::Result<()>, &str)> = vec![
+        (
+            "a tunnel on a LegacyNetworking VM",
+            legacy.add_udp_tunnel(0, spare, "127.0.0.1", 4000).await,
+            "it has LegacyNetworking on",
+        ),
+        (
+            "a tunnel on a QEMU without dgram",
+            old_qemu.add_udp_tunnel(0, fresh, "127.0.0.1", 4000).await,
+            "no dgram netdev",
+        ),
+        (
+            "LegacyNetworking on a VM with a tunnel",
+            wired.set_legacy_networking(true).await,
+            "it has LegacyNetworking on",
+        ),
+        (
+            "a QEMU without dgram for a VM with a tunnel",
+            wired.set_qemu_path(&no_dgram).await,
+            "no dgram netdev",
+        ),
+    ];
+    for (what, result, why) in &cases {
+        let e = result.as_ref().expect_err(what);
+        assert_eq!(
+            error_name(e),
+            "org.gns3.Qemu.Error.InvalidArgument",
+            "{what}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(why) && text.contains("allow_unsafe_tunnels = true"),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(snapshot(&state), before, "the refusals changed nothing");
+    let bound = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_err();
+    assert!(bound(spare), "the allocated port is still held");
+    assert!(!bound(fresh), "the refused tunnel's port was not taken");
+    assert!(!wired.legacy_networking().await.unwrap());
+
+    // Allowed (and documented unsafe): the tunnel is taken.
+    let config = lab.dir.path().join("gns3-qemud.toml");
+    let safe = std::fs::read_to_string(&config).unwrap();
+    let restart = |lab: &mut Lab, text: String| {
+        std::fs::write(&config, text).unwrap();
+        lab.daemon.terminate();
+        lab.daemon.restart(&lab.bus);
+    };
+    restart(&mut lab, format!("{safe}{UNSAFE}"));
+    let conn = lab.daemon.connect().await;
+    let m = manager(&conn).await;
+    let legacy = vm(&conn, &m.get_vm("legacy").await.unwrap()).await;
+    let spare = m.allocate_udp_port().await.unwrap();
+    legacy
+        .add_udp_tunnel(0, spare, "127.0.0.1", 4000)
+        .await
+        .unwrap();
+
+    // Forbidden again: a restarted daemon holds the stopped VM's port, and Start refuses
+    // before it runs anything.
+    restart(&mut lab, safe);
+    let conn = lab.daemon.connect().await;
+    let m = manager(&conn).await;
+    let legacy = vm(&conn, &m.get_vm("legacy").await.unwrap()).await;
+    assert!(
+        bound(spare),
+        "a stopped VM's tunnel port is bound again at startup"
+    );
+    let e = legacy.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed", "{e}");
+    assert!(e.to_string().contains("allow_unsafe_tunnels = true"), "{e}");
+    assert_eq!(legacy.state().await.unwrap(), "stopped");
+    assert!(qemu_pids_under(lab.dir.path()).is_empty());
 }

@@ -35,6 +35,12 @@ async fn a_daemon_killed_and_started_again_finds_its_running_vms() {
     run.add_udp_tunnel(0, port, "127.0.0.1", 4000)
         .await
         .unwrap();
+    let paused_port = m.allocate_udp_port().await.unwrap();
+    paused
+        .add_udp_tunnel(0, paused_port, "127.0.0.1", 4001)
+        .await
+        .unwrap();
+    let taken = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_err();
     run.start().await.unwrap();
     let mut console = Console::connect(run.console_port().await.unwrap());
     for vm in [&paused, &dead, &recycled] {
@@ -93,6 +99,9 @@ async fn a_daemon_killed_and_started_again_finds_its_running_vms() {
         [(0, port, "127.0.0.1".to_string(), 4000)]
     );
     assert_eq!(get("paused").await.state().await.unwrap(), "paused");
+    // Only the QEMUs have the tunnels' sockets now; the daemon cannot bind those ports,
+    // and took the VMs back all the same.
+    assert!(taken(port) && taken(paused_port));
 
     let dead = get("dead").await;
     assert_eq!(dead.state().await.unwrap(), "stopped");
@@ -117,10 +126,18 @@ async fn a_daemon_killed_and_started_again_finds_its_running_vms() {
     let paused = get("paused").await;
     paused.resume().await.unwrap();
     assert_eq!(paused.state().await.unwrap(), "running");
+    // Stopped, its QEMU's socket is gone, and the daemon has bound the port again.
+    paused.stop().await.unwrap();
+    assert!(
+        taken(paused_port),
+        "the daemon holds a stopped VM's tunnel port"
+    );
     run.remove_udp_tunnel(0).await.unwrap();
+    assert!(!taken(port), "a removed tunnel's port is free");
     run.add_udp_tunnel(0, port, "127.0.0.1", 4000)
         .await
         .unwrap();
+    assert!(taken(port));
     run.set_cpu_throttling(0).await.unwrap();
     assert!(gns3_qemud::supervisor::cpulimit::find(pid).is_empty());
     run.set_cpu_throttling(30).await.unwrap();

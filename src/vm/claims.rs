@@ -67,9 +67,10 @@ impl Drop for Claims {
         }
         for (pool, port, previous) in self.ports.drain(..) {
             let mut ports = self.ctx.ports(pool);
-            ports.release(port);
-            if let Some(holder) = previous {
-                ports.restore(port, holder);
+            match previous {
+                // A UDP port keeps its socket: the port is never free in between.
+                Some(holder) => ports.hand_back(port, holder),
+                None => ports.release(port),
             }
         }
     }
@@ -99,6 +100,7 @@ mod tests {
             Some(&Holder::Client),
             "the client's allocation is back"
         );
+        assert!(ctx.ports(Pool::Udp).is_bound(udp), "with its socket");
     }
 
     #[test]

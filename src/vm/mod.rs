@@ -50,6 +50,8 @@ pub struct Context {
     pub console_scrollback: u64,
     pub monitor_host: String,
     pub udp_host: IpAddr,
+    /// Tunnels on QEMU's `socket` netdev, which binds its port itself (`allow_unsafe_tunnels`).
+    pub allow_unsafe_tunnels: bool,
     pub limits: settings::Limits,
     pub binaries: binary::Binaries,
     /// TCP: consoles and monitors.
@@ -221,6 +223,7 @@ pub mod testing {
             console_scrollback: 4096,
             monitor_host: "127.0.0.1".into(),
             udp_host: "127.0.0.1".parse().unwrap(),
+            allow_unsafe_tunnels: false,
             limits: super::settings::Limits {
                 host_ram_mib: 4096,
                 host_cpus: 2,

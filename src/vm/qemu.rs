@@ -2,7 +2,6 @@
 //! the QMP commands the actor gives it (priority and CPU limit, links, tunnels).
 
 use serde_json::json;
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use super::network;
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
 use super::tunnel::{self, Backend, Tunnel};
+use super::{Context, Pool};
 use crate::console::Console;
 use crate::model::Settings;
 use crate::privilege::Privilege;
@@ -33,6 +33,14 @@ pub struct Qemu {
     pub throttled: bool,
     /// Its serial console, and the VM's listeners with it.
     pub console: Option<Arc<Console>>,
+}
+
+/// What wiring a VM's tunnels takes: whose they are (for messages), its LegacyNetworking,
+/// and the daemon's ports and settings.
+pub struct Wiring<'a> {
+    pub vm: &'a str,
+    pub legacy: bool,
+    pub ctx: &'a Context,
 }
 
 /// What a running QEMU says between commands.
@@ -123,18 +131,34 @@ impl Qemu {
         Ok(())
     }
 
-    /// Joins `t`'s UDP netdev to its adapter's hub, then raises the link.
-    pub async fn plug(&mut self, t: &Tunnel, legacy: bool, udp_host: IpAddr) -> Result<()> {
-        let backend = Backend::choose(legacy, &self.caps);
-        let ep = tunnel::resolve(t, backend, udp_host).await?;
-        let n = t.adapter;
-        if backend == Backend::Dgram {
-            let socket = tunnel::bind(&ep)?;
-            let args = json!({ "fdname": tunnel::tunnel_netdev(n) });
-            // QEMU keeps its own copy of the descriptor; ours closes when `socket` drops.
-            self.qmp
-                .execute_with_fd("getfd", args, socket.as_fd(), QMP_TIMEOUT)
-                .await?;
+    /// Joins `t`'s UDP netdev to its adapter's hub, then raises the link. `dgram` gets the
+    /// socket the daemon holds on the local port, connected to the remote; `socket` (only
+    /// with `allow_unsafe_tunnels`) binds the port itself, so the daemon lets go of it.
+    pub async fn plug(&mut self, t: &Tunnel, w: &Wiring<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let backend = Backend::allowed(w.vm, w.legacy, &self.caps, ctx.allow_unsafe_tunnels)?;
+        let ep = tunnel::resolve(t, backend, ctx.udp_host).await?;
+        let (n, port) = (t.adapter, t.local_port);
+        match backend {
+            Backend::Dgram => {
+                let socket = {
+                    let mut ports = ctx.ports(Pool::Udp);
+                    ports.bind_at(port, ep.local)?;
+                    ports.lend(port, ep.remote).map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "cannot send from {} to {}: {e}",
+                            ep.local, ep.remote
+                        ))
+                    })?
+                };
+                let args = json!({ "fdname": tunnel::tunnel_netdev(n) });
+                // QEMU keeps its own copy of the descriptor; this one closes when `socket`
+                // drops, and the daemon's own stays open.
+                self.qmp
+                    .execute_with_fd("getfd", args, socket.as_fd(), QMP_TIMEOUT)
+                    .await?;
+            }
+            Backend::Socket => ctx.ports(Pool::Udp).let_go(port),
         }
         for args in [
             tunnel::netdev_args(n, backend, &ep),
@@ -179,28 +203,21 @@ impl Qemu {
         adapter: u32,
         from: Option<&Tunnel>,
         to: Option<&Tunnel>,
-        legacy: bool,
-        udp_host: IpAddr,
+        w: &Wiring<'_>,
     ) -> Result<()> {
-        let result = self.swap(adapter, to, legacy, udp_host).await;
+        let result = self.swap(adapter, to, w).await;
         if result.is_err() {
-            if let Err(e) = self.swap(adapter, from, legacy, udp_host).await {
+            if let Err(e) = self.swap(adapter, from, w).await {
                 tracing::error!(adapter, "cannot put the previous tunnel back: {e}");
             }
         }
         result
     }
 
-    pub async fn swap(
-        &mut self,
-        adapter: u32,
-        to: Option<&Tunnel>,
-        legacy: bool,
-        udp_host: IpAddr,
-    ) -> Result<()> {
+    pub async fn swap(&mut self, adapter: u32, to: Option<&Tunnel>, w: &Wiring<'_>) -> Result<()> {
         self.unplug(adapter).await?;
         match to {
-            Some(t) => self.plug(t, legacy, udp_host).await,
+            Some(t) => self.plug(t, w).await,
             None => Ok(()),
         }
     }

@@ -2,12 +2,17 @@
 //! datagrams from a local port to a remote host and port, and come back the same way.
 //!
 //! A tunnel is two netdevs joined to the adapter's hub (see `network.rs`): the UDP backend and
-//! a hubport. With `dgram` the daemon binds and connects the UDP socket itself and hands it to
-//! QEMU over QMP, so the port check and the bind are one act and IPv6 works (QEMU's own
-//! address parsing is IPv4 only). The older `socket` backend gets addresses, and QEMU binds.
+//! a hubport. With `dgram`, QEMU gets the socket the daemon holds on the local port
+//! (`ports/held.rs`), connected to the remote end, so nobody else can bind the port or talk
+//! to the VM through it, and IPv6 works (QEMU's own address parsing is IPv4 only). The older
+//! `socket` netdev cannot use that socket: given one (`fd=`), QEMU 7.2 sends every frame to
+//! an unset address, which the kernel refuses for IPv4 (EINVAL), so nothing goes out. It
+//! gets addresses instead and binds the port itself, with SO_REUSEADDR, which lets any
+//! local user bind the same port and read the VM's frames; it is only used where the
+//! daemon's configuration says `allow_unsafe_tunnels = true`.
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::binary::Capabilities;
@@ -89,6 +94,32 @@ impl Backend {
             Backend::Dgram
         }
     }
+
+    /// The backend of VM `vm`'s tunnels, if the daemon may use it: `socket` only with
+    /// `allow_unsafe_tunnels` (see the top of this file).
+    pub fn allowed(
+        vm: &str,
+        legacy: bool,
+        caps: &Capabilities,
+        allow_unsafe: bool,
+    ) -> Result<Backend> {
+        let backend = Backend::choose(legacy, caps);
+        if backend == Backend::Dgram || allow_unsafe {
+            return Ok(backend);
+        }
+        let why = if legacy {
+            "it has LegacyNetworking on"
+        } else {
+            "its QEMU binary has no dgram netdev (QEMU before 7.2)"
+        };
+        Err(Error::InvalidArgument(format!(
+            "VM '{vm}' would carry its UDP tunnels on QEMU's socket netdev, as {why}. That netdev \
+             binds the local port itself (SO_REUSEADDR) and cannot use the socket the daemon holds, \
+             so any user of this host could bind the same port and take the VM's frames. Set \
+             LegacyNetworking to false with a QEMU that has dgram (7.2 or newer), or, on a host \
+             without untrusted users, set allow_unsafe_tunnels = true in the daemon's configuration"
+        )))
+    }
 }
 
 /// The two ends of a tunnel, resolved.
@@ -160,23 +191,19 @@ pub async fn resolve(t: &Tunnel, backend: Backend, udp_host: IpAddr) -> Result<E
     })
 }
 
-/// The socket QEMU gets for a `dgram` tunnel: bound to the local end, connected to the
-/// remote one, so it only ever hears from the remote.
-pub fn bind(ep: &Endpoints) -> Result<UdpSocket> {
-    let unavailable = |e: std::io::Error| {
-        Error::Port(crate::ports::Error::Unavailable {
-            port: ep.local.port(),
-            why: format!("cannot bind {} ({e})", ep.local),
-        })
-    };
-    let socket = UdpSocket::bind(ep.local).map_err(unavailable)?;
-    socket.connect(ep.remote).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "cannot send from {} to {}: {e}",
-            ep.local, ep.remote
-        ))
-    })?;
-    Ok(socket)
+/// The local end a tunnel will most likely have, known without resolving anything: where
+/// the daemon binds its port while the VM is stopped, after a restart. The daemon holds one
+/// socket a port, so a tunnel whose remote is of the other family than `udp_host` has its
+/// port moved there ([`local_for`]); a host name's family is known only once it resolves
+/// (AddUdpTunnel, Start), which moves the socket if it must.
+pub fn likely_local(t: &Tunnel, udp_host: IpAddr) -> SocketAddr {
+    let ip = t
+        .remote_host
+        .parse::<IpAddr>()
+        .ok()
+        .and_then(|remote| local_for(remote, udp_host))
+        .unwrap_or(udp_host);
+    SocketAddr::new(ip, t.local_port)
 }
 
 /// The id of adapter `n`'s UDP netdev, also the name its socket is passed under.

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod console;
 pub mod invariants;
 pub mod proxies;
+pub mod udp;
 pub mod users;
 
 use std::collections::HashMap;

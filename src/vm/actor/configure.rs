@@ -7,6 +7,7 @@ use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
+use crate::vm::tunnel::Backend;
 use crate::vm::{bases, disks, lock, settings, Pool};
 
 impl Actor {
@@ -48,6 +49,14 @@ impl Actor {
         // the change that causes it rather than at the next Start.
         let known = &self.record.image_formats;
         let formats = bases::check(&new, Some(&old), known, &self.ctx.image_dirs).await?;
+        // The tunnels it has would go on the socket netdev from then on.
+        let netdev_changes =
+            new.legacy_networking != old.legacy_networking || new.qemu_path != old.qemu_path;
+        if netdev_changes && !self.record.tunnels.is_empty() {
+            let caps = self.ctx.binaries.probe(&new.qemu_path).await?;
+            let allow = self.ctx.allow_unsafe_tunnels;
+            Backend::allowed(&new.name, new.legacy_networking, &caps, allow)?;
+        }
         let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
         let _mark = self.mark_live(LiveChange::Limits, settings::applies_live(&old, &new))?;

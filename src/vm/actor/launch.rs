@@ -13,9 +13,10 @@ use super::Actor;
 use crate::model::Accelerator;
 use crate::vm::error::{Error, Result};
 use crate::vm::process::{Exit, Process};
-use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
+use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
-use crate::vm::{bases, cmdline, disks, paths};
+use crate::vm::tunnel::{self, Backend};
+use crate::vm::{bases, cmdline, disks, paths, Pool};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -91,7 +92,13 @@ impl Actor {
                 s.qemu_path
             )));
         }
+        if !self.record.tunnels.is_empty() {
+            let allow = self.ctx.allow_unsafe_tunnels;
+            Backend::allowed(self.name(), s.legacy_networking, &caps, allow)
+                .map_err(|e| Error::StartFailed(e.to_string()))?;
+        }
         // Before anything is made: a port another program holds stops the start here.
+        self.hold_tunnel_ports()?;
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s, &formats).await?;
@@ -169,14 +176,30 @@ impl Actor {
         ))
     }
 
+    /// The tunnels' ports, held since they were taken, unless another program took one
+    /// while no daemon ran; the tunnel moves its socket to its own family when it plugs.
+    fn hold_tunnel_ports(&self) -> Result<()> {
+        let mut ports = self.ctx.ports(Pool::Udp);
+        for t in &self.record.tunnels {
+            if !ports.is_bound(t.local_port) {
+                ports.bind_at(t.local_port, tunnel::likely_local(t, self.ctx.udp_host))?;
+            }
+        }
+        Ok(())
+    }
+
     /// While QEMU is still paused (-S): tunnels attached, links down where there is none,
     /// then go. Attaching over QMP here is the same path as attaching to a running VM.
     async fn prepare_guest(&mut self, qemu: &mut Qemu) -> Result<()> {
-        let legacy = self.record.settings.legacy_networking;
+        let wiring = Wiring {
+            vm: &self.record.settings.name,
+            legacy: self.record.settings.legacy_networking,
+            ctx: &self.ctx,
+        };
         for n in 0..self.record.settings.adapters {
             match self.record.tunnels.iter().find(|t| t.adapter == n) {
                 Some(t) => qemu
-                    .plug(t, legacy, self.ctx.udp_host)
+                    .plug(t, &wiring)
                     .await
                     .map_err(|e| {
                         Error::StartFailed(format!(

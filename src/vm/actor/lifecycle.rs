@@ -28,6 +28,7 @@ impl Actor {
             }
             Err(e) => {
                 self.runtime.clean();
+                self.park_tunnels();
                 self.set_state(State::Stopped);
                 tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "start failed: {e}");
                 Err(e)
@@ -89,6 +90,7 @@ impl Actor {
         let shutdown = qemu.and_then(|q| q.shutdown);
         self.accelerated = false;
         self.runtime.clean();
+        self.park_tunnels();
         let mut record = self.record.clone();
         record.exit_status = exit.status();
         record.last_error = if requested {

@@ -56,6 +56,11 @@ pub fn spawn(ctx: Arc<Context>, record: Record) -> Handle {
 pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
     let (mut actor, inbox) = Actor::new(ctx, record);
     actor.readopt().await;
+    // A running QEMU has the tunnels' sockets (the daemon cannot bind those ports, and
+    // binds them again when it lets go); a stopped VM's ports are the daemon's to hold.
+    if actor.qemu.is_none() {
+        actor.hold_tunnels();
+    }
     actor.go(inbox)
 }
 

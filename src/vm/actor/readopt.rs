@@ -7,7 +7,7 @@ use super::Actor;
 use crate::model::Priority;
 use crate::vm::adopt;
 use crate::vm::process::Exit;
-use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
+use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::runtime::LiveChange;
 use crate::vm::State;
 
@@ -77,8 +77,14 @@ impl Actor {
             let done = match what {
                 LiveChange::Tunnel(n) => {
                     let t = self.record.tunnels.iter().find(|t| t.adapter == n);
-                    qemu.swap(n, t, s.legacy_networking, self.ctx.udp_host)
-                        .await
+                    // The port QEMU had is closed with its netdev; the record's tunnel gets
+                    // a socket the daemon binds and holds from now on.
+                    let wiring = Wiring {
+                        vm: &s.name,
+                        legacy: s.legacy_networking,
+                        ctx: &self.ctx,
+                    };
+                    qemu.swap(n, t, &wiring).await
                 }
                 LiveChange::Limits => {
                     // What QEMU has is unknown: compared with settings that differ in both

@@ -1,9 +1,17 @@
 //! Adding and removing a VM's UDP tunnels: live first on a running QEMU, then on disk; if
 //! either fails, the VM keeps the tunnel it had.
+//!
+//! The daemon holds a socket on every tunnel's local port (`ports/held.rs`): taken when the
+//! tunnel is added (or when a client allocated the port), deaf while the VM is stopped,
+//! lent to QEMU while it runs, and closed when the tunnel is removed or the VM deleted.
+
+use std::net::SocketAddr;
 
 use super::Actor;
+use crate::ports::{Error as PortError, Holder, Ports};
 use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
+use crate::vm::qemu::Wiring;
 use crate::vm::runtime::{LiveChange, Mark};
 use crate::vm::state::Op;
 use crate::vm::tunnel::{self, Backend};
@@ -22,9 +30,10 @@ impl Actor {
                     .await?
             }
         };
-        let backend = Backend::choose(self.record.settings.legacy_networking, &caps);
-        tunnel::resolve(&t, backend, self.ctx.udp_host).await?;
-        self.set_tunnel(t.adapter, Some(t)).await
+        let legacy = self.record.settings.legacy_networking;
+        let backend = Backend::allowed(self.name(), legacy, &caps, self.ctx.allow_unsafe_tunnels)?;
+        let ep = tunnel::resolve(&t, backend, self.ctx.udp_host).await?;
+        self.set_tunnel(t.adapter, Some((t, ep.local))).await
     }
 
     pub(super) async fn remove_tunnel(&mut self, adapter: u32) -> Result<()> {
@@ -33,8 +42,10 @@ impl Actor {
     }
 
     /// Puts `new` (or no tunnel) on `adapter`: live first if QEMU runs, then on disk; if
-    /// either fails, the VM keeps the tunnel it had and nothing is left reserved.
-    async fn set_tunnel(&mut self, adapter: u32, new: Option<Tunnel>) -> Result<()> {
+    /// either fails, the VM keeps the tunnel it had and nothing is left reserved. `new`
+    /// comes with its local end as it resolved now, where the port's socket is bound.
+    async fn set_tunnel(&mut self, adapter: u32, new: Option<(Tunnel, SocketAddr)>) -> Result<()> {
+        let (new, local) = new.unzip();
         if self.admit(Op::Rewire)?.is_none() {
             return Ok(());
         }
@@ -53,11 +64,25 @@ impl Actor {
         if let Some(port) = new_port.filter(|p| Some(*p) != old_port) {
             claims.reserve(Pool::Udp, port, self.id())?;
         }
-        let (legacy, udp_host) = (self.record.settings.legacy_networking, self.ctx.udp_host);
+        let ctx = self.ctx.clone();
+        let wiring = Wiring {
+            vm: &self.record.settings.name,
+            legacy: self.record.settings.legacy_networking,
+            ctx: &ctx,
+        };
         let _mark = self.mark_live(LiveChange::Tunnel(adapter), true)?;
-        if let Some(qemu) = self.qemu.as_mut() {
-            qemu.rewire(adapter, old.as_ref(), new.as_ref(), legacy, udp_host)
-                .await?;
+        match self.qemu.as_mut() {
+            Some(qemu) => {
+                qemu.rewire(adapter, old.as_ref(), new.as_ref(), &wiring)
+                    .await?
+            }
+            // Stopped: the port is held where this tunnel will bind it (its family), so
+            // nobody can take it before Start.
+            None => {
+                if let (Some(port), Some(at)) = (new_port, local) {
+                    ctx.ports(Pool::Udp).bind_at(port, at)?;
+                }
+            }
         }
         let mut record = self.record.clone();
         record.tunnels.retain(|t| t.adapter != adapter);
@@ -66,7 +91,7 @@ impl Actor {
         if let Err(e) = self.save(record.clone()).await {
             if let Some(qemu) = self.qemu.as_mut() {
                 let back = qemu
-                    .rewire(adapter, new.as_ref(), old.as_ref(), legacy, udp_host)
+                    .rewire(adapter, new.as_ref(), old.as_ref(), &wiring)
                     .await;
                 if let Err(e) = back {
                     tracing::error!(vm_id = %self.record.id, adapter, "cannot put the previous tunnel back: {e}");
@@ -89,6 +114,36 @@ impl Actor {
         }
         self.publish();
         Ok(())
+    }
+
+    /// QEMU no longer has the tunnels' sockets (it exited, or a Start failed): the daemon's
+    /// copies go deaf and unconnected, and a port a QEMU had alone (one a previous daemon
+    /// handed it, or the socket netdev's own) is bound again at once.
+    pub(super) fn park_tunnels(&self) {
+        self.each_tunnel_port(|ports, t| ports.park(t.local_port));
+    }
+
+    /// For a VM found stopped when the daemon starts: no daemon held its tunnels' ports
+    /// meanwhile, so they are bound again now, where the tunnels will most likely want them.
+    pub(super) fn hold_tunnels(&self) {
+        let udp_host = self.ctx.udp_host;
+        self.each_tunnel_port(|ports, t| {
+            ports.bind_at(t.local_port, tunnel::likely_local(t, udp_host))
+        });
+    }
+
+    fn each_tunnel_port(&self, f: impl Fn(&mut Ports, &Tunnel) -> Result<(), PortError>) {
+        let mine = Holder::Vm(self.id().to_string());
+        let mut ports = self.ctx.ports(Pool::Udp);
+        for t in &self.record.tunnels {
+            if ports.holder(t.local_port) != Some(&mine) {
+                continue;
+            }
+            if let Err(e) = f(&mut ports, t) {
+                // Start says so again (PortUnavailable) until the port is free.
+                tracing::warn!(vm_id = %self.id(), adapter = t.adapter, port = t.local_port, "the daemon does not hold the port of a stopped VM's tunnel: {e}");
+            }
+        }
     }
 
     /// Marks `what` as changing on the running QEMU until the change is saved or undone
