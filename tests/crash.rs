@@ -87,6 +87,8 @@ impl Op {
             Op::Stop(_) => 40,
             Op::Suspend(_) | Op::Resume(_) => 10,
             Op::Delete(_) => 20,
+            // qemu-img reads what a base image opens (src/vm/bases).
+            Op::Create { hda: true, .. } => 80,
             _ => 30,
         })
     }
@@ -208,10 +210,11 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         Op::Console(id) => {
             let vm = on(id).await;
             if let Ok(fd) = vm.open_console(HashMap::new()).await {
-                Console::from_fd(fd.into()).send(b"\r");
+                // The daemon may be killed while this is written.
+                let _ = Console::from_fd(fd.into()).try_send(b"\r");
             }
             if let Ok(fd) = vm.open_graphics(HashMap::new()).await {
-                Console::from_fd(fd.into()).send(b"RFB 003.008\n");
+                let _ = Console::from_fd(fd.into()).try_send(b"RFB 003.008\n");
             }
             vm.human_monitor_command("info status").await.map(drop)
         }

@@ -134,9 +134,13 @@ impl Console {
 
     /// Writes raw bytes.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
+        self.try_send(bytes)
             .unwrap_or_else(|e| panic!("writing to the console: {e}"));
+    }
+
+    /// Writes raw bytes, where the other end may be gone (a daemon killed meanwhile).
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
     }
 
     /// Reads until `needle` appears and returns everything up to and including it; the next
