@@ -85,10 +85,10 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         .or(config.supervisor_socket.clone());
     match &supervisor {
         Some(path) => {
-            tracing::info!(socket = %path.display(), "priorities and CPU limits go through the supervisor")
+            tracing::info!(socket = %path.display(), "priorities go through the supervisor, and CPU limits on cgroup v1")
         }
         None => tracing::info!(
-            "no supervisor: priorities above the daemon's and cgroup CPU limits are not available"
+            "no supervisor: priorities above the daemon's, and CPU limits in a cgroup v1, are not available"
         ),
     }
     if config.console_access == ConsoleAccess::Any {
