@@ -1,4 +1,4 @@
-//! The proxies the tests drive the daemon with (`tests/common/proxies.rs`) against the
+//! The proxies the tests drive the daemon with (`src/ctl/proxies.rs`, gns3-qemuctl's) against the
 //! contract (`dbus/*.xml`): the same members with the same types, read from both sources,
 //! so that neither can drift from the other.
 
@@ -111,9 +111,9 @@ fn pascal(snake: &str) -> String {
         .collect()
 }
 
-/// The members of the proxy trait `name` in tests/common/proxies.rs, read from its source.
+/// The members of the proxy trait `name` in src/ctl/proxies.rs, read from its source.
 fn proxy_members(name: &str) -> BTreeSet<Member> {
-    let text = include_str!("common/proxies.rs");
+    let text = include_str!("../src/ctl/proxies.rs");
     let start = text
         .find(&format!("pub trait {name} {{"))
         .unwrap_or_else(|| panic!("no trait {name} in the proxies"));
@@ -165,7 +165,7 @@ fn the_test_proxies_are_the_contract() {
         let extra: Vec<_> = have.difference(&want).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "tests/common/proxies.rs {proxy} differs from dbus/{file}: missing {missing:?}, not in the contract {extra:?}"
+            "src/ctl/proxies.rs {proxy} differs from dbus/{file}: missing {missing:?}, not in the contract {extra:?}"
         );
     }
 }

@@ -5,7 +5,6 @@
 pub mod bus;
 pub mod console;
 pub mod invariants;
-pub mod proxies;
 pub mod udp;
 pub mod users;
 
@@ -19,7 +18,8 @@ use zbus::{OwnedObjectPath, Variant};
 
 pub use bus::Bus;
 pub use console::Console;
-pub use proxies::{ManagerProxy, VmProxy};
+// The client's proxies: the tests and gns3-qemuctl drive the daemon through the same ones.
+pub use gns3_qemuctl::proxies::{ManagerProxy, VmProxy};
 
 pub const DAEMON: &str = env!("CARGO_BIN_EXE_gns3-qemud");
 /// The tests run guests under TCG: on these machines /dev/kvm opens but a stock guest hangs.

@@ -1,6 +1,6 @@
-//! Client proxies for the contract, as a front end would write them, with the types that
-//! are handiest in tests. `tests/contract.rs` checks that they have exactly the members, and
-//! the types, of `dbus/*.xml`.
+//! Client proxies for the contract: gns3-qemuctl's, and the integration tests' (through
+//! `gns3_qemuctl::proxies`), so both drive the daemon the same way. `tests/proxies.rs` checks
+//! that they have exactly the members, and the types, of `dbus/*.xml`.
 
 use std::collections::HashMap;
 use zbus::proxy;

@@ -1,0 +1,28 @@
+//! `delete`: refuses a VM that is not stopped unless `--force` (Delete stops it first), and
+//! then deletes none of those named.
+
+use futures_util::future::join_all;
+
+use crate::error::{Error, Result};
+
+pub async fn run(conn: &zbus::Connection, names: &[String], force: bool) -> Result<()> {
+    let vms = super::find_all(conn, names).await?;
+    if !force {
+        for (name, vm) in names.iter().zip(&vms) {
+            let state = vm
+                .state()
+                .await
+                .map_err(Error::call(format!("read the state of {name}")))?;
+            if state != "stopped" {
+                return Err(Error::Running(name.clone(), state));
+            }
+        }
+    }
+    let results = join_all(vms.iter().map(|vm| vm.delete())).await;
+    let failed = names
+        .iter()
+        .zip(results)
+        .filter_map(|(name, r)| r.err().map(Error::call(format!("delete {name}"))))
+        .collect();
+    super::lifecycle::report(failed)
+}

@@ -1,0 +1,66 @@
+//! `start`, `stop`, `suspend`, `resume` of several VMs at once, in parallel: every VM named
+//! must exist before any is touched; each failure is reported, and any makes the exit code 1.
+
+use futures_util::future::join_all;
+
+use crate::error::{Error, Result};
+use crate::proxies::VmProxy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Suspend,
+    Resume,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+        }
+    }
+
+    async fn apply(self, vm: &VmProxy<'_>) -> zbus::Result<()> {
+        match self {
+            Action::Start => vm.start().await,
+            Action::Stop => vm.stop().await,
+            Action::Suspend => vm.suspend().await,
+            Action::Resume => vm.resume().await,
+        }
+    }
+}
+
+pub async fn run(conn: &zbus::Connection, action: Action, names: &[String]) -> Result<()> {
+    let vms = super::find_all(conn, names).await?;
+    let results = join_all(vms.iter().map(|vm| action.apply(vm))).await;
+    let failed: Vec<Error> = names
+        .iter()
+        .zip(results)
+        .filter_map(|(name, r)| {
+            r.err()
+                .map(Error::call(format!("{} {name}", action.verb())))
+        })
+        .collect();
+    report(failed)
+}
+
+/// One failure is the error; several are each printed, and counted.
+pub(super) fn report(mut failed: Vec<Error>) -> Result<()> {
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        n => {
+            for e in &failed {
+                eprintln!("{e}");
+                if let Some(hint) = e.hint() {
+                    eprintln!("{hint}");
+                }
+            }
+            Err(Error::Several(n))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The commands, each in a file of its own, and what they share: the connection and finding
+//! a VM by name or id.
+
+mod create;
+mod delete;
+mod lifecycle;
+mod list;
+mod set;
+mod show;
+
+use zbus::proxy::CacheProperties;
+use zbus::OwnedObjectPath;
+
+use crate::bus::{self, Target};
+use crate::cli::{Cli, Command};
+use crate::error::{error_name, Error, Result};
+use crate::proxies::{ManagerProxy, VmProxy};
+
+pub use lifecycle::Action;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let target = match (cli.address, cli.host) {
+        (Some(a), _) => Target::Address(a),
+        (None, Some(h)) => Target::Host(h),
+        (None, None) => Target::System,
+    };
+    let conn = bus::connect(&target).await?;
+    let legend = !cli.no_legend;
+    match cli.command {
+        Command::List(j) => list::run(&conn, j.json, legend).await,
+        Command::Show(s) => show::run(&conn, s).await,
+        Command::Create(c) => create::run(&conn, c).await,
+        Command::Set { vm, settings } => set::run(&conn, &vm, &settings).await,
+        Command::Start(v) => lifecycle::run(&conn, Action::Start, &v.vms).await,
+        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v.vms).await,
+        Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v.vms).await,
+        Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v.vms).await,
+        Command::Delete { vms, force } => delete::run(&conn, &vms.vms, force).await,
+    }
+}
+
+async fn manager(conn: &zbus::Connection) -> Result<ManagerProxy<'static>> {
+    ManagerProxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(Error::Connect)
+}
+
+async fn vm_at(conn: &zbus::Connection, path: OwnedObjectPath) -> Result<VmProxy<'static>> {
+    VmProxy::builder(conn)
+        .path(path)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(Error::Connect)
+}
+
+/// The object path of the VM named `name` (or with that id).
+async fn find_path(manager: &ManagerProxy<'_>, name: &str) -> Result<OwnedObjectPath> {
+    manager.get_vm(name).await.map_err(|e| {
+        if error_name(&e).as_deref() == Some("org.gns3.Qemu.Error.NotFound") {
+            Error::NoSuchVm(name.to_string())
+        } else {
+            Error::Call {
+                what: format!("find {name}"),
+                source: e,
+            }
+        }
+    })
+}
+
+/// The VM named `name` (or with that id).
+async fn find(conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
+    let path = find_path(&manager(conn).await?, name).await?;
+    vm_at(conn, path).await
+}
+
+/// Every VM of `names`, in order; the first that does not exist is the error, before
+/// anything is done to any of them.
+async fn find_all(conn: &zbus::Connection, names: &[String]) -> Result<Vec<VmProxy<'static>>> {
+    let manager = manager(conn).await?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(vm_at(conn, find_path(&manager, name).await?).await?);
+    }
+    Ok(out)
+}

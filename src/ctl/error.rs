@@ -1,0 +1,92 @@
+//! What can go wrong, and the one place it becomes a message and an exit code (systemd's
+//! tools' codes: 1 refused or failed, 4 no such unit; clap gives 2 for usage).
+
+use std::process::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Failed to connect to the bus: {0}")]
+    Connect(#[source] zbus::Error),
+    #[error("No VM named or with id '{0}'.")]
+    NoSuchVm(String),
+    /// A call the daemon (or the bus) refused or failed: `what` is e.g. "start r1".
+    #[error("Failed to {what}: {}", describe(.source))]
+    Call {
+        what: String,
+        #[source]
+        source: zbus::Error,
+    },
+    /// A setting given on the command line that the contract does not take.
+    #[error("Invalid setting '{given}': {why}")]
+    Setting { given: String, why: String },
+    #[error("{vm} has no property '{property}'.")]
+    NoProperty { vm: String, property: String },
+    #[error("Refusing to delete {0}: it is {1}. Stop it first, or pass --force.")]
+    Running(String, String),
+    #[error("Failed to write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Several commands run at once failed; each already said why.
+    #[error("{0} of the operations failed.")]
+    Several(usize),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A failed call of `what`.
+    pub fn call(what: impl Into<String>) -> impl FnOnce(zbus::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Call { what, source }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::NoSuchVm(_) => ExitCode::from(4),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
+    /// What to do about it, for the errors a person can fix: joining the group the bus
+    /// policy lets in, or starting the daemon.
+    pub fn hint(&self) -> Option<&'static str> {
+        let source = match self {
+            Error::Connect(e) | Error::Call { source: e, .. } => e,
+            _ => return None,
+        };
+        match error_name(source)?.as_str() {
+            "org.freedesktop.DBus.Error.AccessDenied" => Some(
+                "Only root and members of the group gns3 may use gns3-qemud: \
+                 `usermod -a -G gns3 $USER`, then log in again.",
+            ),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                Some("gns3-qemud is not running: `systemctl start gns3-qemud`.")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The D-Bus error name of a failed call, if it is one.
+pub fn error_name(e: &zbus::Error) -> Option<String> {
+    match e {
+        zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
+        zbus::Error::FDO(fdo) => Some(zbus::DBusError::name(fdo.as_ref()).to_string()),
+        _ => None,
+    }
+}
+
+/// `Name: message` for a D-Bus error, else zbus's own description.
+fn describe(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, Some(message), _) => format!("{name}: {message}"),
+        zbus::Error::FDO(fdo) => {
+            let name = zbus::DBusError::name(fdo.as_ref());
+            match zbus::DBusError::description(fdo.as_ref()) {
+                Some(message) => format!("{name}: {message}"),
+                None => name.to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
+}

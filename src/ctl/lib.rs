@@ -1,0 +1,13 @@
+//! gns3-qemuctl, the command-line client of gns3-qemud: [`cli`] is what it takes,
+//! [`commands`] what it does, through the [`proxies`] the integration tests use too, over
+//! the connection [`bus`] makes. [`contract`] turns `Prop=Value` into the contract's types;
+//! [`output`] prints for people and for programs (`--json`); [`error`] is every failure and
+//! its exit code.
+
+pub mod bus;
+pub mod cli;
+pub mod commands;
+pub mod contract;
+pub mod error;
+pub mod output;
+pub mod proxies;

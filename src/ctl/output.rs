@@ -1,0 +1,137 @@
+//! Printing: D-Bus values as text for people and as JSON for programs, and tables in
+//! systemctl's style (a header, columns two spaces apart, no borders, no colours).
+
+use comfy_table::{CellAlignment, Table};
+use serde_json::Value as Json;
+use std::io::Write;
+use zbus::Variant;
+
+use crate::error::Result;
+
+/// A D-Bus value as JSON: numbers, booleans and strings as themselves, arrays and
+/// structures as arrays, dictionaries as objects (keys as text).
+pub fn json(value: &Variant<'_>) -> Json {
+    match value {
+        Variant::U8(n) => Json::from(*n),
+        Variant::Bool(b) => Json::from(*b),
+        Variant::I16(n) => Json::from(*n),
+        Variant::U16(n) => Json::from(*n),
+        Variant::I32(n) => Json::from(*n),
+        Variant::U32(n) => Json::from(*n),
+        Variant::I64(n) => Json::from(*n),
+        Variant::U64(n) => Json::from(*n),
+        Variant::F64(n) => Json::from(*n),
+        Variant::Str(s) => Json::from(s.as_str()),
+        Variant::Signature(s) => Json::from(s.to_string()),
+        Variant::ObjectPath(p) => Json::from(p.as_str()),
+        Variant::Variant(v) => json(v),
+        Variant::Array(a) => Json::Array(a.iter().map(json).collect()),
+        Variant::Structure(s) => Json::Array(s.fields().iter().map(json).collect()),
+        Variant::Dict(d) => Json::Object(
+            d.iter()
+                .map(|(k, v)| (text(k), json(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        ),
+        Variant::Fd(fd) => Json::from(format!("{fd:?}")),
+    }
+}
+
+/// A D-Bus value as `show` prints it: strings bare, booleans yes/no (as systemctl),
+/// array items space-separated, structure fields colon-separated (a tunnel:
+/// `0:20000:127.0.0.1:20001`).
+pub fn text(value: &Variant<'_>) -> String {
+    match value {
+        Variant::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Variant::Str(s) => s.to_string(),
+        Variant::Variant(v) => text(v),
+        Variant::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(" "),
+        Variant::Structure(s) => s.fields().iter().map(text).collect::<Vec<_>>().join(":"),
+        Variant::Dict(d) => d
+            .iter()
+            .map(|(k, v)| format!("{}={}", text(k), text(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Variant::Fd(fd) => format!("{fd:?}"),
+        other => json(other).to_string(),
+    }
+}
+
+/// A table of `rows` under `header` (dropped with `--no-legend`), each line without the
+/// trailing blanks of the last column. `right` names the columns of numbers, aligned right.
+pub fn table(header: &[&str], right: &[&str], rows: Vec<Vec<String>>, legend: bool) -> String {
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    if legend {
+        table.set_header(header.to_vec());
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    for (i, name) in header.iter().enumerate() {
+        if let Some(column) = table.column_mut(i) {
+            column.set_padding((0, 2));
+            if right.contains(name) {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` on stdout; a closed pipe (`| head`) is a failure to write, not a panic.
+pub fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// `value` as JSON on stdout, one document.
+pub fn print_json(value: &Json) -> Result<()> {
+    print(&format!("{value:#}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnels() -> Variant<'static> {
+        Variant::from(vec![(0u32, 20000u16, "127.0.0.1".to_string(), 20001u16)])
+    }
+
+    #[test]
+    fn values_as_json_and_text() {
+        assert_eq!(json(&Variant::from(512u32)), serde_json::json!(512));
+        assert_eq!(json(&Variant::from(true)), serde_json::json!(true));
+        assert_eq!(json(&Variant::from("r1")), serde_json::json!("r1"));
+        assert_eq!(
+            json(&tunnels()),
+            serde_json::json!([[0, 20000, "127.0.0.1", 20001]])
+        );
+        assert_eq!(text(&Variant::from(true)), "yes");
+        assert_eq!(text(&Variant::from(-1i32)), "-1");
+        assert_eq!(text(&Variant::from("a b")), "a b");
+        assert_eq!(text(&tunnels()), "0:20000:127.0.0.1:20001");
+    }
+
+    #[test]
+    fn tables_are_systemctls() {
+        let rows = vec![
+            vec!["r1".to_string(), "5000".to_string()],
+            vec!["router-2".to_string(), "12".to_string()],
+        ];
+        assert_eq!(
+            table(&["NAME", "PORT"], &["PORT"], rows.clone(), true),
+            "NAME      PORT\nr1        5000\nrouter-2    12\n"
+        );
+        assert_eq!(
+            table(&["NAME", "PORT"], &["PORT"], rows, false),
+            "r1        5000\nrouter-2    12\n"
+        );
+    }
+}
