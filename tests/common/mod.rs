@@ -488,51 +488,55 @@ pub fn daemon_user() -> nix::unistd::User {
         .expect("user gns3-qemud: users::ensure makes it, as root")
 }
 
-/// The supervisor's binary, built once per test process. It is a package of its own, and
-/// cargo neither builds another package's binary for a test nor gives its path
-/// (`CARGO_BIN_EXE_*` are the test's own package's), so the harness has cargo build it, in the
-/// test's profile, and takes the path cargo reports: never a stale one left in target/.
+/// The supervisor's binary, built once per test process (see `workspace_bin`).
 pub fn supervisor_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // The test runs from target/<profile's directory>/deps/; the dev profile's is "debug".
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::file_name);
-        let profile = match dir.and_then(|d| d.to_str()).unwrap() {
-            "debug" => "dev",
-            p => p,
-        };
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--locked",
-                "--message-format=json-render-diagnostics",
-            ])
-            .args([
-                "--package",
-                "gns3-qemud-supervisor",
-                "--bin",
-                "gns3-qemud-supervisor",
-            ])
-            .arg(format!("--profile={profile}"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cargo did not build gns3-qemud-supervisor:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-            .split(|&b| b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-            .filter(|m| m["target"]["name"] == "gns3-qemud-supervisor")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo names the supervisor's executable")
-    })
+    BIN.get_or_init(|| workspace_bin("gns3-qemud-supervisor", "gns3-qemud-supervisor"))
+}
+
+/// The client's binary, gns3-qemuctl, built once per test process (see `workspace_bin`).
+pub fn ctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("gns3-qemuctl", "gns3-qemuctl"))
+}
+
+/// Binary `bin` of the workspace's package `package`. Cargo neither builds another package's
+/// binary for a test nor gives its path (`CARGO_BIN_EXE_*` are the test's own package's), so
+/// the harness has cargo build it, in the test's profile, and takes the path cargo reports:
+/// never a stale one left in target/.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    // The test runs from target/<profile's directory>/deps/; the dev profile's is "debug".
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name);
+    let profile = match dir.and_then(|d| d.to_str()).unwrap() {
+        "debug" => "dev",
+        p => p,
+    };
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(["--package", package, "--bin", bin])
+        .arg(format!("--profile={profile}"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo did not build {bin}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter(|m| m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo names {bin}'s executable"))
 }
 
 /// A gns3-qemud-supervisor (as root, like the test) on a socket in a directory of the test.
