@@ -138,6 +138,13 @@ async fn create_list_show_set_start_stop_delete() {
         ctl(&lab, &["show", "r1", "-p", "Ram", "-p", "Project"]),
         ok("Ram=128\nProject=lab1\n")
     );
+    let shown = ctl(&lab, &["show", "r1", "--json"]);
+    assert_eq!((shown.code, shown.stderr.as_str()), (0, ""));
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    // Every property, as in list's, which adds the object path.
+    let mut want = vms[0].clone();
+    want.as_object_mut().unwrap().remove("ObjectPath");
+    assert_eq!(shown, want);
     let id = vm1.id().await.unwrap();
     assert_eq!(
         ctl(&lab, &["show", &id, "-p", "Name", "--value"]),
@@ -174,6 +181,14 @@ async fn create_list_show_set_start_stop_delete() {
         assert!(common::pid_alive(vm.pid().await.unwrap()));
         let mut console = common::Console::connect(vm.console_port().await.unwrap());
         console.wait_for("GUEST-READY", BOOT).unwrap();
+    }
+    assert_eq!(ctl(&lab, &["suspend", "r1", "r2"]), ok(""));
+    for vm in [&vm1, &vm2] {
+        assert_eq!(vm.state().await.unwrap(), "paused");
+    }
+    assert_eq!(ctl(&lab, &["resume", "r1", "r2"]), ok(""));
+    for vm in [&vm1, &vm2] {
+        assert_eq!(vm.state().await.unwrap(), "running");
     }
     assert_eq!(ctl(&lab, &["stop", "r2"]), ok(""));
     assert_eq!(vm2.state().await.unwrap(), "stopped");
@@ -341,4 +356,49 @@ async fn the_bus_by_address_or_ssh_and_what_to_do_when_refused() {
         lines[1],
         "gns3-qemud is not running: `systemctl start gns3-qemud`."
     );
+}
+
+/// Several VMs at once: each is tried, each failure is said with the daemon's named error,
+/// and any failure makes the exit code 1.
+#[tokio::test]
+async fn each_failure_of_several_is_said() {
+    let lab = Lab::start().await;
+    for bad in ["b1", "b2"] {
+        assert_eq!(
+            create(&lab, bad, &["--set", "Options=-bogus-option"]),
+            ok("")
+        );
+    }
+    assert_eq!(create(&lab, "r1", &[]), ok(""));
+    let run = ctl(&lab, &["start", "b1", "r1", "b2"]);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{run:?}");
+    let b2 = run
+        .stderr
+        .find("Failed to start b2: ")
+        .unwrap_or_else(|| panic!("{run:?}"));
+    let (one, two) = run.stderr.split_at(b2);
+    for (said, name) in [(one, "b1"), (two, "b2")] {
+        assert!(
+            said.starts_with(&format!(
+                "Failed to start {name}: org.gns3.Qemu.Error.StartFailed: "
+            )),
+            "{run:?}"
+        );
+        assert!(said.contains("-bogus-option: invalid option"), "{run:?}");
+    }
+    let r1 = common::vm(&lab.conn, &lab.manager.get_vm("r1").await.unwrap()).await;
+    assert_eq!(r1.state().await.unwrap(), "running");
+
+    // One failure alone is said once.
+    let run = ctl(&lab, &["start", "b1"]);
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{run:?}");
+    assert!(run
+        .stderr
+        .starts_with("Failed to start b1: org.gns3.Qemu.Error.StartFailed: "));
+    assert_eq!(run.stderr.matches("Failed to start").count(), 1, "{run:?}");
+
+    // create --start: created and running in one command.
+    assert_eq!(create(&lab, "r2", &["--start"]), ok(""));
+    let r2 = common::vm(&lab.conn, &lab.manager.get_vm("r2").await.unwrap()).await;
+    assert_eq!(r2.state().await.unwrap(), "running");
 }
