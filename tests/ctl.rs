@@ -278,19 +278,15 @@ async fn no_such_vm_is_4_and_bad_usage_2() {
 async fn the_bus_by_address_or_ssh_and_what_to_do_when_refused() {
     let lab = Lab::start().await;
     assert_eq!(create(&lab, "r1", &[]), ok(""));
-    let rows = |run: Run| {
-        run.stdout
-            .lines()
-            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-            .collect::<Vec<_>>()
-    };
-
+    let r1 = common::vm(&lab.conn, &lab.manager.get_vm("r1").await.unwrap()).await;
+    let port = r1.console_port().await.unwrap();
+    let listed = ok(&format!("r1  -  stopped  {port}  256M  1  0\n"));
     // --address wins over the environment's system bus.
     let by_address = ctl_on(
         "unix:path=/nonexistent",
         &["--address", &lab.bus.address, "--no-legend", "list"],
     );
-    assert_eq!(rows(by_address), ["r1"]);
+    assert_eq!(by_address, listed);
 
     // -H runs `ssh -xT -- HOST systemd-stdio-bridge`: an ssh of the test's, first in PATH,
     // records its arguments and bridges to the private bus, as sshd would run the bridge.
@@ -318,7 +314,7 @@ async fn the_bus_by_address_or_ssh_and_what_to_do_when_refused() {
         .args(["-H", "admin@lab-host", "--no-legend", "list"])
         .env("PATH", path)
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent");
-    assert_eq!(rows(finish(command)), ["r1"]);
+    assert_eq!(finish(command), listed);
     assert_eq!(
         std::fs::read_to_string(&argv).unwrap(),
         "-xT -- admin@lab-host systemd-stdio-bridge\n"

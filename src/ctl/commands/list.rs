@@ -28,7 +28,8 @@ impl Vm {
             .unwrap_or_default()
     }
 
-    /// The table's row: RAM in MiB with its unit, LINKS the number of tunnels.
+    /// The table's row: LAB the Project, RAM in MiB with its unit, LINKS the number of
+    /// tunnels.
     pub fn row(&self) -> Vec<String> {
         let links = match self.properties.get("Tunnels").map(|v| &**v) {
             Some(Variant::Array(a)) => a.len(),
@@ -36,7 +37,11 @@ impl Vm {
         };
         vec![
             self.get("Name"),
-            self.get("Project"),
+            // An empty cell is "-", as in systemd's tables.
+            match self.get("Project") {
+                p if p.is_empty() => "-".to_string(),
+                p => p,
+            },
             self.get("State"),
             self.get("ConsolePort"),
             format!("{}M", self.get("Ram")),
