@@ -28,8 +28,8 @@ command -v cargo >/dev/null || {
 echo "== test guest"
 tests/guest/build.sh >/dev/null
 
-# Both packages: the daemon and the supervisor (src/supervisor/, a package of its own, with
-# its own tests).
+# Every package: the daemon, the supervisor and gns3-qemuctl (src/supervisor/ and src/ctl/,
+# packages of their own, with their own tests).
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -72,7 +72,7 @@ fn the_rust_version_asked_for_is_what_the_locked_dependencies_need() {
         }
     }
     let want = format!("{}.{}", need.0, need.1);
-    // Both packages take it from [workspace.package]; each is checked, should one set its own.
+    // Every package takes it from [workspace.package]; each is checked, should one set its own.
     for p in packages.iter().filter(|p| ours.contains(&&p["id"])) {
         let name = p["name"].as_str().unwrap();
         let asked = p["rust_version"].as_str();

@@ -2,12 +2,13 @@
 //! [`commands`] what it does, through the [`proxies`] the integration tests use too, over
 //! the connection [`bus`] makes. [`contract`] turns `Prop=Value` into the contract's types;
 //! [`output`] prints for people and for programs (`--json`); [`error`] is every failure and
-//! its exit code.
+//! its exit code. [`lab`] reads lab files (`up` and the other lab commands are to come).
 
 pub mod bus;
 pub mod cli;
 pub mod commands;
 pub mod contract;
 pub mod error;
+pub mod lab;
 pub mod output;
 pub mod proxies;
