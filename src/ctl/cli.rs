@@ -46,6 +46,27 @@ pub enum Command {
     Suspend(Vms),
     /// Resume paused VMs.
     Resume(Vms),
+    /// Reset VMs, as the reset button does.
+    Reload(Vms),
+    /// Print a VM's QEMU log (qemu.log).
+    Log {
+        /// The VM's name or id.
+        vm: String,
+    },
+    /// Print the command line Start runs, as one line a shell takes.
+    Cmdline {
+        /// The VM's name or id.
+        vm: String,
+    },
+    /// Run a QEMU monitor (HMP) command; without one, each line read from stdin.
+    Monitor {
+        /// The VM's name or id.
+        vm: String,
+        /// The command, as one line (`info status`).
+        command: Vec<String>,
+    },
+    /// Print what the daemon is: its version, console host and QEMU binaries.
+    Info,
     /// Delete VMs and their files.
     Delete {
         #[command(flatten)]

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod console;
+pub mod ctl;
 pub mod invariants;
 pub mod udp;
 pub mod users;

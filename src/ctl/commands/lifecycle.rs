@@ -1,4 +1,4 @@
-//! `start`, `stop`, `suspend`, `resume` of several VMs at once, in parallel: every VM named
+//! `start`, `stop`, `suspend`, `resume`, `reload` of several VMs at once, in parallel: every VM named
 //! must exist before any is touched; each failure is reported, and any makes the exit code 1.
 
 use futures_util::future::join_all;
@@ -12,6 +12,7 @@ pub enum Action {
     Stop,
     Suspend,
     Resume,
+    Reload,
 }
 
 impl Action {
@@ -21,6 +22,7 @@ impl Action {
             Action::Stop => "stop",
             Action::Suspend => "suspend",
             Action::Resume => "resume",
+            Action::Reload => "reload",
         }
     }
 
@@ -30,6 +32,7 @@ impl Action {
             Action::Stop => vm.stop().await,
             Action::Suspend => vm.suspend().await,
             Action::Resume => vm.resume().await,
+            Action::Reload => vm.reload().await,
         }
     }
 }

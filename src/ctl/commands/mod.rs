@@ -3,10 +3,12 @@
 
 mod create;
 mod delete;
+mod info;
 mod lifecycle;
 mod list;
 mod set;
 mod show;
+mod vm;
 
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
@@ -35,6 +37,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v.vms).await,
         Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v.vms).await,
         Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v.vms).await,
+        Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v.vms).await,
+        Command::Log { vm } => vm::log(&conn, &vm).await,
+        Command::Cmdline { vm } => vm::cmdline(&conn, &vm).await,
+        Command::Monitor { vm, command } => vm::monitor(&conn, &vm, &command).await,
+        Command::Info => info::run(&conn, legend).await,
         Command::Delete { vms, force } => delete::run(&conn, &vms.vms, force).await,
     }
 }

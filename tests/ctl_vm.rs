@@ -1,0 +1,95 @@
+//! gns3-qemuctl on one VM beyond its settings: `cmdline` (a line a shell reads back as the
+//! daemon's own argument list), `monitor` (one command, or lines from stdin), `log`,
+//! `reload`, and `info`; each against the real daemon and a real guest.
+
+mod common;
+
+use common::ctl::{create, ctl, failed, ok, BOOT};
+use common::{ctl_bin, Lab};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[tokio::test]
+async fn cmdline_monitor_log_reload_and_info() {
+    let lab = Lab::start().await;
+    assert_eq!(create(&lab, "r1", &["--ram", "96"]), ok(""));
+    let path = lab.manager.get_vm("r1").await.unwrap();
+    let vm = common::vm(&lab.conn, &path).await;
+
+    // The printed line, read back by a shell, is the daemon's own argument list.
+    let line = ctl(&lab, &["cmdline", "r1"]);
+    assert_eq!((line.code, line.stderr.as_str()), (0, ""));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\n' {}", line.stdout.trim_end()))
+        .output()
+        .unwrap();
+    let args: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(args, vm.command_line().await.unwrap());
+    assert!(
+        line.stdout.contains("'console=ttyS0 panic=-1 quiet'"),
+        "{}",
+        line.stdout
+    );
+
+    assert_eq!(ctl(&lab, &["start", "r1"]), ok(""));
+    let mut console = common::Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    assert_eq!(
+        ctl(&lab, &["monitor", "r1", "info", "status"]),
+        ok("VM status: running\r\n")
+    );
+    // Without a command: each line of stdin, answered in turn.
+    let mut child = Command::new(ctl_bin())
+        .args(["monitor", "r1"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &lab.bus.address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"info status\n\nstop\ninfo status\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "VM status: running\r\nVM status: paused\r\n"
+    );
+    let cont = ctl(&lab, &["monitor", "r1", "cont"]);
+    assert_eq!((cont.code, cont.stderr.as_str()), (0, ""));
+
+    // Reload resets the guest, which boots again.
+    assert_eq!(ctl(&lab, &["reload", "r1"]), ok(""));
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    assert_eq!(vm.state().await.unwrap(), "running");
+
+    assert_eq!(ctl(&lab, &["log", "r1"]), ok(&vm.read_log().await.unwrap()));
+    assert_eq!(
+        ctl(&lab, &["log", "nosuch"]),
+        failed(4, "No VM named or with id 'nosuch'.\n")
+    );
+
+    let info = ctl(&lab, &["info"]);
+    assert_eq!((info.code, info.stderr.as_str()), (0, ""));
+    let version = lab.manager.version().await.unwrap();
+    let host = lab.manager.console_host().await.unwrap();
+    let binaries = lab.manager.qemu_binaries().await.unwrap();
+    assert!(!binaries.is_empty());
+    let mut want = format!("Version: {version}\nConsoleHost: {host}\n\n");
+    let width = binaries.iter().map(|(p, _)| p.len()).max().unwrap().max(4);
+    want.push_str(&format!("{:width$}  VERSION\n", "QEMU"));
+    for (p, v) in &binaries {
+        let v = if v.is_empty() { "-" } else { v };
+        want.push_str(&format!("{p:width$}  {v}\n"));
+    }
+    assert_eq!(info.stdout, want);
+    assert_eq!(ctl(&lab, &["stop", "r1"]), ok(""));
+}
