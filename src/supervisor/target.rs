@@ -22,6 +22,10 @@ use super::procfs;
 /// 15 bytes by the kernel: `qemu-system-x86`).
 const QEMU_COMM: &str = "qemu-system-";
 
+/// The kernel's flag (include/linux/sched.h) of an io_uring worker thread, in the flags
+/// field of its stat line.
+const PF_IO_WORKER: u32 = 0x10;
+
 /// How long the threads of a stopped process may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -150,7 +154,7 @@ impl Target {
         }
         // Still alive with the same threads: no thread ended (a stopped one only ends
         // with the whole process), so each id was its own when it was set.
-        if !self.alive() || threads(self.pid)? != tids {
+        if !self.alive() || self.threads()? != tids {
             return Err(Error::Gone { pid: self.pid });
         }
         Ok(set)
@@ -160,7 +164,7 @@ impl Target {
     fn wait_stopped(&self) -> Result<Vec<u32>> {
         let end = Instant::now() + STOP_TIMEOUT;
         loop {
-            let tids = threads(self.pid)?;
+            let tids = self.threads()?;
             if !self.alive() {
                 return Err(Error::Gone { pid: self.pid });
             }
@@ -179,6 +183,22 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The process's own threads: not the kernel's io_uring workers among them (QEMU's
+    /// event loop uses io_uring), which come and go, never stop for a signal, and run at
+    /// the kernel's priority, not at one set here.
+    fn threads(&self) -> Result<Vec<u32>> {
+        let worker = |tid: &u32| {
+            std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid))
+                .ok()
+                .and_then(|s| procfs::stat_field(&s, 9)?.parse::<u32>().ok())
+                .is_some_and(|flags| flags & PF_IO_WORKER != 0)
+        };
+        Ok(threads(self.pid)?
+            .into_iter()
+            .filter(|t| !worker(t))
+            .collect())
     }
 }
 
