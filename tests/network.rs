@@ -397,10 +397,27 @@ async fn tunnels_are_checked_stored_and_kept_across_restarts() {
     assert_eq!(error_name(&e), "org.freedesktop.DBus.Error.UnknownObject");
 }
 
-/// How many descriptors process `pid` has open.
+/// How many UDP sockets process `pid` has open: its other descriptors (the bus, a
+/// sock_diag query, a blocking thread's) come and go on their own.
 fn fds(pid: u32) -> usize {
+    let mut udp = std::collections::HashSet::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        udp.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string)),
+        );
+    }
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .filter(|inode| udp.contains(inode))
         .count()
 }
 
