@@ -33,6 +33,8 @@ pub struct Target {
     pub pid: u32,
     /// Its parent when checked: the caller, if it is the caller's child.
     pub parent: u32,
+    /// Its command name when checked.
+    comm: String,
     pidfd: OwnedFd,
 }
 
@@ -63,8 +65,13 @@ impl Target {
             }
         }
         let owner = real_uid(pid)?;
-        let parent = stat(pid)?.parent;
-        let target = Target { pid, parent, pidfd };
+        let Stat { comm, parent } = stat(pid)?;
+        let target = Target {
+            pid,
+            parent,
+            comm,
+            pidfd,
+        };
         // If the process still lives, /proc/<pid> was read from it and not from a process
         // that got its pid since.
         if !target.alive() {
@@ -80,15 +87,12 @@ impl Target {
     /// process was exec'd as; a process of the caller's uid could name itself so, but the
     /// caller's uid is the daemon's, which may do as much to its own processes anyway: the
     /// check keeps root from lending a nice value to anything else by mistake.
+    /// The name was read in [`Target::check`], before the pidfd said the process lived.
     pub fn require_qemu(&self) -> Result<()> {
-        let comm = stat(self.pid)?.comm;
-        if !self.alive() {
-            return Err(Error::Gone { pid: self.pid });
-        }
-        if !comm.starts_with(QEMU_COMM) {
+        if !self.comm.starts_with(QEMU_COMM) {
             return Err(Error::NotQemu {
                 pid: self.pid,
-                comm,
+                comm: self.comm.clone(),
             });
         }
         Ok(())
@@ -154,7 +158,7 @@ impl Target {
         }
         // Still alive with the same threads: no thread ended (a stopped one only ends
         // with the whole process), so each id was its own when it was set.
-        if !self.alive() || self.threads()? != tids {
+        if !self.alive() || self.own_threads()? != tids {
             return Err(Error::Gone { pid: self.pid });
         }
         Ok(set)
@@ -164,7 +168,7 @@ impl Target {
     fn wait_stopped(&self) -> Result<Vec<u32>> {
         let end = Instant::now() + STOP_TIMEOUT;
         loop {
-            let tids = self.threads()?;
+            let tids = self.own_threads()?;
             if !self.alive() {
                 return Err(Error::Gone { pid: self.pid });
             }
@@ -188,7 +192,7 @@ impl Target {
     /// The process's own threads: not the kernel's io_uring workers among them (QEMU's
     /// event loop uses io_uring), which come and go, never stop for a signal, and run at
     /// the kernel's priority, not at one set here.
-    fn threads(&self) -> Result<Vec<u32>> {
+    fn own_threads(&self) -> Result<Vec<u32>> {
         let worker = |tid: &u32| {
             std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid))
                 .ok()
