@@ -10,15 +10,33 @@ use crate::error::{Error, Result};
 
 const VM_XML: &str = include_str!("../../dbus/org.gns3.Qemu.VM.xml");
 const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
+/// The settings that name files: the daemon resolves nothing against a client's directory,
+/// so clients send them as absolute paths.
+pub const FILES: [&str; 4] = ["HdaDiskImage", "HdbDiskImage", "KernelImage", "Initrd"];
 /// What CreateVM takes beside the writable properties (dbus/org.gns3.Qemu.Manager.xml).
 const CREATE_ONLY: [&str; 2] = ["Id", "Project"];
 
-/// A property of the VM interface: its D-Bus type and whether it may be written.
+/// A property of the VM interface: its D-Bus type, whether it may be written, and what a
+/// change does while the VM runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Property {
     pub signature: String,
     pub writable: bool,
+    pub applies: Applies,
 }
+
+/// The contract's annotation org.gns3.Qemu.Applies of a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    /// Stored; QEMU gets it at its next start.
+    NextStart,
+    /// Refused while the VM runs.
+    Stopped,
+    /// Applied at once (and every read-only property, which no one changes).
+    Live,
+}
+
+const APPLIES: &str = "org.gns3.Qemu.Applies";
 
 /// The VM interface's properties, by name.
 pub fn properties() -> &'static BTreeMap<String, Property> {
@@ -38,9 +56,15 @@ fn parse(xml: &str) -> BTreeMap<String, Property> {
     iface
         .properties()
         .map(|p| {
+            let applies = p.annotations().iter().find(|a| a.name() == APPLIES);
             let property = Property {
                 signature: p.ty().to_string(),
                 writable: p.access().write(),
+                applies: match applies.map(|a| a.value()) {
+                    Some("next-start") => Applies::NextStart,
+                    Some("stopped") => Applies::Stopped,
+                    _ => Applies::Live,
+                },
             };
             (p.name().to_string(), property)
         })
@@ -156,6 +180,29 @@ mod tests {
         assert_eq!(p["LegacyNetworking"].signature, "b");
         assert!(!p["State"].writable);
         assert_eq!(p["Tunnels"].signature, "a(uqsq)");
+        assert_eq!(p["Ram"].applies, Applies::NextStart);
+        assert_eq!(p["Adapters"].applies, Applies::Stopped);
+        assert_eq!(p["CpuThrottling"].applies, Applies::Live);
+    }
+
+    /// Every setting says what a change does while the VM runs: none falls to Live unsaid.
+    #[test]
+    fn every_setting_of_the_contract_is_annotated() {
+        let node = zbus_xml::Node::from_reader(VM_XML.as_bytes()).unwrap();
+        let iface = &node.interfaces()[0];
+        for p in iface.properties().filter(|p| p.access().write()) {
+            let values: Vec<_> = p
+                .annotations()
+                .iter()
+                .filter(|a| a.name() == APPLIES)
+                .map(|a| a.value().to_string())
+                .collect();
+            assert!(
+                matches!(values.as_slice(), [v] if ["next-start", "stopped", "live"].contains(&v.as_str())),
+                "{}: {values:?}",
+                p.name()
+            );
+        }
     }
 
     #[test]

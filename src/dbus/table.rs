@@ -16,7 +16,7 @@ use zbus::message::Header;
 use zbus::object_server::{introspect_doc_comment, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
 
-use crate::model::table::Row;
+use crate::model::table::{Row, When};
 
 /// A Set answered by the core: its reply.
 pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> + Send + 'a>>;
@@ -68,28 +68,44 @@ pub fn row<I: Table>(name: &str) -> Option<&'static Row> {
     I::ROWS.iter().find(|row| row.key == name)
 }
 
-/// The rows as introspection data: a `<property>` each, after its documentation.
+/// The rows as introspection data: a `<property>` each, after its documentation, with the
+/// annotation that says what a change does to a running VM (clients such as gns3-qemuctl tell
+/// their user from it).
 pub fn introspect<I: Table>(writer: &mut dyn Write, indent: usize) {
     for row in I::ROWS {
         introspect_doc_comment(writer, indent, row.doc.trim_end());
-        let open = format!(
-            r#"{:indent$}<property name="{}" type="{}" access="readwrite""#,
+        let _ = writeln!(
+            writer,
+            r#"{:indent$}<property name="{}" type="{}" access="readwrite">"#,
             "", row.key, row.signature
         );
-        if I::DRIVERS_ONLY.contains(&row.key) {
-            // As the macro writes it for a property of its own (LastError).
+        let annotation = |writer: &mut dyn Write, name: &str, value: &str| {
             let _ = writeln!(
                 writer,
-                "{open}>\n{:inner$}<annotation name=\"{EMITS_CHANGED}\" value=\"invalidates\"/>\n\
-                 {:indent$}</property>",
-                "",
+                r#"{:inner$}<annotation name="{name}" value="{value}"/>"#,
                 "",
                 inner = indent + 2,
             );
-        } else {
-            let _ = writeln!(writer, "{open}/>");
+        };
+        if I::DRIVERS_ONLY.contains(&row.key) {
+            // As the macro writes it for a property of its own (LastError).
+            annotation(writer, EMITS_CHANGED, "invalidates");
         }
+        annotation(writer, APPLIES, applies(row.when));
+        let _ = writeln!(writer, "{:indent$}</property>", "");
+    }
+}
+
+/// The annotation's value for `when`, as the contract spells it.
+fn applies(when: When) -> &'static str {
+    match when {
+        When::NextStart => "next-start",
+        When::Stopped => "stopped",
+        When::Live => "live",
     }
 }
 
 const EMITS_CHANGED: &str = "org.freedesktop.DBus.Property.EmitsChangedSignal";
+/// What a change of the setting does to a running VM: `next-start` (stored, QEMU gets it at
+/// its next start), `stopped` (refused while QEMU runs) or `live` (applied at once).
+const APPLIES: &str = "org.gns3.Qemu.Applies";

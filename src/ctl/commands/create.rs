@@ -18,7 +18,6 @@ pub fn settings(c: &Create) -> Result<BTreeMap<String, OwnedVariant>> {
     if let Some(n) = c.adapters {
         out.insert("Adapters".to_string(), OwnedVariant::from(n));
     }
-    // The daemon resolves nothing against the caller's directory: files go as absolute paths.
     for (name, file) in [
         ("HdaDiskImage", &c.disk),
         ("KernelImage", &c.kernel),

@@ -23,6 +23,10 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use zbus::{OwnedVariant, Str, Variant};
+
+use crate::contract::FILES;
 
 /// Short names for the settings lab files use most; any contract name works too.
 const ALIASES: &[(&str, &str)] = &[
@@ -48,16 +52,6 @@ const ALIASES: &[(&str, &str)] = &[
 /// The key of a node that is not a setting.
 const READY: &str = "ready";
 
-/// A setting's value, of its property's D-Bus type.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Typed {
-    Str(String),
-    U32(u32),
-    U16(u16),
-    I32(i32),
-    Bool(bool),
-}
-
 /// What `up --wait` waits for before a node counts as ready.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,9 +62,21 @@ pub struct Ready {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
-    /// Contract name → value: the defaults, then the node's own.
-    pub settings: BTreeMap<String, Typed>,
+    /// Contract name → value of the property's type: the defaults, then the node's own;
+    /// files (images, kernel, initrd) as absolute paths, relative ones from the lab file's
+    /// directory.
+    pub settings: BTreeMap<String, OwnedVariant>,
     pub ready: Ready,
+}
+
+impl Node {
+    /// The node's Adapters, or `default` where the file sets none.
+    pub fn adapters(&self, default: u32) -> u32 {
+        match self.settings.get("Adapters").map(|v| &**v) {
+            Some(Variant::U32(n)) => *n,
+            _ => default,
+        }
+    }
 }
 
 /// One end of a link.
@@ -192,7 +198,10 @@ pub fn parse(
     if name.is_empty() {
         return Err(at(&raw.name.referenced, "the lab's name is empty".into()));
     }
-    let defaults = settings(&raw.defaults, properties, "defaults").map_err(|(l, m)| at(&l, m))?;
+    // Files are found from the lab file's directory, as containerlab finds them.
+    let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    let defaults =
+        settings(&raw.defaults, properties, "defaults", dir).map_err(|(l, m)| at(&l, m))?;
     let mut nodes = BTreeMap::new();
     for (node, spec) in &raw.nodes {
         let mut own = spec.value.clone();
@@ -207,7 +216,8 @@ pub fn parse(
         };
         let mut merged = defaults.clone();
         merged.extend(
-            settings(&own, properties, &format!("node '{node}'")).map_err(|(l, m)| at(&l, m))?,
+            settings(&own, properties, &format!("node '{node}'"), dir)
+                .map_err(|(l, m)| at(&l, m))?,
         );
         nodes.insert(
             node.clone(),
@@ -259,7 +269,8 @@ fn settings(
     written: &BTreeMap<String, Spanned<Value>>,
     properties: &Properties<'_>,
     whose: &str,
-) -> Result<BTreeMap<String, Typed>, (serde_saphyr::Location, String)> {
+    dir: &Path,
+) -> Result<BTreeMap<String, OwnedVariant>, (serde_saphyr::Location, String)> {
     let mut out = BTreeMap::new();
     for (key, value) in written {
         let name = ALIASES
@@ -280,15 +291,22 @@ fn settings(
                 ),
             ));
         };
-        let typed = typed(&value.value, signature)
+        let mut typed = typed(&value.value, signature)
             .map_err(|want| (value.referenced, format!("{whose}: {name} takes {want}")))?;
+        if let (true, Some(path)) = (FILES.contains(&name), value.value.as_str()) {
+            if !path.is_empty() && !path.starts_with('/') {
+                let path = std::path::absolute(dir.join(path))
+                    .map_err(|e| (value.referenced, format!("{whose}: {name}: {e}")))?;
+                typed = OwnedVariant::from(Str::from(path.to_string_lossy().into_owned()));
+            }
+        }
         out.insert(name.to_string(), typed);
     }
     Ok(out)
 }
 
 /// `value` as a value of D-Bus type `signature`, or what that type takes.
-fn typed(value: &Value, signature: &str) -> Result<Typed, String> {
+fn typed(value: &Value, signature: &str) -> Result<OwnedVariant, String> {
     let number = |max: u64| value.as_u64().filter(|n| *n <= max);
     let got = || match value {
         Value::String(s) => format!("'{s}'"),
@@ -297,22 +315,22 @@ fn typed(value: &Value, signature: &str) -> Result<Typed, String> {
     match signature {
         "s" => value
             .as_str()
-            .map(|s| Typed::Str(s.to_string()))
+            .map(|s| OwnedVariant::from(Str::from(s.to_string())))
             .ok_or_else(|| format!("a string, not {} (quote it)", got())),
         "u" => number(u64::from(u32::MAX))
-            .map(|n| Typed::U32(n as u32))
+            .map(|n| OwnedVariant::from(n as u32))
             .ok_or_else(|| format!("a number from 0 to {}, not {}", u32::MAX, got())),
         "q" => number(u64::from(u16::MAX))
-            .map(|n| Typed::U16(n as u16))
+            .map(|n| OwnedVariant::from(n as u16))
             .ok_or_else(|| format!("a number from 0 to {}, not {}", u16::MAX, got())),
         "i" => value
             .as_i64()
             .and_then(|n| i32::try_from(n).ok())
-            .map(Typed::I32)
+            .map(OwnedVariant::from)
             .ok_or_else(|| format!("a number from {} to {}, not {}", i32::MIN, i32::MAX, got())),
         "b" => value
             .as_bool()
-            .map(Typed::Bool)
+            .map(OwnedVariant::from)
             .ok_or_else(|| format!("true or false, not {}", got())),
         other => Err(format!(
             "a value of D-Bus type '{other}', which lab files cannot give"
@@ -340,10 +358,7 @@ fn end(
                     nodes.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
-            let adapters = match n.settings.get("Adapters") {
-                Some(Typed::U32(a)) => *a,
-                _ => default_adapters,
-            };
+            let adapters = n.adapters(default_adapters);
             if adapter >= adapters {
                 return Err(format!(
                     "'{text}': node '{node}' has {adapters} adapter(s), eth0 to eth{}; raise its adapters",
@@ -422,11 +437,15 @@ links:
         let lab = lab(TRIANGLE).unwrap();
         assert_eq!(lab.name, "triangle");
         let r2 = &lab.nodes["r2"];
-        assert_eq!(r2.settings["Ram"], Typed::U32(512), "the node's own wins");
-        assert_eq!(lab.nodes["r1"].settings["Ram"], Typed::U32(256));
+        assert_eq!(
+            r2.settings["Ram"],
+            OwnedVariant::from(512u32),
+            "the node's own wins"
+        );
+        assert_eq!(lab.nodes["r1"].settings["Ram"], OwnedVariant::from(256u32));
         assert_eq!(
             lab.nodes["r1"].settings["HdaDiskImage"],
-            Typed::Str("/srv/r.qcow2".into())
+            OwnedVariant::from(Str::from("/srv/r.qcow2"))
         );
         assert_eq!(lab.nodes["r1"].ready.console.as_deref(), Some("login:"));
         assert_eq!(lab.links.len(), 4);
@@ -447,6 +466,30 @@ links:
         );
     }
 
+    #[test]
+    fn files_are_found_from_the_lab_files_directory() {
+        let text =
+            "name: x\nnodes:\n  a: {image: r.qcow2, hdb: /abs.qcow2, qemu: qemu-system-x86_64}\n";
+        let mut props = props();
+        props.insert("HdbDiskImage", "s");
+        props.insert("QemuPath", "s");
+        let lab = parse("/srv/labs/lab.yml", text, &props, 1).unwrap();
+        let a = &lab.nodes["a"].settings;
+        assert_eq!(
+            a["HdaDiskImage"],
+            OwnedVariant::from(Str::from("/srv/labs/r.qcow2"))
+        );
+        assert_eq!(
+            a["HdbDiskImage"],
+            OwnedVariant::from(Str::from("/abs.qcow2"))
+        );
+        assert_eq!(
+            a["QemuPath"],
+            OwnedVariant::from(Str::from("qemu-system-x86_64")),
+            "found in PATH"
+        );
+    }
+
     /// The aliases and the example name settings of the real contract, with its types.
     #[test]
     fn every_alias_is_a_writable_setting_of_the_contract() {
@@ -455,7 +498,10 @@ links:
             assert!(contract.contains_key(name), "{alias} → {name}");
         }
         let lab = parse("lab.yml", TRIANGLE, &contract, 1).unwrap();
-        assert_eq!(lab.nodes["r3"].settings["Adapters"], Typed::U32(3));
+        assert_eq!(
+            lab.nodes["r3"].settings["Adapters"],
+            OwnedVariant::from(3u32)
+        );
     }
 
     #[test]
