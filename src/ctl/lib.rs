@@ -10,5 +10,7 @@ pub mod commands;
 pub mod contract;
 pub mod error;
 pub mod lab;
+pub mod links;
 pub mod output;
 pub mod proxies;
+pub mod snapshot;

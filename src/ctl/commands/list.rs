@@ -1,102 +1,39 @@
 //! `list`: every VM from one GetManagedObjects call, as a table or as JSON (every property
 //! of each VM, and its object path).
 
-use std::collections::HashMap;
-use zbus::fdo::ObjectManagerProxy;
-use zbus::{OwnedVariant, Variant};
+use crate::error::Result;
+use crate::output;
+use crate::snapshot::{self, Vm};
 
-use crate::error::{Error, Result};
-use crate::output::{self, json, text};
-
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 const HEADER: [&str; 7] = [
     "NAME", "LAB", "STATE", "CONSOLE", "RAM", "ADAPTERS", "LINKS",
 ];
 const NUMBERS: [&str; 4] = ["CONSOLE", "RAM", "ADAPTERS", "LINKS"];
 
-/// One VM: its object path and properties.
-pub struct Vm {
-    pub path: String,
-    pub properties: HashMap<String, OwnedVariant>,
-}
-
-impl Vm {
-    fn get(&self, name: &str) -> String {
-        self.properties
-            .get(name)
-            .map(|v| text(v))
-            .unwrap_or_default()
-    }
-
-    /// The table's row: LAB the Project, RAM in MiB with its unit, LINKS the number of
-    /// tunnels.
-    pub fn row(&self) -> Vec<String> {
-        let links = match self.properties.get("Tunnels").map(|v| &**v) {
-            Some(Variant::Array(a)) => a.len(),
-            _ => 0,
-        };
-        vec![
-            self.get("Name"),
-            // An empty cell is "-", as in systemd's tables.
-            match self.get("Project") {
-                p if p.is_empty() => "-".to_string(),
-                p => p,
-            },
-            self.get("State"),
-            self.get("ConsolePort"),
-            format!("{}M", self.get("Ram")),
-            self.get("Adapters"),
-            links.to_string(),
-        ]
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        let mut out: serde_json::Map<String, serde_json::Value> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), json(v)))
-            .collect();
-        out.insert(
-            "ObjectPath".into(),
-            serde_json::Value::from(self.path.clone()),
-        );
-        out.into()
-    }
-}
-
-/// Every VM, by name.
-async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
-    let om = ObjectManagerProxy::builder(conn)
-        .destination("org.gns3.Qemu")
-        .path("/org/gns3/Qemu")
-        .build()
-        .await
-        .map_err(Error::Connect)?;
-    let objects = om
-        .get_managed_objects()
-        .await
-        .map_err(|e| Error::call("list the VMs")(e.into()))?;
-    let mut out: Vec<Vm> = objects
-        .into_iter()
-        .filter_map(|(path, mut ifaces)| {
-            let properties = ifaces.remove(VM_INTERFACE)?;
-            Some(Vm {
-                path: path.to_string(),
-                properties,
-            })
-        })
-        .collect();
-    out.sort_by_key(|vm| vm.get("Name"));
-    Ok(out)
+/// The table's row: LAB the Project, RAM in MiB with its unit, LINKS the number of tunnels.
+fn row(vm: &Vm) -> Vec<String> {
+    vec![
+        vm.name(),
+        // An empty cell is "-", as in systemd's tables.
+        match vm.project() {
+            p if p.is_empty() => "-".to_string(),
+            p => p,
+        },
+        vm.state(),
+        vm.get("ConsolePort"),
+        format!("{}M", vm.get("Ram")),
+        vm.get("Adapters"),
+        vm.tunnels().len().to_string(),
+    ]
 }
 
 pub async fn run(conn: &zbus::Connection, as_json: bool, legend: bool) -> Result<()> {
-    let vms = vms(conn).await?;
+    let vms = snapshot::vms(conn).await?;
     if as_json {
         return output::print_json(&vms.iter().map(Vm::json).collect());
     }
     let n = vms.len();
-    let mut out = output::table(&HEADER, &NUMBERS, vms.iter().map(Vm::row).collect(), legend);
+    let mut out = output::table(&HEADER, &NUMBERS, vms.iter().map(row).collect(), legend);
     if legend {
         let noun = if n == 1 { "VM" } else { "VMs" };
         out.push_str(&format!("\n{n} {noun} listed.\n"));

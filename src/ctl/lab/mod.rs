@@ -27,6 +27,10 @@ use std::path::Path;
 use zbus::{OwnedVariant, Str, Variant};
 
 use crate::contract::FILES;
+use crate::links::Port;
+
+pub mod graph;
+pub mod plan;
 
 /// Short names for the settings lab files use most; any contract name works too.
 const ALIASES: &[(&str, &str)] = &[
@@ -83,7 +87,7 @@ impl Node {
 #[derive(Clone, Debug, PartialEq)]
 pub enum End {
     /// A node's adapter (`r1:eth0` is adapter 0 of r1).
-    Adapter { node: String, adapter: u32 },
+    Adapter(Port),
     /// A UDP peer outside the lab: where to send, and the local port to receive on (None:
     /// one the daemon allocates).
     Udp {
@@ -93,9 +97,12 @@ pub enum End {
     },
 }
 
+/// A link: from a node's adapter (the first of the file's endpoints that is one) to the
+/// other end.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Link {
-    pub ends: [End; 2],
+    pub from: Port,
+    pub to: End,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -227,7 +234,7 @@ pub fn parse(
             },
         );
     }
-    let mut used: BTreeMap<(String, u32), ()> = BTreeMap::new();
+    let mut used = std::collections::BTreeSet::new();
     let mut links = Vec::new();
     for link in &raw.links {
         let [a, b] = link.value.endpoints.as_slice() else {
@@ -242,24 +249,27 @@ pub fn parse(
         let mut ends = Vec::with_capacity(2);
         for e in [a, b] {
             let end = end(&e.value, &nodes, default_adapters).map_err(|m| at(&e.referenced, m))?;
-            if let End::Adapter { node, adapter } = &end {
-                if used.insert((node.clone(), *adapter), ()).is_some() {
+            if let End::Adapter(port) = &end {
+                if !used.insert(port.clone()) {
                     return Err(at(
                         &e.referenced,
-                        format!("{node}:eth{adapter} is the end of another link already"),
+                        format!("{port} is the end of another link already"),
                     ));
                 }
             }
             ends.push(end);
         }
-        let ends: [End; 2] = [ends.remove(0), ends.remove(0)];
-        if ends.iter().all(|e| matches!(e, End::Udp { .. })) {
-            return Err(at(
-                &link.referenced,
-                "a link joins at least one node; this one has two UDP ends".into(),
-            ));
-        }
-        links.push(Link { ends });
+        let (first, second) = (ends.remove(0), ends.remove(0));
+        let (from, to) = match (first, second) {
+            (End::Adapter(from), to) | (to, End::Adapter(from)) => (from, to),
+            _ => {
+                return Err(at(
+                    &link.referenced,
+                    "a link joins at least one node; this one has two UDP ends".into(),
+                ))
+            }
+        };
+        links.push(Link { from, to });
     }
     Ok(Lab { name, nodes, links })
 }
@@ -346,29 +356,23 @@ fn end(
     let udp = match written {
         FileEnd::External { udp } => udp,
         FileEnd::Adapter(text) => {
-            let (node, adapter) = text
-                .rsplit_once(':')
-                .and_then(|(n, a)| Some((n, a.strip_prefix("eth")?.parse::<u32>().ok()?)))
-                .ok_or_else(|| {
-                    format!("'{text}' is not an endpoint: write NODE:ethN, as r1:eth0")
-                })?;
-            let n = nodes.get(node).ok_or_else(|| {
+            let port = Port::parse(text)?;
+            let n = nodes.get(&port.vm).ok_or_else(|| {
                 format!(
-                    "'{text}' names node '{node}', which the lab does not have (nodes: {})",
+                    "'{text}' names node '{}', which the lab does not have (nodes: {})",
+                    port.vm,
                     nodes.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
             let adapters = n.adapters(default_adapters);
-            if adapter >= adapters {
+            if port.adapter >= adapters {
                 return Err(format!(
-                    "'{text}': node '{node}' has {adapters} adapter(s), eth0 to eth{}; raise its adapters",
+                    "'{text}': node '{}' has {adapters} adapter(s), eth0 to eth{}; raise its adapters",
+                    port.vm,
                     adapters.saturating_sub(1)
                 ));
             }
-            return Ok(End::Adapter {
-                node: node.to_string(),
-                adapter,
-            });
+            return Ok(End::Adapter(port));
         }
     };
     if udp.host.trim().is_empty() || udp.port == 0 || udp.local == Some(0) {
@@ -450,14 +454,14 @@ links:
         assert_eq!(lab.nodes["r1"].ready.console.as_deref(), Some("login:"));
         assert_eq!(lab.links.len(), 4);
         assert_eq!(
-            lab.links[0].ends[1],
-            End::Adapter {
-                node: "r2".into(),
+            lab.links[0].to,
+            End::Adapter(Port {
+                vm: "r2".into(),
                 adapter: 0
-            }
+            })
         );
         assert_eq!(
-            lab.links[3].ends[1],
+            lab.links[3].to,
             End::Udp {
                 host: "192.0.2.7".into(),
                 port: 20000,

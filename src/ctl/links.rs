@@ -1,0 +1,201 @@
+//! The cables between VMs, read from their tunnels: two tunnels whose ports face each other
+//! (each one's remote port the other's local port) are one link, as `link` wires them; a
+//! tunnel without such a partner goes outside, to a UDP peer of its own. The daemon hands out
+//! each local port once, so ports that face each other are a pair whatever host names they
+//! were given.
+
+use std::fmt;
+
+/// One tunnel of a VM (Tunnels: adapter, local port, remote host, remote port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    pub vm: String,
+    pub adapter: u32,
+    pub local: u16,
+    pub host: String,
+    pub remote: u16,
+}
+
+/// A VM's adapter: `r1:eth0`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    pub vm: String,
+    pub adapter: u32,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:eth{}", self.vm, self.adapter)
+    }
+}
+
+impl Port {
+    /// `NODE:ethN`, or why it is not one.
+    pub fn parse(text: &str) -> Result<Port, String> {
+        text.rsplit_once(':')
+            .and_then(|(vm, a)| {
+                let adapter = a.strip_prefix("eth")?.parse::<u32>().ok()?;
+                (!vm.is_empty()).then(|| Port {
+                    vm: vm.to_string(),
+                    adapter,
+                })
+            })
+            .ok_or_else(|| format!("'{text}' is not an endpoint: write NODE:ethN, as r1:eth0"))
+    }
+}
+
+/// A link as the tunnels show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Between two adapters of VMs here, `a` the one whose VM sorts first; `ports` their
+    /// local UDP ports.
+    Between { a: Port, b: Port, ports: (u16, u16) },
+    /// From an adapter to a UDP peer elsewhere.
+    Out {
+        port: Port,
+        local: u16,
+        host: String,
+        remote: u16,
+    },
+}
+
+impl Link {
+    /// The adapters of this host the link uses.
+    pub fn ports(&self) -> Vec<&Port> {
+        match self {
+            Link::Between { a, b, .. } => vec![a, b],
+            Link::Out { port, .. } => vec![port],
+        }
+    }
+}
+
+/// The links that `tunnels` make, in the order of their first tunnel.
+pub fn links(tunnels: &[Tunnel]) -> Vec<Link> {
+    let mut taken = vec![false; tunnels.len()];
+    let mut out = Vec::new();
+    for (i, t) in tunnels.iter().enumerate() {
+        if taken[i] {
+            continue;
+        }
+        taken[i] = true;
+        let port = Port {
+            vm: t.vm.clone(),
+            adapter: t.adapter,
+        };
+        let partner = tunnels
+            .iter()
+            .enumerate()
+            .position(|(j, u)| !taken[j] && u.local == t.remote && u.remote == t.local);
+        match partner {
+            Some(j) => {
+                taken[j] = true;
+                let u = &tunnels[j];
+                let other = Port {
+                    vm: u.vm.clone(),
+                    adapter: u.adapter,
+                };
+                let (a, b, ports) = if port <= other {
+                    (port, other, (t.local, u.local))
+                } else {
+                    (other, port, (u.local, t.local))
+                };
+                out.push(Link::Between { a, b, ports });
+            }
+            None => out.push(Link::Out {
+                port,
+                local: t.local,
+                host: t.host.clone(),
+                remote: t.remote,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(vm: &str, adapter: u32, local: u16, host: &str, remote: u16) -> Tunnel {
+        Tunnel {
+            vm: vm.into(),
+            adapter,
+            local,
+            host: host.into(),
+            remote,
+        }
+    }
+
+    fn p(vm: &str, adapter: u32) -> Port {
+        Port {
+            vm: vm.into(),
+            adapter,
+        }
+    }
+
+    #[test]
+    fn facing_ports_are_one_link_and_the_rest_go_out() {
+        let tunnels = [
+            t("r2", 1, 20001, "127.0.0.1", 20000),
+            t("r1", 0, 20000, "localhost", 20001),
+            t("r1", 1, 20002, "192.0.2.7", 30000),
+            // Only a half: its partner's remote is another port.
+            t("r3", 0, 20003, "127.0.0.1", 20004),
+            t("r4", 0, 20004, "127.0.0.1", 20009),
+        ];
+        assert_eq!(
+            links(&tunnels),
+            [
+                Link::Between {
+                    a: p("r1", 0),
+                    b: p("r2", 1),
+                    ports: (20000, 20001)
+                },
+                Link::Out {
+                    port: p("r1", 1),
+                    local: 20002,
+                    host: "192.0.2.7".into(),
+                    remote: 30000
+                },
+                Link::Out {
+                    port: p("r3", 0),
+                    local: 20003,
+                    host: "127.0.0.1".into(),
+                    remote: 20004
+                },
+                Link::Out {
+                    port: p("r4", 0),
+                    local: 20004,
+                    host: "127.0.0.1".into(),
+                    remote: 20009
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vm_may_be_linked_to_itself() {
+        let tunnels = [
+            t("r1", 0, 20000, "127.0.0.1", 20001),
+            t("r1", 1, 20001, "127.0.0.1", 20000),
+        ];
+        assert_eq!(
+            links(&tunnels),
+            [Link::Between {
+                a: p("r1", 0),
+                b: p("r1", 1),
+                ports: (20000, 20001)
+            }]
+        );
+    }
+
+    #[test]
+    fn endpoints_are_node_and_adapter() {
+        assert_eq!(Port::parse("r1:eth2"), Ok(p("r1", 2)));
+        assert_eq!(Port::parse("a:b:eth0"), Ok(p("a:b", 0)));
+        assert_eq!(p("r1", 2).to_string(), "r1:eth2");
+        for bad in ["r1", "r1:eth", "r1:0", ":eth0", "r1:ethx"] {
+            assert!(Port::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
