@@ -1,6 +1,7 @@
 //! The command line, as clap reads it: a usage error is clap's, with exit code 2.
 
 use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,6 +76,73 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Link two adapters with a cable (a UDP tunnel each way): A:ethN B:ethM.
+    Link {
+        /// One end, as VM:ethN.
+        #[arg(value_name = "A:ethN")]
+        a: String,
+        /// The other end, as VM:ethN.
+        #[arg(value_name = "B:ethN")]
+        b: String,
+    },
+    /// Remove the cable on an adapter, both of its ends.
+    Unlink {
+        /// The adapter, as VM:ethN.
+        #[arg(value_name = "VM:ethN")]
+        end: String,
+    },
+    /// List the cables between VMs, and those to UDP peers elsewhere.
+    Links {
+        /// Only the cables of this lab's VMs.
+        #[arg(long, value_name = "NAME")]
+        lab: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Bring a lab up as its file says: create, configure, wire and start what differs.
+    Up(Up),
+    /// Stop every VM of a lab, keeping their disks and cables.
+    Down(LabRef),
+    /// Delete every VM of a lab and their disks.
+    Destroy {
+        #[command(flatten)]
+        lab: LabRef,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Draw a lab (from its file, or as the daemon wires it) as Graphviz dot or Mermaid.
+    Graph(Graph),
+}
+
+#[derive(Debug, Args)]
+pub struct Up {
+    /// The lab file (YAML).
+    pub file: PathBuf,
+    /// Delete the lab's VMs that the file does not have.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+/// A lab, by its file or by its name (the VMs' Project).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct LabRef {
+    /// The lab file (YAML).
+    pub file: Option<PathBuf>,
+    /// The lab's name, without its file.
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Graph {
+    #[command(flatten)]
+    pub lab: LabRef,
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: crate::lab::graph::Format,
 }
 
 #[derive(Debug, Args)]

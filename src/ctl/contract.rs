@@ -13,6 +13,8 @@ const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// The settings that name files: the daemon resolves nothing against a client's directory,
 /// so clients send them as absolute paths.
 pub const FILES: [&str; 4] = ["HdaDiskImage", "HdbDiskImage", "KernelImage", "Initrd"];
+/// The Adapters of a VM whose creator gives none (the contract's default).
+pub const DEFAULT_ADAPTERS: u32 = 1;
 /// What CreateVM takes beside the writable properties (dbus/org.gns3.Qemu.Manager.xml).
 const CREATE_ONLY: [&str; 2] = ["Id", "Project"];
 

@@ -28,6 +28,28 @@ pub enum Error {
     /// Several commands run at once failed; each already said why.
     #[error("{0} of the operations failed.")]
     Several(usize),
+    /// A cable that cannot be made or removed as asked.
+    #[error("Failed to link: {0}")]
+    Link(String),
+    #[error("No VM is in lab '{0}'.")]
+    NoSuchLab(String),
+    #[error("Failed to read {file}: {source}")]
+    ReadFile {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A lab file that is wrong: its file, line, column and what.
+    #[error("{0}")]
+    LabFile(#[from] crate::lab::Error),
+    /// A lab that cannot be brought up as its file says, found before any call.
+    #[error("Failed to bring up lab {lab}: {why}")]
+    Lab { lab: String, why: String },
+    /// `up` did all it could; what is left needs the VMs stopped (each already told).
+    #[error("Lab {0} is up, but not all as its file says: see above.")]
+    Unapplied(String),
+    #[error("Refusing to destroy lab {0} without --yes.")]
+    NotConfirmed(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,7 +63,7 @@ impl Error {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NoSuchVm(_) => ExitCode::from(4),
+            Error::NoSuchVm(_) | Error::NoSuchLab(_) => ExitCode::from(4),
             _ => ExitCode::FAILURE,
         }
     }

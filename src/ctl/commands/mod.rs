@@ -4,10 +4,13 @@
 mod create;
 mod delete;
 mod info;
+mod lab;
 mod lifecycle;
+mod link;
 mod list;
 mod set;
 mod show;
+mod up;
 mod vm;
 
 use zbus::proxy::CacheProperties;
@@ -26,6 +29,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         (None, Some(h)) => Target::Host(h),
         (None, None) => Target::System,
     };
+    // A lab file's graph needs no daemon.
+    if let Command::Graph(g) = &cli.command {
+        if let (Some(file), None) = (&g.lab.file, &g.lab.lab) {
+            return lab::graph_file(file, g.format);
+        }
+    }
     let conn = bus::connect(&target).await?;
     let legend = !cli.no_legend;
     match cli.command {
@@ -43,6 +52,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Monitor { vm, command } => vm::monitor(&conn, &vm, &command).await,
         Command::Info => info::run(&conn, legend).await,
         Command::Delete { vms, force } => delete::run(&conn, &vms.vms, force).await,
+        Command::Link { a, b } => link::link(&conn, &a, &b).await,
+        Command::Unlink { end } => link::unlink(&conn, &end).await,
+        Command::Links { lab, json } => link::list(&conn, lab.as_deref(), json.json, legend).await,
+        Command::Up(up) => up::run(&conn, up).await,
+        Command::Down(lab) => lab::down(&conn, lab).await,
+        Command::Destroy { lab, yes } => lab::destroy(&conn, lab, yes).await,
+        Command::Graph(g) => lab::graph(&conn, g).await,
     }
 }
 

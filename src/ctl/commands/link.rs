@@ -1,0 +1,265 @@
+//! `link A:eth0 B:eth1`, `unlink A:eth0` and `links`: a cable is two tunnels whose ports face
+//! each other (`crate::links`). It is made whole or not at all: whatever a failed step had
+//! done is undone before the error is told. `up` wires and unwires through the same two
+//! functions.
+
+use futures_util::future::try_join;
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::lab::plan::Wire;
+use crate::links::{self, Link, Port};
+use crate::output;
+use crate::proxies::{ManagerProxy, VmProxy};
+use crate::snapshot::{self, Vm};
+
+/// Where one VM's tunnel sends to reach another's on this host. The daemon binds tunnels on
+/// its udp_host, loopback by default (which a wildcard address also answers on).
+const HERE: &str = "127.0.0.1";
+
+/// The VMs' proxies by name, from one snapshot.
+pub(super) struct Vms {
+    pub vms: Vec<Vm>,
+}
+
+impl Vms {
+    pub async fn read(conn: &zbus::Connection) -> Result<Vms> {
+        Ok(Vms {
+            vms: snapshot::vms(conn).await?,
+        })
+    }
+
+    fn vm(&self, name: &str) -> Result<&Vm> {
+        self.vms
+            .iter()
+            .find(|vm| vm.name() == name)
+            .ok_or_else(|| Error::NoSuchVm(name.to_string()))
+    }
+
+    /// The proxy of VM `name`.
+    pub async fn proxy(&self, conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
+        super::vm_at(conn, self.vm(name)?.path.clone()).await
+    }
+
+    pub fn links(&self) -> Vec<Link> {
+        let tunnels: Vec<_> = self.vms.iter().flat_map(Vm::tunnels).collect();
+        links::links(&tunnels)
+    }
+
+    /// The link on `port`, if it has one.
+    fn link_on(&self, port: &Port) -> Option<Link> {
+        self.links().into_iter().find(|l| l.ports().contains(&port))
+    }
+}
+
+pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
+    let ports = [endpoint(a)?, endpoint(b)?];
+    if ports[0] == ports[1] {
+        return Err(Error::Link(format!("{a} cannot be linked to itself")));
+    }
+    let vms = Vms::read(conn).await?;
+    for port in &ports {
+        let vm = vms.vm(&port.vm)?;
+        let adapters: u32 = vm.get("Adapters").parse().unwrap_or(0);
+        if port.adapter >= adapters {
+            return Err(Error::Link(format!(
+                "{} has {adapters} adapter(s), eth0 to eth{}: raise its Adapters (stopped) \
+                 with gns3-qemuctl set {} Adapters={}",
+                port.vm,
+                adapters.saturating_sub(1),
+                port.vm,
+                port.adapter + 1
+            )));
+        }
+        if let Some(other) = vms.link_on(port) {
+            return Err(Error::Link(format!(
+                "{port} is linked already ({}): unlink it first with gns3-qemuctl unlink {port}",
+                describe(&other)
+            )));
+        }
+    }
+    let [a, b] = ports;
+    wire(conn, &vms, &Wire::Between(a, b)).await
+}
+
+pub async fn unlink(conn: &zbus::Connection, end: &str) -> Result<()> {
+    let port = endpoint(end)?;
+    let vms = Vms::read(conn).await?;
+    vms.vm(&port.vm)?;
+    let Some(link) = vms.link_on(&port) else {
+        return Err(Error::Link(format!("{port} has no link")));
+    };
+    unwire(
+        conn,
+        &vms,
+        &link.ports().into_iter().cloned().collect::<Vec<_>>(),
+    )
+    .await
+}
+
+pub async fn list(
+    conn: &zbus::Connection,
+    lab: Option<&str>,
+    json: bool,
+    legend: bool,
+) -> Result<()> {
+    let vms = Vms::read(conn).await?;
+    let ours: Vec<String> = match lab {
+        Some(lab) => {
+            let names: Vec<String> = vms
+                .vms
+                .iter()
+                .filter(|vm| vm.project() == lab)
+                .map(Vm::name)
+                .collect();
+            if names.is_empty() {
+                return Err(Error::NoSuchLab(lab.to_string()));
+            }
+            names
+        }
+        None => vms.vms.iter().map(Vm::name).collect(),
+    };
+    let links: Vec<Link> = vms
+        .links()
+        .into_iter()
+        .filter(|l| l.ports().iter().any(|p| ours.contains(&p.vm)))
+        .collect();
+    if json {
+        return output::print_json(&links.iter().map(link_json).collect());
+    }
+    let rows = links
+        .iter()
+        .map(|l| match l {
+            Link::Between { a, b, ports } => {
+                vec![
+                    a.to_string(),
+                    b.to_string(),
+                    format!("{} {}", ports.0, ports.1),
+                ]
+            }
+            Link::Out {
+                port,
+                local,
+                host,
+                remote,
+            } => vec![
+                port.to_string(),
+                format!("udp:{host}:{remote}"),
+                local.to_string(),
+            ],
+        })
+        .collect();
+    let mut out = output::table(&["A", "B", "PORTS"], &[], rows, legend);
+    if legend {
+        let noun = if links.len() == 1 { "link" } else { "links" };
+        out.push_str(&format!("\n{} {noun} listed.\n", links.len()));
+    }
+    output::print(&out)
+}
+
+fn link_json(link: &Link) -> serde_json::Value {
+    match link {
+        Link::Between { a, b, ports } => serde_json::json!({
+            "a": a.to_string(), "b": b.to_string(), "ports": [ports.0, ports.1],
+        }),
+        Link::Out {
+            port,
+            local,
+            host,
+            remote,
+        } => serde_json::json!({
+            "a": port.to_string(), "udp": {"host": host, "port": remote}, "ports": [local],
+        }),
+    }
+}
+
+/// A link as `link` and `links` name it: "to r2:eth1", "to udp:192.0.2.7:30000".
+fn describe(link: &Link) -> String {
+    match link {
+        Link::Between { a, b, .. } => format!("{a} - {b}"),
+        Link::Out {
+            port, host, remote, ..
+        } => format!("{port} - udp:{host}:{remote}"),
+    }
+}
+
+fn endpoint(text: &str) -> Result<Port> {
+    Port::parse(text).map_err(Error::Link)
+}
+
+/// Makes the cable `wire`: both tunnels, or none (and no port kept).
+pub(super) async fn wire(conn: &zbus::Connection, vms: &Vms, wire: &Wire) -> Result<()> {
+    let manager = super::manager(conn).await?;
+    let failed = Error::call(format!("link {wire}"));
+    match wire {
+        Wire::Between(a, b) => {
+            let (va, vb) = (vms.proxy(conn, &a.vm).await?, vms.proxy(conn, &b.vm).await?);
+            let (pa, pb) = try_join(manager.allocate_udp_port(), manager.allocate_udp_port())
+                .await
+                .map_err(Error::call(format!("link {wire}")))?;
+            if let Err(e) = va.add_udp_tunnel(a.adapter, pa, HERE, pb).await {
+                release(&manager, &[pa, pb]).await;
+                return Err(failed(e));
+            }
+            if let Err(e) = vb.add_udp_tunnel(b.adapter, pb, HERE, pa).await {
+                // Removing a's tunnel frees pa.
+                let _ = va.remove_udp_tunnel(a.adapter).await;
+                release(&manager, &[pb]).await;
+                return Err(failed(e));
+            }
+            Ok(())
+        }
+        Wire::Out {
+            port,
+            host,
+            remote,
+            local,
+        } => {
+            let vm = vms.proxy(conn, &port.vm).await?;
+            let (local, allocated) = match local {
+                Some(l) => (*l, false),
+                None => (
+                    manager
+                        .allocate_udp_port()
+                        .await
+                        .map_err(Error::call(format!("link {wire}")))?,
+                    true,
+                ),
+            };
+            if let Err(e) = vm.add_udp_tunnel(port.adapter, local, host, *remote).await {
+                if allocated {
+                    release(&manager, &[local]).await;
+                }
+                return Err(failed(e));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Gives back ports a failed wiring had taken; the error told is the wiring's.
+async fn release(manager: &ManagerProxy<'_>, ports: &[u16]) {
+    for p in ports {
+        let _ = manager.release_udp_port(*p).await;
+    }
+}
+
+/// Removes the tunnels on `ports`, all of them tried; the first failure is the error.
+pub(super) async fn unwire(conn: &zbus::Connection, vms: &Vms, ports: &[Port]) -> Result<()> {
+    let mut proxies: BTreeMap<&str, VmProxy<'static>> = BTreeMap::new();
+    for p in ports {
+        if !proxies.contains_key(p.vm.as_str()) {
+            proxies.insert(&p.vm, vms.proxy(conn, &p.vm).await?);
+        }
+    }
+    let results = futures_util::future::join_all(ports.iter().map(|p| {
+        let vm = &proxies[p.vm.as_str()];
+        async move {
+            vm.remove_udp_tunnel(p.adapter)
+                .await
+                .map_err(Error::call(format!("unlink {p}")))
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}

@@ -1,0 +1,191 @@
+//! `up FILE`: makes the daemon's VMs what the lab file says, in the order that keeps every
+//! step legal (create, unwire, configure, wire, prune, start), each step's calls in parallel.
+//! What `up` decides is `lab::plan`'s; this file only makes the calls and tells what it did.
+//! A step that fails ends `up` with its error; the next `up` goes on from where it stopped.
+
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::path::Path;
+use zbus::Variant;
+
+use super::lifecycle::report;
+use super::link::{unwire, wire, Vms};
+use crate::cli::Up;
+use crate::contract::DEFAULT_ADAPTERS;
+use crate::error::{Error, Result};
+use crate::lab::{self, plan, Lab};
+use crate::output;
+
+/// The lab in `file`, checked against the contract.
+pub fn read(file: &Path) -> Result<Lab> {
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| Error::ReadFile {
+        file: shown.clone(),
+        source,
+    })?;
+    Ok(lab::parse(
+        &shown,
+        &text,
+        &lab::contract_properties(),
+        DEFAULT_ADAPTERS,
+    )?)
+}
+
+/// What was done, for people (one line per step) and for `--json`.
+#[derive(Default)]
+struct Done {
+    lines: Vec<String>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Done {
+    fn step(&mut self, key: &str, verb: &str, items: Vec<String>) {
+        if !items.is_empty() {
+            self.lines.push(format!("{verb} {}.", items.join(", ")));
+        }
+        self.json.insert(key.into(), items.into());
+    }
+}
+
+pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
+    let lab = read(&args.file)?;
+    let before = Vms::read(conn).await?;
+    let plan = plan::plan(&lab, &before.vms, DEFAULT_ADAPTERS).map_err(|why| Error::Lab {
+        lab: lab.name.clone(),
+        why,
+    })?;
+    let manager = super::manager(conn).await?;
+    let mut done = Done::default();
+
+    let created = join_all(plan.create.iter().map(|(name, settings)| {
+        let map: HashMap<&str, Variant<'_>> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
+            .collect();
+        let manager = &manager;
+        async move {
+            manager
+                .create_vm(name, map)
+                .await
+                .map_err(Error::call(format!("create {name}")))
+        }
+    }))
+    .await;
+    report(created.into_iter().filter_map(|r| r.err()).collect())?;
+    done.step("created", "Created", names(&plan.create));
+    // The new VMs' paths, for the steps after.
+    let vms = if plan.create.is_empty() {
+        before
+    } else {
+        Vms::read(conn).await?
+    };
+
+    unwire(conn, &vms, &plan.unwire).await?;
+    done.step(
+        "unlinked",
+        "Unlinked",
+        plan.unwire.iter().map(ToString::to_string).collect(),
+    );
+
+    let configured = join_all(plan.configure.iter().map(|(name, settings)| {
+        let vms = &vms;
+        async move {
+            let vm = vms.proxy(conn, name).await?;
+            let map: HashMap<&str, Variant<'_>> = settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
+                .collect();
+            vm.configure(map)
+                .await
+                .map_err(Error::call(format!("configure {name}")))
+        }
+    }))
+    .await;
+    report(configured.into_iter().filter_map(|r| r.err()).collect())?;
+    done.step(
+        "configured",
+        "Configured",
+        plan.configure
+            .iter()
+            .map(|(name, s)| {
+                let keys: Vec<&str> = s.keys().map(String::as_str).collect();
+                format!("{name} ({})", keys.join(", "))
+            })
+            .collect(),
+    );
+
+    let wired = join_all(plan.wire.iter().map(|w| wire(conn, &vms, w))).await;
+    report(wired.into_iter().filter_map(|r| r.err()).collect())?;
+    done.step(
+        "linked",
+        "Linked",
+        plan.wire.iter().map(ToString::to_string).collect(),
+    );
+
+    if args.prune && !plan.extra.is_empty() {
+        super::delete::run(conn, &plan.extra, true).await?;
+        done.step("deleted", "Deleted", plan.extra.clone());
+    }
+
+    let vms = &vms;
+    let started = join_all(plan.start.iter().map(|name| async move {
+        vms.proxy(conn, name)
+            .await?
+            .start()
+            .await
+            .map_err(Error::call(format!("start {name}")))
+    }))
+    .await;
+    report(started.into_iter().filter_map(|r| r.err()).collect())?;
+    done.step("started", "Started", plan.start.clone());
+
+    let file = args.file.display();
+    let mut left = Vec::new();
+    for (name, settings) in &plan.blocked {
+        left.push(format!(
+            "{name}: {} not changed: {name} runs, and only a stopped VM takes {}. \
+             Bring the lab down (gns3-qemuctl down {file}) and up again.",
+            settings.join(", "),
+            if settings.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    for w in &plan.waiting {
+        left.push(format!(
+            "{w} not linked: it needs an adapter its VM gets only when stopped."
+        ));
+    }
+    if !args.prune {
+        for name in &plan.extra {
+            left.push(format!(
+                "{name} is in lab {} but not in {file}: kept (up --prune deletes it).",
+                lab.name
+            ));
+        }
+    }
+    let summary = format!(
+        "Lab {} is up: {} VMs, {} links.",
+        lab.name,
+        lab.nodes.len(),
+        lab.links.len()
+    );
+    if args.json.json {
+        done.json.insert("lab".into(), lab.name.clone().into());
+        done.json.insert("notes".into(), left.clone().into());
+        output::print_json(&done.json.into())?;
+    } else {
+        done.lines.push(summary);
+        output::print(&format!("{}\n", done.lines.join("\n")))?;
+        for line in &left {
+            eprintln!("{line}");
+        }
+    }
+    if plan.blocked.is_empty() && plan.waiting.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unapplied(lab.name))
+    }
+}
+
+fn names<T>(items: &[(String, T)]) -> Vec<String> {
+    items.iter().map(|(n, _)| n.clone()).collect()
+}
