@@ -1,8 +1,9 @@
 #!/bin/bash
-# The demo of gns3-qemud: builds the daemon and a tiny Linux guest, runs the daemon on a
-# private D-Bus bus in a temp dir (the system bus, /var/lib and /etc are left alone), boots
-# one VM and prints how to reach its serial console and drive it with busctl.
-# Ctrl-C stops the VM, the daemon and the bus, and removes the temp dir.
+# The demo of gns3-qemud: builds the daemon, its client gns3-qemuctl and a tiny Linux guest,
+# runs the daemon on a private D-Bus bus in a temp dir (the system bus, /var/lib and /etc are
+# left alone), brings up a lab of two linked VMs with `gns3-qemuctl up`, and prints how to
+# drive it with gns3-qemuctl (and busctl). Ctrl-C stops the VMs, the daemon and the bus, and
+# removes the temp dir.
 #
 # Usage: sudo tests/demo.sh
 # Needs: Debian 12 on amd64, root (apt-get, and the daemon's user gns3-qemud made with
@@ -71,10 +72,13 @@ EOF
   exit 1
 fi
 
-say "building gns3-qemud (cargo build --release)"
+say "building gns3-qemud and gns3-qemuctl (cargo build --release)"
 (cd "$REPO" && "${AS_OWNER[@]}" "$CARGO" build --release)
 DAEMON=$REPO/target/release/gns3-qemud
-[ -x "$DAEMON" ] || die "cargo built no $DAEMON (is CARGO_TARGET_DIR set?)"
+CTL=$REPO/target/release/gns3-qemuctl
+if [ ! -x "$DAEMON" ] || [ ! -x "$CTL" ]; then
+  die "cargo built no $DAEMON or $CTL (is CARGO_TARGET_DIR set?)"
+fi
 
 # --- the guest ------------------------------------------------------------------------------
 
@@ -174,6 +178,9 @@ systemd-sysusers "$REPO/systemd/gns3-qemud.sysusers"
 install -d -o gns3-qemud -g gns3-qemud "$TMP/state" "$TMP/run"
 install -m 755 "$DAEMON" "$TMP/gns3-qemud"
 DAEMON=$TMP/gns3-qemud
+install -d -m 755 "$TMP/bin"
+install -m 755 "$CTL" "$TMP/bin/gns3-qemuctl"
+CTL=$TMP/bin/gns3-qemuctl
 install -d -m 755 "$TMP/guest"
 install -m 644 "$GUEST/vmlinuz" "$GUEST/initrd.gz" "$TMP/guest/"
 GUEST=$TMP/guest
@@ -233,55 +240,68 @@ for ((i = 0; i < 300; i++)); do
 done
 $ready || fail "gns3-qemud did not take $NAME on the bus within 30 s"
 
-# --- the VM ---------------------------------------------------------------------------------
+# --- the lab --------------------------------------------------------------------------------
 
-say "creating and starting the VM 'demo'"
-reply=$(busctl --address="$BUS" call "$NAME" "$MANAGER" org.gns3.Qemu.Manager CreateVM 'sa{sv}' demo 4 \
-  KernelImage s "$GUEST/vmlinuz" \
-  Initrd s "$GUEST/initrd.gz" \
-  KernelCommandLine s "console=ttyS0 panic=-1" \
-  Ram u 128) || fail "CreateVM failed"
-# The reply reads: o "/org/gns3/Qemu/vm/<id>"
-VM=${reply#o \"}
-VM=${VM%\"}
-busctl --address="$BUS" --timeout=120 call "$NAME" "$VM" org.gns3.Qemu.VM Start || fail "Start failed"
-reply=$(busctl --address="$BUS" get-property "$NAME" "$VM" org.gns3.Qemu.VM ConsolePort)
-PORT=${reply#q }
+# Two VMs of the test guest with a cable between their eth0s; `up --wait` returns once both
+# consoles have printed GUEST-READY.
+LAB=$TMP/demo.yml
+cat >"$LAB" <<EOF
+# A lab of gns3-qemuctl: 'gns3-qemuctl up $LAB' brings it up as written.
+name: demo
+defaults:
+  kernel: $GUEST/vmlinuz
+  initrd: $GUEST/initrd.gz
+  append: console=ttyS0 panic=-1
+  ram: 128
+  ready: {console: GUEST-READY}
+nodes:
+  pc1: {}
+  pc2: {}
+links:
+  - endpoints: [pc1:eth0, pc2:eth0]
+EOF
+
+say "bringing up the lab 'demo' (gns3-qemuctl up --wait $LAB)"
+"$CTL" --address="$BUS" up --wait --timeout 300 "$LAB" || fail "gns3-qemuctl up failed"
+PORT=$("$CTL" --address="$BUS" show pc1 -p ConsolePort --value)
 reply=$(busctl --address="$BUS" get-property "$NAME" "$MANAGER" org.gns3.Qemu.Manager ConsoleHost)
 HOST=${reply#s \"}
 HOST=${HOST%\"}
+VM=$(busctl --address="$BUS" call "$NAME" "$MANAGER" org.gns3.Qemu.Manager GetVM s pc1)
+VM=${VM#o \"}
+VM=${VM%\"}
 
 cat <<EOF
 
 ========================================================================================
- gns3-qemud is running on a private bus; the VM 'demo' boots a tiny Linux guest (TCG).
-
- Serial console:  telnet $HOST $PORT
-   The guest prints GUEST-READY after a few seconds; press Enter for a root shell.
-   Leave telnet with Ctrl-] then 'quit' (the VM keeps running).
+ gns3-qemud is running on a private bus, with the lab 'demo': pc1 and pc2, two tiny Linux
+ guests (TCG) with a cable between their eth0s. Its file: $LAB
 
  Drive it from another terminal, as root (the bus policy lets only root and the gns3
- group call methods):
+ group call methods). gns3-qemuctl finds the bus as it finds the system bus:
 
-   export BUS='$BUS'
-   export VM=$VM
-   busctl --address="\$BUS" tree $NAME
-   busctl --address="\$BUS" introspect $NAME "\$VM"
-   busctl --address="\$BUS" get-property $NAME "\$VM" org.gns3.Qemu.VM State
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Suspend
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Resume
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Reload
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Stop
-   busctl --address="\$BUS" set-property $NAME "\$VM" org.gns3.Qemu.VM Ram u 256
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Start
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM CommandLine
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM ReadLog
-   busctl --address="\$BUS" call $NAME $MANAGER org.gns3.Qemu.Manager ListVMs
-   busctl --address="\$BUS" monitor $NAME
-   busctl --address="\$BUS" call $NAME "\$VM" org.gns3.Qemu.VM Delete
+   export PATH=$TMP/bin:\$PATH DBUS_SYSTEM_BUS_ADDRESS='$BUS'
+   gns3-qemuctl list
+   gns3-qemuctl console pc1          # Enter for a shell; Ctrl-] detaches
+   gns3-qemuctl links
+   gns3-qemuctl watch                # every change, as it happens; Ctrl-C ends it
+   gns3-qemuctl unlink pc1:eth0
+   gns3-qemuctl link pc1:eth0 pc2:eth0
+   gns3-qemuctl set pc2 CpuThrottling=50
+   gns3-qemuctl graph --lab demo     # Graphviz dot; --format mermaid
+   gns3-qemuctl down $LAB
+   gns3-qemuctl up $LAB
 
+ The same VMs with busctl (the D-Bus objects gns3-qemuctl drives):
+
+   busctl --address='$BUS' tree $NAME
+   busctl --address='$BUS' introspect $NAME $VM
+   busctl --address='$BUS' get-property $NAME $VM org.gns3.Qemu.VM State
+   busctl --address='$BUS' call $NAME $VM org.gns3.Qemu.VM Reload
+
+ pc1's console by telnet: telnet $HOST $PORT (leave with Ctrl-] then 'quit').
  The daemon's log: $TMP/gns3-qemud.log
- Ctrl-C here stops the VM, the daemon and the bus, and removes $TMP.
+ Ctrl-C here stops the VMs, the daemon and the bus, and removes $TMP.
 ========================================================================================
 EOF
 
