@@ -2,9 +2,9 @@
 //! and `Prop=Value` from the command line turned into the variant of the property's type:
 //! the types are read from the contract, never restated here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
-use zbus::OwnedVariant;
+use zbus::{OwnedVariant, Variant};
 
 use crate::error::{Error, Result};
 
@@ -143,6 +143,16 @@ pub fn value(signature: &str, text: &str) -> std::result::Result<OwnedVariant, S
             "a value of D-Bus type {other} cannot be given on the command line"
         )),
     }
+}
+
+/// Settings as CreateVM and Configure take them (`a{sv}`).
+pub fn call_args<'a>(
+    settings: impl IntoIterator<Item = (&'a String, &'a OwnedVariant)>,
+) -> HashMap<&'a str, Variant<'a>> {
+    settings
+        .into_iter()
+        .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
+        .collect()
 }
 
 /// A size (`512`, `512M`, `2G`) in MiB: RAM as the contract counts it.

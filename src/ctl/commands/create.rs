@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use zbus::{OwnedVariant, Str, Variant};
+use zbus::{OwnedVariant, Str};
 
 use crate::cli::Create;
-use crate::contract::{mebibytes, setting, Use};
+use crate::contract::{call_args, mebibytes, setting, Use};
 use crate::error::{Error, Result};
 
 /// The settings `create` sends: its own options first, then `--set`, which wins.
@@ -52,10 +52,7 @@ fn absolute(file: &str) -> Result<String> {
 pub async fn run(conn: &zbus::Connection, c: Create) -> Result<()> {
     let settings = settings(&c)?;
     let manager = super::manager(conn).await?;
-    let map = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
-        .collect();
+    let map = call_args(&settings);
     let path = manager
         .create_vm(&c.name, map)
         .await

@@ -1,10 +1,7 @@
 //! `set NAME Prop=Value...`: one Configure call, so the daemon stores all or none. On a VM
 //! that runs, the settings QEMU only reads at start are named, so nobody waits for them.
 
-use std::collections::HashMap;
-use zbus::Variant;
-
-use crate::contract::{properties, setting, Applies, Use};
+use crate::contract::{call_args, properties, setting, Applies, Use};
 use crate::error::{Error, Result};
 
 pub async fn run(conn: &zbus::Connection, name: &str, given: &[String]) -> Result<()> {
@@ -13,11 +10,7 @@ pub async fn run(conn: &zbus::Connection, name: &str, given: &[String]) -> Resul
         .map(|g| setting(g, Use::Configure))
         .collect::<Result<Vec<_>>>()?;
     let vm = super::find(conn, name).await?;
-    let map: HashMap<&str, Variant<'_>> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
-        .collect();
-    vm.configure(map)
+    vm.configure(call_args(settings.iter().map(|(k, v)| (k, v))))
         .await
         .map_err(Error::call(format!("configure {name}")))?;
     let state = vm

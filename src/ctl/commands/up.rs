@@ -4,14 +4,12 @@
 //! A step that fails ends `up` with its error; the next `up` goes on from where it stopped.
 
 use futures_util::future::join_all;
-use std::collections::HashMap;
 use std::path::Path;
-use zbus::Variant;
 
 use super::lifecycle::report;
 use super::link::{unwire, wire, Vms};
 use crate::cli::Up;
-use crate::contract::DEFAULT_ADAPTERS;
+use crate::contract::{call_args, DEFAULT_ADAPTERS};
 use crate::error::{Error, Result};
 use crate::lab::{self, plan, Lab};
 use crate::output;
@@ -58,14 +56,10 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     let mut done = Done::default();
 
     let created = join_all(plan.create.iter().map(|(name, settings)| {
-        let map: HashMap<&str, Variant<'_>> = settings
-            .iter()
-            .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
-            .collect();
         let manager = &manager;
         async move {
             manager
-                .create_vm(name, map)
+                .create_vm(name, call_args(settings))
                 .await
                 .map_err(Error::call(format!("create {name}")))
         }
@@ -91,11 +85,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         let vms = &vms;
         async move {
             let vm = vms.proxy(conn, name).await?;
-            let map: HashMap<&str, Variant<'_>> = settings
-                .iter()
-                .map(|(k, v)| (k.as_str(), Variant::from(v.clone())))
-                .collect();
-            vm.configure(map)
+            vm.configure(call_args(settings))
                 .await
                 .map_err(Error::call(format!("configure {name}")))
         }
