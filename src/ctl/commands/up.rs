@@ -112,10 +112,11 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         plan.wire.iter().map(ToString::to_string).collect(),
     );
 
-    if args.prune && !plan.extra.is_empty() {
-        super::delete::run(conn, &plan.extra, true).await?;
-        done.step("deleted", "Deleted", plan.extra.clone());
+    let pruned = if args.prune { plan.extra.clone() } else { Vec::new() };
+    if !pruned.is_empty() {
+        super::delete::run(conn, &pruned, true).await?;
     }
+    done.step("deleted", "Deleted", pruned);
 
     let vms = &vms;
     let started = join_all(plan.start.iter().map(|name| async move {
