@@ -21,7 +21,7 @@ pub struct Vm {
 }
 
 impl Vm {
-    fn get(&self, name: &str) -> String {
+    pub(super) fn get(&self, name: &str) -> String {
         self.properties
             .get(name)
             .map(|v| text(v))
@@ -64,8 +64,8 @@ impl Vm {
     }
 }
 
-/// Every VM, by name.
-async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
+/// Every VM, by name, from one GetManagedObjects.
+pub(super) async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
     let om = ObjectManagerProxy::builder(conn)
         .destination("org.gns3.Qemu")
         .path("/org/gns3/Qemu")
@@ -90,13 +90,34 @@ async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
     Ok(out)
 }
 
-pub async fn run(conn: &zbus::Connection, as_json: bool, legend: bool) -> Result<()> {
-    let vms = vms(conn).await?;
+/// Every VM, or those of `lab` only (none is [`Error::NoVmInLab`]).
+pub(super) async fn in_lab(conn: &zbus::Connection, lab: Option<&str>) -> Result<Vec<Vm>> {
+    let mut vms = vms(conn).await?;
+    if let Some(lab) = lab {
+        vms.retain(|vm| vm.get("Project") == lab);
+        if vms.is_empty() {
+            return Err(Error::NoVmInLab(lab.to_string()));
+        }
+    }
+    Ok(vms)
+}
+
+pub async fn run(
+    conn: &zbus::Connection,
+    as_json: bool,
+    lab: Option<&str>,
+    legend: bool,
+) -> Result<()> {
+    let vms = in_lab(conn, lab).await?;
     if as_json {
         return output::print_json(&vms.iter().map(Vm::json).collect());
     }
     let n = vms.len();
-    let mut out = output::table(&HEADER, &NUMBERS, vms.iter().map(Vm::row).collect(), legend);
+    let rows: Vec<Vec<String>> = vms.iter().map(Vm::row).collect();
+    let mut out = output::table(&HEADER, &NUMBERS, rows.clone(), legend);
+    if output::stdout_colour() {
+        out = output::colour_column(&out, &HEADER, &rows, legend, 2, output::state_colour);
+    }
     if legend {
         let noun = if n == 1 { "VM" } else { "VMs" };
         out.push_str(&format!("\n{n} {noun} listed.\n"));

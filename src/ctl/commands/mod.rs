@@ -1,21 +1,27 @@
 //! The commands, each in a file of its own, and what they share: the connection and finding
 //! a VM by name or id.
 
+mod console;
 mod create;
 mod delete;
+mod events;
+mod get;
 mod info;
 mod lifecycle;
 mod list;
 mod set;
 mod show;
 mod vm;
+pub(crate) mod wait;
+mod watch;
 
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
 
 use crate::bus::{self, Target};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Vms};
 use crate::error::{error_name, Error, Result};
+use crate::pager;
 use crate::proxies::{ManagerProxy, VmProxy};
 
 pub use lifecycle::Action;
@@ -28,22 +34,41 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let conn = bus::connect(&target).await?;
     let legend = !cli.no_legend;
+    // Colours are decided on the terminal, before a pager takes stdout.
+    crate::output::stdout_colour();
+    let _pager = paged(&cli.command).then(|| pager::start(cli.no_pager));
     match cli.command {
-        Command::List(j) => list::run(&conn, j.json, legend).await,
+        Command::List(l) => list::run(&conn, l.json.json, l.lab.as_deref(), legend).await,
         Command::Show(s) => show::run(&conn, s).await,
         Command::Create(c) => create::run(&conn, c).await,
         Command::Set { vm, settings } => set::run(&conn, &vm, &settings).await,
-        Command::Start(v) => lifecycle::run(&conn, Action::Start, &v.vms).await,
-        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v.vms).await,
-        Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v.vms).await,
-        Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v.vms).await,
-        Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v.vms).await,
+        Command::Start(v) => lifecycle::run(&conn, Action::Start, &v).await,
+        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v).await,
+        Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v).await,
+        Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v).await,
+        Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v).await,
         Command::Log { vm } => vm::log(&conn, &vm).await,
         Command::Cmdline { vm } => vm::cmdline(&conn, &vm).await,
         Command::Monitor { vm, command } => vm::monitor(&conn, &vm, &command).await,
         Command::Info => info::run(&conn, legend).await,
-        Command::Delete { vms, force } => delete::run(&conn, &vms.vms, force).await,
+        Command::Delete { vms, force } => delete::run(&conn, &vms, force).await,
+        Command::Get(g) => get::run(&conn, g).await,
+        Command::Console(c) => console::run(&conn, c).await,
+        Command::Watch(w) => watch::run(&conn, w).await,
+        Command::Wait(w) => wait::run(&conn, w).await,
     }
+}
+
+/// The commands whose output people read at length, which go through a pager on a terminal.
+fn paged(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::List(_)
+            | Command::Show(_)
+            | Command::Log { .. }
+            | Command::Cmdline { .. }
+            | Command::Info
+    )
 }
 
 async fn manager(conn: &zbus::Connection) -> Result<ManagerProxy<'static>> {
@@ -81,6 +106,39 @@ async fn find_path(manager: &ManagerProxy<'_>, name: &str) -> Result<OwnedObject
 async fn find(conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
     let path = find_path(&manager(conn).await?, name).await?;
     vm_at(conn, path).await
+}
+
+/// The VMs `which` names, with the names to report them by: those named, in order (see
+/// [`find_all`]), or, from one GetManagedObjects, every VM of `--lab` (none is exit 4) or
+/// every VM (`--all`).
+async fn select(conn: &zbus::Connection, which: &Vms) -> Result<Vec<(String, VmProxy<'static>)>> {
+    if !which.all && which.lab.is_none() {
+        let vms = find_all(conn, &which.vms).await?;
+        return Ok(which.vms.iter().cloned().zip(vms).collect());
+    }
+    let mut out = Vec::new();
+    for vm in list::in_lab(conn, which.lab.as_deref()).await? {
+        let path = OwnedObjectPath::try_from(vm.path.clone()).map_err(Error::Connect)?;
+        out.push((vm.get("Name"), vm_at(conn, path).await?));
+    }
+    Ok(out)
+}
+
+/// `e`, the failure of `what` on `vm` (named `name`): a refusal with InvalidState of a VM that
+/// does not run is [`Error::NotRunning`], with the state it is in.
+async fn refused(vm: &VmProxy<'_>, name: &str, what: &str, e: zbus::Error) -> Error {
+    if error_name(&e).as_deref() == Some("org.gns3.Qemu.Error.InvalidState") {
+        if let Ok(state) = vm.state().await {
+            if !matches!(state.as_str(), "running" | "paused") {
+                return Error::NotRunning {
+                    what: what.to_string(),
+                    vm: name.to_string(),
+                    state,
+                };
+            }
+        }
+    }
+    Error::call(what)(e)
 }
 
 /// Every VM of `names`, in order; the first that does not exist is the error, before
