@@ -124,8 +124,9 @@ async fn copy(socket: tokio::net::UnixStream, input: &mut Input, terminal: bool)
                     if terminal {
                         return Ok(End::InputEnded);
                     }
+                    // Not shut down: the daemon takes a viewer's end of writing as its
+                    // leaving, and the answer to what was sent would be lost.
                     input_open = false;
-                    let _ = to_guest.shutdown().await;
                     continue;
                 }
                 let (send, detach) = match detach_at(&typed[..n]) {
