@@ -1,7 +1,9 @@
 //! gns3-qemuctl's commands that follow a VM over time: `get`, `console` (through pipes, as
 //! scripts use it), `wait`, `watch`; the lifecycle commands on `--lab` and `--all`; and
 //! that piped output has no colours and no pager. The built binary against the real daemon
-//! and guest; outputs and exit codes are checked exactly.
+//! and guest; outputs and exit codes are checked exactly. Past 400 lines: each test boots
+//! what it needs once and walks it through many checks, as a person would, which a split
+//! would boot again.
 
 mod common;
 

@@ -66,7 +66,9 @@ impl Vm {
 
 /// Every VM, by name, from one GetManagedObjects.
 pub(super) async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
+    // No property cache: it would add a match rule of its own beside watch's one.
     let om = ObjectManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
         .destination("org.gns3.Qemu")
         .path("/org/gns3/Qemu")
         .build()
