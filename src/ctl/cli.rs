@@ -130,9 +130,9 @@ pub struct Watch {
     /// Only the VMs of this lab (their Project).
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
-    /// One JSON object a line.
-    #[command(flatten)]
-    pub json: Json,
+    /// Print each event as one JSON object a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The states of the contract (State, dbus/org.gns3.Qemu.VM.xml).

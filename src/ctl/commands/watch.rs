@@ -82,7 +82,7 @@ pub async fn run(conn: &zbus::Connection, w: Watch) -> Result<()> {
         if !filter.wants(&vm) {
             continue;
         }
-        let line = if w.json.json {
+        let line = if w.json {
             format!("{}\n", as_json(&event, path, &vm.name))
         } else {
             format!("{}\n", for_people(&event, &vm.name))
