@@ -1,5 +1,6 @@
-//! The commands, each in a file of its own, and what they share: the connection and finding
-//! a VM by name or id.
+//! The commands, each in a file of its own, and what they share: the connection, finding a
+//! VM by name or id, choosing VMs by name, lab or all, and telling a refusal because a VM
+//! does not run (exit code 3) from the others.
 
 mod console;
 mod create;
