@@ -23,7 +23,8 @@ fn lab_file(lab: &Lab, name: &str, body: &str) -> PathBuf {
            initrd: {}\n  \
            append: console=ttyS0 panic=-1 quiet\n  \
            ram: 128\n  \
-           adapters: 2\n\
+           adapters: 2\n  \
+           ready: {{console: GUEST-READY}}\n\
          {body}",
         g.join("vmlinuz").display(),
         g.join("initrd.gz").display()
@@ -103,12 +104,19 @@ async fn a_triangle_is_brought_up_edited_down_up_and_destroyed() {
     let lab = Lab::start().await;
     let tri = lab_file(&lab, "tri.yml", TRIANGLE);
     assert_eq!(
-        ctl(&lab, &["up", file(&tri)]),
+        ctl(&lab, &["up", "--wait", "--timeout", "5m", file(&tri)]),
         ok("Created r1, r2, r3.\n\
             Linked r1:eth0 - r2:eth0, r2:eth1 - r3:eth0, r3:eth1 - r1:eth1.\n\
             Started r1, r2, r3.\n\
-            Lab tri is up: 3 VMs, 3 links.\n")
+            Lab tri is up: 3 VMs, 3 links.\n\
+            Lab tri is ready.\n")
     );
+    // Every console has printed GUEST-READY: ReadConsole's scrollback has it already.
+    for r in ["r1", "r2", "r3"] {
+        let path = lab.manager.get_vm(r).await.unwrap();
+        let out = common::vm(&lab.conn, &path).await.read_console(0).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("GUEST-READY"), "{r}");
+    }
     for r in ["r1", "r2", "r3"] {
         assert_eq!(show(&lab, r, "Id"), vm_id("tri", r));
         assert_eq!(show(&lab, r, "Project"), "tri");
@@ -228,7 +236,7 @@ async fn a_triangle_is_brought_up_edited_down_up_and_destroyed() {
     assert_eq!(ctl(&lab, &["--no-legend", "list"]), ok(""));
     assert_eq!(
         ctl(&lab, &["down", "--lab", "tri"]),
-        failed(4, "No VM is in lab 'tri'.\n")
+        failed(4, "No VM in lab 'tri'.\n")
     );
     // Brought up again from nothing: the same ids, so the same MAC addresses.
     let up = ctl(&lab, &["up", "--json", file(&tri)]);
@@ -313,7 +321,7 @@ async fn bad_lab_files_and_links_change_nothing() {
     );
     assert_eq!(
         ctl(&lab, &["graph", "--lab", "tri"]),
-        failed(4, "No VM is in lab 'tri'.\n")
+        failed(4, "No VM in lab 'tri'.\n")
     );
 
     // link: whole or not at all. r3's tunnels would be QEMU's socket netdev, which this

@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+use crate::duration;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gns3-qemuctl",
@@ -19,6 +21,9 @@ pub struct Cli {
     /// Print tables without their header and footer.
     #[arg(long, global = true)]
     pub no_legend: bool,
+    /// Do not pipe long output into a pager.
+    #[arg(long, global = true)]
+    pub no_pager: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the VMs.
-    List(Json),
+    List(List),
     /// Show the properties of a VM.
     Show(Show),
     /// Create a VM.
@@ -113,6 +118,14 @@ pub enum Command {
     },
     /// Draw a lab (from its file, or as the daemon wires it) as Graphviz dot or Mermaid.
     Graph(Graph),
+    /// Print the values of properties of a VM, one a line.
+    Get(Get),
+    /// Attach to a VM's serial console (Ctrl-] detaches).
+    Console(Console),
+    /// Print VM events as they happen, until interrupted.
+    Watch(Watch),
+    /// Wait until VMs are in a state and/or their console printed something.
+    Wait(Wait),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +135,21 @@ pub struct Up {
     /// Delete the lab's VMs that the file does not have.
     #[arg(long)]
     pub prune: bool,
+    /// Then wait until every node runs and its console printed what its `ready` says.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (90s, 2m, 1h30m, or seconds); no limit without.
+    #[arg(long, value_name = "TIME", value_parser = duration::parse, requires = "wait")]
+    pub timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+#[derive(Debug, Args)]
+pub struct List {
+    /// Only the VMs of this lab (their Project).
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
     #[command(flatten)]
     pub json: Json,
 }
@@ -146,17 +174,81 @@ pub struct Graph {
 }
 
 #[derive(Debug, Args)]
+pub struct Get {
+    /// The VM's name or id.
+    pub vm: String,
+    /// The properties, by their D-Bus names.
+    #[arg(required = true, value_name = "PROP")]
+    pub properties: Vec<String>,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Console {
+    /// The VM's name or id.
+    pub vm: String,
+    /// Do not print what the guest printed before (the scrollback) first.
+    #[arg(long)]
+    pub no_replay: bool,
+    /// Only watch: what is typed is not sent to the guest.
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Watch {
+    /// Only these VMs (names or ids); all without.
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+    /// Only the VMs of this lab (their Project).
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+    /// Print each event as one JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The states of the contract (State, dbus/org.gns3.Qemu.VM.xml).
+pub const STATES: [&str; 5] = ["stopped", "starting", "running", "paused", "stopping"];
+
+#[derive(Debug, Args)]
+pub struct Wait {
+    /// The VMs' names or ids.
+    #[arg(required = true, value_name = "VM")]
+    pub vms: Vec<String>,
+    /// The state to wait for (running without --state or --console).
+    #[arg(long, value_name = "STATE", value_parser = STATES)]
+    pub state: Option<String>,
+    /// A regular expression the console's output must match (what it printed before counts).
+    #[arg(long, value_name = "REGEX")]
+    pub console: Option<String>,
+    /// Give up after this long (90s, 2m, 1h30m, 500ms, or seconds); no limit without, or
+    /// with infinity.
+    #[arg(long, value_name = "TIME", value_parser = duration::parse)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
 pub struct Json {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Which VMs: named, those of a lab, or all; exactly one of the three.
 #[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub struct Vms {
     /// The VMs' names or ids.
-    #[arg(required = true, value_name = "VM")]
+    #[arg(value_name = "VM")]
     pub vms: Vec<String>,
+    /// Every VM of this lab (their Project).
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+    /// Every VM.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! What can go wrong, and the one place it becomes a message and an exit code (systemd's
-//! tools' codes: 1 refused or failed, 4 no such unit; clap gives 2 for usage).
+//! tools' codes: 1 refused or failed, 3 not running or timed out, 4 no such unit; clap gives
+//! 2 for usage).
 
 use std::process::ExitCode;
 
@@ -25,14 +26,26 @@ pub enum Error {
     Running(String, String),
     #[error("Failed to write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A call the daemon refused with InvalidState because the VM does not run.
+    #[error("Failed to {what}: {vm} is {state}. Start it first: `gns3-qemuctl start {vm}`.")]
+    NotRunning {
+        what: String,
+        vm: String,
+        state: String,
+    },
+    /// `wait` ran out of time; the message says which VMs were not there yet.
+    #[error("Timed out after {after}: {pending}.")]
+    TimedOut { after: String, pending: String },
+    #[error("No VM in lab '{0}'.")]
+    NoVmInLab(String),
+    #[error("Invalid regular expression '{given}': {why}")]
+    Pattern { given: String, why: String },
     /// Several commands run at once failed; each already said why.
     #[error("{0} of the operations failed.")]
     Several(usize),
     /// A cable that cannot be made or removed as asked.
     #[error("Failed to link: {0}")]
     Link(String),
-    #[error("No VM is in lab '{0}'.")]
-    NoSuchLab(String),
     #[error("Failed to read {file}: {source}")]
     ReadFile {
         file: String,
@@ -63,7 +76,8 @@ impl Error {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NoSuchVm(_) | Error::NoSuchLab(_) => ExitCode::from(4),
+            Error::NotRunning { .. } | Error::TimedOut { .. } => ExitCode::from(3),
+            Error::NoSuchVm(_) | Error::NoVmInLab(_) => ExitCode::from(4),
             _ => ExitCode::FAILURE,
         }
     }

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, gns3_qemuctl::error::Error::Several(_)) {
-                eprintln!("{e}");
+                eprintln!("{}", gns3_qemuctl::output::failure(&e.to_string()));
             }
             if let Some(hint) = e.hint() {
                 eprintln!("{hint}");

@@ -1,9 +1,11 @@
-//! Printing: D-Bus values as text for people and as JSON for programs, and tables in
-//! systemctl's style (a header, columns two spaces apart, no borders, no colours).
+//! Printing: D-Bus values as text for people and as JSON for programs, tables in
+//! systemctl's style (a header, columns two spaces apart, no borders), and colours, only on a
+//! terminal and never with NO_COLOR set.
 
 use comfy_table::{CellAlignment, Table};
 use serde_json::Value as Json;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 use zbus::Variant;
 
 use crate::error::Result;
@@ -96,6 +98,94 @@ pub fn print_json(value: &Json) -> Result<()> {
     print(&format!("{value:#}\n"))
 }
 
+/// Whether to colour what goes to a stream: only a terminal, and not if NO_COLOR is set, to
+/// any value (no-color.org).
+pub fn colour(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some()
+}
+
+/// Whether stdout gets colours; decided once, before a pager takes stdout (its `less -R`
+/// shows them).
+pub fn stdout_colour() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| colour(std::io::stdout().is_terminal(), no_color()))
+}
+
+pub fn stderr_colour() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| colour(std::io::stderr().is_terminal(), no_color()))
+}
+
+pub const GREEN: &str = "\x1b[0;32m";
+pub const YELLOW: &str = "\x1b[0;33m";
+pub const RED: &str = "\x1b[0;1;31m";
+const RESET: &str = "\x1b[0m";
+
+/// `text` in `colour`.
+pub fn paint(text: &str, colour: &str) -> String {
+    format!("{colour}{text}{RESET}")
+}
+
+/// An error's line for stderr: red on a terminal, as systemd's tools say their failures.
+pub fn failure(message: &str) -> String {
+    if stderr_colour() {
+        paint(message, RED)
+    } else {
+        message.to_string()
+    }
+}
+
+/// A state's colour: running green, paused yellow; the others plain.
+pub fn state_colour(state: &str) -> Option<&'static str> {
+    match state {
+        "running" => Some(GREEN),
+        "paused" => Some(YELLOW),
+        _ => None,
+    }
+}
+
+/// `table` (as [`table`] made it of `rows`) with the cells of column `column` coloured by
+/// `colour`. The widths are laid out on the bare text first, so colours never shift a column.
+pub fn colour_column(
+    table: &str,
+    header: &[&str],
+    rows: &[Vec<String>],
+    legend: bool,
+    column: usize,
+    colour: impl Fn(&str) -> Option<&'static str>,
+) -> String {
+    let width = |i: usize| {
+        let cells = rows
+            .iter()
+            .filter_map(|r| r.get(i))
+            .map(|c| c.chars().count());
+        let head = legend.then(|| header.get(i).map_or(0, |h| h.chars().count()));
+        cells.chain(head).max().unwrap_or(0)
+    };
+    let start: usize = (0..column).map(|i| width(i) + 2).sum();
+    let skip = usize::from(legend);
+    let mut out = String::new();
+    for (i, line) in table.lines().enumerate() {
+        let cell = i
+            .checked_sub(skip)
+            .and_then(|r| rows.get(r))
+            .and_then(|r| r.get(column));
+        let painted = cell.and_then(|cell| {
+            let code = colour(cell)?;
+            let at = line.char_indices().nth(start).map(|(b, _)| b)?;
+            let after = line[at..].strip_prefix(cell.as_str())?;
+            Some(format!("{}{}{after}", &line[..at], paint(cell, code)))
+        });
+        out.push_str(painted.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +222,41 @@ mod tests {
         assert_eq!(
             table(&["NAME", "PORT"], &["PORT"], rows, false),
             "r1        5000\nrouter-2    12\n"
+        );
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, false));
+        assert!(!colour(true, true));
+        assert!(!colour(false, false));
+        assert!(!colour(false, true));
+    }
+
+    #[test]
+    fn a_coloured_column_keeps_its_place() {
+        let header = ["NAME", "STATE", "RAM"];
+        let rows = vec![
+            vec!["r1".to_string(), "running".to_string(), "128M".to_string()],
+            vec![
+                "router-2".to_string(),
+                "stopped".to_string(),
+                "1G".to_string(),
+            ],
+        ];
+        let plain = table(&header, &[], rows.clone(), true);
+        let coloured = colour_column(&plain, &header, &rows, true, 1, state_colour);
+        assert_eq!(
+            coloured,
+            "NAME      STATE    RAM\n\
+             r1        \x1b[0;32mrunning\x1b[0m  128M\n\
+             router-2  stopped  1G\n"
+        );
+        let plain = table(&header, &[], rows.clone(), false);
+        let coloured = colour_column(&plain, &header, &rows, false, 1, state_colour);
+        assert_eq!(
+            coloured,
+            "r1        \x1b[0;32mrunning\x1b[0m  128M\nrouter-2  stopped  1G\n"
         );
     }
 }

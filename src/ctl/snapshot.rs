@@ -1,12 +1,13 @@
-//! Every VM as one GetManagedObjects call shows it: what `list`, `links` and the lab commands
-//! read, so that they see one moment of the daemon rather than a call per VM.
+//! Every VM as one GetManagedObjects call shows it: what `list`, `links`, `watch` and the lab
+//! commands read, so that they see one moment of the daemon rather than a call per VM.
 
 use std::collections::HashMap;
 use zbus::fdo::ObjectManagerProxy;
 use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::error::{Error, Result};
-use crate::links::Tunnel;
+use crate::links::{self, Link, Port, Tunnel};
+use crate::proxies::VmProxy;
 use crate::output::{json, text};
 
 const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
@@ -82,7 +83,9 @@ impl Vm {
 
 /// Every VM, by name.
 pub async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
+    // No property cache: it would add a match rule of its own beside watch's one.
     let om = ObjectManagerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
         .destination("org.gns3.Qemu")
         .path("/org/gns3/Qemu")
         .build()
@@ -101,4 +104,71 @@ pub async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
         .collect();
     out.sort_by_key(Vm::name);
     Ok(out)
+}
+
+/// Every VM, or those of `lab` only (none is [`Error::NoVmInLab`]).
+pub async fn in_lab(conn: &zbus::Connection, lab: Option<&str>) -> Result<Vec<Vm>> {
+    let mut vms = vms(conn).await?;
+    if let Some(lab) = lab {
+        vms.retain(|vm| vm.project() == lab);
+        if vms.is_empty() {
+            return Err(Error::NoVmInLab(lab.to_string()));
+        }
+    }
+    Ok(vms)
+}
+
+/// Every VM at one moment, and what they show together: the lab's members, the cables.
+pub struct Snapshot {
+    pub vms: Vec<Vm>,
+}
+
+impl Snapshot {
+    pub async fn read(conn: &zbus::Connection) -> Result<Snapshot> {
+        Ok(Snapshot {
+            vms: vms(conn).await?,
+        })
+    }
+
+    /// VM `name` (by name: lab files and endpoints name VMs so).
+    pub fn vm(&self, name: &str) -> Result<&Vm> {
+        self.vms
+            .iter()
+            .find(|vm| vm.name() == name)
+            .ok_or_else(|| Error::NoSuchVm(name.to_string()))
+    }
+
+    /// The proxy of VM `name`, which caches nothing: each read is the daemon's answer.
+    pub async fn proxy(&self, conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
+        VmProxy::builder(conn)
+            .path(self.vm(name)?.path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(Error::Connect)
+    }
+
+    /// The names of `lab`'s VMs (none is [`Error::NoVmInLab`]).
+    pub fn members(&self, lab: &str) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|vm| vm.project() == lab)
+            .map(Vm::name)
+            .collect();
+        if names.is_empty() {
+            return Err(Error::NoVmInLab(lab.to_string()));
+        }
+        Ok(names)
+    }
+
+    pub fn links(&self) -> Vec<Link> {
+        let tunnels: Vec<_> = self.vms.iter().flat_map(Vm::tunnels).collect();
+        links::links(&tunnels)
+    }
+
+    /// The link on `port`, if it has one.
+    pub fn link_on(&self, port: &Port) -> Option<Link> {
+        self.links().into_iter().find(|l| l.ports().contains(&port))
+    }
 }

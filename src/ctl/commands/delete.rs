@@ -3,12 +3,13 @@
 
 use futures_util::future::join_all;
 
+use crate::cli::Vms;
 use crate::error::{Error, Result};
 
-pub async fn run(conn: &zbus::Connection, names: &[String], force: bool) -> Result<()> {
-    let vms = super::find_all(conn, names).await?;
+pub async fn run(conn: &zbus::Connection, which: &Vms, force: bool) -> Result<()> {
+    let vms = super::select(conn, which).await?;
     if !force {
-        for (name, vm) in names.iter().zip(&vms) {
+        for (name, vm) in &vms {
             let state = vm
                 .state()
                 .await
@@ -18,9 +19,10 @@ pub async fn run(conn: &zbus::Connection, names: &[String], force: bool) -> Resu
             }
         }
     }
-    let results = join_all(vms.iter().map(|vm| vm.delete())).await;
-    let failed = names
+    let results = join_all(vms.iter().map(|(_, vm)| vm.delete())).await;
+    let failed = vms
         .iter()
+        .map(|(name, _)| name)
         .zip(results)
         .filter_map(|(name, r)| r.err().map(Error::call(format!("delete {name}"))))
         .collect();

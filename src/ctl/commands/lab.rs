@@ -3,14 +3,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::link::Vms;
-use crate::cli::{Graph, LabRef};
+use crate::cli::{Graph, LabRef, Vms};
 use crate::error::{Error, Result};
 use crate::lab::graph::{self, Edge};
 use crate::lab::End;
 use crate::links::Link;
 use crate::output;
-use crate::snapshot::Vm;
+use crate::snapshot::Snapshot;
 
 /// The lab's name: the file's `name`, or `--lab`.
 fn name(lab: &LabRef) -> Result<String> {
@@ -18,29 +17,15 @@ fn name(lab: &LabRef) -> Result<String> {
         (_, Some(name)) => Ok(name.clone()),
         (Some(file), None) => Ok(super::up::read(file)?.name),
         // clap requires one of them.
-        (None, None) => Err(Error::NoSuchLab(String::new())),
+        (None, None) => Err(Error::NoVmInLab(String::new())),
     }
-}
-
-/// The names of the lab's VMs; none is exit code 4.
-fn members(vms: &Vms, lab: &str) -> Result<Vec<String>> {
-    let names: Vec<String> = vms
-        .vms
-        .iter()
-        .filter(|vm| vm.project() == lab)
-        .map(Vm::name)
-        .collect();
-    if names.is_empty() {
-        return Err(Error::NoSuchLab(lab.to_string()));
-    }
-    Ok(names)
 }
 
 /// Stops every VM of the lab; their disks and links stay for the next `up`.
 pub async fn down(conn: &zbus::Connection, lab: LabRef) -> Result<()> {
     let lab = name(&lab)?;
-    let names = members(&Vms::read(conn).await?, &lab)?;
-    super::lifecycle::run(conn, super::Action::Stop, &names).await?;
+    let names = Snapshot::read(conn).await?.members(&lab)?;
+    super::lifecycle::run(conn, super::Action::Stop, &named(&names)).await?;
     output::print(&format!(
         "Lab {lab} is down: {} VMs stopped.\n",
         names.len()
@@ -50,7 +35,7 @@ pub async fn down(conn: &zbus::Connection, lab: LabRef) -> Result<()> {
 /// Deletes every VM of the lab and its files, after asking (or with `--yes`).
 pub async fn destroy(conn: &zbus::Connection, lab: LabRef, yes: bool) -> Result<()> {
     let lab = name(&lab)?;
-    let names = members(&Vms::read(conn).await?, &lab)?;
+    let names = Snapshot::read(conn).await?.members(&lab)?;
     if !yes
         && !confirm(&format!(
             "Delete the {} VMs of lab {lab} ({}) and their disks? [y/N] ",
@@ -60,7 +45,7 @@ pub async fn destroy(conn: &zbus::Connection, lab: LabRef, yes: bool) -> Result<
     {
         return Err(Error::NotConfirmed(lab));
     }
-    super::delete::run(conn, &names, true).await?;
+    super::delete::run(conn, &named(&names), true).await?;
     output::print(&format!(
         "Lab {lab} is destroyed: {} VMs deleted.\n",
         names.len()
@@ -98,8 +83,8 @@ pub fn graph_file(file: &std::path::Path, format: graph::Format) -> Result<()> {
 /// The graph of a lab as the daemon's tunnels wire it.
 pub async fn graph(conn: &zbus::Connection, args: Graph) -> Result<()> {
     let lab = name(&args.lab)?;
-    let vms = Vms::read(conn).await?;
-    let nodes = members(&vms, &lab)?;
+    let vms = Snapshot::read(conn).await?;
+    let nodes = vms.members(&lab)?;
     let edges: Vec<Edge> = vms
         .links()
         .into_iter()
@@ -112,4 +97,13 @@ pub async fn graph(conn: &zbus::Connection, args: Graph) -> Result<()> {
         })
         .collect();
     output::print(&graph::render(args.format, &lab, &nodes, &edges))
+}
+
+/// The VMs `names`, as the lifecycle commands take them.
+pub(super) fn named(names: &[String]) -> Vms {
+    Vms {
+        vms: names.to_vec(),
+        lab: None,
+        all: false,
+    }
 }

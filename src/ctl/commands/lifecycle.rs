@@ -1,8 +1,10 @@
-//! `start`, `stop`, `suspend`, `resume`, `reload` of several VMs at once, in parallel: every VM named
-//! must exist before any is touched; each failure is reported, and any makes the exit code 1.
+//! `start`, `stop`, `suspend`, `resume`, `reload` of several VMs at once (named, `--lab` or
+//! `--all`), in parallel: every VM named must exist before any is touched; each failure is
+//! reported, and any makes the exit code 1.
 
 use futures_util::future::join_all;
 
+use crate::cli::Vms;
 use crate::error::{Error, Result};
 use crate::proxies::VmProxy;
 
@@ -37,11 +39,12 @@ impl Action {
     }
 }
 
-pub async fn run(conn: &zbus::Connection, action: Action, names: &[String]) -> Result<()> {
-    let vms = super::find_all(conn, names).await?;
-    let results = join_all(vms.iter().map(|vm| action.apply(vm))).await;
-    let failed: Vec<Error> = names
+pub async fn run(conn: &zbus::Connection, action: Action, which: &Vms) -> Result<()> {
+    let vms = super::select(conn, which).await?;
+    let results = join_all(vms.iter().map(|(_, vm)| action.apply(vm))).await;
+    let failed: Vec<Error> = vms
         .iter()
+        .map(|(name, _)| name)
         .zip(results)
         .filter_map(|(name, r)| {
             r.err()
@@ -58,7 +61,7 @@ pub(super) fn report(mut failed: Vec<Error>) -> Result<()> {
         1 => Err(failed.remove(0)),
         n => {
             for e in &failed {
-                eprintln!("{e}");
+                eprintln!("{}", crate::output::failure(&e.to_string()));
                 if let Some(hint) = e.hint() {
                     eprintln!("{hint}");
                 }

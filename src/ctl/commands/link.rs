@@ -8,56 +8,21 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::lab::plan::Wire;
-use crate::links::{self, Link, Port};
+use crate::links::{Link, Port};
 use crate::output;
 use crate::proxies::{ManagerProxy, VmProxy};
-use crate::snapshot::{self, Vm};
+use crate::snapshot::{Snapshot, Vm};
 
 /// Where one VM's tunnel sends to reach another's on this host. The daemon binds tunnels on
 /// its udp_host, loopback by default (which a wildcard address also answers on).
 const HERE: &str = "127.0.0.1";
-
-/// The VMs' proxies by name, from one snapshot.
-pub(super) struct Vms {
-    pub vms: Vec<Vm>,
-}
-
-impl Vms {
-    pub async fn read(conn: &zbus::Connection) -> Result<Vms> {
-        Ok(Vms {
-            vms: snapshot::vms(conn).await?,
-        })
-    }
-
-    fn vm(&self, name: &str) -> Result<&Vm> {
-        self.vms
-            .iter()
-            .find(|vm| vm.name() == name)
-            .ok_or_else(|| Error::NoSuchVm(name.to_string()))
-    }
-
-    /// The proxy of VM `name`.
-    pub async fn proxy(&self, conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
-        super::vm_at(conn, self.vm(name)?.path.clone()).await
-    }
-
-    pub fn links(&self) -> Vec<Link> {
-        let tunnels: Vec<_> = self.vms.iter().flat_map(Vm::tunnels).collect();
-        links::links(&tunnels)
-    }
-
-    /// The link on `port`, if it has one.
-    fn link_on(&self, port: &Port) -> Option<Link> {
-        self.links().into_iter().find(|l| l.ports().contains(&port))
-    }
-}
 
 pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
     let ports = [endpoint(a)?, endpoint(b)?];
     if ports[0] == ports[1] {
         return Err(Error::Link(format!("{a} cannot be linked to itself")));
     }
-    let vms = Vms::read(conn).await?;
+    let vms = Snapshot::read(conn).await?;
     for port in &ports {
         let vm = vms.vm(&port.vm)?;
         let adapters: u32 = vm.get("Adapters").parse().unwrap_or(0);
@@ -84,7 +49,7 @@ pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
 
 pub async fn unlink(conn: &zbus::Connection, end: &str) -> Result<()> {
     let port = endpoint(end)?;
-    let vms = Vms::read(conn).await?;
+    let vms = Snapshot::read(conn).await?;
     vms.vm(&port.vm)?;
     let Some(link) = vms.link_on(&port) else {
         return Err(Error::Link(format!("{port} has no link")));
@@ -103,20 +68,9 @@ pub async fn list(
     json: bool,
     legend: bool,
 ) -> Result<()> {
-    let vms = Vms::read(conn).await?;
+    let vms = Snapshot::read(conn).await?;
     let ours: Vec<String> = match lab {
-        Some(lab) => {
-            let names: Vec<String> = vms
-                .vms
-                .iter()
-                .filter(|vm| vm.project() == lab)
-                .map(Vm::name)
-                .collect();
-            if names.is_empty() {
-                return Err(Error::NoSuchLab(lab.to_string()));
-            }
-            names
-        }
+        Some(lab) => vms.members(lab)?,
         None => vms.vms.iter().map(Vm::name).collect(),
     };
     let links: Vec<Link> = vms
@@ -188,7 +142,7 @@ fn endpoint(text: &str) -> Result<Port> {
 }
 
 /// Makes the cable `wire`: both tunnels, or none (and no port kept).
-pub(super) async fn wire(conn: &zbus::Connection, vms: &Vms, wire: &Wire) -> Result<()> {
+pub(super) async fn wire(conn: &zbus::Connection, vms: &Snapshot, wire: &Wire) -> Result<()> {
     let manager = super::manager(conn).await?;
     let failed = Error::call(format!("link {wire}"));
     match wire {
@@ -245,7 +199,7 @@ async fn release(manager: &ManagerProxy<'_>, ports: &[u16]) {
 }
 
 /// Removes the tunnels on `ports`, all of them tried; the first failure is the error.
-pub(super) async fn unwire(conn: &zbus::Connection, vms: &Vms, ports: &[Port]) -> Result<()> {
+pub(super) async fn unwire(conn: &zbus::Connection, vms: &Snapshot, ports: &[Port]) -> Result<()> {
     let mut proxies: BTreeMap<&str, VmProxy<'static>> = BTreeMap::new();
     for p in ports {
         if !proxies.contains_key(p.vm.as_str()) {

@@ -27,13 +27,22 @@ fn row(vm: &Vm) -> Vec<String> {
     ]
 }
 
-pub async fn run(conn: &zbus::Connection, as_json: bool, legend: bool) -> Result<()> {
-    let vms = snapshot::vms(conn).await?;
+pub async fn run(
+    conn: &zbus::Connection,
+    as_json: bool,
+    lab: Option<&str>,
+    legend: bool,
+) -> Result<()> {
+    let vms = snapshot::in_lab(conn, lab).await?;
     if as_json {
         return output::print_json(&vms.iter().map(Vm::json).collect());
     }
     let n = vms.len();
-    let mut out = output::table(&HEADER, &NUMBERS, vms.iter().map(row).collect(), legend);
+    let rows: Vec<Vec<String>> = vms.iter().map(row).collect();
+    let mut out = output::table(&HEADER, &NUMBERS, rows.clone(), legend);
+    if output::stdout_colour() {
+        out = output::colour_column(&out, &HEADER, &rows, legend, 2, output::state_colour);
+    }
     if legend {
         let noun = if n == 1 { "VM" } else { "VMs" };
         out.push_str(&format!("\n{n} {noun} listed.\n"));

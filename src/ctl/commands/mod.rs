@@ -1,8 +1,12 @@
-//! The commands, each in a file of its own, and what they share: the connection and finding
-//! a VM by name or id.
+//! The commands, each in a file of its own, and what they share: the connection, finding a
+//! VM by name or id, choosing VMs by name, lab or all, and telling a refusal because a VM
+//! does not run (exit code 3) from the others.
 
+mod console;
 mod create;
 mod delete;
+mod events;
+mod get;
 mod info;
 mod lab;
 mod lifecycle;
@@ -12,13 +16,16 @@ mod set;
 mod show;
 mod up;
 mod vm;
+pub(crate) mod wait;
+mod watch;
 
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
 
 use crate::bus::{self, Target};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Vms};
 use crate::error::{error_name, Error, Result};
+use crate::pager;
 use crate::proxies::{ManagerProxy, VmProxy};
 
 pub use lifecycle::Action;
@@ -37,21 +44,28 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let conn = bus::connect(&target).await?;
     let legend = !cli.no_legend;
+    // Colours are decided on the terminal, before a pager takes stdout.
+    crate::output::stdout_colour();
+    let _pager = paged(&cli.command).then(|| pager::start(cli.no_pager));
     match cli.command {
-        Command::List(j) => list::run(&conn, j.json, legend).await,
+        Command::List(l) => list::run(&conn, l.json.json, l.lab.as_deref(), legend).await,
         Command::Show(s) => show::run(&conn, s).await,
         Command::Create(c) => create::run(&conn, c).await,
         Command::Set { vm, settings } => set::run(&conn, &vm, &settings).await,
-        Command::Start(v) => lifecycle::run(&conn, Action::Start, &v.vms).await,
-        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v.vms).await,
-        Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v.vms).await,
-        Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v.vms).await,
-        Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v.vms).await,
+        Command::Start(v) => lifecycle::run(&conn, Action::Start, &v).await,
+        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v).await,
+        Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v).await,
+        Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v).await,
+        Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v).await,
         Command::Log { vm } => vm::log(&conn, &vm).await,
         Command::Cmdline { vm } => vm::cmdline(&conn, &vm).await,
         Command::Monitor { vm, command } => vm::monitor(&conn, &vm, &command).await,
         Command::Info => info::run(&conn, legend).await,
-        Command::Delete { vms, force } => delete::run(&conn, &vms.vms, force).await,
+        Command::Delete { vms, force } => delete::run(&conn, &vms, force).await,
+        Command::Get(g) => get::run(&conn, g).await,
+        Command::Console(c) => console::run(&conn, c).await,
+        Command::Watch(w) => watch::run(&conn, w).await,
+        Command::Wait(w) => wait::run(&conn, w).await,
         Command::Link { a, b } => link::link(&conn, &a, &b).await,
         Command::Unlink { end } => link::unlink(&conn, &end).await,
         Command::Links { lab, json } => link::list(&conn, lab.as_deref(), json.json, legend).await,
@@ -60,6 +74,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Destroy { lab, yes } => lab::destroy(&conn, lab, yes).await,
         Command::Graph(g) => lab::graph(&conn, g).await,
     }
+}
+
+/// The commands whose output people read at length, which go through a pager on a terminal.
+fn paged(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::List(_)
+            | Command::Show(_)
+            | Command::Log { .. }
+            | Command::Cmdline { .. }
+            | Command::Info
+    )
 }
 
 async fn manager(conn: &zbus::Connection) -> Result<ManagerProxy<'static>> {
@@ -97,6 +123,38 @@ async fn find_path(manager: &ManagerProxy<'_>, name: &str) -> Result<OwnedObject
 async fn find(conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
     let path = find_path(&manager(conn).await?, name).await?;
     vm_at(conn, path).await
+}
+
+/// The VMs `which` names, with the names to report them by: those named, in order (see
+/// [`find_all`]), or, from one GetManagedObjects, every VM of `--lab` (none is exit 4) or
+/// every VM (`--all`).
+async fn select(conn: &zbus::Connection, which: &Vms) -> Result<Vec<(String, VmProxy<'static>)>> {
+    if !which.all && which.lab.is_none() {
+        let vms = find_all(conn, &which.vms).await?;
+        return Ok(which.vms.iter().cloned().zip(vms).collect());
+    }
+    let mut out = Vec::new();
+    for vm in crate::snapshot::in_lab(conn, which.lab.as_deref()).await? {
+        out.push((vm.name(), vm_at(conn, vm.path.clone()).await?));
+    }
+    Ok(out)
+}
+
+/// `e`, the failure of `what` on `vm` (named `name`): a refusal with InvalidState of a VM that
+/// does not run is [`Error::NotRunning`], with the state it is in.
+async fn refused(vm: &VmProxy<'_>, name: &str, what: &str, e: zbus::Error) -> Error {
+    if error_name(&e).as_deref() == Some("org.gns3.Qemu.Error.InvalidState") {
+        if let Ok(state) = vm.state().await {
+            if !matches!(state.as_str(), "running" | "paused") {
+                return Error::NotRunning {
+                    what: what.to_string(),
+                    vm: name.to_string(),
+                    state,
+                };
+            }
+        }
+    }
+    Error::call(what)(e)
 }
 
 /// Every VM of `names`, in order; the first that does not exist is the error, before

@@ -7,7 +7,9 @@ use futures_util::future::join_all;
 use std::path::Path;
 
 use super::lifecycle::report;
-use super::link::{unwire, wire, Vms};
+use super::wait::Goal;
+use super::link::{unwire, wire};
+use crate::snapshot::Snapshot;
 use crate::cli::Up;
 use crate::contract::{call_args, DEFAULT_ADAPTERS};
 use crate::error::{Error, Result};
@@ -47,7 +49,7 @@ impl Done {
 
 pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     let lab = read(&args.file)?;
-    let before = Vms::read(conn).await?;
+    let before = Snapshot::read(conn).await?;
     let plan = plan::plan(&lab, &before.vms, DEFAULT_ADAPTERS).map_err(|why| Error::Lab {
         lab: lab.name.clone(),
         why,
@@ -71,7 +73,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     let vms = if plan.create.is_empty() {
         before
     } else {
-        Vms::read(conn).await?
+        Snapshot::read(conn).await?
     };
 
     unwire(conn, &vms, &plan.unwire).await?;
@@ -114,7 +116,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
 
     let pruned = if args.prune { plan.extra.clone() } else { Vec::new() };
     if !pruned.is_empty() {
-        super::delete::run(conn, &pruned, true).await?;
+        super::delete::run(conn, &super::lab::named(&pruned), true).await?;
     }
     done.step("deleted", "Deleted", pruned);
 
@@ -159,8 +161,26 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         lab.nodes.len(),
         lab.links.len()
     );
+    let wait = async {
+        if !args.wait {
+            return Ok(());
+        }
+        let goals = lab
+            .nodes
+            .iter()
+            .map(|(name, node)| Goal {
+                name: name.clone(),
+                state: Some("running".into()),
+                console: node.ready.console.clone(),
+            })
+            .collect();
+        super::wait::until(conn, goals, args.timeout).await
+    };
     if args.json.json {
+        // One document, once everything is known.
+        wait.await?;
         done.json.insert("lab".into(), lab.name.clone().into());
+        done.json.insert("ready".into(), args.wait.into());
         done.json.insert("notes".into(), left.clone().into());
         output::print_json(&done.json.into())?;
     } else {
@@ -168,6 +188,10 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         output::print(&format!("{}\n", done.lines.join("\n")))?;
         for line in &left {
             eprintln!("{line}");
+        }
+        wait.await?;
+        if args.wait {
+            output::print(&format!("Lab {} is ready.\n", lab.name))?;
         }
     }
     if plan.blocked.is_empty() && plan.waiting.is_empty() {

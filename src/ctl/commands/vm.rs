@@ -31,12 +31,13 @@ pub async fn monitor(conn: &zbus::Connection, name: &str, command: &[String]) ->
     let run = |line: String| {
         let vm = &vm;
         async move {
-            let answer = vm
-                .human_monitor_command(&line)
-                .await
-                .map_err(Error::call(format!(
-                    "run '{line}' on the monitor of {name}"
-                )))?;
+            let answer = match vm.human_monitor_command(&line).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let what = format!("run '{line}' on the monitor of {name}");
+                    return Err(super::refused(vm, name, &what, e).await);
+                }
+            };
             output::print(&answer)
         }
     };
