@@ -114,7 +114,11 @@ async fn a_triangle_is_brought_up_edited_down_up_and_destroyed() {
     // Every console has printed GUEST-READY: ReadConsole's scrollback has it already.
     for r in ["r1", "r2", "r3"] {
         let path = lab.manager.get_vm(r).await.unwrap();
-        let out = common::vm(&lab.conn, &path).await.read_console(0).await.unwrap();
+        let out = common::vm(&lab.conn, &path)
+            .await
+            .read_console(0)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&out).contains("GUEST-READY"), "{r}");
     }
     for r in ["r1", "r2", "r3"] {
@@ -278,7 +282,7 @@ async fn bad_lab_files_and_links_change_nothing() {
         failed(
             1,
             &format!(
-                "{}:9:1: unknown field `colour`, expected one of name, defaults, nodes, links\n",
+                "{}:10:1: unknown field `colour`, expected one of name, defaults, nodes, links\n",
                 bad.display()
             )
         )
@@ -292,7 +296,7 @@ async fn bad_lab_files_and_links_change_nothing() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.ends_with(
-            ":10:26: 'r2:eth2': node 'r2' has 2 adapter(s), eth0 to eth1; raise its adapters\n"
+            ":11:26: 'r2:eth2': node 'r2' has 2 adapter(s), eth0 to eth1; raise its adapters\n"
         ),
         "{run:?}"
     );

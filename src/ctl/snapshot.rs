@@ -7,8 +7,8 @@ use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::error::{Error, Result};
 use crate::links::{self, Link, Port, Tunnel};
-use crate::proxies::VmProxy;
 use crate::output::{json, text};
+use crate::proxies::VmProxy;
 
 const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 

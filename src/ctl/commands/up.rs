@@ -7,14 +7,14 @@ use futures_util::future::join_all;
 use std::path::Path;
 
 use super::lifecycle::report;
-use super::wait::Goal;
 use super::link::{unwire, wire};
-use crate::snapshot::Snapshot;
+use super::wait::Goal;
 use crate::cli::Up;
 use crate::contract::{call_args, DEFAULT_ADAPTERS};
 use crate::error::{Error, Result};
 use crate::lab::{self, plan, Lab};
 use crate::output;
+use crate::snapshot::Snapshot;
 
 /// The lab in `file`, checked against the contract.
 pub fn read(file: &Path) -> Result<Lab> {
@@ -114,7 +114,11 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         plan.wire.iter().map(ToString::to_string).collect(),
     );
 
-    let pruned = if args.prune { plan.extra.clone() } else { Vec::new() };
+    let pruned = if args.prune {
+        plan.extra.clone()
+    } else {
+        Vec::new()
+    };
     if !pruned.is_empty() {
         super::delete::run(conn, &super::lab::named(&pruned), true).await?;
     }

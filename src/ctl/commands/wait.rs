@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use zbus::{OwnedObjectPath, Variant};
 
 use super::events::{self, Event};
-use crate::snapshot;
 use crate::cli::{Wait, STATES};
 use crate::duration;
 use crate::error::{error_name, Error, Result};
 use crate::output::text;
+use crate::snapshot;
 
 /// What one VM must come to.
 pub(crate) struct Goal {

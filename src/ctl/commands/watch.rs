@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use zbus::OwnedVariant;
 
 use super::events::{self, Event};
-use crate::snapshot;
 use crate::cli::Watch;
 use crate::error::Result;
 use crate::output::{self, json, text};
+use crate::snapshot;
 
 /// What is known of a VM: what its events are filtered on and named by.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +50,12 @@ pub async fn run(conn: &zbus::Connection, w: Watch) -> Result<()> {
     let mut known: HashMap<String, Known> = snapshot::vms(conn)
         .await?
         .into_iter()
-        .map(|vm| (vm.path.to_string(), Known::of(vm.path.as_str(), &vm.properties)))
+        .map(|vm| {
+            (
+                vm.path.to_string(),
+                Known::of(vm.path.as_str(), &vm.properties),
+            )
+        })
         .collect();
     let filter = Filter {
         vms: w.vms,

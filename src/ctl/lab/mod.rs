@@ -207,25 +207,30 @@ pub fn parse(
     }
     // Files are found from the lab file's directory, as containerlab finds them.
     let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    // `ready` is the one key of a node that is not a setting; defaults may give it too.
+    let ready_of = |spec: &mut BTreeMap<String, Spanned<Value>>, whose: &str| {
+        spec.remove(READY)
+            .map(|r| {
+                serde_json::from_value::<Ready>(r.value.clone()).map_err(|e| {
+                    at(
+                        &r.referenced,
+                        format!("{whose}: ready takes {{console: REGEX}}: {e}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let mut raw_defaults = raw.defaults.clone();
+    let default_ready = ready_of(&mut raw_defaults, "defaults")?.unwrap_or_default();
     let defaults =
-        settings(&raw.defaults, properties, "defaults", dir).map_err(|(l, m)| at(&l, m))?;
+        settings(&raw_defaults, properties, "defaults", dir).map_err(|(l, m)| at(&l, m))?;
     let mut nodes = BTreeMap::new();
     for (node, spec) in &raw.nodes {
         let mut own = spec.value.clone();
-        let ready = match own.remove(READY) {
-            Some(r) => serde_json::from_value(r.value.clone()).map_err(|e| {
-                at(
-                    &r.referenced,
-                    format!("node '{node}': ready takes {{console: REGEX}}: {e}"),
-                )
-            })?,
-            None => Ready::default(),
-        };
+        let whose = format!("node '{node}'");
+        let ready = ready_of(&mut own, &whose)?.unwrap_or_else(|| default_ready.clone());
         let mut merged = defaults.clone();
-        merged.extend(
-            settings(&own, properties, &format!("node '{node}'"), dir)
-                .map_err(|(l, m)| at(&l, m))?,
-        );
+        merged.extend(settings(&own, properties, &whose, dir).map_err(|(l, m)| at(&l, m))?);
         nodes.insert(
             node.clone(),
             Node {
@@ -468,6 +473,16 @@ links:
                 local: Some(20001)
             }
         );
+    }
+
+    #[test]
+    fn ready_comes_from_the_defaults_unless_the_node_has_its_own() {
+        let text = "name: x\ndefaults: {ready: {console: 'login:'}}\nnodes:\n  a: {}\n  b: {ready: {console: '#'}}\n";
+        let lab = lab(text).unwrap();
+        assert_eq!(lab.nodes["a"].ready.console.as_deref(), Some("login:"));
+        assert_eq!(lab.nodes["b"].ready.console.as_deref(), Some("#"));
+        assert!(err("name: x\ndefaults: {ready: {prompt: x}}\nnodes: {}\n")
+            .contains("defaults: ready takes {console: REGEX}: unknown field `prompt`"));
     }
 
     #[test]
