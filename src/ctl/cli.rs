@@ -1,6 +1,9 @@
 //! The command line, as clap reads it: a usage error is clap's, with exit code 2.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
+
+use crate::complete::vm_names;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +36,7 @@ pub enum Command {
     /// Change settings of a VM, all at once or none.
     Set {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// Settings, by their D-Bus property names.
         #[arg(required = true, value_name = "PROP=VALUE")]
@@ -51,16 +55,19 @@ pub enum Command {
     /// Print a VM's QEMU log (qemu.log).
     Log {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Print the command line Start runs, as one line a shell takes.
     Cmdline {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Run a QEMU monitor (HMP) command; without one, each line read from stdin.
     Monitor {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// The command, as one line (`info status`).
         command: Vec<String>,
@@ -87,13 +94,14 @@ pub struct Json {
 #[derive(Debug, Args)]
 pub struct Vms {
     /// The VMs' names or ids.
-    #[arg(required = true, value_name = "VM")]
+    #[arg(required = true, value_name = "VM", add = ArgValueCandidates::new(vm_names))]
     pub vms: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct Show {
     /// The VM's name or id.
+    #[arg(add = ArgValueCandidates::new(vm_names))]
     pub vm: String,
     /// Show only these properties.
     #[arg(short = 'p', long = "property", value_name = "PROP")]

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Short names for the settings lab files use most; any contract name works too.
-const ALIASES: &[(&str, &str)] = &[
+pub(crate) const ALIASES: &[(&str, &str)] = &[
     ("image", "HdaDiskImage"),
     ("hda", "HdaDiskImage"),
     ("hdb", "HdbDiskImage"),
