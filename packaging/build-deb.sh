@@ -1,8 +1,11 @@
 #!/bin/bash
-# Builds the Debian package of gns3-qemud with cargo-deb and prints its path:
-# <target dir>/debian/gns3-qemud_<version>-1_<arch>.deb, where the target dir is
-# $CARGO_TARGET_DIR if set, else the project's target/. The package's contents, dependencies
-# and maintainer scripts are in Cargo.toml, [package.metadata.deb], and packaging/debian/.
+# Builds the Debian packages with cargo-deb and prints their paths, a line each: the daemon's,
+# <target dir>/debian/gns3-qemud_<version>-1_<arch>.deb, then the client's,
+# <target dir>/debian/gns3-qemuctl_<version>-1_<arch>.deb, where the target dir is
+# $CARGO_TARGET_DIR if set, else the project's target/. The daemon package's contents,
+# dependencies and maintainer scripts are in Cargo.toml, [package.metadata.deb], and
+# packaging/debian/; the client's in src/ctl/Cargo.toml, [package.metadata.deb], and
+# packaging/gns3-qemuctl/. tests/debs.sh checks what they hold.
 #
 #   packaging/build-deb.sh [cargo-deb options...]
 #
@@ -42,4 +45,7 @@ fi
 # package of the workspace: cargo-deb sees that its asset (target/release/...) is that
 # package's binary and builds with --workspace --bin=gns3-qemud --bin=gns3-qemud-supervisor.
 deb=$(cargo deb --locked "${maintainer[@]}" "$@" | tail -n 1)
+# The client, a package of its own (no daemon, no dbus-daemon: only what its binary links).
+ctl=$(cargo deb --locked -p gns3-qemuctl "${maintainer[@]}" "$@" | tail -n 1)
 echo "$deb"
+echo "$ctl"

@@ -1,14 +1,17 @@
 #!/bin/bash
 # End-to-end test of the Debian package on a real systemd, as root on Debian 12:
-#   - builds the package (packaging/build-deb.sh) and the test guest (tests/guest/build.sh);
+#   - builds the packages, the daemon's and gns3-qemuctl's (packaging/build-deb.sh), checks
+#     what they hold (tests/debs.sh), and builds the test guest (tests/guest/build.sh);
 #   - makes a bookworm root with debootstrap (tests/debian-root.sh: cached in
 #     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd
 #     as PID 1 of the container, a real system bus; --volatile=overlay keeps the cache
 #     clean), driven with nsenter;
-#   - inside: installs the package, creates and starts a VM (TCG) over D-Bus, reads
+#   - inside: installs both packages; drives the service with the installed gns3-qemuctl as
+#     a member of group gns3 would (info, create, list, completion, start, stop, delete)
+#     and as an outsider (refused, with the hint); creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
 #     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
-#     purges the package and checks that what it installed is gone.
+#     purges the packages and checks that what they installed is gone.
 # Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
 # Where the machine cannot boot a container (not root, no debootstrap root, nspawn refused),
 # it prints "e2e: SKIPPED: <reason>" and exits 0, except under CI (CI=true), where that is a
@@ -47,13 +50,16 @@ need_pkg debian-archive-keyring
 install_missing || skip "cannot install systemd-container and debootstrap with apt"
 
 # --- the package and the test guest ------------------------------------------------------
-echo "== building the package (packaging/build-deb.sh)"
-DEB=$(packaging/build-deb.sh | tail -n 1)
-[ -f "$DEB" ] || {
-	echo "e2e: FAIL: packaging/build-deb.sh printed no .deb ($DEB)"
-	exit 1
-}
-echo "   $DEB"
+echo "== building the packages (packaging/build-deb.sh)"
+mapfile -t DEBS < <(packaging/build-deb.sh | tail -n 2)
+DEB=${DEBS[0]:-} CTLDEB=${DEBS[1]:-}
+for d in "$DEB" "$CTLDEB"; do
+	[ -f "$d" ] || {
+		echo "e2e: FAIL: packaging/build-deb.sh did not print the two .debs (${DEBS[*]})"
+		exit 1
+	}
+	echo "   $d"
+done
 echo "== building the test guest (tests/guest/build.sh)"
 GUEST=$(tests/guest/build.sh | tail -n 1)
 if ! [ -f "$GUEST/vmlinuz" ] || ! [ -f "$GUEST/initrd.gz" ]; then
@@ -79,8 +85,9 @@ T_ROOT=$(since "$t0")
 # --- boot --------------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/gns3-qemud-e2e.XXXXXX)
 mkdir -p "$WORK/share"
-cp "$DEB" "$WORK/share/"
+cp "$DEB" "$CTLDEB" "$WORK/share/"
 DEBNAME=$(basename "$DEB")
+CTLDEBNAME=$(basename "$CTLDEB")
 NSPID=
 LEADER=
 cleanup() {
@@ -136,12 +143,14 @@ pass=0
 fail=0
 RESULTS=()
 # check NAME COMMAND...: runs COMMAND in the container; PASS if it succeeds, else FAIL with
-# its output. Its output is in $out afterwards.
+# its output. Its output is in $out afterwards. host_check runs COMMAND on the host.
 out=
-check() {
-	local name=$1 rc
-	shift
-	out=$(IN "$@" 2>&1)
+check() { check_with IN "$@"; }
+host_check() { check_with env "$@"; }
+check_with() {
+	local run=$1 name=$2 rc
+	shift 2
+	out=$("$run" "$@" 2>&1)
 	rc=$?
 	if [ $rc -eq 0 ]; then
 		echo "PASS $name"
@@ -185,8 +194,10 @@ if [ -n "${E2E_UNIT_DROPIN:-}" ]; then
 	echo "   drop-in for gns3-qemud.service: $E2E_UNIT_DROPIN"
 	IN sh -c 'mkdir -p /etc/systemd/system/gns3-qemud.service.d && printf "[Service]\n%s\n" "$1" >/etc/systemd/system/gns3-qemud.service.d/e2e.conf' - "$E2E_UNIT_DROPIN"
 fi
-check install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/share/$DEBNAME" || exit 1
-FILES=$(IN dpkg-query -L gns3-qemud)
+# The packages as built: their files, modes and fields (tests/debs.sh prints each check).
+host_check debs tests/debs.sh "$DEB" "$CTLDEB"
+check install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/share/$DEBNAME" "/share/$CTLDEBNAME" || exit 1
+FILES=$(IN dpkg-query -L gns3-qemud gns3-qemuctl)
 check user-and-group sh -c 'getent passwd gns3-qemud && getent group gns3 && id gns3-qemud'
 check enable-now systemctl enable --now gns3-qemud
 check is-enabled systemctl is-enabled gns3-qemud.service gns3-qemud-supervisor.socket
@@ -194,6 +205,28 @@ check is-active systemctl is-active gns3-qemud.service gns3-qemud-supervisor.soc
 
 # The guest's files must be readable by the daemon's user: copy them out of the bind mount.
 IN sh -c 'mkdir -p /srv/e2e && cp /guest/vmlinuz /guest/initrd.gz /srv/e2e/ && chmod 755 /srv/e2e && chmod 644 /srv/e2e/*'
+
+# The installed client, as a member of gns3 runs it: the service's bus policy lets it in.
+# An outsider is refused, and told how to join the group; nothing is created.
+IN useradd --system --no-create-home --groups gns3 e2e-member
+MEMBER="setpriv --reuid=e2e-member --regid=e2e-member --init-groups"
+OUTSIDER="setpriv --reuid=nobody --regid=nogroup --clear-groups"
+VERSION=$(IN dpkg-query -W -f='${Version}' gns3-qemud | cut -d- -f1)
+check ctl-info sh -c "$MEMBER gns3-qemuctl info | tee /dev/stderr | grep -qx 'Version: $VERSION'" || journal
+check ctl-create sh -c "$MEMBER gns3-qemuctl create e2e-ctl --ram 128M --kernel /srv/e2e/vmlinuz \
+	--initrd /srv/e2e/initrd.gz --append 'console=ttyS0 panic=-1 quiet' --set Accelerator=tcg" || journal
+check ctl-list sh -c "$MEMBER gns3-qemuctl --no-legend list | tee /dev/stderr | grep -qE '^e2e-ctl +- +stopped +[0-9]+ +128M +1 +0\$'"
+# The installed bash hook, sourced as bash-completion does, on a Tab after `show `.
+check ctl-bash-completion sh -c "[ -f /usr/share/bash-completion/completions/gns3-qemuctl ] &&
+	$MEMBER bash --norc -c 'source /usr/share/bash-completion/completions/gns3-qemuctl; COMP_WORDS=(gns3-qemuctl show \"\"); COMP_CWORD=2
+		_clap_complete_gns3_qemuctl gns3-qemuctl \"\" show; printf \"%s\\n\" \"\${COMPREPLY[@]}\"' | tee /dev/stderr | grep -qx e2e-ctl"
+check ctl-start sh -c "$MEMBER gns3-qemuctl start e2e-ctl && $MEMBER gns3-qemuctl show e2e-ctl -p State --value | tee /dev/stderr | grep -qx running" || journal
+check ctl-stop sh -c "$MEMBER gns3-qemuctl stop e2e-ctl && $MEMBER gns3-qemuctl show e2e-ctl -p State --value | tee /dev/stderr | grep -qx stopped" || journal
+check ctl-delete sh -c "$MEMBER gns3-qemuctl delete e2e-ctl && { $MEMBER gns3-qemuctl show e2e-ctl; [ \$? -eq 4 ]; }" || journal
+check ctl-outsider-refused sh -c "$OUTSIDER gns3-qemuctl create e2e-outsider 2>/tmp/outsider.err; rc=\$?; cat /tmp/outsider.err
+	[ \$rc -eq 1 ] && grep -qF 'usermod -a -G gns3' /tmp/outsider.err && ! gns3-qemuctl --no-legend list | grep e2e-outsider"
+check ctl-man-page sh -c "dpkg-query -L gns3-qemuctl | grep -x /usr/share/man/man1/gns3-qemuctl.1.gz && [ -s /usr/share/man/man1/gns3-qemuctl.1.gz ] &&
+	{ ! command -v man >/dev/null || man -w gns3-qemuctl; }"
 
 VM=
 if check create-vm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e 5 \
@@ -264,7 +297,6 @@ if [ -n "$VM" ]; then
 	# The console after the restart, served by the new daemon: a member of gns3 gets it (its
 	# scrollback holds GUEST-READY), an outsider gets one line saying who may. Who connects
 	# is found through sock_diag, which needs AF_NETLINK in the unit. Root's ReadConsole has it too.
-	IN useradd --system --no-create-home --groups gns3 e2e-member
 	check console-member sh -c "setpriv --reuid=e2e-member --regid=e2e-member --init-groups timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$PORT; cat <&3' | grep -a -m1 -o GUEST-READY" || journal
 	check console-outsider-refused sh -c "setpriv --reuid=nobody --regid=nogroup --clear-groups timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$PORT; cat <&3' | tee /dev/stderr | grep -q 'only root and members of group gns3 may reach this console'" || journal
 	check read-console sh -c "${BUS[*]} call org.gns3.Qemu $VM org.gns3.Qemu.VM ReadConsole u 0 | grep -qE '^ay [1-9]'" || journal
@@ -302,7 +334,7 @@ fi
 
 check stop-daemon systemctl stop gns3-qemud
 check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket' || journal
-check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud
+check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud gns3-qemuctl
 # Every file (not directory) the package had is gone, and its state.
 LEFT=$(IN sh -c 'while read -r f; do [ -d "$f" ] || ! [ -e "$f" ] || echo "$f"; done' <<<"$FILES")
 if [ -z "$LEFT" ] && [ -n "$FILES" ]; then

@@ -1,8 +1,10 @@
 //! The command line, as clap reads it: a usage error is clap's, with exit code 2.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 use std::path::PathBuf;
 
+use crate::complete::{lab_names, vm_names};
 use crate::duration;
 
 #[derive(Debug, Parser)]
@@ -39,6 +41,7 @@ pub enum Command {
     /// Change settings of a VM, all at once or none.
     Set {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// Settings, by their D-Bus property names.
         #[arg(required = true, value_name = "PROP=VALUE")]
@@ -57,16 +60,19 @@ pub enum Command {
     /// Print a VM's QEMU log (qemu.log).
     Log {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Print the command line Start runs, as one line a shell takes.
     Cmdline {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Run a QEMU monitor (HMP) command; without one, each line read from stdin.
     Monitor {
         /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// The command, as one line (`info status`).
         command: Vec<String>,
@@ -99,7 +105,7 @@ pub enum Command {
     /// List the cables between VMs, and those to UDP peers elsewhere.
     Links {
         /// Only the cables of this lab's VMs.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(lab_names))]
         lab: Option<String>,
         #[command(flatten)]
         json: Json,
@@ -148,7 +154,7 @@ pub struct Up {
 #[derive(Debug, Args)]
 pub struct List {
     /// Only the VMs of this lab (their Project).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(lab_names))]
     pub lab: Option<String>,
     #[command(flatten)]
     pub json: Json,
@@ -161,7 +167,7 @@ pub struct LabRef {
     /// The lab file (YAML).
     pub file: Option<PathBuf>,
     /// The lab's name, without its file.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(lab_names))]
     pub lab: Option<String>,
 }
 
@@ -176,6 +182,7 @@ pub struct Graph {
 #[derive(Debug, Args)]
 pub struct Get {
     /// The VM's name or id.
+    #[arg(add = ArgValueCandidates::new(vm_names))]
     pub vm: String,
     /// The properties, by their D-Bus names.
     #[arg(required = true, value_name = "PROP")]
@@ -187,6 +194,7 @@ pub struct Get {
 #[derive(Debug, Args)]
 pub struct Console {
     /// The VM's name or id.
+    #[arg(add = ArgValueCandidates::new(vm_names))]
     pub vm: String,
     /// Do not print what the guest printed before (the scrollback) first.
     #[arg(long)]
@@ -199,10 +207,10 @@ pub struct Console {
 #[derive(Debug, Args)]
 pub struct Watch {
     /// Only these VMs (names or ids); all without.
-    #[arg(value_name = "VM")]
+    #[arg(value_name = "VM", add = ArgValueCandidates::new(vm_names))]
     pub vms: Vec<String>,
     /// Only the VMs of this lab (their Project).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(lab_names))]
     pub lab: Option<String>,
     /// Print each event as one JSON object a line.
     #[arg(long)]
@@ -215,7 +223,7 @@ pub const STATES: [&str; 5] = ["stopped", "starting", "running", "paused", "stop
 #[derive(Debug, Args)]
 pub struct Wait {
     /// The VMs' names or ids.
-    #[arg(required = true, value_name = "VM")]
+    #[arg(required = true, value_name = "VM", add = ArgValueCandidates::new(vm_names))]
     pub vms: Vec<String>,
     /// The state to wait for (running without --state or --console).
     #[arg(long, value_name = "STATE", value_parser = STATES)]
@@ -241,10 +249,10 @@ pub struct Json {
 #[group(required = true, multiple = false)]
 pub struct Vms {
     /// The VMs' names or ids.
-    #[arg(value_name = "VM")]
+    #[arg(value_name = "VM", add = ArgValueCandidates::new(vm_names))]
     pub vms: Vec<String>,
     /// Every VM of this lab (their Project).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(lab_names))]
     pub lab: Option<String>,
     /// Every VM.
     #[arg(long)]
@@ -254,6 +262,7 @@ pub struct Vms {
 #[derive(Debug, Args)]
 pub struct Show {
     /// The VM's name or id.
+    #[arg(add = ArgValueCandidates::new(vm_names))]
     pub vm: String,
     /// Show only these properties.
     #[arg(short = 'p', long = "property", value_name = "PROP")]

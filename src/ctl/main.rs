@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use gns3_qemuctl::cli::Cli;
 
 fn main() -> ExitCode {
+    // A shell asking for completions (GNS3_QEMUCTL_COMPLETE=bash …) is answered here, and the run ends.
+    gns3_qemuctl::complete::complete_if_asked();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -33,7 +33,7 @@ pub mod graph;
 pub mod plan;
 
 /// Short names for the settings lab files use most; any contract name works too.
-const ALIASES: &[(&str, &str)] = &[
+pub(crate) const ALIASES: &[(&str, &str)] = &[
     ("image", "HdaDiskImage"),
     ("hda", "HdaDiskImage"),
     ("hdb", "HdbDiskImage"),

@@ -1,0 +1,1 @@
+complete --keep-order --exclusive --command gns3-qemuctl --arguments "(GNS3_QEMUCTL_COMPLETE=fish gns3-qemuctl -- (commandline --current-process --tokenize --cut-at-cursor) (commandline --current-token))"
