@@ -48,7 +48,15 @@ fn names(v: &[&str]) -> Vec<String> {
 }
 
 /// What clap's engine offers on a bare Tab after `start`, beside any names: the options.
-const NO_NAME: [&str; 4] = ["--address", "--host", "--no-legend", "--help"];
+const NO_NAME: [&str; 7] = [
+    "--lab",
+    "--address",
+    "--all",
+    "--host",
+    "--no-legend",
+    "--no-pager",
+    "--help",
+];
 
 #[tokio::test]
 async fn bash_completes_vm_names_from_the_daemon() {
@@ -85,6 +93,19 @@ async fn bash_completes_vm_names_from_the_daemon() {
     );
     assert_eq!(complete(bus, &["gns3-qemuctl", "set", "r"]), both);
     assert_eq!(complete(bus, &["gns3-qemuctl", "log", "r"]), both);
+    // Labs, by their VMs' Project; and the commands added with the lab ones.
+    assert_eq!(create(&lab, "x1", &["--set", "Project=lab1"]).code, 0);
+    let lab1 = (names(&["lab1"]), String::new());
+    assert_eq!(complete(bus, &["gns3-qemuctl", "stop", "--lab", ""]), lab1);
+    assert_eq!(complete(bus, &["gns3-qemuctl", "down", "--lab", "l"]), lab1);
+    let x1 = (names(&["x1"]), String::new());
+    for command in ["console", "get", "wait", "watch"] {
+        assert_eq!(
+            complete(bus, &["gns3-qemuctl", command, "x"]),
+            x1,
+            "{command}"
+        );
+    }
     // The commands come from the same clap definition.
     assert_eq!(
         complete(bus, &["gns3-qemuctl", "st"]),

@@ -173,6 +173,9 @@ mod tests {
         assert_eq!(node.get("Tunnels"), None, "a type lab files cannot give");
         assert_eq!(node.get("image"), None, "an alias of a setting not there");
         assert!(node.get("ready").is_some());
-        assert_eq!(s["properties"]["defaults"]["properties"], *node, "defaults give ready too");
+        assert_eq!(
+            s["properties"]["defaults"]["properties"], *node,
+            "defaults give ready too"
+        );
     }
 }
