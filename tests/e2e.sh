@@ -7,8 +7,9 @@
 #     as PID 1 of the container, a real system bus; --volatile=overlay keeps the cache
 #     clean), driven with nsenter;
 #   - inside: installs both packages; drives the service with the installed gns3-qemuctl as
-#     a member of group gns3 would (info, create, list, completion, start, stop, delete)
-#     and as an outsider (refused, with the hint); creates and starts a VM (TCG) over D-Bus, reads
+#     a member of group gns3 would (info, create, list, completion, start, stop, delete, a
+#     two-VM lab brought up until ready and destroyed) and as an outsider (refused, with the
+#     hint); creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
 #     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
 #     purges the packages and checks that what they installed is gone.
@@ -227,6 +228,27 @@ check ctl-outsider-refused sh -c "$OUTSIDER gns3-qemuctl create e2e-outsider 2>/
 	[ \$rc -eq 1 ] && grep -qF 'usermod -a -G gns3' /tmp/outsider.err && ! gns3-qemuctl --no-legend list | grep e2e-outsider"
 check ctl-man-page sh -c "dpkg-query -L gns3-qemuctl | grep -x /usr/share/man/man1/gns3-qemuctl.1.gz && [ -s /usr/share/man/man1/gns3-qemuctl.1.gz ] &&
 	{ ! command -v man >/dev/null || man -w gns3-qemuctl; }"
+
+# A lab from a file with the installed client, as the member: two guests with a cable,
+# brought up until both consoles are ready, then destroyed with nothing left.
+IN sh -c 'cat >/srv/e2e/lab.yml && chmod 644 /srv/e2e/lab.yml' <<'EOF'
+name: e2e-lab
+defaults:
+  kernel: /srv/e2e/vmlinuz
+  initrd: /srv/e2e/initrd.gz
+  append: console=ttyS0 panic=-1 quiet
+  ram: 128
+  accelerator: tcg
+  ready: {console: GUEST-READY}
+nodes:
+  pc1: {}
+  pc2: {}
+links:
+  - endpoints: [pc1:eth0, pc2:eth0]
+EOF
+check ctl-lab-up sh -c "$MEMBER gns3-qemuctl up --wait --timeout 5m /srv/e2e/lab.yml | tee /dev/stderr | grep -qx 'Lab e2e-lab is ready.'" || journal
+check ctl-lab-links sh -c "$MEMBER gns3-qemuctl --no-legend links --lab e2e-lab | tee /dev/stderr | grep -qE '^pc1:eth0 +pc2:eth0 +[0-9]+ [0-9]+\$'"
+check ctl-lab-destroy sh -c "$MEMBER gns3-qemuctl destroy --yes /srv/e2e/lab.yml && { $MEMBER gns3-qemuctl list --lab e2e-lab; [ \$? -eq 4 ]; }" || journal
 
 VM=
 if check create-vm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e 5 \
