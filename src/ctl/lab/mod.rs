@@ -17,6 +17,9 @@
 //! A node's settings are the VM's writable properties, by their contract names (`Ram`) or a
 //! short alias (`ram`, `image`); their types are the contract's, given to [`parse`] as a
 //! table of property signatures so that they are spelled once, in the contract XML.
+//!
+//! Longer than most files because of its tests: one case for each mistake a file can hold,
+//! beside the reader that finds it.
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -8,6 +8,9 @@
 //! reported, never forced. Settings the file does not name are left as they are. Links are
 //! compared as the tunnels show them (`crate::links`): one that differs is unwired and wired
 //! anew; one the file no longer has is unwired.
+//!
+//! Past 400 lines with its tests, which are most of it: each is one daemon state and one
+//! file, the decisions `up` makes, told without a daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
 use zbus::{OwnedVariant, Str, Variant};
