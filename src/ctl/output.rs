@@ -85,6 +85,11 @@ pub fn table(header: &[&str], right: &[&str], rows: Vec<Vec<String>>, legend: bo
     out
 }
 
+/// `n` things, as people write it: "1 VM", "3 VMs" (`one` and `many` name the thing).
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `text` on stdout; a closed pipe (`| head`) is a failure to write, not a panic.
 pub fn print(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();

@@ -26,10 +26,8 @@ pub async fn down(conn: &zbus::Connection, lab: LabRef) -> Result<()> {
     let lab = name(&lab)?;
     let names = Snapshot::read(conn).await?.members(&lab)?;
     super::lifecycle::run(conn, super::Action::Stop, &named(&names)).await?;
-    output::print(&format!(
-        "Lab {lab} is down: {} VMs stopped.\n",
-        names.len()
-    ))
+    let vms = output::count(names.len(), "VM", "VMs");
+    output::print(&format!("Lab {lab} is down: {vms} stopped.\n"))
 }
 
 /// Deletes every VM of the lab and its files, after asking (or with `--yes`).
@@ -38,18 +36,16 @@ pub async fn destroy(conn: &zbus::Connection, lab: LabRef, yes: bool) -> Result<
     let names = Snapshot::read(conn).await?.members(&lab)?;
     if !yes
         && !confirm(&format!(
-            "Delete the {} VMs of lab {lab} ({}) and their disks? [y/N] ",
-            names.len(),
+            "Delete {} of lab {lab} ({}) and their disks? [y/N] ",
+            output::count(names.len(), "the VM", "the VMs"),
             names.join(", ")
         ))?
     {
         return Err(Error::NotConfirmed(lab));
     }
     super::delete::run(conn, &named(&names), true).await?;
-    output::print(&format!(
-        "Lab {lab} is destroyed: {} VMs deleted.\n",
-        names.len()
-    ))
+    let vms = output::count(names.len(), "VM", "VMs");
+    output::print(&format!("Lab {lab} is destroyed: {vms} deleted.\n"))
 }
 
 /// Asks on the terminal; without one (a script), the answer is no.

@@ -105,8 +105,8 @@ pub async fn list(
         .collect();
     let mut out = output::table(&["A", "B", "PORTS"], &[], rows, legend);
     if legend {
-        let noun = if links.len() == 1 { "link" } else { "links" };
-        out.push_str(&format!("\n{} {noun} listed.\n", links.len()));
+        let n = output::count(links.len(), "link", "links");
+        out.push_str(&format!("\n{n} listed.\n"));
     }
     output::print(&out)
 }

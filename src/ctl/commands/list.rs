@@ -44,8 +44,7 @@ pub async fn run(
         out = output::colour_column(&out, &HEADER, &rows, legend, 2, output::state_colour);
     }
     if legend {
-        let noun = if n == 1 { "VM" } else { "VMs" };
-        out.push_str(&format!("\n{n} {noun} listed.\n"));
+        out.push_str(&format!("\n{} listed.\n", output::count(n, "VM", "VMs")));
     }
     output::print(&out)
 }

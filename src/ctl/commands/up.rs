@@ -160,10 +160,10 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         }
     }
     let summary = format!(
-        "Lab {} is up: {} VMs, {} links.",
+        "Lab {} is up: {}, {}.",
         lab.name,
-        lab.nodes.len(),
-        lab.links.len()
+        output::count(lab.nodes.len(), "VM", "VMs"),
+        output::count(lab.links.len(), "link", "links")
     );
     let wait = async {
         if !args.wait {
