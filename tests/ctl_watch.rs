@@ -187,7 +187,10 @@ fn calls_of(
         .collect()
 }
 
-/// What `watch` and `wait` send: Hello, the one AddMatch, then GetManagedObjects.
+/// What `watch` and `wait` send: Hello, the one AddMatch, then GetManagedObjects. No
+/// RemoveMatch: zbus queues it as a task when the stream drops, and the client's
+/// current-thread runtime ends with the command, before running it (the bus drops the
+/// rule with the connection).
 fn subscribed_then_read() -> Vec<(String, String, String, serde_json::Value)> {
     let bus = "org.freedesktop.DBus";
     let call = |to: &str, iface: &str, member: &str, args| {
