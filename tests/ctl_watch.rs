@@ -1,5 +1,6 @@
 //! gns3-qemuctl's commands that follow a VM over time: `get`, `console` (through pipes, as
-//! scripts use it), `wait`, `watch`; the lifecycle commands on `--lab` and `--all`; and
+//! scripts use it), `wait`, `watch` (and what they ask of the bus: one match rule, added
+//! before the snapshot is read); the lifecycle commands on `--lab` and `--all`; and
 //! that piped output has no colours and no pager. The built binary against the real daemon
 //! and guest; outputs and exit codes are checked exactly. Past 400 lines: each test boots
 //! what it needs once and walks it through many checks, as a person would, which a split
@@ -8,6 +9,7 @@
 mod common;
 
 use common::ctl::{create, ctl, failed, finish, ok, BOOT};
+use common::monitor::Monitor;
 use common::{ctl_bin, Lab};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -132,6 +134,119 @@ async fn watch_prints_each_event_as_it_happens() {
     // Nothing more was printed.
     assert_eq!(json.recv_timeout(Duration::from_secs(1)).ok(), None);
     assert_eq!(text.try_recv().ok(), None);
+}
+
+/// The one match rule of `watch` and `wait` (src/ctl/commands/events.rs), as the bus gets it.
+const RULE: &str = "type='signal',sender='org.gns3.Qemu',path_namespace='/org/gns3/Qemu'";
+
+/// The method calls a client sent, in the order the bus got them, as (destination,
+/// interface, member, arguments), from what a [`Monitor`] saw of it; and checks that its
+/// AddMatch was answered before its GetManagedObjects was sent, so that no signal sent after
+/// the snapshot can be missed.
+fn calls_of(
+    client: &str,
+    seen: &[serde_json::Value],
+) -> Vec<(String, String, String, serde_json::Value)> {
+    let field = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_string();
+    let calls: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| field(m, "type") == "method_call" && field(m, "sender") == client)
+        .collect();
+    let at = |member: &str| {
+        let found: Vec<_> = calls
+            .iter()
+            .filter(|(_, m)| field(m, "member") == member)
+            .collect();
+        assert_eq!(found.len(), 1, "{member} calls of {client}: {seen:#?}");
+        *found[0]
+    };
+    let (added, add) = at("AddMatch");
+    let (read, get) = at("GetManagedObjects");
+    assert!(add["cookie"].as_u64() < get["cookie"].as_u64(), "{seen:#?}");
+    let answered = seen
+        .iter()
+        .position(|m| {
+            field(m, "type") == "method_return"
+                && field(m, "destination") == client
+                && m["reply_cookie"] == add["cookie"]
+        })
+        .unwrap_or_else(|| panic!("AddMatch of {client} unanswered: {seen:#?}"));
+    assert!(added < answered && answered < read, "{seen:#?}");
+    calls
+        .iter()
+        .map(|(_, m)| {
+            let f = |k| field(m, k);
+            (
+                f("destination"),
+                f("interface"),
+                f("member"),
+                m["payload"]["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// What `watch` and `wait` send: Hello, the one AddMatch, then GetManagedObjects. No
+/// RemoveMatch: zbus queues it as a task when the stream drops, and the client's
+/// current-thread runtime ends with the command, before running it (the bus drops the
+/// rule with the connection).
+fn subscribed_then_read() -> Vec<(String, String, String, serde_json::Value)> {
+    let bus = "org.freedesktop.DBus";
+    let call = |to: &str, iface: &str, member: &str, args| {
+        (to.to_string(), iface.to_string(), member.to_string(), args)
+    };
+    vec![
+        call(bus, bus, "Hello", serde_json::json!([])),
+        call(bus, bus, "AddMatch", serde_json::json!([RULE])),
+        call(
+            "org.gns3.Qemu",
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+            serde_json::json!([]),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn watch_and_wait_add_one_match_rule_before_the_snapshot() {
+    let lab = Lab::start().await;
+    assert_eq!(create(&lab, "r1", &[]), ok(""));
+
+    let mut monitor = Monitor::start(&lab.bus);
+    let mut watch = spawn(&lab, &["watch", "--json"]);
+    let said = lines(watch.stderr.take().unwrap());
+    assert_eq!(
+        next(&said, "watch to start"),
+        "Watching the VMs of gns3-qemud. Press Ctrl-C to stop."
+    );
+    let pid = nix::unistd::Pid::from_raw(watch.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = common::wait_timeout(&mut watch, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let (client, seen) = monitor.one_client();
+    assert_eq!(calls_of(&client, &seen), subscribed_then_read());
+    drop(monitor);
+
+    let mut monitor = Monitor::start(&lab.bus);
+    assert_eq!(
+        ctl(
+            &lab,
+            &["wait", "r1", "--state", "running", "--timeout", "1s"]
+        ),
+        failed(3, "Timed out after 1s: r1 is stopped, not running.\n")
+    );
+    let (client, seen) = monitor.one_client();
+    assert_eq!(calls_of(&client, &seen), subscribed_then_read());
+    drop(monitor);
+
+    assert_eq!(ctl(&lab, &["start", "r1"]), ok(""));
+    let mut monitor = Monitor::start(&lab.bus);
+    assert_eq!(ctl(&lab, &["wait", "r1", "--state", "running"]), ok(""));
+    let (client, seen) = monitor.one_client();
+    assert_eq!(calls_of(&client, &seen), subscribed_then_read());
+    drop(monitor);
+    assert_eq!(ctl(&lab, &["stop", "r1"]), ok(""));
 }
 
 #[tokio::test]

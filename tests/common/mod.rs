@@ -6,6 +6,7 @@ pub mod bus;
 pub mod console;
 pub mod ctl;
 pub mod invariants;
+pub mod monitor;
 pub mod udp;
 pub mod users;
 

@@ -6,6 +6,7 @@
 //! and follow renames; an event of a VM the snapshot missed names it by its id.
 
 use std::collections::{BTreeMap, HashMap};
+use tokio::signal::unix::{signal, SignalKind};
 use zbus::OwnedVariant;
 
 use super::events::{self, Event};
@@ -61,12 +62,16 @@ pub async fn run(conn: &zbus::Connection, w: Watch) -> Result<()> {
         vms: w.vms,
         lab: w.lab,
     };
+    // Caught from before it is offered: a Ctrl-C right after the line below ends the watch
+    // as a success too, not by the signal (ctrl_c() would install its handler only once
+    // polled).
+    let mut interrupt = signal(SignalKind::interrupt())?;
     // As busctl monitor does: once this is said, every event is printed.
     eprintln!("Watching the VMs of gns3-qemud. Press Ctrl-C to stop.");
     loop {
         let event = tokio::select! {
             event = events::next(&mut stream) => event?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
         };
         let (path, vm) = match &event {
             Event::Added { path, properties } => {
