@@ -47,6 +47,17 @@ fn list(rt: &Runtime) -> Report {
     rt.block_on(lab.create_many("vm", VMS, &small_vm()));
     let om = rt.block_on(object_manager(&lab.conn));
     let address = lab.daemon.address.clone();
+    let (dest, path, iface, method) = GET_MANAGED_OBJECTS;
+    let reply = rt
+        .block_on(
+            lab.conn
+                .call_method(Some(dest), path, Some(iface), method, &()),
+        )
+        .expect("GetManagedObjects");
+    eprintln!(
+        "GetManagedObjects of {VMS} VMs: a reply of {} KiB",
+        reply.body().len() / 1024
+    );
     let (mut floor, mut raw, mut daemon_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut table, mut table_cpu, mut json) = (Vec::new(), Vec::new(), Vec::new());
     // Run 0 is a warm-up, not counted: the page cache, and the daemon's first reply.
