@@ -8,6 +8,7 @@
 //! (default `target/bench/bench.json`) or `--json PATH`.
 
 mod calls;
+mod cli;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod console;
@@ -17,6 +18,7 @@ mod lab;
 mod memory;
 mod parallel;
 mod report;
+mod ring;
 mod tunnels;
 
 use report::Report;
@@ -53,6 +55,10 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "console",
         run: console::run,
+    },
+    Section {
+        name: "cli",
+        run: cli::run,
     },
 ];
 
