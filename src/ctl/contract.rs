@@ -145,6 +145,19 @@ pub fn value(signature: &str, text: &str) -> std::result::Result<OwnedVariant, S
     }
 }
 
+/// A `u` value, if `value` is one.
+pub fn as_u32(value: Option<&OwnedVariant>) -> Option<u32> {
+    match value.map(|v| &**v) {
+        Some(Variant::U32(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+/// A string setting's value.
+pub fn string(s: &str) -> OwnedVariant {
+    OwnedVariant::from(zbus::Str::from(s.to_string()))
+}
+
 /// Settings as CreateVM and Configure take them (`a{sv}`).
 pub fn call_args<'a>(
     settings: impl IntoIterator<Item = (&'a String, &'a OwnedVariant)>,

@@ -59,6 +59,18 @@ pub enum Link {
     },
 }
 
+/// As `up` and `link` name a cable: "r1:eth0 - r2:eth1", "r3:eth1 - udp:192.0.2.7:30000".
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Between { a, b, .. } => write!(f, "{a} - {b}"),
+            Link::Out {
+                port, host, remote, ..
+            } => write!(f, "{port} - udp:{host}:{remote}"),
+        }
+    }
+}
+
 impl Link {
     /// The adapters of this host the link uses.
     pub fn ports(&self) -> Vec<&Port> {

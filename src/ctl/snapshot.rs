@@ -40,6 +40,11 @@ impl Vm {
         self.get("State")
     }
 
+    /// The VM's Adapters, or `default` if it shows none.
+    pub fn adapters(&self, default: u32) -> u32 {
+        crate::contract::as_u32(self.properties.get("Adapters")).unwrap_or(default)
+    }
+
     /// The VM's tunnels, each with the VM's name.
     pub fn tunnels(&self) -> Vec<Tunnel> {
         let Some(Variant::Array(a)) = self.properties.get("Tunnels").map(|v| &**v) else {
@@ -106,16 +111,14 @@ pub async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
     Ok(out)
 }
 
-/// Every VM, or those of `lab` only (none is [`Error::NoVmInLab`]).
-pub async fn in_lab(conn: &zbus::Connection, lab: Option<&str>) -> Result<Vec<Vm>> {
-    let mut vms = vms(conn).await?;
-    if let Some(lab) = lab {
-        vms.retain(|vm| vm.project() == lab);
-        if vms.is_empty() {
-            return Err(Error::NoVmInLab(lab.to_string()));
-        }
-    }
-    Ok(vms)
+/// The proxy of the VM at `path`, which caches nothing: each read is the daemon's answer.
+pub async fn vm_at(conn: &zbus::Connection, path: OwnedObjectPath) -> Result<VmProxy<'static>> {
+    VmProxy::builder(conn)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(Error::Connect)
 }
 
 /// Every VM at one moment, and what they show together: the lab's members, the cables.
@@ -138,28 +141,26 @@ impl Snapshot {
             .ok_or_else(|| Error::NoSuchVm(name.to_string()))
     }
 
-    /// The proxy of VM `name`, which caches nothing: each read is the daemon's answer.
+    /// The proxy of VM `name`.
     pub async fn proxy(&self, conn: &zbus::Connection, name: &str) -> Result<VmProxy<'static>> {
-        VmProxy::builder(conn)
-            .path(self.vm(name)?.path.clone())
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .map_err(Error::Connect)
+        vm_at(conn, self.vm(name)?.path.clone()).await
+    }
+
+    /// Every VM, or those of `lab` only (none is [`Error::NoVmInLab`]).
+    pub fn select(&self, lab: Option<&str>) -> Result<Vec<&Vm>> {
+        let Some(lab) = lab else {
+            return Ok(self.vms.iter().collect());
+        };
+        let vms: Vec<&Vm> = self.vms.iter().filter(|vm| vm.project() == lab).collect();
+        if vms.is_empty() {
+            return Err(Error::NoVmInLab(lab.to_string()));
+        }
+        Ok(vms)
     }
 
     /// The names of `lab`'s VMs (none is [`Error::NoVmInLab`]).
     pub fn members(&self, lab: &str) -> Result<Vec<String>> {
-        let names: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|vm| vm.project() == lab)
-            .map(Vm::name)
-            .collect();
-        if names.is_empty() {
-            return Err(Error::NoVmInLab(lab.to_string()));
-        }
-        Ok(names)
+        Ok(self.select(Some(lab))?.into_iter().map(Vm::name).collect())
     }
 
     pub fn links(&self) -> Vec<Link> {

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use zbus::{OwnedVariant, Str};
+use zbus::OwnedVariant;
 
 use crate::cli::Create;
-use crate::contract::{call_args, mebibytes, setting, Use};
+use crate::contract::{call_args, mebibytes, setting, string, Use};
 use crate::error::{Error, Result};
 
 /// The settings `create` sends: its own options first, then `--set`, which wins.
@@ -35,10 +35,6 @@ pub fn settings(c: &Create) -> Result<BTreeMap<String, OwnedVariant>> {
         out.insert(name, value);
     }
     Ok(out)
-}
-
-fn string(s: &str) -> OwnedVariant {
-    OwnedVariant::from(Str::from(s.to_string()))
 }
 
 fn absolute(file: &str) -> Result<String> {

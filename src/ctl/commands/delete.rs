@@ -1,8 +1,6 @@
 //! `delete`: refuses a VM that is not stopped unless `--force` (Delete stops it first), and
 //! then deletes none of those named.
 
-use futures_util::future::join_all;
-
 use crate::cli::Vms;
 use crate::error::{Error, Result};
 
@@ -19,12 +17,10 @@ pub async fn run(conn: &zbus::Connection, which: &Vms, force: bool) -> Result<()
             }
         }
     }
-    let results = join_all(vms.iter().map(|(_, vm)| vm.delete())).await;
-    let failed = vms
-        .iter()
-        .map(|(name, _)| name)
-        .zip(results)
-        .filter_map(|(name, r)| r.err().map(Error::call(format!("delete {name}"))))
-        .collect();
-    super::lifecycle::report(failed)
+    super::lifecycle::all_at_once(vms.iter().map(|(name, vm)| async move {
+        vm.delete()
+            .await
+            .map_err(Error::call(format!("delete {name}")))
+    }))
+    .await
 }

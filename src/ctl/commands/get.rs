@@ -30,24 +30,38 @@ pub(super) async fn all(
         .collect())
 }
 
-pub async fn run(conn: &zbus::Connection, g: Get) -> Result<()> {
-    let all = all(conn, &g.vm).await?;
-    let chosen = g
-        .properties
+/// The properties `names` of `all` (VM `vm`'s), in the order asked; an unknown one is the
+/// error.
+pub(super) fn pick<'a>(
+    all: &'a BTreeMap<String, OwnedVariant>,
+    vm: &str,
+    names: &[String],
+) -> Result<Vec<(&'a String, &'a OwnedVariant)>> {
+    names
         .iter()
         .map(|p| {
             all.get_key_value(p).ok_or_else(|| Error::NoProperty {
-                vm: g.vm.clone(),
+                vm: vm.to_string(),
                 property: p.clone(),
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// `chosen` as one JSON object on stdout.
+pub(super) fn print_object(chosen: &[(&String, &OwnedVariant)]) -> Result<()> {
+    let object: serde_json::Map<_, _> = chosen
+        .iter()
+        .map(|(k, v)| ((*k).clone(), json(v)))
+        .collect();
+    output::print_json(&object.into())
+}
+
+pub async fn run(conn: &zbus::Connection, g: Get) -> Result<()> {
+    let all = all(conn, &g.vm).await?;
+    let chosen = pick(&all, &g.vm, &g.properties)?;
     if g.json.json {
-        let object: serde_json::Map<_, _> = chosen
-            .iter()
-            .map(|(k, v)| ((*k).clone(), json(v)))
-            .collect();
-        return output::print_json(&object.into());
+        return print_object(&chosen);
     }
     let out: String = chosen
         .iter()

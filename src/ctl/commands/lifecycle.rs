@@ -41,17 +41,22 @@ impl Action {
 
 pub async fn run(conn: &zbus::Connection, action: Action, which: &Vms) -> Result<()> {
     let vms = super::select(conn, which).await?;
-    let results = join_all(vms.iter().map(|(_, vm)| action.apply(vm))).await;
-    let failed: Vec<Error> = vms
-        .iter()
-        .map(|(name, _)| name)
-        .zip(results)
-        .filter_map(|(name, r)| {
-            r.err()
-                .map(Error::call(format!("{} {name}", action.verb())))
-        })
-        .collect();
-    report(failed)
+    all_at_once(vms.iter().map(|(name, vm)| async move {
+        action
+            .apply(vm)
+            .await
+            .map_err(Error::call(format!("{} {name}", action.verb())))
+    }))
+    .await
+}
+
+/// Runs `calls` at once; their failures are told as [`report`] tells them.
+pub(super) async fn all_at_once<F>(calls: impl IntoIterator<Item = F>) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let results = join_all(calls).await;
+    report(results.into_iter().filter_map(|r| r.err()).collect())
 }
 
 /// One failure is the error; several are each printed, and counted.

@@ -6,6 +6,7 @@
 use futures_util::future::try_join;
 use std::collections::BTreeMap;
 
+use crate::contract::DEFAULT_ADAPTERS;
 use crate::error::{Error, Result};
 use crate::lab::plan::Wire;
 use crate::links::{Link, Port};
@@ -25,7 +26,7 @@ pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
     let vms = Snapshot::read(conn).await?;
     for port in &ports {
         let vm = vms.vm(&port.vm)?;
-        let adapters: u32 = vm.get("Adapters").parse().unwrap_or(0);
+        let adapters = vm.adapters(DEFAULT_ADAPTERS);
         if port.adapter >= adapters {
             return Err(Error::Link(format!(
                 "{} has {adapters} adapter(s), eth0 to eth{}: raise its Adapters (stopped) \
@@ -39,7 +40,7 @@ pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
         if let Some(other) = vms.link_on(port) {
             return Err(Error::Link(format!(
                 "{port} is linked already ({}): unlink it first with gns3-qemuctl unlink {port}",
-                describe(&other)
+                other
             )));
         }
     }
@@ -124,16 +125,6 @@ fn link_json(link: &Link) -> serde_json::Value {
         } => serde_json::json!({
             "a": port.to_string(), "udp": {"host": host, "port": remote}, "ports": [local],
         }),
-    }
-}
-
-/// A link as `link` and `links` name it: "to r2:eth1", "to udp:192.0.2.7:30000".
-fn describe(link: &Link) -> String {
-    match link {
-        Link::Between { a, b, .. } => format!("{a} - {b}"),
-        Link::Out {
-            port, host, remote, ..
-        } => format!("{port} - udp:{host}:{remote}"),
     }
 }
 

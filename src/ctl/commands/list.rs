@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::output;
-use crate::snapshot::{self, Vm};
+use crate::snapshot::{Snapshot, Vm};
 
 const HEADER: [&str; 7] = [
     "NAME", "LAB", "STATE", "CONSOLE", "RAM", "ADAPTERS", "LINKS",
@@ -33,12 +33,13 @@ pub async fn run(
     lab: Option<&str>,
     legend: bool,
 ) -> Result<()> {
-    let vms = snapshot::in_lab(conn, lab).await?;
+    let snapshot = Snapshot::read(conn).await?;
+    let vms = snapshot.select(lab)?;
     if as_json {
-        return output::print_json(&vms.iter().map(Vm::json).collect());
+        return output::print_json(&vms.iter().map(|vm| vm.json()).collect());
     }
     let n = vms.len();
-    let rows: Vec<Vec<String>> = vms.iter().map(row).collect();
+    let rows: Vec<Vec<String>> = vms.iter().map(|vm| row(vm)).collect();
     let mut out = output::table(&HEADER, &NUMBERS, rows.clone(), legend);
     if output::stdout_colour() {
         out = output::colour_column(&out, &HEADER, &rows, legend, 2, output::state_colour);

@@ -27,6 +27,8 @@ use crate::cli::{Cli, Command, Vms};
 use crate::error::{error_name, Error, Result};
 use crate::pager;
 use crate::proxies::{ManagerProxy, VmProxy};
+pub(crate) use crate::snapshot::vm_at;
+use crate::snapshot::Snapshot;
 
 pub use lifecycle::Action;
 
@@ -96,15 +98,6 @@ async fn manager(conn: &zbus::Connection) -> Result<ManagerProxy<'static>> {
         .map_err(Error::Connect)
 }
 
-async fn vm_at(conn: &zbus::Connection, path: OwnedObjectPath) -> Result<VmProxy<'static>> {
-    VmProxy::builder(conn)
-        .path(path)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(Error::Connect)
-}
-
 /// The object path of the VM named `name` (or with that id).
 async fn find_path(manager: &ManagerProxy<'_>, name: &str) -> Result<OwnedObjectPath> {
     manager.get_vm(name).await.map_err(|e| {
@@ -133,8 +126,9 @@ async fn select(conn: &zbus::Connection, which: &Vms) -> Result<Vec<(String, VmP
         let vms = find_all(conn, &which.vms).await?;
         return Ok(which.vms.iter().cloned().zip(vms).collect());
     }
+    let snapshot = Snapshot::read(conn).await?;
     let mut out = Vec::new();
-    for vm in crate::snapshot::in_lab(conn, which.lab.as_deref()).await? {
+    for vm in snapshot.select(which.lab.as_deref())? {
         out.push((vm.name(), vm_at(conn, vm.path.clone()).await?));
     }
     Ok(out)

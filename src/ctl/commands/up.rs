@@ -3,10 +3,9 @@
 //! What `up` decides is `lab::plan`'s; this file only makes the calls and tells what it did.
 //! A step that fails ends `up` with its error; the next `up` goes on from where it stopped.
 
-use futures_util::future::join_all;
 use std::path::Path;
 
-use super::lifecycle::report;
+use super::lifecycle::all_at_once;
 use super::link::{unwire, wire};
 use super::wait::Goal;
 use crate::cli::Up;
@@ -57,17 +56,17 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     let manager = super::manager(conn).await?;
     let mut done = Done::default();
 
-    let created = join_all(plan.create.iter().map(|(name, settings)| {
+    all_at_once(plan.create.iter().map(|(name, settings)| {
         let manager = &manager;
         async move {
             manager
                 .create_vm(name, call_args(settings))
                 .await
+                .map(drop)
                 .map_err(Error::call(format!("create {name}")))
         }
     }))
-    .await;
-    report(created.into_iter().filter_map(|r| r.err()).collect())?;
+    .await?;
     done.step("created", "Created", names(&plan.create));
     // The new VMs' paths, for the steps after.
     let vms = if plan.create.is_empty() {
@@ -83,7 +82,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
         plan.unwire.iter().map(ToString::to_string).collect(),
     );
 
-    let configured = join_all(plan.configure.iter().map(|(name, settings)| {
+    all_at_once(plan.configure.iter().map(|(name, settings)| {
         let vms = &vms;
         async move {
             let vm = vms.proxy(conn, name).await?;
@@ -92,8 +91,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
                 .map_err(Error::call(format!("configure {name}")))
         }
     }))
-    .await;
-    report(configured.into_iter().filter_map(|r| r.err()).collect())?;
+    .await?;
     done.step(
         "configured",
         "Configured",
@@ -106,8 +104,7 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
             .collect(),
     );
 
-    let wired = join_all(plan.wire.iter().map(|w| wire(conn, &vms, w))).await;
-    report(wired.into_iter().filter_map(|r| r.err()).collect())?;
+    all_at_once(plan.wire.iter().map(|w| wire(conn, &vms, w))).await?;
     done.step(
         "linked",
         "Linked",
@@ -125,15 +122,14 @@ pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     done.step("deleted", "Deleted", pruned);
 
     let vms = &vms;
-    let started = join_all(plan.start.iter().map(|name| async move {
+    all_at_once(plan.start.iter().map(|name| async move {
         vms.proxy(conn, name)
             .await?
             .start()
             .await
             .map_err(Error::call(format!("start {name}")))
     }))
-    .await;
-    report(started.into_iter().filter_map(|r| r.err()).collect())?;
+    .await?;
     done.step("started", "Started", plan.start.clone());
 
     let file = args.file.display();

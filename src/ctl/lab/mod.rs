@@ -27,7 +27,7 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use zbus::{OwnedVariant, Str, Variant};
+use zbus::{OwnedVariant, Str};
 
 use crate::contract::FILES;
 use crate::links::Port;
@@ -79,10 +79,7 @@ pub struct Node {
 impl Node {
     /// The node's Adapters, or `default` where the file sets none.
     pub fn adapters(&self, default: u32) -> u32 {
-        match self.settings.get("Adapters").map(|v| &**v) {
-            Some(Variant::U32(n)) => *n,
-            _ => default,
-        }
+        crate::contract::as_u32(self.settings.get("Adapters")).unwrap_or(default)
     }
 }
 
@@ -333,7 +330,7 @@ fn typed(value: &Value, signature: &str) -> Result<OwnedVariant, String> {
     match signature {
         "s" => value
             .as_str()
-            .map(|s| OwnedVariant::from(Str::from(s.to_string())))
+            .map(crate::contract::string)
             .ok_or_else(|| format!("a string, not {} (quote it)", got())),
         "u" => number(u64::from(u32::MAX))
             .map(|n| OwnedVariant::from(n as u32))

@@ -13,10 +13,10 @@
 //! file, the decisions `up` makes, told without a daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
-use zbus::{OwnedVariant, Str, Variant};
+use zbus::OwnedVariant;
 
 use super::{End, Lab, Link};
-use crate::contract::{properties, Applies};
+use crate::contract::{properties, string, Applies};
 use crate::links::{self, Port};
 use crate::snapshot::Vm;
 
@@ -135,10 +135,7 @@ pub fn plan(lab: &Lab, vms: &[Vm], default_adapters: u32) -> Result<Plan, String
                 now.insert(key.clone(), value.clone());
             }
         }
-        let has = match vm.properties.get("Adapters").map(|v| &**v) {
-            Some(Variant::U32(n)) => *n,
-            _ => default_adapters,
-        };
+        let has = vm.adapters(default_adapters);
         adapters.insert(
             name,
             if later.iter().any(|k| k == "Adapters") {
@@ -191,10 +188,6 @@ pub fn plan(lab: &Lab, vms: &[Vm], default_adapters: u32) -> Result<Plan, String
         }
     }
     Ok(plan)
-}
-
-fn string(s: &str) -> OwnedVariant {
-    OwnedVariant::from(Str::from(s.to_string()))
 }
 
 fn wire(link: &Link) -> Wire {
@@ -275,7 +268,7 @@ links:
             ("Adapters", OwnedVariant::from(2u32)),
             (
                 "Tunnels",
-                OwnedVariant::try_from(Variant::from(tunnels)).unwrap(),
+                OwnedVariant::try_from(zbus::Variant::from(tunnels)).unwrap(),
             ),
         ]
         .into_iter()
