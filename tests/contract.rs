@@ -146,6 +146,23 @@ async fn manager_basics_and_object_manager_signals() {
     let mut ram_changes = cached.receive_ram_changed().await;
     ram_changes.next().await; // the current value
     vm.set_ram(96).await.unwrap();
+    // GetManagedObjects, whose entries the daemon keeps serialized, shows the change as soon
+    // as the Set has returned, and each VM as GetAll does.
+    let managed = om.get_managed_objects().await.unwrap();
+    let listed = &managed[&path]["org.gns3.Qemu.VM"];
+    assert_eq!(u32::try_from(&listed["Ram"]).unwrap(), 96);
+    let all = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("org.gns3.Qemu")
+        .path(path.clone())
+        .build()
+        .await
+        .unwrap()
+        .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.gns3.Qemu.VM",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(listed, &all);
     let changed = ram_changes.next().await.unwrap();
     assert_eq!(changed.get().await.unwrap(), 96);
 
@@ -168,6 +185,7 @@ async fn manager_basics_and_object_manager_signals() {
     let names: Vec<&str> = args.interfaces().iter().map(|i| i.as_str()).collect();
     assert_eq!(names, ["org.gns3.Qemu.VM"]);
     assert!(m.list_vms().await.unwrap().is_empty());
+    assert!(om.get_managed_objects().await.unwrap().is_empty());
     assert!(std::fs::read_dir(dir.path().join("state/vms"))
         .unwrap()
         .next()

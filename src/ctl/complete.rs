@@ -15,10 +15,10 @@ use clap_complete::env::Shells;
 use clap_complete::CompleteEnv;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use zbus::fdo::ObjectManagerProxy;
 use zbus::OwnedVariant;
 
 use crate::cli::Cli;
+use crate::managed::{self, Keep};
 
 /// The program the shells' hooks run: found in PATH, as the shell found the command.
 pub const PROGRAM: &str = "gns3-qemuctl";
@@ -28,8 +28,6 @@ pub const PROGRAM: &str = "gns3-qemuctl";
 pub const VAR: &str = "GNS3_QEMUCTL_COMPLETE";
 /// How long a Tab may wait for the daemon.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
-
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 
 /// Completes and exits if a shell asked (VAR is set); else returns, and the command runs.
 pub fn complete_if_asked() {
@@ -80,30 +78,27 @@ fn ask() -> BTreeMap<String, String> {
     runtime.block_on(managed_vms()).unwrap_or_default()
 }
 
-async fn managed_vms() -> zbus::Result<BTreeMap<String, String>> {
+async fn managed_vms() -> Option<BTreeMap<String, String>> {
     // The timeout bounds each call; the connection itself is a local socket or fails at once.
     let conn = zbus::connection::Builder::system()
         .method_timeout(TIMEOUT)
         .build()
-        .await?;
-    let om = ObjectManagerProxy::builder(&conn)
-        .destination("org.gns3.Qemu")
-        .path("/org/gns3/Qemu")
-        .build()
-        .await?;
-    let objects = om.get_managed_objects().await?;
-    Ok(objects
-        .into_values()
-        .filter_map(|mut ifaces| {
-            let props = ifaces.remove(VM_INTERFACE)?;
-            Some((
-                text(&props, "Name")?,
-                text(&props, "Project").unwrap_or_default(),
-            ))
-        })
-        .collect())
+        .await
+        .ok()?;
+    let vms = managed::vms(&conn, Keep::Only(&["Name", "Project"]))
+        .await
+        .ok()?;
+    Some(
+        vms.into_iter()
+            .filter_map(|(_, props)| {
+                Some((
+                    text(&props, "Name")?,
+                    text(&props, "Project").unwrap_or_default(),
+                ))
+            })
+            .collect(),
+    )
 }
-
 fn text(props: &HashMap<String, OwnedVariant>, name: &str) -> Option<String> {
     props.get(name)?.downcast_ref::<String>().ok()
 }

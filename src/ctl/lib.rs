@@ -18,6 +18,7 @@ pub mod duration;
 pub mod error;
 pub mod lab;
 pub mod links;
+pub mod managed;
 pub mod output;
 pub mod pager;
 pub mod proxies;

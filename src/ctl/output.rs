@@ -45,6 +45,9 @@ pub fn text(value: &Variant<'_>) -> String {
     match value {
         Variant::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
         Variant::Str(s) => s.to_string(),
+        Variant::U16(n) => n.to_string(),
+        Variant::U32(n) => n.to_string(),
+        Variant::I32(n) => n.to_string(),
         Variant::Variant(v) => text(v),
         Variant::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(" "),
         Variant::Structure(s) => s.fields().iter().map(text).collect::<Vec<_>>().join(":"),

@@ -2,15 +2,13 @@
 //! commands read, so that they see one moment of the daemon rather than a call per VM.
 
 use std::collections::HashMap;
-use zbus::fdo::ObjectManagerProxy;
 use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 use crate::error::{Error, Result};
 use crate::links::{self, Link, Port, Tunnel};
+use crate::managed::{self, Keep};
 use crate::output::{json, text};
 use crate::proxies::VmProxy;
-
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 
 /// One VM: its object path and properties.
 #[derive(Debug)]
@@ -86,28 +84,19 @@ impl Vm {
     }
 }
 
-/// Every VM, by name.
+/// Every VM, by name, with every property.
 pub async fn vms(conn: &zbus::Connection) -> Result<Vec<Vm>> {
-    // No property cache: it would add a match rule of its own beside watch's one.
-    let om = ObjectManagerProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .destination("org.gns3.Qemu")
-        .path("/org/gns3/Qemu")
-        .build()
-        .await
-        .map_err(Error::Connect)?;
-    let objects = om
-        .get_managed_objects()
-        .await
-        .map_err(|e| Error::call("list the VMs")(e.into()))?;
-    let mut out: Vec<Vm> = objects
+    vms_keeping(conn, Keep::All).await
+}
+
+/// Every VM, by name, with the properties `keep` names.
+pub async fn vms_keeping(conn: &zbus::Connection, keep: Keep) -> Result<Vec<Vm>> {
+    let mut out: Vec<Vm> = managed::vms(conn, keep)
+        .await?
         .into_iter()
-        .filter_map(|(path, mut ifaces)| {
-            let properties = ifaces.remove(VM_INTERFACE)?;
-            Some(Vm { path, properties })
-        })
+        .map(|(path, properties)| Vm { path, properties })
         .collect();
-    out.sort_by_key(Vm::name);
+    out.sort_by_cached_key(Vm::name);
     Ok(out)
 }
 
@@ -128,8 +117,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn read(conn: &zbus::Connection) -> Result<Snapshot> {
+        Self::read_keeping(conn, Keep::All).await
+    }
+
+    /// The snapshot with only the properties `keep` names.
+    pub async fn read_keeping(conn: &zbus::Connection, keep: Keep) -> Result<Snapshot> {
         Ok(Snapshot {
-            vms: vms(conn).await?,
+            vms: vms_keeping(conn, keep).await?,
         })
     }
 

@@ -160,7 +160,7 @@ fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
 }
 
 /// What a caller who is not a driver reads of a property of [`Table::DRIVERS_ONLY`].
-fn hidden() -> OwnedVariant {
+pub(super) fn hidden() -> OwnedVariant {
     OwnedVariant::from(zbus::Str::from_static(""))
 }
 

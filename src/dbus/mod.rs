@@ -5,6 +5,7 @@ pub mod caller;
 pub mod checked;
 pub mod console;
 pub mod error;
+pub mod managed;
 pub mod manager;
 pub mod objects;
 pub mod settings;
@@ -126,7 +127,7 @@ pub async fn serve(
     // The standard interfaces each node has (Properties, Introspectable, Peer) are zbus's:
     // replacing one on a VM's node would be announced as removed and added again.
     server
-        .at(MANAGER_PATH, Checked::new(objects::Objects { manager }))
+        .at(MANAGER_PATH, Checked::new(objects::Objects::new(manager)))
         .await?;
     conn.request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
         .await?;

@@ -1,5 +1,5 @@
 //! `org.freedesktop.DBus.ObjectManager` at `/org/gns3/Qemu`: the VMs, for clients that
-//! follow objects (GLib's GDBusObjectManagerClient, busctl, applets).
+//! follow objects (GLib's GDBusObjectManagerClient, busctl, applets, gns3-qemuctl).
 //!
 //! zbus's own `fdo::ObjectManager` answers GetManagedObjects with every node beneath it, so it
 //! would list `/org/gns3/Qemu/vm`, the node that only holds the VMs, as an object with no
@@ -7,73 +7,149 @@
 //! ObjectManager by its interface name, so it still emits InterfacesAdded and
 //! InterfacesRemoved itself whenever a VM's object is added or removed below.
 //!
-//! Both answer with the VM's GetAll (`Checked`): GetManagedObjects as the caller asking may
-//! read it, and InterfacesAdded, a signal every local user hears, as no caller, so with the
-//! properties only drivers read (`Table::DRIVERS_ONLY`) empty for everyone; a driver reads
-//! them with Get, GetAll or GetManagedObjects.
+//! The interface is written by hand rather than by the macro because its one method replies
+//! with bytes kept serialized ([`managed`](super::managed)), which a macro method, returning
+//! a value to serialize, cannot. Its introspection data is zbus's, the same interface.
+//!
+//! Both answer with the VM's GetAll: GetManagedObjects as the caller asking may read it, and
+//! InterfacesAdded, a signal every local user hears, as no caller, so with the properties
+//! only drivers read (`Table::DRIVERS_ONLY`) empty for everyone; a driver reads them with
+//! Get, GetAll or GetManagedObjects.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::Arc;
 
-use zbus::message::Header;
-use zbus::names::InterfaceName;
-use zbus::object_server::{Interface, SignalEmitter};
-use zbus::{fdo, interface, Connection, ObjectPath, ObjectServer, Variant};
+use async_trait::async_trait;
+use zbus::message::{Flags, Header, Message};
+use zbus::names::{InterfaceName, MemberName};
+use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
+use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
 
-use super::checked::Checked;
+use super::caller;
+use super::managed::{self, Entries};
 use super::table::Table;
-use super::vm::Vm;
 use crate::manager::Manager;
 
+const GET_MANAGED_OBJECTS: &str = "GetManagedObjects";
+
 pub struct Objects {
-    pub(super) manager: Arc<Manager>,
+    manager: Arc<Manager>,
+    entries: Entries,
+}
+
+impl Objects {
+    pub fn new(manager: Arc<Manager>) -> Objects {
+        Objects {
+            manager,
+            entries: Entries::default(),
+        }
+    }
+
+    async fn reply(&self, conn: &Connection, msg: &Message) -> zbus::Result<()> {
+        let header = msg.header();
+        let driver = caller::is_driver(conn, Some(&header)).await;
+        let reply = match self.entries.body(&self.manager, conn, driver).await {
+            Ok(body) => {
+                let mut builder = Message::method_return(&header).endian(managed::ENDIAN);
+                if let Some(name) = conn.unique_name() {
+                    builder = builder.sender(name);
+                }
+                // SAFETY: the body is zbus's own serialization of each entry, laid out as
+                // D-Bus lays out an array of dict entries (managed.rs; its tests read it
+                // back as the signature says).
+                unsafe { builder.build_raw_body(&body, managed::SIGNATURE, Vec::new()) }?
+            }
+            Err(e) => zbus::DBusError::create_reply(&e, &header)?,
+        };
+        if header.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
+            return Ok(());
+        }
+        conn.send(&reply).await
+    }
 }
 
 impl Table for Objects {}
 
-#[interface(
-    name = "org.freedesktop.DBus.ObjectManager",
-    introspection_docs = false
-)]
-impl Objects {
-    async fn get_managed_objects(
-        &self,
-        #[zbus(object_server)] server: &ObjectServer,
-        #[zbus(connection)] conn: &Connection,
-        #[zbus(header)] header: Header<'_>,
-    ) -> fdo::Result<fdo::ManagedObjects> {
-        let mut objects = fdo::ManagedObjects::new();
-        for handle in self.manager.list() {
-            let id = handle.view().id.clone();
-            let path = super::vm_path(&id).map_err(|e| fdo::Error::Failed(e.to_string()))?;
-            // A VM deleted since the list was taken is no longer there to list.
-            let Ok(vm) = server.interface::<_, Checked<Vm>>(&path).await else {
-                continue;
-            };
-            let emitter = SignalEmitter::new(conn, path.clone())?;
-            let properties = vm
-                .get()
-                .await
-                .get_all(server, conn, Some(&header), &emitter)
-                .await?;
-            let interfaces = [(Checked::<Vm>::name().into(), properties)].into();
-            objects.insert(path, interfaces);
-        }
-        Ok(objects)
+#[async_trait]
+impl Interface for Objects {
+    fn name() -> InterfaceName<'static> {
+        fdo::ObjectManager::name()
     }
 
-    #[zbus(signal)]
-    async fn interfaces_added(
-        emitter: &SignalEmitter<'_>,
-        object_path: ObjectPath<'_>,
-        interfaces_and_properties: HashMap<InterfaceName<'_>, HashMap<&str, Variant<'_>>>,
-    ) -> zbus::Result<()>;
+    async fn get(
+        &self,
+        _property_name: &str,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<OwnedVariant, BoxDBusError>> {
+        None
+    }
 
-    #[zbus(signal)]
-    async fn interfaces_removed(
-        emitter: &SignalEmitter<'_>,
-        object_path: ObjectPath<'_>,
-        interfaces: Cow<'_, [InterfaceName<'_>]>,
-    ) -> zbus::Result<()>;
+    async fn get_all(
+        &self,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> fdo::Result<HashMap<String, OwnedVariant>> {
+        Ok(HashMap::new())
+    }
+
+    fn set<'call>(
+        &'call self,
+        _property_name: &'call str,
+        _value: &'call Variant<'_>,
+        _server: &'call ObjectServer,
+        _connection: &'call Connection,
+        _header: Option<&'call Header<'_>>,
+        _emitter: &'call SignalEmitter<'_>,
+    ) -> DispatchResult<'call> {
+        DispatchResult::NotFound
+    }
+
+    async fn set_mut(
+        &mut self,
+        _property_name: &str,
+        _value: &Variant<'_>,
+        _server: &ObjectServer,
+        _connection: &Connection,
+        _header: Option<&Header<'_>>,
+        _emitter: &SignalEmitter<'_>,
+    ) -> Option<Result<(), BoxDBusError>> {
+        None
+    }
+
+    fn call<'call>(
+        &'call self,
+        _server: &'call ObjectServer,
+        connection: &'call Connection,
+        msg: &'call Message,
+        name: MemberName<'call>,
+    ) -> DispatchResult<'call> {
+        if name.as_str() != GET_MANAGED_OBJECTS {
+            return DispatchResult::NotFound;
+        }
+        DispatchResult::Async(Box::pin(async move {
+            self.reply(connection, msg)
+                .await
+                .map_err(|e| Box::new(fdo::Error::Failed(e.to_string())) as BoxDBusError)
+        }))
+    }
+
+    fn call_mut<'call>(
+        &'call mut self,
+        _server: &'call ObjectServer,
+        _connection: &'call Connection,
+        _msg: &'call Message,
+        _name: MemberName<'call>,
+    ) -> DispatchResult<'call> {
+        DispatchResult::NotFound
+    }
+
+    fn introspect_to_writer(&self, writer: &mut dyn Write, level: usize) {
+        fdo::ObjectManager.introspect_to_writer(writer, level);
+    }
 }

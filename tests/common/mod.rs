@@ -29,10 +29,12 @@ pub const TEST_CONFIG: &str = "accelerator = \"tcg\"\n";
 
 /// Console (TCP) and UDP port ranges of their own for each daemon of a test process:
 /// daemons running side by side would otherwise hand out the same free ports, and their
-/// QEMUs would collide.
+/// QEMUs would collide. Each process starts at a slot of its own (by its pid), so that test
+/// processes running at once (two checkouts' suites) rarely share one either.
 fn test_port_ranges() -> ([u16; 2], [u16; 2]) {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+    let first = (std::process::id() % 100) as u16;
+    let n = (first + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 100;
     let (console, udp) = (5000 + n * 50, 20000 + n * 50);
     ([console, console + 49], [udp, udp + 49])
 }
