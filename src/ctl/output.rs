@@ -2,7 +2,6 @@
 //! systemctl's style (a header, columns two spaces apart, no borders), and colours, only on a
 //! terminal and never with NO_COLOR set.
 
-use comfy_table::{CellAlignment, Table};
 use serde_json::Value as Json;
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
@@ -64,24 +63,22 @@ pub fn text(value: &Variant<'_>) -> String {
 /// A table of `rows` under `header` (dropped with `--no-legend`), each line without the
 /// trailing blanks of the last column. `right` names the columns of numbers, aligned right.
 pub fn table(header: &[&str], right: &[&str], rows: Vec<Vec<String>>, legend: bool) -> String {
-    let mut table = Table::new();
-    table.load_preset(comfy_table::presets::NOTHING);
+    let spec: Vec<&str> = header
+        .iter()
+        .map(|name| if right.contains(name) { "{:>}" } else { "{:<}" })
+        .collect();
+    // A spec of only `{:<}` and `{:>}` always parses.
+    let mut table = tabular::Table::new(&spec.join("  "));
     if legend {
-        table.set_header(header.to_vec());
+        table.add_row(tabular::Row::from_cells(header.iter().copied()));
     }
-    for row in rows {
-        table.add_row(row);
-    }
-    for (i, name) in header.iter().enumerate() {
-        if let Some(column) = table.column_mut(i) {
-            column.set_padding((0, 2));
-            if right.contains(name) {
-                column.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+    for mut row in rows {
+        // The table takes rows of exactly its columns.
+        row.resize(header.len(), String::new());
+        table.add_row(tabular::Row::from_cells(row));
     }
     let mut out = String::new();
-    for line in table.lines() {
+    for line in table.to_string().lines() {
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -230,6 +227,12 @@ mod tests {
         assert_eq!(
             table(&["NAME", "PORT"], &["PORT"], rows, false),
             "r1        5000\nrouter-2    12\n"
+        );
+        let short = vec![vec!["r1".to_string()]];
+        assert_eq!(
+            table(&["NAME", "PORT"], &["PORT"], short, true),
+            "NAME  PORT\nr1\n",
+            "a row short of cells is filled with empty ones"
         );
     }
 
