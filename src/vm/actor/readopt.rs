@@ -103,6 +103,12 @@ impl Actor {
                     qemu.limit(&self.ctx.privilege, &s.name, Some(&unknown), s)
                         .await
                 }
+                // Those plugged in before the record had the new Cpus are asked out
+                // again; those it has are plugged in if they are missing.
+                LiveChange::Cpus => match qemu.plug_cpus(&s.name, s.cpus).await {
+                    Ok(()) => qemu.unplug_cpus(s.cpus).await,
+                    Err(e) => Err(e),
+                },
             };
             match done {
                 Ok(()) => {

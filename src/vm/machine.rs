@@ -1,0 +1,161 @@
+//! The VM's machine: its type, CPU model, vCPUs and UUID on the command line, and vCPUs
+//! plugged into a running QEMU (CPU hot-add).
+
+use serde_json::{json, Value};
+
+use super::error::{Error, Result};
+use super::qemu::{Qemu, QMP_TIMEOUT};
+use crate::model::Settings;
+
+/// `-machine`, `-cpu`, `-smp` and `-uuid` of a VM whose id is `id` (32 hex digits);
+/// `options` are the user's expanded Options, whose own `-uuid` wins.
+pub fn args(s: &Settings, id: &str, options: &[String]) -> Vec<String> {
+    let mut args = vec!["-machine".to_string(), s.machine_type.clone()];
+    if !s.cpu_model.is_empty() {
+        args.extend(["-cpu".to_string(), s.cpu_model.clone()]);
+    }
+    // One socket of MaxCpus cores of one thread each: QEMU hot-plugs x86 vCPUs by core on
+    // pc and q35 (TCG and KVM alike), so every CPU above Cpus is a free core that
+    // `device_add` can fill. One socket also keeps guests that license by socket (Windows
+    // client editions take two at most) using all of them.
+    args.extend([
+        "-smp".to_string(),
+        format!("cpus={},maxcpus={},sockets=1", s.cpus, s.max_cpus),
+    ]);
+    let own_uuid = options.iter().any(|a| a == "-uuid" || a == "--uuid");
+    if !own_uuid {
+        if let Some(uuid) = uuid(id) {
+            args.extend(["-uuid".to_string(), uuid]);
+        }
+    }
+    args
+}
+
+/// The 32 hex digits of an id as a UUID, 8-4-4-4-12.
+pub fn uuid(id: &str) -> Option<String> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let cut = |a: usize, b: usize| &id[a..b];
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        cut(0, 8),
+        cut(8, 12),
+        cut(12, 16),
+        cut(16, 20),
+        cut(20, 32)
+    ))
+}
+
+/// The id `device_add` gives the CPU plugged at `props`.
+fn cpu_id(props: &Value) -> String {
+    let n = |k: &str| props[k].as_u64().unwrap_or(0);
+    format!(
+        "gns3-cpu-{}-{}-{}",
+        n("socket-id"),
+        n("core-id"),
+        n("thread-id")
+    )
+}
+
+impl Qemu {
+    /// What `query-hotpluggable-cpus` lists: each place a vCPU can be, with a `qom-path`
+    /// where there is one.
+    async fn cpu_slots(&mut self) -> Result<Vec<Value>> {
+        let slots = self
+            .qmp
+            .execute("query-hotpluggable-cpus", None, QMP_TIMEOUT)
+            .await?;
+        Ok(slots.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Plugs vCPUs in until QEMU has `cpus`; those it already has stay as they are.
+    pub async fn plug_cpus(&mut self, vm: &str, cpus: u32) -> Result<()> {
+        let slots = self.cpu_slots().await?;
+        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+        // QEMU lists the highest places first; the guest numbers CPUs as they come.
+        let free: Vec<(&str, &Value)> = slots
+            .iter()
+            .rev()
+            .filter(|s| s.get("qom-path").is_none())
+            .filter_map(|s| Some((s["type"].as_str()?, &s["props"])))
+            .collect();
+        let wanted = (cpus as usize).saturating_sub(present);
+        if wanted > free.len() {
+            return Err(Error::InvalidArgument(format!(
+                "VM '{vm}' has {present} CPUs and room for {} more, not {wanted}: raise MaxCpus (VM stopped)",
+                free.len()
+            )));
+        }
+        for (driver, props) in free.into_iter().take(wanted) {
+            let mut args = json!({ "driver": driver, "id": cpu_id(props) });
+            if let (Some(args), Some(props)) = (args.as_object_mut(), props.as_object()) {
+                args.extend(props.clone());
+            }
+            self.qmp
+                .execute("device_add", Some(args), QMP_TIMEOUT)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the guest to let go of the hot-added vCPUs above `cpus` (ACPI eject); a guest
+    /// that keeps one keeps it until the VM stops. Those of -smp cannot go.
+    pub async fn unplug_cpus(&mut self, cpus: u32) -> Result<()> {
+        let slots = self.cpu_slots().await?;
+        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+        // A device with an id lives at /machine/peripheral/<id>.
+        let plugged = slots.iter().filter_map(|s| {
+            s.get("qom-path")?
+                .as_str()?
+                .strip_prefix("/machine/peripheral/")
+        });
+        for id in plugged.take(present.saturating_sub(cpus as usize)) {
+            let args = json!({ "id": id });
+            if let Err(e) = self.qmp.execute("device_del", Some(args), QMP_TIMEOUT).await {
+                tracing::warn!(%id, "cannot unplug a vCPU: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6f9619ff8b86d011b42d00c04fc964ff";
+
+    #[test]
+    fn ids_as_uuids() {
+        assert_eq!(
+            uuid(ID).unwrap(),
+            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
+        assert_eq!(uuid("6f9619ff"), None);
+    }
+
+    #[test]
+    fn machine_cpus_and_uuid() {
+        let mut s = Settings::default();
+        assert_eq!(
+            args(&s, ID, &[]).join(" "),
+            "-machine pc -smp cpus=1,maxcpus=1,sockets=1 -uuid 6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
+        s.machine_type = "q35".into();
+        s.cpu_model = "max".into();
+        s.cpus = 2;
+        s.max_cpus = 4;
+        let own = ["-uuid".to_string(), "x".to_string()];
+        assert_eq!(
+            args(&s, ID, &own).join(" "),
+            "-machine q35 -cpu max -smp cpus=2,maxcpus=4,sockets=1"
+        );
+    }
+
+    #[test]
+    fn plugged_cpus_are_named_by_place() {
+        let props = json!({ "socket-id": 0, "core-id": 3, "thread-id": 0 });
+        assert_eq!(cpu_id(&props), "gns3-cpu-0-3-0");
+    }
+}
