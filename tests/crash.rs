@@ -508,3 +508,35 @@ async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
     assert!(why.contains("stopped while it started"), "{why}");
     invariants::check(dir, &lab.manager).await;
 }
+
+/// The same window for a hot-added vCPU: a guest gives one back only if it cooperates, so
+/// the next daemon makes the change whole instead, and the record takes QEMU's vCPUs.
+#[tokio::test]
+async fn a_hot_added_cpu_the_record_missed_is_kept_on_adoption() {
+    let mut lab = Lab::start().await;
+    let vm = create(&lab.manager, "cpus", vm_settings(None)).await;
+    let id = vm.id().await.unwrap();
+    vm.start().await.unwrap();
+    vm.set_cpus(2).await.unwrap();
+
+    lab.daemon.crash();
+    let dir = lab.dir.path();
+    let record_path = dir.join("state/vms").join(&id).join("vm.json");
+    let mut record: gns3_qemud::model::Record =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record.settings.cpus = 1;
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    std::fs::write(dir.join("run").join(&id).join("pending-cpus"), b"").unwrap();
+
+    lab.daemon.restart(&lab.bus);
+    assert_eq!(vm.state().await.unwrap(), "running");
+    assert_eq!(vm.cpus().await.unwrap(), 2);
+    let info = vm.human_monitor_command("info cpus").await.unwrap();
+    assert_eq!(
+        info.lines().filter(|l| l.contains("CPU #")).count(),
+        2,
+        "{info}"
+    );
+    assert!(!dir.join("run").join(&id).join("pending-cpus").exists());
+    invariants::check(dir, &lab.manager).await;
+}

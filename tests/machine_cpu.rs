@@ -130,7 +130,10 @@ async fn a_q35_guest_boots_with_its_model_uuid_and_expanded_options() {
             RUN,
         )
         .unwrap();
-    assert!(out.contains(&uuid), "the guest's UUID is the VM's id: {out}");
+    assert!(
+        out.contains(&uuid),
+        "the guest's UUID is the VM's id: {out}"
+    );
     assert!(out.contains(&format!("q35-{port}")), "{out}");
     let info = vm.human_monitor_command("info qom-tree /machine").await;
     let info = info.unwrap();

@@ -326,10 +326,16 @@ mod tests {
         assert!(caps.check_machine(&s).is_ok());
         s.cpu_model = "3dnow".into();
         let e = caps.check_machine(&s).unwrap_err().to_string();
-        assert!(e.contains("CpuModel '3dnow'") && e.contains("/q -cpu help"), "{e}");
+        assert!(
+            e.contains("CpuModel '3dnow'") && e.contains("/q -cpu help"),
+            "{e}"
+        );
         s.machine_type = "q36".into();
         let e = caps.check_machine(&s).unwrap_err().to_string();
-        assert!(e.contains("MachineType 'q36'") && e.contains("/q -machine help"), "{e}");
+        assert!(
+            e.contains("MachineType 'q36'") && e.contains("/q -machine help"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -204,9 +204,10 @@ mod tests {
     #[test]
     fn options_expanded_and_checked_after_expansion() {
         let mut s = settings();
-        s.options = "-smbios type=1,serial=%vm-id% -chardev file,id=log,path=%vm-dir%/%vm-name%.log \
+        s.options =
+            "-smbios type=1,serial=%vm-id% -chardev file,id=log,path=%vm-dir%/%vm-name%.log \
                      -uuid 00000000-0000-0000-0000-000000000001"
-            .into();
+                .into();
         let cmd = launch(&s).join(" ");
         assert!(
             cmd.contains(

@@ -69,6 +69,13 @@ impl Qemu {
         Ok(slots.as_array().cloned().unwrap_or_default())
     }
 
+    /// How many vCPUs QEMU has.
+    pub async fn present_cpus(&mut self) -> Result<u32> {
+        let slots = self.cpu_slots().await?;
+        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+        Ok(u32::try_from(present).unwrap_or(u32::MAX))
+    }
+
     /// Plugs vCPUs in until QEMU has `cpus`; those it already has stay as they are.
     pub async fn plug_cpus(&mut self, vm: &str, cpus: u32) -> Result<()> {
         let slots = self.cpu_slots().await?;
@@ -112,7 +119,11 @@ impl Qemu {
         });
         for id in plugged.take(present.saturating_sub(cpus as usize)) {
             let args = json!({ "id": id });
-            if let Err(e) = self.qmp.execute("device_del", Some(args), QMP_TIMEOUT).await {
+            if let Err(e) = self
+                .qmp
+                .execute("device_del", Some(args), QMP_TIMEOUT)
+                .await
+            {
                 tracing::warn!(%id, "cannot unplug a vCPU: {e}");
             }
         }
@@ -128,10 +139,7 @@ mod tests {
 
     #[test]
     fn ids_as_uuids() {
-        assert_eq!(
-            uuid(ID).unwrap(),
-            "6f9619ff-8b86-d011-b42d-00c04fc964ff"
-        );
+        assert_eq!(uuid(ID).unwrap(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
         assert_eq!(uuid("6f9619ff"), None);
     }
 

@@ -205,8 +205,10 @@ mod tests {
             vm_dir: "/var/lib/gns3-qemud/vms/ab",
             console_port: 5000,
         };
-        let args = split("-serial telnet::%console-port%,server=on -name '%project%/%vm-name%' \\
-             -drive file=%vm-dir%/x.img -smbios type=1,serial=%vm-id% 100%% %other% %")
+        let args = split(
+            "-serial telnet::%console-port%,server=on -name '%project%/%vm-name%' \\
+             -drive file=%vm-dir%/x.img -smbios type=1,serial=%vm-id% 100%% %other% %",
+        )
         .unwrap();
         assert_eq!(
             expand(args, &p),

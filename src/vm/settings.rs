@@ -400,7 +400,10 @@ mod tests {
         assert!(invalid(&[Setting::Cpus(0)]).contains("1 to 255"));
         assert!(invalid(&[Setting::MaxCpus(256)]).contains("1 to 255"));
         let e = invalid(&[Setting::Cpus(2)]);
-        assert!(e.contains("above MaxCpus 1") && e.contains("raise MaxCpus"), "{e}");
+        assert!(
+            e.contains("above MaxCpus 1") && e.contains("raise MaxCpus"),
+            "{e}"
+        );
         let s = apply(
             &sample(),
             &[Setting::MaxCpus(255), Setting::Cpus(255)],
@@ -409,8 +412,10 @@ mod tests {
         .unwrap();
         assert_eq!((s.cpus, s.max_cpus), (255, 255));
         // Lowering MaxCpus below Cpus is the same mistake, named the same way.
-        assert!(invalid(&[Setting::MaxCpus(4), Setting::Cpus(3), Setting::MaxCpus(2)])
-            .contains("Cpus 3 is above MaxCpus 2"));
+        assert!(
+            invalid(&[Setting::MaxCpus(4), Setting::Cpus(3), Setting::MaxCpus(2)])
+                .contains("Cpus 3 is above MaxCpus 2")
+        );
     }
 
     #[test]
