@@ -268,6 +268,19 @@ mod tests {
     }
 
     #[test]
+    fn q35_machines_by_alias_and_version() {
+        let with = |m: &str| Settings {
+            machine_type: m.into(),
+            ..Settings::default()
+        };
+        assert!(with("q35").is_q35() && with("pc-q35-7.2").is_q35());
+        for other in ["pc", "pc-i440fx-7.2", "microvm", "q35x"] {
+            assert!(!with(other).is_q35(), "{other}");
+        }
+        assert_eq!(Settings::default().machine_type, "pc");
+    }
+
+    #[test]
     fn named_settings_read_their_names() {
         assert_eq!(Priority::from_name("very low"), Some(Priority::VeryLow));
         assert_eq!(Priority::from_name("urgent"), None);
