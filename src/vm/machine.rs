@@ -58,6 +58,20 @@ fn cpu_id(props: &Value) -> String {
     )
 }
 
+/// Of `query-hotpluggable-cpus`' answer: how many vCPUs are there, and the free places
+/// (driver, properties) in the order the guest should get them. QEMU lists the highest
+/// places first.
+fn places(slots: &[Value]) -> (usize, Vec<(&str, &Value)>) {
+    let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+    let free = slots
+        .iter()
+        .rev()
+        .filter(|s| s.get("qom-path").is_none())
+        .filter_map(|s| Some((s["type"].as_str()?, &s["props"])))
+        .collect();
+    (present, free)
+}
+
 impl Qemu {
     /// What `query-hotpluggable-cpus` lists: each place a vCPU can be, with a `qom-path`
     /// where there is one.
@@ -71,22 +85,14 @@ impl Qemu {
 
     /// How many vCPUs QEMU has.
     pub async fn present_cpus(&mut self) -> Result<u32> {
-        let slots = self.cpu_slots().await?;
-        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+        let (present, _) = places(&self.cpu_slots().await?);
         Ok(u32::try_from(present).unwrap_or(u32::MAX))
     }
 
     /// Plugs vCPUs in until QEMU has `cpus`; those it already has stay as they are.
     pub async fn plug_cpus(&mut self, vm: &str, cpus: u32) -> Result<()> {
         let slots = self.cpu_slots().await?;
-        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
-        // QEMU lists the highest places first; the guest numbers CPUs as they come.
-        let free: Vec<(&str, &Value)> = slots
-            .iter()
-            .rev()
-            .filter(|s| s.get("qom-path").is_none())
-            .filter_map(|s| Some((s["type"].as_str()?, &s["props"])))
-            .collect();
+        let (present, free) = places(&slots);
         let wanted = (cpus as usize).saturating_sub(present);
         if wanted > free.len() {
             return Err(Error::InvalidArgument(format!(
@@ -110,7 +116,7 @@ impl Qemu {
     /// that keeps one keeps it until the VM stops. Those of -smp cannot go.
     pub async fn unplug_cpus(&mut self, cpus: u32) -> Result<()> {
         let slots = self.cpu_slots().await?;
-        let present = slots.iter().filter(|s| s.get("qom-path").is_some()).count();
+        let (present, _) = places(&slots);
         // A device with an id lives at /machine/peripheral/<id>.
         let plugged = slots.iter().filter_map(|s| {
             s.get("qom-path")?
@@ -159,6 +165,32 @@ mod tests {
             args(&s, ID, &own).join(" "),
             "-machine q35 -cpu max -smp cpus=2,maxcpus=4,sockets=1"
         );
+    }
+
+    #[test]
+    fn free_places_lowest_first() {
+        let slot = |core: u32, at: Option<&str>| {
+            let mut s = json!({
+                "type": "qemu64-x86_64-cpu",
+                "vcpus-count": 1,
+                "props": { "socket-id": 0, "core-id": core, "thread-id": 0 }
+            });
+            if let Some(at) = at {
+                s["qom-path"] = json!(at);
+            }
+            s
+        };
+        let slots = [
+            slot(3, None),
+            slot(2, None),
+            slot(1, Some("/machine/unattached/device[1]")),
+            slot(0, Some("/machine/unattached/device[0]")),
+        ];
+        let (present, free) = places(&slots);
+        assert_eq!(present, 2);
+        let cores: Vec<String> = free.iter().map(|(_, p)| cpu_id(p)).collect();
+        assert_eq!(cores, ["gns3-cpu-0-2-0", "gns3-cpu-0-3-0"]);
+        assert_eq!(free[0].0, "qemu64-x86_64-cpu");
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl Actor {
         if let Some(qemu) = self.qemu.as_mut().filter(|_| plugs) {
             if let Err(e) = qemu.plug_cpus(&name, new.cpus).await {
                 // As much of it undone as QEMU and the guest let.
-                let _ = qemu.unplug_cpus(old.cpus).await;
+                if let Err(e) = qemu.unplug_cpus(old.cpus).await {
+                    tracing::error!(vm_id = %self.record.id, "cannot unplug the vCPUs just added: {e}");
+                }
                 let _ = qemu
                     .limit(&self.ctx.privilege, &name, Some(&new), &old)
                     .await;
@@ -103,7 +105,9 @@ impl Actor {
                     tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
                 }
                 if plugs {
-                    let _ = qemu.unplug_cpus(old.cpus).await;
+                    if let Err(e) = qemu.unplug_cpus(old.cpus).await {
+                        tracing::error!(vm_id = %self.record.id, "cannot unplug the vCPUs just added: {e}");
+                    }
                 }
             }
             return Err(e);
