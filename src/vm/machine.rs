@@ -1,11 +1,61 @@
-//! The VM's machine: its type, CPU model, vCPUs and UUID on the command line, and vCPUs
-//! plugged into a running QEMU (CPU hot-add).
+//! The VM's machine: its type, CPU model and vCPUs checked, on the command line with its
+//! UUID, and vCPUs plugged into a running QEMU (CPU hot-add).
 
 use serde_json::{json, Value};
 
-use super::error::{Error, Result};
+use super::error::{shown, Error, Result};
 use super::qemu::{Qemu, QMP_TIMEOUT};
-use crate::model::Settings;
+use crate::model::{Accelerator, Settings};
+
+/// QEMU's limit for the `pc` machine (255 APIC ids below the broadcast one without
+/// interrupt remapping); q35 allows a few more only with an IOMMU, which no VM here has.
+pub const MAX_CPUS: u32 = 255;
+const MAX_NAME: usize = 64;
+
+/// The checks across the CPU settings.
+pub fn check(s: &Settings) -> Result<()> {
+    if s.cpus > s.max_cpus {
+        return Err(Error::InvalidArgument(format!(
+            "Cpus {} is above MaxCpus {}: raise MaxCpus (VM stopped) to at least {}, or ask for fewer Cpus",
+            s.cpus, s.max_cpus, s.cpus
+        )));
+    }
+    // `host` passes the host's CPU through, which only KVM can; `max` is every feature
+    // the accelerator offers, TCG's included.
+    if s.cpu_model == "host" && s.accelerator != Accelerator::Kvm {
+        return Err(Error::InvalidArgument(format!(
+            "CpuModel host needs KVM, and Accelerator is {}: set Accelerator to kvm, or use another CpuModel (max is the most TCG offers)",
+            s.accelerator.as_str()
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_cpu_count(key: &str, v: u32) -> Result<u32> {
+    if v == 0 || v > MAX_CPUS {
+        return Err(Error::InvalidArgument(format!(
+            "{key} {v} is out of range: a VM has 1 to {MAX_CPUS} CPUs"
+        )));
+    }
+    Ok(v)
+}
+
+/// A CPU model or machine name as QEMU's help lists them; whether the binary has it is
+/// checked against its `help` (`binary::Capabilities::check_machine`).
+pub fn check_name(key: &str, v: String, empty_ok: bool) -> Result<String> {
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if (v.is_empty() && !empty_ok) || v.len() > MAX_NAME || !ok {
+        return Err(Error::InvalidArgument(format!(
+            "{key} '{}' is not a name QEMU lists: give one of {} ({}letters, digits, '.', '_', '-')",
+            shown(&v),
+            if key == "CpuModel" { "-cpu help" } else { "-machine help" },
+            if empty_ok { "empty for QEMU's default, or " } else { "" }
+        )));
+    }
+    Ok(v)
+}
 
 /// `-machine`, `-cpu`, `-smp` and `-uuid` of a VM whose id is `id` (32 hex digits);
 /// `options` are the user's expanded Options, whose own `-uuid` wins.
@@ -141,7 +191,90 @@ impl Qemu {
 mod tests {
     use super::*;
 
+    use crate::model::Setting;
+    use crate::vm::settings::{apply, Limits};
+
     const ID: &str = "6f9619ff8b86d011b42d00c04fc964ff";
+
+    fn limits() -> Limits {
+        Limits {
+            host_ram_mib: 4096,
+            host_cpus: 2,
+            console_ports: 5000..=10000,
+        }
+    }
+
+    fn sample() -> Settings {
+        Settings {
+            name: "r1".into(),
+            qemu_path: "/usr/bin/qemu-system-x86_64".into(),
+            mac_address: "52:54:00:12:34:00".into(),
+            ..Settings::default()
+        }
+    }
+
+    fn invalid(changes: &[Setting]) -> String {
+        match apply(&sample(), changes, &limits()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{changes:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn cpus_lie_between_one_and_max_cpus() {
+        assert!(invalid(&[Setting::Cpus(0)]).contains("1 to 255"));
+        assert!(invalid(&[Setting::MaxCpus(256)]).contains("1 to 255"));
+        let e = invalid(&[Setting::Cpus(2)]);
+        assert!(
+            e.contains("above MaxCpus 1") && e.contains("raise MaxCpus"),
+            "{e}"
+        );
+        let s = apply(
+            &sample(),
+            &[Setting::MaxCpus(255), Setting::Cpus(255)],
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!((s.cpus, s.max_cpus), (255, 255));
+        // Lowering MaxCpus below Cpus is the same mistake, named the same way.
+        assert!(
+            invalid(&[Setting::MaxCpus(4), Setting::Cpus(3), Setting::MaxCpus(2)])
+                .contains("Cpus 3 is above MaxCpus 2")
+        );
+    }
+
+    #[test]
+    fn host_cpu_only_with_kvm() {
+        let e = invalid(&[Setting::CpuModel("host".into())]);
+        assert!(e.contains("set Accelerator to kvm"), "{e}");
+        let kvm = [
+            Setting::Accelerator("kvm".into()),
+            Setting::CpuModel("host".into()),
+        ];
+        assert_eq!(apply(&sample(), &kvm, &limits()).unwrap().cpu_model, "host");
+        let tcg = [
+            Setting::Accelerator("tcg".into()),
+            Setting::CpuModel("max".into()),
+        ];
+        assert!(apply(&sample(), &tcg, &limits()).is_ok());
+    }
+
+    #[test]
+    fn cpu_and_machine_names_are_names() {
+        assert!(invalid(&[Setting::MachineType(String::new())]).contains("-machine help"));
+        assert!(invalid(&[Setting::CpuModel("a b".into())]).contains("-cpu help"));
+        let s = apply(
+            &sample(),
+            &[
+                Setting::MachineType("pc-q35-7.2".into()),
+                Setting::CpuModel("Skylake-Server-v1".into()),
+            ],
+            &limits(),
+        )
+        .unwrap();
+        assert!(s.is_q35());
+        assert!(apply(&sample(), &[Setting::CpuModel(String::new())], &limits()).is_ok());
+    }
 
     #[test]
     fn ids_as_uuids() {

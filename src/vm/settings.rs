@@ -6,8 +6,8 @@ use std::fs;
 use std::ops::RangeInclusive;
 
 use super::error::{check_len, shown, Error, Result};
-use super::options;
 use super::paths::{check_file, resolve_qemu_path};
+use super::{machine, options};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
@@ -18,10 +18,6 @@ const MAX_NAME: usize = 64;
 const MAX_PROJECT: usize = 256;
 const MAX_KERNEL_COMMAND_LINE: usize = 4096;
 const MAX_OPTIONS: usize = 16 * 1024;
-/// QEMU's limit for the `pc` machine (255 APIC ids below the broadcast one without
-/// interrupt remapping); q35 allows a few more only with an IOMMU, which no VM here has.
-pub const MAX_CPUS: u32 = 255;
-const MAX_MACHINE_NAME: usize = 64;
 
 /// Facts about the host and the daemon's configuration that the checks need.
 #[derive(Clone, Debug)]
@@ -54,7 +50,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
-    check_cpus(&next)?;
+    machine::check(&next)?;
     Ok(next)
 }
 
@@ -157,16 +153,16 @@ impl Check for Limits {
         check_port("VncPort", v, self)
     }
     fn cpus(&self, v: u32) -> Result<u32> {
-        check_cpu_count("Cpus", v)
+        machine::check_cpu_count("Cpus", v)
     }
     fn max_cpus(&self, v: u32) -> Result<u32> {
-        check_cpu_count("MaxCpus", v)
+        machine::check_cpu_count("MaxCpus", v)
     }
     fn cpu_model(&self, v: String) -> Result<String> {
-        check_qemu_name("CpuModel", v, true)
+        machine::check_name("CpuModel", v, true)
     }
     fn machine_type(&self, v: String) -> Result<String> {
-        check_qemu_name("MachineType", v, false)
+        machine::check_name("MachineType", v, false)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
@@ -176,51 +172,6 @@ impl Check for Limits {
             ))
         })
     }
-}
-
-/// The checks across the CPU settings.
-fn check_cpus(s: &Settings) -> Result<()> {
-    if s.cpus > s.max_cpus {
-        return Err(Error::InvalidArgument(format!(
-            "Cpus {} is above MaxCpus {}: raise MaxCpus (VM stopped) to at least {}, or ask for fewer Cpus",
-            s.cpus, s.max_cpus, s.cpus
-        )));
-    }
-    // `host` passes the host's CPU through, which only KVM can; `max` is every feature
-    // the accelerator offers, TCG's included.
-    if s.cpu_model == "host" && s.accelerator != Accelerator::Kvm {
-        return Err(Error::InvalidArgument(format!(
-            "CpuModel host needs KVM, and Accelerator is {}: set Accelerator to kvm, or use another CpuModel (max is the most TCG offers)",
-            s.accelerator.as_str()
-        )));
-    }
-    Ok(())
-}
-
-fn check_cpu_count(key: &str, v: u32) -> Result<u32> {
-    if v == 0 || v > MAX_CPUS {
-        return Err(Error::InvalidArgument(format!(
-            "{key} {v} is out of range: a VM has 1 to {MAX_CPUS} CPUs"
-        )));
-    }
-    Ok(v)
-}
-
-/// A CPU model or machine name as QEMU's help lists them; whether the binary has it is
-/// checked against its `help` (`binary::Capabilities::check_machine`).
-fn check_qemu_name(key: &str, v: String, empty_ok: bool) -> Result<String> {
-    let ok = v
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if (v.is_empty() && !empty_ok) || v.len() > MAX_MACHINE_NAME || !ok {
-        return Err(Error::InvalidArgument(format!(
-            "{key} '{}' is not a name QEMU lists: give one of {} ({}letters, digits, '.', '_', '-')",
-            shown(&v),
-            if key == "CpuModel" { "-cpu help" } else { "-machine help" },
-            if empty_ok { "empty for QEMU's default, or " } else { "" }
-        )));
-    }
-    Ok(v)
 }
 
 fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
@@ -393,62 +344,6 @@ mod tests {
         let fresh = new_id().unwrap();
         assert_eq!(normalize_id(&fresh).unwrap(), fresh);
         assert_eq!(&fresh[12..13], "4");
-    }
-
-    #[test]
-    fn cpus_lie_between_one_and_max_cpus() {
-        assert!(invalid(&[Setting::Cpus(0)]).contains("1 to 255"));
-        assert!(invalid(&[Setting::MaxCpus(256)]).contains("1 to 255"));
-        let e = invalid(&[Setting::Cpus(2)]);
-        assert!(
-            e.contains("above MaxCpus 1") && e.contains("raise MaxCpus"),
-            "{e}"
-        );
-        let s = apply(
-            &sample(),
-            &[Setting::MaxCpus(255), Setting::Cpus(255)],
-            &limits(),
-        )
-        .unwrap();
-        assert_eq!((s.cpus, s.max_cpus), (255, 255));
-        // Lowering MaxCpus below Cpus is the same mistake, named the same way.
-        assert!(
-            invalid(&[Setting::MaxCpus(4), Setting::Cpus(3), Setting::MaxCpus(2)])
-                .contains("Cpus 3 is above MaxCpus 2")
-        );
-    }
-
-    #[test]
-    fn host_cpu_only_with_kvm() {
-        let e = invalid(&[Setting::CpuModel("host".into())]);
-        assert!(e.contains("set Accelerator to kvm"), "{e}");
-        let kvm = [
-            Setting::Accelerator("kvm".into()),
-            Setting::CpuModel("host".into()),
-        ];
-        assert_eq!(apply(&sample(), &kvm, &limits()).unwrap().cpu_model, "host");
-        let tcg = [
-            Setting::Accelerator("tcg".into()),
-            Setting::CpuModel("max".into()),
-        ];
-        assert!(apply(&sample(), &tcg, &limits()).is_ok());
-    }
-
-    #[test]
-    fn cpu_and_machine_names_are_names() {
-        assert!(invalid(&[Setting::MachineType(String::new())]).contains("-machine help"));
-        assert!(invalid(&[Setting::CpuModel("a b".into())]).contains("-cpu help"));
-        let s = apply(
-            &sample(),
-            &[
-                Setting::MachineType("pc-q35-7.2".into()),
-                Setting::CpuModel("Skylake-Server-v1".into()),
-            ],
-            &limits(),
-        )
-        .unwrap();
-        assert!(s.is_q35());
-        assert!(apply(&sample(), &[Setting::CpuModel(String::new())], &limits()).is_ok());
     }
 
     #[test]
