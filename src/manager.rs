@@ -122,6 +122,7 @@ impl Manager {
             .binaries
             .check_nic_model(&s.qemu_path, &s.adapter_type)
             .await?;
+        self.ctx.binaries.check_machine(&s).await?;
         let image_formats =
             bases::check(&s, None, &Default::default(), &self.ctx.image_dirs).await?;
         let claims = self.claim(&id, &mut s, &changes)?;

@@ -608,6 +608,8 @@ fn allowed(property: &str, value: &Variant<'_>) -> bool {
     let zero = matches!(value, Variant::U32(0) | Variant::U16(0));
     match property {
         "HdaDiskImage" | "HdbDiskImage" | "KernelImage" | "Initrd" => empty,
+        // QEMU's default CPU model.
+        "CpuModel" => empty,
         // Free text, up to a length far below 64 KiB.
         "KernelCommandLine" | "Options" => matches!(value, Variant::Str(s) if s.len() < 4096),
         "Adapters" | "CpuThrottling" | "ConsolePort" | "MonitorPort" | "VncPort" => zero,
@@ -703,6 +705,28 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
             }
             walk.unchanged(&what).await;
         }
+    }
+    // Values of the right form that a setting's own rules refuse: more Cpus than MaxCpus
+    // (1 here), names the binary does not list, the host's CPU without KVM.
+    let machine_bad: [(&str, Variant<'static>); 6] = [
+        ("Cpus", Variant::U32(2)),
+        ("MaxCpus", Variant::U32(256)),
+        ("CpuModel", Variant::from("nosuchcpu".to_string())),
+        ("CpuModel", Variant::from("host".to_string())),
+        ("MachineType", Variant::from("q36".to_string())),
+        ("MachineType", Variant::from("pc-q35-1.0".to_string())),
+    ];
+    for (key, value) in machine_bad {
+        let what = format!("Set {key}={value:?}");
+        let result = set(conn, &a, "org.gns3.Qemu.VM", key, value.clone()).await;
+        walk.calls += 1;
+        walk.expect(&what, result, INVALID_ARGUMENT);
+        for (method, result) in walk.as_settings(key, value).await {
+            walk.expect(&format!("{method} {key}"), result, INVALID_ARGUMENT);
+        }
+        walk.answers
+            .add(&format!("a {key} its rules refuse"), INVALID_ARGUMENT);
+        walk.unchanged(&what).await;
     }
     // Base images that would make QEMU open other files (no image_dirs here), through Set,
     // Configure and CreateVM; then a base that changed since it was set, at Start.

@@ -479,6 +479,42 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "InvalidArgument",
             "'b'".into(),
         ),
+        (
+            "Cpus",
+            Variant::from(0u32),
+            "InvalidArgument",
+            "1 to 255".into(),
+        ),
+        (
+            "Cpus",
+            Variant::from(2u32),
+            "InvalidArgument",
+            "raise MaxCpus".into(),
+        ),
+        (
+            "MaxCpus",
+            Variant::from(256u32),
+            "InvalidArgument",
+            "1 to 255".into(),
+        ),
+        (
+            "CpuModel",
+            s("nosuchcpu"),
+            "InvalidArgument",
+            "-cpu help".into(),
+        ),
+        (
+            "CpuModel",
+            s("host"),
+            "InvalidArgument",
+            "set Accelerator to kvm".into(),
+        ),
+        (
+            "MachineType",
+            s("q36"),
+            "InvalidArgument",
+            "-machine help".into(),
+        ),
     ];
     for (key, value, error, word) in &cases {
         let e = props

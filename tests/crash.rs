@@ -17,6 +17,8 @@ const MAX_VMS: usize = 6;
 /// Running guests cost CPU even idle (TCG): at most this many at a time.
 const MAX_UP: usize = 3;
 const ADAPTERS: u32 = 2;
+/// Room for vCPUs hot-added to a running VM (AddCpu).
+const MAX_CPUS: u32 = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -43,6 +45,8 @@ enum Op {
         adapter: u32,
     },
     Delete(String),
+    /// Cpus raised by one on a running VM: a vCPU hot-added.
+    AddCpu(String),
     /// A console opened and typed into, a VNC client, and a monitor command: nothing a
     /// record keeps.
     Console(String),
@@ -60,6 +64,7 @@ impl Op {
             Op::AddTunnel { .. } => "add-tunnel",
             Op::RemoveTunnel { .. } => "remove-tunnel",
             Op::Delete(_) => "delete",
+            Op::AddCpu(_) => "add-cpu",
             Op::Console(_) => "console",
         }
     }
@@ -75,6 +80,7 @@ impl Op {
             | Op::Suspend(id)
             | Op::Resume(id)
             | Op::Delete(id)
+            | Op::AddCpu(id)
             | Op::Console(id) => Some(id),
         }
     }
@@ -126,6 +132,9 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
             ]),
             _ => {}
         }
+        if vm.is_up() && vm.record.settings.cpus < vm.record.settings.max_cpus {
+            mine.push(Op::AddCpu(id.clone()));
+        }
         let used: Vec<u32> = vm.record.tunnels.iter().map(|t| t.adapter).collect();
         if let Some(adapter) = (0..ADAPTERS).find(|a| !used.contains(a)) {
             mine.push(Op::AddTunnel {
@@ -159,6 +168,7 @@ fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Variant<'
     let mut s: HashMap<&str, Variant> = HashMap::new();
     s.insert("Ram", Variant::from(32u32));
     s.insert("Adapters", Variant::from(ADAPTERS));
+    s.insert("MaxCpus", Variant::from(MAX_CPUS));
     // A display, so that the console rounds hand QEMU a VNC client too.
     s.insert("Display", Variant::from("vnc"));
     if let Some(base) = hda {
@@ -207,6 +217,13 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         }
         Op::RemoveTunnel { id, adapter } => on(id).await.remove_udp_tunnel(adapter).await,
         Op::Delete(id) => on(id).await.delete().await,
+        Op::AddCpu(id) => {
+            let vm = on(id).await;
+            match vm.cpus().await {
+                Ok(n) => vm.set_cpus(n + 1).await,
+                Err(e) => Err(e),
+            }
+        }
         Op::Console(id) => {
             let vm = on(id).await;
             if let Ok(fd) = vm.open_console(HashMap::new()).await {
@@ -309,6 +326,18 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
                 _ => states("paused", "running"),
             }
         }
+        Op::AddCpu(_) => {
+            assert!(same_tunnels);
+            assert_eq!(now.state, was.state);
+            let mut wanted = old.settings.clone();
+            wanted.cpus += 1;
+            assert!(
+                same_settings || new.settings == wanted,
+                "{op:?} half done: {:?}",
+                new.settings
+            );
+            !same_settings
+        }
         Op::AddTunnel { adapter, .. } | Op::RemoveTunnel { adapter, .. } => {
             assert!(same_settings);
             assert_eq!(now.state, was.state);
@@ -393,6 +422,17 @@ async fn sigkill_during_random_operations_loses_nothing() {
                 "did not happen"
             },
         );
+        if let Op::AddCpu(id) = &op {
+            // The QEMU has the vCPUs its record says, whether the change reached it or not.
+            let path = gns3_qemud::dbus::vm_path(id).unwrap();
+            let info = vm(&conn, &path)
+                .await
+                .human_monitor_command("info cpus")
+                .await
+                .unwrap();
+            let cpus = info.lines().filter(|l| l.contains("CPU #")).count();
+            assert_eq!(cpus, after[id].record.settings.cpus as usize, "{info}");
+        }
         let tally = done.entry(op.kind()).or_default();
         *(if happened { &mut tally.0 } else { &mut tally.1 }) += 1;
         if round % 5 == 4 || round + 1 == rounds {
@@ -466,5 +506,37 @@ async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
     assert_eq!(starting.state().await.unwrap(), "stopped");
     let why = starting.last_error().await.unwrap();
     assert!(why.contains("stopped while it started"), "{why}");
+    invariants::check(dir, &lab.manager).await;
+}
+
+/// The same window for a hot-added vCPU: a guest gives one back only if it cooperates, so
+/// the next daemon makes the change whole instead, and the record takes QEMU's vCPUs.
+#[tokio::test]
+async fn a_hot_added_cpu_the_record_missed_is_kept_on_adoption() {
+    let mut lab = Lab::start().await;
+    let vm = create(&lab.manager, "cpus", vm_settings(None)).await;
+    let id = vm.id().await.unwrap();
+    vm.start().await.unwrap();
+    vm.set_cpus(2).await.unwrap();
+
+    lab.daemon.crash();
+    let dir = lab.dir.path();
+    let record_path = dir.join("state/vms").join(&id).join("vm.json");
+    let mut record: gns3_qemud::model::Record =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record.settings.cpus = 1;
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    std::fs::write(dir.join("run").join(&id).join("pending-cpus"), b"").unwrap();
+
+    lab.daemon.restart(&lab.bus);
+    assert_eq!(vm.state().await.unwrap(), "running");
+    assert_eq!(vm.cpus().await.unwrap(), 2);
+    let info = vm.human_monitor_command("info cpus").await.unwrap();
+    assert_eq!(
+        info.lines().filter(|l| l.contains("CPU #")).count(),
+        2,
+        "{info}"
+    );
+    assert!(!dir.join("run").join(&id).join("pending-cpus").exists());
     invariants::check(dir, &lab.manager).await;
 }

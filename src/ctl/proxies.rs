@@ -153,4 +153,20 @@ pub trait Vm {
     fn set_legacy_networking(&self, value: bool) -> zbus::Result<()>;
     #[zbus(property)]
     fn tunnels(&self) -> zbus::Result<Vec<(u32, u16, String, u16)>>;
+    #[zbus(property)]
+    fn cpus(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_cpus(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn max_cpus(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_max_cpus(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn cpu_model(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_cpu_model(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn machine_type(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_machine_type(&self, value: &str) -> zbus::Result<()>;
 }

@@ -12,6 +12,7 @@ use super::table::{settings, Stored};
 
 const DEFAULT_RAM_MIB: u32 = 256;
 const DEFAULT_ADAPTER_TYPE: &str = "e1000";
+const DEFAULT_MACHINE_TYPE: &str = "pc";
 
 settings! {
     /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.
@@ -48,6 +49,10 @@ settings! {
     /// Extra QEMU arguments, split as a shell would. Options the daemon owns (-qmp,
     /// -pidfile, -daemonize, -S, -sandbox, -monitor, -mon, -nographic, -vnc, -spice) are
     /// refused. The first serial port is the console: a -serial here is the guest's second.
+    /// Placeholders are replaced at Start (and so shown by CommandLine) within each
+    /// argument: %vm-name%, %vm-id%, %project%, %vm-dir% (the VM's directory) and
+    /// %console-port% (0 for none); any other %word% stays as it is. A -uuid here takes the
+    /// place of the VM's id, which the guest otherwise gets as its UUID.
     /// Read by root and members of gns3 only (secrets go here: -object secret,data=…):
     /// anyone else reads an empty string, as InterfacesAdded carries it for everyone. A
     /// change is signalled as invalidated, without the value: read it again.
@@ -78,6 +83,28 @@ settings! {
     /// the daemon to whom its console_access lets in; 0 (the default) for none
     /// (OpenGraphics still works). Only while stopped.
     VncPort vnc_port: u16 = 0, Stopped;
+    /// Virtual CPUs the guest has at start, 1 to MaxCpus (default 1); more than the host
+    /// has is allowed (TCG runs them in turn). Raised on a running VM, the new CPUs are
+    /// plugged in at once (CPU hot-add; a Linux guest may need to bring them online).
+    /// Lowering it is refused while QEMU runs (InvalidState): stop the VM first.
+    Cpus cpus: u32 = 1, Live;
+    /// The most virtual CPUs the guest may have, Cpus included: room for CPUs hot-added
+    /// while it runs. 1 to 255 (default 1). Only while stopped.
+    MaxCpus max_cpus: u32 = 1, Stopped;
+    /// QEMU CPU model (-cpu), one that QemuPath lists under -cpu help (qemu64, Skylake-Server,
+    /// max, …); empty (the default) for QEMU's own. host only with Accelerator = kvm.
+    CpuModel cpu_model: String = String::new(), NextStart;
+    /// QEMU machine type (-machine): pc (the default), q35, or any name or alias QemuPath
+    /// lists under -machine help (pc-q35-7.2, …). Only while stopped.
+    MachineType machine_type: String = DEFAULT_MACHINE_TYPE.into(), Stopped;
+}
+
+impl Settings {
+    /// Whether the machine is a Q35 one (`q35` or a versioned `pc-q35-…`): PCIe, AHCI on
+    /// board, a TPM as tpm-crb, UEFI secure boot possible.
+    pub fn is_q35(&self) -> bool {
+        self.machine_type == "q35" || self.machine_type.starts_with("pc-q35-")
+    }
 }
 
 impl Settings {
@@ -238,6 +265,19 @@ mod tests {
             [("Ram", When::NextStart), ("ConsolePort", When::Stopped)]
         );
         assert!(old.differing(&old).is_empty());
+    }
+
+    #[test]
+    fn q35_machines_by_alias_and_version() {
+        let with = |m: &str| Settings {
+            machine_type: m.into(),
+            ..Settings::default()
+        };
+        assert!(with("q35").is_q35() && with("pc-q35-7.2").is_q35());
+        for other in ["pc", "pc-i440fx-7.2", "microvm", "q35x"] {
+            assert!(!with(other).is_q35(), "{other}");
+        }
+        assert_eq!(Settings::default().machine_type, "pc");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Capabilities {
     pub netdevs: BTreeSet<String>,
     /// Whether it has `-sandbox`: QEMU built with seccomp lists it in `-help`.
     pub sandbox: bool,
+    /// CPU models of `-cpu help` (aliases included).
+    pub cpu_models: BTreeSet<String>,
+    /// Machine types of `-machine help` (aliases such as `pc` and `q35` included).
+    pub machines: BTreeSet<String>,
 }
 
 impl Capabilities {
@@ -48,6 +52,53 @@ impl Capabilities {
             some.join(", ")
         )))
     }
+}
+
+impl Capabilities {
+    /// Checks that the binary has the machine type and CPU model of `s` (an empty model is
+    /// QEMU's default); the error names where the list is.
+    pub fn check_machine(&self, s: &crate::model::Settings) -> Result<()> {
+        let path = &s.qemu_path;
+        if !self.machines.contains(&s.machine_type) {
+            return Err(Error::InvalidArgument(format!(
+                "MachineType '{}' is not a machine of {path}; use pc, q35 or another name of {path} -machine help",
+                super::error::shown(&s.machine_type)
+            )));
+        }
+        if !s.cpu_model.is_empty() && !self.cpu_models.contains(&s.cpu_model) {
+            return Err(Error::InvalidArgument(format!(
+                "CpuModel '{}' is not a CPU model of {path}; use one of {path} -cpu help (max, qemu64, …), or empty for QEMU's default",
+                super::error::shown(&s.cpu_model)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The first word of each line of `-cpu help`'s first section, after the architecture
+/// (x86 prints `x86 Broadwell   (alias …)`, others an indented name).
+fn parse_cpu_models(out: &str) -> BTreeSet<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Available CPUs"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let first = words.next()?;
+            Some(if first == "x86" { words.next()? } else { first })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The first word of each line after "Supported machines are:".
+fn parse_machines(out: &str) -> BTreeSet<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Supported machines"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// "QEMU emulator version 7.2.22 (Debian ...)" -> "7.2.22".
@@ -111,17 +162,21 @@ impl Binaries {
         if let Some(c) = lock(&self.cache).get(&key) {
             return Ok(c.clone());
         }
-        let (version, devices, netdevs, help) = tokio::join!(
+        let (version, devices, netdevs, help, cpus, machines) = tokio::join!(
             run(path, &["--version"]),
             run(path, &["-device", "help"]),
             run(path, &["-netdev", "help"]),
             run(path, &["-help"]),
+            run(path, &["-cpu", "help"]),
+            run(path, &["-machine", "help"]),
         );
         let caps = Arc::new(Capabilities {
             version: parse_version(&version?),
             nic_models: parse_nic_models(&devices?),
             netdevs: parse_netdevs(&netdevs?),
             sandbox: has_sandbox(&help?),
+            cpu_models: parse_cpu_models(&cpus?),
+            machines: parse_machines(&machines?),
         });
         if caps.nic_models.is_empty() {
             return Err(Error::QemuNotFound(format!(
@@ -135,6 +190,11 @@ impl Binaries {
     /// Checks that the binary at `path` has NIC model `model`.
     pub async fn check_nic_model(&self, path: &str, model: &str) -> Result<()> {
         self.probe(path).await?.check_nic_model(path, model)
+    }
+
+    /// Checks that the binary of `s` has its machine type and CPU model.
+    pub async fn check_machine(&self, s: &crate::model::Settings) -> Result<()> {
+        self.probe(&s.qemu_path).await?.check_machine(s)
     }
 
     /// The version of `path`, or empty if it cannot tell.
@@ -228,6 +288,52 @@ mod tests {
         let e = caps.check_nic_model("/q", "e1001").unwrap_err().to_string();
         assert!(
             e.contains("e1001") && e.contains("it has e1000, virtio-net-pci, e1000-82540em"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn machines_and_cpu_models_with_their_aliases() {
+        let caps = Capabilities {
+            cpu_models: parse_cpu_models(
+                "Available CPUs:\nx86 486                   (alias configured by machine type)\n\
+                 x86 Broadwell-IBRS        (alias of Broadwell-v3)\nx86 max                   Enables all\n\n\
+                 Recognized CPUID flags:\n  3dnow 3dnowext\n",
+            ),
+            machines: parse_machines(
+                "Supported machines are:\nmicrovm              microvm (i386)\n\
+                 pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n\
+                 q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n\
+                 pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n",
+            ),
+            ..Default::default()
+        };
+        assert_eq!(
+            caps.cpu_models.iter().collect::<Vec<_>>(),
+            ["486", "Broadwell-IBRS", "max"]
+        );
+        assert_eq!(
+            caps.machines.iter().collect::<Vec<_>>(),
+            ["microvm", "pc", "pc-q35-7.2", "q35"]
+        );
+        let mut s = crate::model::Settings {
+            qemu_path: "/q".into(),
+            ..Default::default()
+        };
+        assert!(caps.check_machine(&s).is_ok());
+        s.machine_type = "pc-q35-7.2".into();
+        s.cpu_model = "max".into();
+        assert!(caps.check_machine(&s).is_ok());
+        s.cpu_model = "3dnow".into();
+        let e = caps.check_machine(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("CpuModel '3dnow'") && e.contains("/q -cpu help"),
+            "{e}"
+        );
+        s.machine_type = "q36".into();
+        let e = caps.check_machine(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("MachineType 'q36'") && e.contains("/q -machine help"),
             "{e}"
         );
     }

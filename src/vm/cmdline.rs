@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::Result;
-use super::{network, options};
+use super::{machine, network, options};
 use crate::model::{Display, Settings};
 
 /// The file descriptors on which QEMU finds its QMP socket and its serial port's, already
@@ -16,6 +16,9 @@ pub const SERIAL_FD: i32 = FIRST_FD + 1;
 /// Where a VM's files are, and what the host decided for it.
 pub struct Launch<'a> {
     pub settings: &'a Settings,
+    /// The VM's id (32 hex digits) and project, for -uuid and the placeholders of Options.
+    pub id: &'a str,
+    pub project: &'a str,
     pub vm_dir: &'a Path,
     pub pidfile: &'a Path,
     pub kvm: bool,
@@ -48,6 +51,16 @@ fn opt_value(p: &Path) -> String {
 
 pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     let s = l.settings;
+    let vm_dir = l.vm_dir.to_string_lossy();
+    let placeholders = options::Placeholders {
+        vm_name: &s.name,
+        vm_id: l.id,
+        project: l.project,
+        vm_dir: &vm_dir,
+        console_port: s.console_port,
+    };
+    let user_options = options::expand(options::split(&s.options)?, &placeholders);
+    options::check_args(&user_options)?;
     let mut cmd: Vec<String> = vec![
         s.qemu_path.clone(),
         "-name".into(),
@@ -56,6 +69,9 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         s.ram.to_string(),
         "-accel".into(),
         if l.kvm { "kvm" } else { "tcg" }.into(),
+    ];
+    cmd.extend(machine::args(s, l.id, &user_options));
+    cmd.extend::<[String; 13]>([
         "-display".into(),
         "none".into(),
         "-S".into(),
@@ -71,7 +87,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         format!("socket,id=gns3-serial,fd={SERIAL_FD},server=on,wait=off"),
         "-serial".into(),
         "chardev:gns3-serial".into(),
-    ];
+    ]);
     if l.sandbox {
         cmd.extend(["-sandbox".into(), SANDBOX.into()]);
     }
@@ -113,7 +129,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
             .map(String::from),
         );
     }
-    cmd.extend(options::split(&s.options)?);
+    cmd.extend(user_options);
     cmd.extend(network::args(s.adapters, &s.adapter_type, &s.mac_address));
     Ok(cmd)
 }
@@ -136,6 +152,8 @@ mod tests {
     fn launch(s: &Settings) -> Vec<String> {
         build(&Launch {
             settings: s,
+            id: "6f9619ff8b86d011b42d00c04fc964ff",
+            project: "lab",
             vm_dir: Path::new("/var/lib/gns3-qemud/vms/ab"),
             pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
             kvm: false,
@@ -148,7 +166,9 @@ mod tests {
     fn a_default_vm() {
         assert_eq!(
             launch(&settings()).join(" "),
-            "/usr/bin/qemu-system-x86_64 -name r1 -m 256 -accel tcg -display none -S \
+            "/usr/bin/qemu-system-x86_64 -name r1 -m 256 -accel tcg \
+             -machine pc -smp cpus=1,maxcpus=1,sockets=1 -uuid 6f9619ff-8b86-d011-b42d-00c04fc964ff \
+             -display none -S \
              -pidfile /run/gns3-qemud/ab/qemu.pid \
              -chardev socket,id=gns3-qmp,fd=3,server=on,wait=off -mon chardev=gns3-qmp,mode=control \
              -chardev socket,id=gns3-serial,fd=4,server=on,wait=off -serial chardev:gns3-serial \
@@ -182,6 +202,39 @@ mod tests {
     }
 
     #[test]
+    fn options_expanded_and_checked_after_expansion() {
+        let mut s = settings();
+        s.options =
+            "-smbios type=1,serial=%vm-id% -chardev file,id=log,path=%vm-dir%/%vm-name%.log \
+                     -uuid 00000000-0000-0000-0000-000000000001"
+                .into();
+        let cmd = launch(&s).join(" ");
+        assert!(
+            cmd.contains(
+                " -smbios type=1,serial=6f9619ff8b86d011b42d00c04fc964ff \
+                 -chardev file,id=log,path=/var/lib/gns3-qemud/vms/ab/r1.log \
+                 -uuid 00000000-0000-0000-0000-000000000001 -netdev "
+            ),
+            "{cmd}"
+        );
+        assert_eq!(cmd.matches("-uuid").count(), 1, "{cmd}");
+        // A name is only letters, digits and '.', '_', '-': it may be an option QEMU reads.
+        s.name = "-daemonize".into();
+        s.options = "-name %vm-name%".into();
+        let e = build(&Launch {
+            settings: &s,
+            id: "6f9619ff8b86d011b42d00c04fc964ff",
+            project: "",
+            vm_dir: Path::new("/v"),
+            pidfile: Path::new("/p"),
+            kvm: false,
+            sandbox: true,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("'-daemonize'"), "{e}");
+    }
+
+    #[test]
     fn a_vnc_display() {
         let mut s = settings();
         s.display = Display::Vnc;
@@ -198,6 +251,8 @@ mod tests {
         let s = settings();
         let cmd = build(&Launch {
             settings: &s,
+            id: "6f9619ff8b86d011b42d00c04fc964ff",
+            project: "",
             vm_dir: Path::new("/srv/a,b"),
             pidfile: Path::new("/run/x.pid"),
             kvm: true,

@@ -71,9 +71,63 @@ pub fn split(options: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// What the placeholders of `Options` stand for at Start.
+pub struct Placeholders<'a> {
+    pub vm_name: &'a str,
+    pub vm_id: &'a str,
+    pub project: &'a str,
+    pub vm_dir: &'a str,
+    pub console_port: u16,
+}
+
+/// Each argument with `%vm-name%`, `%vm-id%`, `%project%`, `%vm-dir%` and
+/// `%console-port%` replaced, as GNS3 does; any other `%word%` is left as it is. Expanded
+/// after splitting, so a value with blanks or quotes stays within its argument.
+pub fn expand(args: Vec<String>, p: &Placeholders<'_>) -> Vec<String> {
+    let port = p.console_port.to_string();
+    let values = [
+        ("%vm-name%", p.vm_name),
+        ("%vm-id%", p.vm_id),
+        ("%project%", p.project),
+        ("%vm-dir%", p.vm_dir),
+        ("%console-port%", port.as_str()),
+    ];
+    args.into_iter()
+        .map(|arg| {
+            if !arg.contains('%') {
+                return arg;
+            }
+            // One pass: a value that itself holds a placeholder is not expanded again.
+            let mut out = String::with_capacity(arg.len());
+            let mut rest = arg.as_str();
+            while let Some(at) = rest.find('%') {
+                out.push_str(&rest[..at]);
+                rest = &rest[at..];
+                match values.iter().find(|(k, _)| rest.starts_with(k)) {
+                    Some((k, v)) => {
+                        out.push_str(v);
+                        rest = &rest[k.len()..];
+                    }
+                    None => {
+                        out.push('%');
+                        rest = &rest[1..];
+                    }
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
 /// Refuses options that would take the VM, its console or its monitor away from the daemon.
 pub fn check(options: &str) -> Result<()> {
-    for arg in split(options)? {
+    check_args(&split(options)?)
+}
+
+/// [`check`] of arguments already split (and expanded: a VM's name may be `-S`).
+pub fn check_args(args: &[String]) -> Result<()> {
+    for arg in args {
         // QEMU accepts `--opt` as well as `-opt`.
         let Some(opt) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
             continue;
@@ -140,6 +194,38 @@ mod tests {
         assert_eq!(split("a \\\n").unwrap(), ["a"]);
         assert_eq!(split("a\\\nb \"c\\\nd\"").unwrap(), ["ab", "cd"]);
         assert_eq!(split("'a\\\nb'").unwrap(), ["a\\\nb"]);
+    }
+
+    #[test]
+    fn placeholders_are_expanded_once_and_unknown_ones_kept() {
+        let p = Placeholders {
+            vm_name: "r1",
+            vm_id: "%vm-name%",
+            project: "lab a",
+            vm_dir: "/var/lib/gns3-qemud/vms/ab",
+            console_port: 5000,
+        };
+        let args = split(
+            "-serial telnet::%console-port%,server=on -name '%project%/%vm-name%' \\
+             -drive file=%vm-dir%/x.img -smbios type=1,serial=%vm-id% 100%% %other% %",
+        )
+        .unwrap();
+        assert_eq!(
+            expand(args, &p),
+            [
+                "-serial",
+                "telnet::5000,server=on",
+                "-name",
+                "lab a/r1",
+                "-drive",
+                "file=/var/lib/gns3-qemud/vms/ab/x.img",
+                "-smbios",
+                "type=1,serial=%vm-name%",
+                "100%%",
+                "%other%",
+                "%"
+            ]
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::fs;
 use std::ops::RangeInclusive;
 
 use super::error::{check_len, shown, Error, Result};
-use super::options;
 use super::paths::{check_file, resolve_qemu_path};
+use super::{machine, options};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
@@ -50,6 +50,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    machine::check(&next)?;
     Ok(next)
 }
 
@@ -150,6 +151,18 @@ impl Check for Limits {
     }
     fn vnc_port(&self, v: u16) -> Result<u16> {
         check_port("VncPort", v, self)
+    }
+    fn cpus(&self, v: u32) -> Result<u32> {
+        machine::check_cpu_count("Cpus", v)
+    }
+    fn max_cpus(&self, v: u32) -> Result<u32> {
+        machine::check_cpu_count("MaxCpus", v)
+    }
+    fn cpu_model(&self, v: String) -> Result<String> {
+        machine::check_name("CpuModel", v, true)
+    }
+    fn machine_type(&self, v: String) -> Result<String> {
+        machine::check_name("MachineType", v, false)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {

@@ -7,6 +7,7 @@
 # The guest's /init prints on the console (ttyS0):
 #   GUEST-READY            once modules are loaded and the power button is watched
 #   GUEST-NET <if> <mac>   for every NIC it brings up, hot-plugged ones too (polled each second)
+#   GUEST-CPU <n>          for every hot-added vCPU it brings online (cpu<n>, polled each second)
 #   GUEST-POWERDOWN        when the ACPI power button is pressed (QMP system_powerdown), then
 #                          it powers off
 # and keeps a root shell on the console for tests to type commands into.
@@ -67,6 +68,10 @@ echo "GUEST-READY"
     for i in /sys/class/net/eth*; do
       [ -e "$i" ] || continue; n=${i##*/}; k=$n.$(cat $i/ifindex)  # names are reused after unplug
       if [ ! -e /tmp/up.$k ]; then ip link set $n up && touch /tmp/up.$k && echo "GUEST-NET $n $(cat $i/address)"; fi
+    done
+    # hot-added vCPUs come offline: nothing else here would bring them up
+    for c in /sys/devices/system/cpu/cpu[0-9]*; do
+      [ "$(cat $c/online 2>/dev/null)" = 0 ] && echo 1 >$c/online && echo "GUEST-CPU ${c##*/cpu}"
     done; sleep 1
   done ) &
 # cttyhack gives the shell the real console (ttyS0) as controlling tty, so ^C and job control work

@@ -26,6 +26,15 @@ impl Actor {
                 )));
             }
         }
+        if new.cpus < old.cpus && self.qemu.is_some() {
+            return Err(Error::InvalidState(format!(
+                "cannot lower Cpus of VM '{}' from {} to {} while it is {}: a running guest keeps its CPUs; stop the VM first",
+                self.name(),
+                old.cpus,
+                new.cpus,
+                self.state
+            )));
+        }
         if let Some(t) = self
             .record
             .tunnels
@@ -44,6 +53,12 @@ impl Actor {
                 .binaries
                 .check_nic_model(&new.qemu_path, &new.adapter_type)
                 .await?;
+        }
+        let machine_changes = new.machine_type != old.machine_type
+            || new.cpu_model != old.cpu_model
+            || new.qemu_path != old.qemu_path;
+        if machine_changes {
+            self.ctx.binaries.check_machine(&new).await?;
         }
         // A new base image is checked now (and its format kept), so a refusal comes with
         // the change that causes it rather than at the next Start.
@@ -64,6 +79,20 @@ impl Actor {
             qemu.limit(&self.ctx.privilege, &name, Some(&old), &new)
                 .await?;
         }
+        let plugs = new.cpus > old.cpus;
+        let _cpus_mark = self.mark_live(LiveChange::Cpus, plugs)?;
+        if let Some(qemu) = self.qemu.as_mut().filter(|_| plugs) {
+            if let Err(e) = qemu.plug_cpus(&name, new.cpus).await {
+                // As much of it undone as QEMU and the guest let.
+                if let Err(e) = qemu.unplug_cpus(old.cpus).await {
+                    tracing::error!(vm_id = %self.record.id, "cannot unplug the vCPUs just added: {e}");
+                }
+                let _ = qemu
+                    .limit(&self.ctx.privilege, &name, Some(&new), &old)
+                    .await;
+                return Err(e);
+            }
+        }
         let mut record = self.record.clone();
         record.settings = new.clone();
         record.image_formats = formats;
@@ -74,6 +103,11 @@ impl Actor {
                     .await
                 {
                     tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
+                }
+                if plugs {
+                    if let Err(e) = qemu.unplug_cpus(old.cpus).await {
+                        tracing::error!(vm_id = %self.record.id, "cannot unplug the vCPUs just added: {e}");
+                    }
                 }
             }
             return Err(e);

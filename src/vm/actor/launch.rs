@@ -48,6 +48,8 @@ impl Actor {
         let pidfile = self.runtime.pidfile();
         cmdline::build(&cmdline::Launch {
             settings: &self.record.settings,
+            id: &self.record.id,
+            project: &self.record.project,
             vm_dir: &self.vm_dir(),
             pidfile: &pidfile,
             kvm,

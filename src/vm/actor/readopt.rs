@@ -72,8 +72,8 @@ impl Actor {
     /// died: the change either reached the record, and is made whole, or did not, and is
     /// undone.
     async fn finish_pending(&mut self, qemu: &mut Qemu) {
-        let s = &self.record.settings;
         for what in self.runtime.left() {
+            let s = &self.record.settings;
             let done = match what {
                 LiveChange::Tunnel(n) => {
                     let t = self.record.tunnels.iter().find(|t| t.adapter == n);
@@ -103,6 +103,10 @@ impl Actor {
                     qemu.limit(&self.ctx.privilege, &s.name, Some(&unknown), s)
                         .await
                 }
+                // A guest lets go of a vCPU only if it cooperates, so a change the
+                // record missed is made whole rather than undone: the record takes the
+                // vCPUs QEMU has, and QEMU gets those the record has.
+                LiveChange::Cpus => self.settle_cpus(qemu).await,
             };
             match done {
                 Ok(()) => {
@@ -114,6 +118,20 @@ impl Actor {
             }
             self.runtime.clear(what);
         }
+    }
+
+    /// The record's Cpus and the running QEMU's vCPUs made the same, the higher winning.
+    async fn settle_cpus(&mut self, qemu: &mut Qemu) -> crate::vm::error::Result<()> {
+        let present = qemu.present_cpus().await?;
+        let s = &self.record.settings;
+        if present <= s.cpus {
+            return qemu.plug_cpus(&s.name, s.cpus).await;
+        }
+        let mut record = self.record.clone();
+        record.settings.cpus = present.min(s.max_cpus);
+        self.save(record.clone()).await?;
+        self.record = record;
+        Ok(())
     }
 
     /// The console and listeners a previous daemon served die with it: they are made
