@@ -18,6 +18,8 @@ pub struct Capabilities {
     pub version: String,
     /// Names and aliases of the "Network devices" of `-device help`.
     pub nic_models: BTreeSet<String>,
+    /// Names of every device of `-device help` (the disk controllers: ahci, nvme, …).
+    pub devices: BTreeSet<String>,
     /// Backends of `-netdev help` (socket, dgram, hubport, …).
     pub netdevs: BTreeSet<String>,
     /// Whether it has `-sandbox`: QEMU built with seccomp lists it in `-help`.
@@ -78,6 +80,15 @@ fn parse_nic_models(out: &str) -> BTreeSet<String> {
     models
 }
 
+/// The `name "…"` of every line of `-device help`.
+fn parse_devices(out: &str) -> BTreeSet<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("name \""))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The lines after "Available netdev backend types:".
 fn parse_netdevs(out: &str) -> BTreeSet<String> {
     out.lines()
@@ -117,9 +128,11 @@ impl Binaries {
             run(path, &["-netdev", "help"]),
             run(path, &["-help"]),
         );
+        let devices = devices?;
         let caps = Arc::new(Capabilities {
             version: parse_version(&version?),
-            nic_models: parse_nic_models(&devices?),
+            nic_models: parse_nic_models(&devices),
+            devices: parse_devices(&devices),
             netdevs: parse_netdevs(&netdevs?),
             sandbox: has_sandbox(&help?),
         });
@@ -203,6 +216,16 @@ mod tests {
                 "e1000-82540em",
                 "ne2k_isa",
                 "virtio-net",
+                "virtio-net-pci"
+            ]
+        );
+        assert_eq!(
+            parse_devices(DEVICES).into_iter().collect::<Vec<_>>(),
+            [
+                "e1000",
+                "i82801b11-bridge",
+                "ne2k_isa",
+                "usb-kbd",
                 "virtio-net-pci"
             ]
         );

@@ -22,6 +22,8 @@ pub enum LiveChange {
     Tunnel(u32),
     /// The priority and CPU limit.
     Limits,
+    /// The CD-ROM drive's media.
+    Media,
 }
 
 impl LiveChange {
@@ -29,12 +31,14 @@ impl LiveChange {
         match self {
             LiveChange::Tunnel(n) => format!("{PENDING_PREFIX}tunnel-{n}"),
             LiveChange::Limits => format!("{PENDING_PREFIX}limits"),
+            LiveChange::Media => format!("{PENDING_PREFIX}media"),
         }
     }
 
     fn parse(file: &str) -> Option<LiveChange> {
         match file.strip_prefix(PENDING_PREFIX)? {
             "limits" => Some(LiveChange::Limits),
+            "media" => Some(LiveChange::Media),
             rest => rest
                 .strip_prefix("tunnel-")?
                 .parse()
@@ -157,6 +161,7 @@ mod tests {
             LiveChange::Tunnel(0),
             LiveChange::Tunnel(31),
             LiveChange::Limits,
+            LiveChange::Media,
         ]
         .into_iter()
         .map(|p| rt.mark(p).unwrap())
@@ -169,12 +174,13 @@ mod tests {
             left,
             [
                 LiveChange::Limits,
+                LiveChange::Media,
                 LiveChange::Tunnel(0),
                 LiveChange::Tunnel(31)
             ]
         );
         rt.clear(LiveChange::Tunnel(0));
-        assert_eq!(rt.left().len(), 2);
+        assert_eq!(rt.left().len(), 3);
         drop(marks);
         assert!(rt.left().is_empty());
     }

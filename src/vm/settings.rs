@@ -11,7 +11,7 @@ use super::paths::{check_file, resolve_qemu_path};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-use crate::model::{Accelerator, Display, Priority, Setting, Settings};
+use crate::model::{Accelerator, BootOrder, DiskInterface, Display, Priority, Setting, Settings};
 
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
@@ -50,6 +50,8 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    // The machine type is not a setting yet: every VM is a pc.
+    super::drives::check(&next, false)?;
     Ok(next)
 }
 
@@ -59,11 +61,6 @@ pub fn needs_stopped_vm(old: &Settings, new: &Settings) -> Option<&'static str> 
         .into_iter()
         .find(|row| row.when == When::Stopped)
         .map(|row| row.key)
-}
-
-/// Whether a change between `old` and `new` is to be applied to a running QEMU at once.
-pub fn applies_live(old: &Settings, new: &Settings) -> bool {
-    old.differing(new).iter().any(|row| row.when == When::Live)
 }
 
 impl Check for Limits {
@@ -151,6 +148,36 @@ impl Check for Limits {
     fn vnc_port(&self, v: u16) -> Result<u16> {
         check_port("VncPort", v, self)
     }
+    fn hdc_disk_image(&self, v: String) -> Result<String> {
+        check_file("HdcDiskImage", &v)
+    }
+    fn hdd_disk_image(&self, v: String) -> Result<String> {
+        check_file("HddDiskImage", &v)
+    }
+    fn hda_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdaDiskInterface", &v)
+    }
+    fn hdb_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdbDiskInterface", &v)
+    }
+    fn hdc_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdcDiskInterface", &v)
+    }
+    fn hdd_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HddDiskInterface", &v)
+    }
+    fn cdrom_image(&self, v: String) -> Result<String> {
+        check_file("CdromImage", &v)
+    }
+    fn boot_order(&self, v: String) -> Result<BootOrder> {
+        BootOrder::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "BootOrder '{}' is not known; use one of {} (c: the first disk, d: the CD-ROM, n: the first adapter)",
+                shown(&v),
+                names(BootOrder::ALL.iter().map(|b| b.as_str()))
+            ))
+        })
+    }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -159,6 +186,16 @@ impl Check for Limits {
             ))
         })
     }
+}
+
+fn disk_interface(key: &str, v: &str) -> Result<DiskInterface> {
+    DiskInterface::from_name(v).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{key} '{}' is not a disk interface; use one of {}",
+            shown(v),
+            names(DiskInterface::ALL.iter().map(|i| i.as_str()))
+        ))
+    })
 }
 
 fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
