@@ -64,29 +64,31 @@ fn parse_version(out: &str) -> String {
 
 /// The `name "…"` and `alias "…"` of every line of the "Network devices:" section.
 fn parse_nic_models(out: &str) -> BTreeSet<String> {
-    let mut models = BTreeSet::new();
     let section = out
         .split("\n\n")
         .find(|s| s.trim_start().starts_with("Network devices:"));
-    for line in section.into_iter().flat_map(str::lines).skip(1) {
+    names_and_aliases(section.into_iter().flat_map(str::lines).skip(1))
+}
+
+/// The `name "…"` and `alias "…"` of every line of `lines` (QEMU lists the AHCI
+/// controller as `name "ich9-ahci", …, alias "ahci"`).
+fn names_and_aliases<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in lines {
         for key in ["name \"", "alias \""] {
             if let Some(rest) = line.split(key).nth(1) {
                 if let Some(name) = rest.split('"').next() {
-                    models.insert(name.to_string());
+                    names.insert(name.to_string());
                 }
             }
         }
     }
-    models
+    names
 }
 
-/// The `name "…"` of every line of `-device help`.
+/// Every device of `-device help`, by name and alias.
 fn parse_devices(out: &str) -> BTreeSet<String> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix("name \""))
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_string)
-        .collect()
+    names_and_aliases(out.lines().filter(|l| l.starts_with("name \"")))
 }
 
 /// The lines after "Available netdev backend types:".
@@ -223,9 +225,11 @@ mod tests {
             parse_devices(DEVICES).into_iter().collect::<Vec<_>>(),
             [
                 "e1000",
+                "e1000-82540em",
                 "i82801b11-bridge",
                 "ne2k_isa",
                 "usb-kbd",
+                "virtio-net",
                 "virtio-net-pci"
             ]
         );
