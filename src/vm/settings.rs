@@ -379,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn disk_interfaces_boot_orders_and_the_cdrom_unit() {
+        let s = apply(
+            &sample(),
+            &[
+                Setting::HddDiskInterface("nvme".into()),
+                Setting::BootOrder("dc".into()),
+            ],
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(s.hdd_disk_interface, DiskInterface::Nvme);
+        assert_eq!(s.boot_order, BootOrder::Dc);
+        assert_eq!(
+            invalid(&[Setting::HdaDiskInterface("usb".into())]),
+            "HdaDiskInterface 'usb' is not a disk interface; use one of ide, sata, virtio, scsi, nvme, none"
+        );
+        assert!(invalid(&[Setting::BootOrder("cdn".into())]).starts_with(
+            "BootOrder 'cdn' is not known; use one of c, d, n, cn, cd, dn, dc, nc, nd"
+        ));
+        // Any readable file stands for a base here; hdc on ide is refused whichever comes
+        // first, and taken once hdc is elsewhere.
+        let file = std::env::current_exe()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let hdc = Setting::HdcDiskImage(file.clone());
+        assert!(invalid(&[hdc.clone()]).contains("set HdcDiskInterface to sata"));
+        let sata = Setting::HdcDiskInterface("sata".into());
+        let s = apply(&sample(), &[hdc, sata], &limits()).unwrap();
+        assert_eq!(s.hdc_disk_image, file);
+        assert!(invalid(&[Setting::CdromImage("iso/a.iso".into())]).contains("absolute path"));
+    }
+
+    #[test]
     fn long_values_are_cut_in_messages() {
         let e = invalid(&[Setting::Name("x".repeat(65536))]);
         assert!(e.len() < 300, "{}", e.len());
