@@ -89,26 +89,24 @@ impl Disk {
             Disk::Hdd => "hdd_disk.qcow2",
         })
     }
-
-    /// Its IDE unit: hda 0, hdb 1, hdd 3 as in a pc; hdc's unit 2 is the CD-ROM's, so hdc
-    /// has one only on q35, whose AHCI has six ports.
-    fn ide_unit(self, q35: bool) -> Option<u32> {
-        match self {
-            Disk::Hdc if q35 => Some(4),
-            Disk::Hdc => None,
-            d => Some(d.index()),
-        }
-    }
 }
 
-/// Where IDE unit `unit` is: on a pc two units on each of its two IDE buses; on q35 the
-/// built-in AHCI's ports, one device each (`ide.0` … `ide.5`).
-fn ide_bus(q35: bool, unit: u32) -> String {
-    if q35 {
+/// Where an IDE disk (or, for None, the CD-ROM drive) goes, as `-device` options; None if
+/// the machine has no unit for it. A pc has two IDE buses of two units: hda 0, hdb 1, the
+/// CD-ROM 2 (hdc's place, as GNS3 has it), hdd 3. On q35 IDE devices go on the ports of its
+/// built-in AHCI, one each (`ide.0` … `ide.5`): the same, and hdc on the fifth.
+fn ide_place(q35: bool, disk: Option<Disk>) -> Option<String> {
+    let unit = match disk {
+        None => CDROM_UNIT,
+        Some(Disk::Hdc) if q35 => 4,
+        Some(Disk::Hdc) => return None,
+        Some(d) => d.index(),
+    };
+    Some(if q35 {
         format!("bus=ide.{unit}")
     } else {
         format!("bus=ide.{},unit={}", unit / 2, unit % 2)
-    }
+    })
 }
 
 /// The disks of `s` that exist, with their interfaces.
@@ -122,7 +120,7 @@ fn disks(s: &Settings) -> impl Iterator<Item = (Disk, DiskInterface)> + '_ {
 /// Refuses an IDE disk for which the machine has no free unit.
 pub fn check(s: &Settings, q35: bool) -> Result<()> {
     for (disk, interface) in disks(s) {
-        if interface == DiskInterface::Ide && disk.ide_unit(q35).is_none() {
+        if interface == DiskInterface::Ide && ide_place(q35, Some(disk)).is_none() {
             return Err(Error::InvalidArgument(format!(
                 "{} on ide would need IDE unit {CDROM_UNIT}, which the CD-ROM drive holds (a pc \
                  has four: hda, hdb, the CD-ROM, hdd); set {} to sata, virtio, scsi or nvme",
@@ -209,8 +207,8 @@ pub fn args(vm_dir: &Path, s: &Settings, q35: bool) -> Vec<String> {
         let device = match interface {
             DiskInterface::Unattached => continue,
             // `check` refused an IDE hdc on a pc: it has no unit there.
-            DiskInterface::Ide => match disk.ide_unit(q35) {
-                Some(unit) => format!("ide-hd,{}", ide_bus(q35, unit)),
+            DiskInterface::Ide => match ide_place(q35, Some(disk)) {
+                Some(place) => format!("ide-hd,{place}"),
                 None => continue,
             },
             DiskInterface::Sata => format!("ide-hd,bus={AHCI}.{n}"),
@@ -233,7 +231,7 @@ pub fn args(vm_dir: &Path, s: &Settings, q35: bool) -> Vec<String> {
         "-device",
         format!(
             "ide-cd,{},drive={CDROM},id={CDROM}{}",
-            ide_bus(q35, CDROM_UNIT),
+            ide_place(q35, None).unwrap_or_default(),
             with_boot_index(s, 'd')
         ),
     );
