@@ -405,7 +405,7 @@ mod tests {
             .to_string_lossy()
             .into_owned();
         let hdc = Setting::HdcDiskImage(file.clone());
-        assert!(invalid(&[hdc.clone()]).contains("set HdcDiskInterface to sata"));
+        assert!(invalid(std::slice::from_ref(&hdc)).contains("set HdcDiskInterface to sata"));
         let sata = Setting::HdcDiskInterface("sata".into());
         let s = apply(&sample(), &[hdc, sata], &limits()).unwrap();
         assert_eq!(s.hdc_disk_image, file);
