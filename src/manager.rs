@@ -10,7 +10,7 @@ use crate::model::{Accelerator, Record, Setting, Settings};
 use crate::ports::Holder;
 use crate::vm::claims::Claims;
 use crate::vm::{actor, adopt, lock, network, Context, Error, Handle, Pool, Result};
-use crate::vm::{bases, paths, settings};
+use crate::vm::{bases, drives, paths, settings};
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -123,6 +123,8 @@ impl Manager {
             .check_nic_model(&s.qemu_path, &s.adapter_type)
             .await?;
         self.ctx.binaries.check_machine(&s).await?;
+        let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
+        drives::check_binary(&caps, &s.qemu_path, &s)?;
         let image_formats =
             bases::check(&s, None, &Default::default(), &self.ctx.image_dirs).await?;
         let claims = self.claim(&id, &mut s, &changes)?;

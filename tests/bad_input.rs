@@ -610,6 +610,8 @@ fn allowed(property: &str, value: &Variant<'_>) -> bool {
         "HdaDiskImage" | "HdbDiskImage" | "KernelImage" | "Initrd" => empty,
         // QEMU's default CPU model.
         "CpuModel" => empty,
+        // No media in the CD-ROM drive; no third or fourth disk.
+        "HdcDiskImage" | "HddDiskImage" | "CdromImage" => empty,
         // Free text, up to a length far below 64 KiB.
         "KernelCommandLine" | "Options" => matches!(value, Variant::Str(s) if s.len() < 4096),
         "Adapters" | "CpuThrottling" | "ConsolePort" | "MonitorPort" | "VncPort" => zero,
@@ -751,6 +753,25 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
         }
         walk.unchanged(what).await;
     }
+    // A disk on the IDE unit the CD-ROM drive holds: hdc on ide (its default interface) is
+    // refused, naming the setting that makes room.
+    let plain = Variant::from(files.join("plain.qcow2").to_str().unwrap().to_string());
+    let what = "HdcDiskImage on ide, whose unit the CD-ROM drive holds";
+    let result = set(conn, &a, "org.gns3.Qemu.VM", "HdcDiskImage", plain.clone()).await;
+    walk.calls += 1;
+    let text = result.as_ref().err().map(ToString::to_string);
+    walk.expect(what, result, INVALID_ARGUMENT);
+    assert!(
+        text.unwrap_or_default()
+            .contains("which the CD-ROM drive holds (a pc has four: hda, hdb, the CD-ROM, hdd); set HdcDiskInterface to sata, virtio, scsi or nvme"),
+        "{what}: the message does not say what to do"
+    );
+    for (method, result) in walk.as_settings("HdcDiskImage", plain).await {
+        walk.expect(&format!("{method} {what}"), result, INVALID_ARGUMENT);
+    }
+    walk.answers
+        .add("an IDE disk on the CD-ROM drive's unit", INVALID_ARGUMENT);
+    walk.unchanged(what).await;
     for step in 0..2 {
         let what = format!(
             "Start on a base that {} since it was set",

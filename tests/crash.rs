@@ -30,6 +30,8 @@ enum Op {
         id: String,
         name: String,
         ram: Option<u32>,
+        /// On a running VM, the CD-ROM's media changed live: the base inserted, or ejected.
+        cdrom: Option<String>,
     },
     Start(String),
     Stop(String),
@@ -101,7 +103,7 @@ impl Op {
 }
 
 /// A random operation that is legal on the VMs as they are.
-fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
+fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str) -> Op {
     let up = vms.values().filter(|v| v.is_up()).count();
     let mut ops: Vec<Vec<Op>> = Vec::new();
     if vms.len() < MAX_VMS {
@@ -117,6 +119,12 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
             id: id.clone(),
             name: format!("renamed-{round}"),
             ram: (vm.state == "stopped").then_some(32 + 16 * rng.below(3) as u32),
+            cdrom: vm
+                .is_up()
+                .then(|| match vm.record.settings.cdrom_image.is_empty() {
+                    true => media.to_string(),
+                    false => String::new(),
+                }),
         }];
         match vm.state.as_str() {
             "stopped" if up < MAX_UP => mine.push(Op::Start(id.clone())),
@@ -197,11 +205,19 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
             let settings = vm_settings(hda.then_some(base.as_path()));
             m.create_vm(&name, settings).await.map(drop)
         }
-        Op::Configure { id, name, ram } => {
+        Op::Configure {
+            id,
+            name,
+            ram,
+            cdrom,
+        } => {
             let mut s: HashMap<&str, Variant> = HashMap::new();
             s.insert("Name", Variant::from(name));
             if let Some(ram) = ram {
                 s.insert("Ram", Variant::from(ram));
+            }
+            if let Some(cdrom) = cdrom {
+                s.insert("CdromImage", Variant::from(cdrom));
             }
             on(id).await.configure(s).await
         }
@@ -302,13 +318,18 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
             assert_eq!(now.state, was.state, "{op:?} half done");
             false
         }
-        Op::Configure { name, ram, .. } => {
+        Op::Configure {
+            name, ram, cdrom, ..
+        } => {
             assert!(same_tunnels);
             assert_eq!(now.state, was.state);
             let mut wanted = old.settings.clone();
             wanted.name = name.clone();
             if let Some(ram) = ram {
                 wanted.ram = *ram;
+            }
+            if let Some(cdrom) = cdrom {
+                wanted.cdrom_image = cdrom.clone();
             }
             assert!(
                 same_settings || new.settings == wanted,
@@ -394,7 +415,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
     let mut done: BTreeMap<&'static str, (u32, u32)> = BTreeMap::new();
     let began = Instant::now();
     for round in 0..rounds {
-        let mut op = choose(&mut rng, &vms, round);
+        let mut op = choose(&mut rng, &vms, round, &base.to_string_lossy());
         if let Op::AddTunnel { port, .. } = &mut op {
             *port = lab.manager.allocate_udp_port().await.unwrap();
         }

@@ -97,6 +97,34 @@ settings! {
     /// QEMU machine type (-machine): pc (the default), q35, or any name or alias QemuPath
     /// lists under -machine help (pc-q35-7.2, …). Only while stopped.
     MachineType machine_type: String = DEFAULT_MACHINE_TYPE.into(), Stopped;
+    /// Base image of the third disk (a linked clone, checked as HdaDiskImage); empty for
+    /// none. On ide it would take the unit the CD-ROM drive holds: put it on another
+    /// HdcDiskInterface.
+    HdcDiskImage hdc_disk_image: String = String::new(), Stopped;
+    /// Base image of the fourth disk (a linked clone, checked as HdaDiskImage); empty for
+    /// none.
+    HddDiskImage hdd_disk_image: String = String::new(), Stopped;
+    /// How the first disk is attached: ide (default), sata (one AHCI controller shared by
+    /// the VM's sata disks), virtio (virtio-blk-pci), scsi (one virtio-scsi controller
+    /// shared by the VM's scsi disks), nvme, or none (only defined, as -drive
+    /// if=none,id=gns3-hda, for a -device of Options to attach). The binary must have the
+    /// device (ahci, virtio-blk-pci, virtio-scsi-pci, nvme).
+    HdaDiskInterface hda_disk_interface: DiskInterface = DiskInterface::Ide, Stopped;
+    /// How the second disk is attached, as HdaDiskInterface (drive id gns3-hdb).
+    HdbDiskInterface hdb_disk_interface: DiskInterface = DiskInterface::Ide, Stopped;
+    /// How the third disk is attached, as HdaDiskInterface (drive id gns3-hdc); not ide,
+    /// whose unit the CD-ROM drive holds.
+    HdcDiskInterface hdc_disk_interface: DiskInterface = DiskInterface::Ide, Stopped;
+    /// How the fourth disk is attached, as HdaDiskInterface (drive id gns3-hdd).
+    HddDiskInterface hdd_disk_interface: DiskInterface = DiskInterface::Ide, Stopped;
+    /// ISO image in the VM's CD-ROM drive (IDE, drive id gns3-cdrom), read-only and never
+    /// cloned; empty (the default) for no media. The drive always exists: on a running VM
+    /// a new image is inserted at once and an empty one ejects the media.
+    CdromImage cdrom_image: String = String::new(), Live;
+    /// What the firmware boots from, in order: c (the first disk, default), d (the
+    /// CD-ROM), n (the first adapter), cn, cd, dn, dc, nc or nd. Given as -boot order and
+    /// as bootindex on the devices.
+    BootOrder boot_order: BootOrder = BootOrder::C, NextStart;
 }
 
 impl Settings {
@@ -183,6 +211,33 @@ named!(Display {
     Headless = "none",
     Vnc = "vnc",
 });
+
+named!(
+    /// How a disk is attached to the VM.
+    DiskInterface {
+        Ide = "ide",
+        Sata = "sata",
+        Virtio = "virtio",
+        Scsi = "scsi",
+        Nvme = "nvme",
+        Unattached = "none",
+    }
+);
+
+named!(
+    /// The devices the firmware boots from, in order: c a disk, d the CD-ROM, n a NIC.
+    BootOrder {
+        C = "c",
+        D = "d",
+        N = "n",
+        Cn = "cn",
+        Cd = "cd",
+        Dn = "dn",
+        Dc = "dc",
+        Nc = "nc",
+        Nd = "nd",
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@ pub struct Capabilities {
     pub version: String,
     /// Names and aliases of the "Network devices" of `-device help`.
     pub nic_models: BTreeSet<String>,
+    /// Names of every device of `-device help` (the disk controllers: ahci, nvme, …).
+    pub devices: BTreeSet<String>,
     /// Backends of `-netdev help` (socket, dgram, hubport, …).
     pub netdevs: BTreeSet<String>,
     /// Whether it has `-sandbox`: QEMU built with seccomp lists it in `-help`.
@@ -113,20 +115,31 @@ fn parse_version(out: &str) -> String {
 
 /// The `name "…"` and `alias "…"` of every line of the "Network devices:" section.
 fn parse_nic_models(out: &str) -> BTreeSet<String> {
-    let mut models = BTreeSet::new();
     let section = out
         .split("\n\n")
         .find(|s| s.trim_start().starts_with("Network devices:"));
-    for line in section.into_iter().flat_map(str::lines).skip(1) {
+    names_and_aliases(section.into_iter().flat_map(str::lines).skip(1))
+}
+
+/// The `name "…"` and `alias "…"` of every line of `lines` (QEMU lists the AHCI
+/// controller as `name "ich9-ahci", …, alias "ahci"`).
+fn names_and_aliases<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in lines {
         for key in ["name \"", "alias \""] {
             if let Some(rest) = line.split(key).nth(1) {
                 if let Some(name) = rest.split('"').next() {
-                    models.insert(name.to_string());
+                    names.insert(name.to_string());
                 }
             }
         }
     }
-    models
+    names
+}
+
+/// Every device of `-device help`, by name and alias.
+fn parse_devices(out: &str) -> BTreeSet<String> {
+    names_and_aliases(out.lines().filter(|l| l.starts_with("name \"")))
 }
 
 /// The lines after "Available netdev backend types:".
@@ -170,9 +183,11 @@ impl Binaries {
             run(path, &["-cpu", "help"]),
             run(path, &["-machine", "help"]),
         );
+        let devices = devices?;
         let caps = Arc::new(Capabilities {
             version: parse_version(&version?),
-            nic_models: parse_nic_models(&devices?),
+            nic_models: parse_nic_models(&devices),
+            devices: parse_devices(&devices),
             netdevs: parse_netdevs(&netdevs?),
             sandbox: has_sandbox(&help?),
             cpu_models: parse_cpu_models(&cpus?),
@@ -262,6 +277,18 @@ mod tests {
                 "e1000",
                 "e1000-82540em",
                 "ne2k_isa",
+                "virtio-net",
+                "virtio-net-pci"
+            ]
+        );
+        assert_eq!(
+            parse_devices(DEVICES).into_iter().collect::<Vec<_>>(),
+            [
+                "e1000",
+                "e1000-82540em",
+                "i82801b11-bridge",
+                "ne2k_isa",
+                "usb-kbd",
                 "virtio-net",
                 "virtio-net-pci"
             ]

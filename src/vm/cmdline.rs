@@ -1,9 +1,9 @@
 //! The QEMU command line of a VM: a pure function of its settings and where its files live.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::Result;
-use super::{machine, network, options};
+use super::{drives, machine, network, options};
 use crate::model::{Display, Settings};
 
 /// The file descriptors on which QEMU finds its QMP socket and its serial port's, already
@@ -31,21 +31,8 @@ pub struct Launch<'a> {
 /// own priority or CPU affinity (the daemon and the supervisor set them).
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
-/// The overlay disks QEMU is given, made by `disks::prepare` before the start.
-pub fn hda_overlay(vm_dir: &Path, s: &Settings) -> PathBuf {
-    vm_dir.join(if s.hda_disk_image.is_empty() {
-        "flash.qcow2"
-    } else {
-        "hda_disk.qcow2"
-    })
-}
-
-pub fn hdb_overlay(vm_dir: &Path) -> PathBuf {
-    vm_dir.join("hdb_disk.qcow2")
-}
-
 /// In QEMU's `key=value,...` option syntax a comma inside a value is written twice.
-fn opt_value(p: &Path) -> String {
+pub(super) fn opt_value(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
@@ -91,19 +78,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     if l.sandbox {
         cmd.extend(["-sandbox".into(), SANDBOX.into()]);
     }
-    let drive = |path: PathBuf, index: u32| {
-        [
-            "-drive".to_string(),
-            format!(
-                "file={},format=qcow2,if=ide,index={index},media=disk",
-                opt_value(&path)
-            ),
-        ]
-    };
-    cmd.extend(drive(hda_overlay(l.vm_dir, s), 0));
-    if !s.hdb_disk_image.is_empty() {
-        cmd.extend(drive(hdb_overlay(l.vm_dir), 1));
-    }
+    cmd.extend(drives::args(l.vm_dir, s, s.is_q35()));
     for (flag, value) in [
         ("-kernel", &s.kernel_image),
         ("-initrd", &s.initrd),
@@ -130,7 +105,13 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         );
     }
     cmd.extend(user_options);
-    cmd.extend(network::args(s.adapters, &s.adapter_type, &s.mac_address));
+    let boot = drives::boot_index(s, 'n');
+    cmd.extend(network::args(
+        s.adapters,
+        &s.adapter_type,
+        &s.mac_address,
+        boot,
+    ));
     Ok(cmd)
 }
 
@@ -173,7 +154,10 @@ mod tests {
              -chardev socket,id=gns3-qmp,fd=3,server=on,wait=off -mon chardev=gns3-qmp,mode=control \
              -chardev socket,id=gns3-serial,fd=4,server=on,wait=off -serial chardev:gns3-serial \
              -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \
-             -drive file=/var/lib/gns3-qemud/vms/ab/flash.qcow2,format=qcow2,if=ide,index=0,media=disk \
+             -drive if=none,id=gns3-hda,file=/var/lib/gns3-qemud/vms/ab/flash.qcow2,format=qcow2 \
+             -device ide-hd,bus=ide.0,unit=0,drive=gns3-hda,id=gns3-hda,bootindex=1 \
+             -drive if=none,id=gns3-cdrom,media=cdrom,readonly=on \
+             -device ide-cd,bus=ide.1,unit=0,drive=gns3-cdrom,id=gns3-cdrom -boot order=c \
              -netdev hubport,id=gns3-0,hubid=0 -device e1000,netdev=gns3-0,mac=52:54:00:12:34:00"
         );
     }
@@ -194,8 +178,12 @@ mod tests {
         let tail = cmd[cmd.iter().position(|a| a == "-drive").unwrap()..].join(" ");
         assert_eq!(
             tail,
-            "-drive file=/var/lib/gns3-qemud/vms/ab/hda_disk.qcow2,format=qcow2,if=ide,index=0,media=disk \
-             -drive file=/var/lib/gns3-qemud/vms/ab/hdb_disk.qcow2,format=qcow2,if=ide,index=1,media=disk \
+            "-drive if=none,id=gns3-hda,file=/var/lib/gns3-qemud/vms/ab/hda_disk.qcow2,format=qcow2 \
+             -device ide-hd,bus=ide.0,unit=0,drive=gns3-hda,id=gns3-hda,bootindex=1 \
+             -drive if=none,id=gns3-hdb,file=/var/lib/gns3-qemud/vms/ab/hdb_disk.qcow2,format=qcow2 \
+             -device ide-hd,bus=ide.0,unit=1,drive=gns3-hdb,id=gns3-hdb \
+             -drive if=none,id=gns3-cdrom,media=cdrom,readonly=on \
+             -device ide-cd,bus=ide.1,unit=0,drive=gns3-cdrom,id=gns3-cdrom -boot order=c \
              -kernel /boot/vmlinuz -initrd /boot/initrd.gz -append console=ttyS0 panic=-1 \
              -cpu max -smp 2 -nic none"
         );
@@ -235,6 +223,23 @@ mod tests {
     }
 
     #[test]
+    fn a_network_boot_marks_the_first_nic() {
+        let mut s = settings();
+        s.adapters = 2;
+        s.boot_order = crate::model::BootOrder::Nc;
+        let cmd = launch(&s).join(" ");
+        assert!(
+            cmd.ends_with(
+                " -boot order=nc -netdev hubport,id=gns3-0,hubid=0 \
+                 -device e1000,netdev=gns3-0,mac=52:54:00:12:34:00,bootindex=1 \
+                 -netdev hubport,id=gns3-1,hubid=1 -device e1000,netdev=gns3-1,mac=52:54:00:12:34:01"
+            ),
+            "{cmd}"
+        );
+        assert!(cmd.contains(",id=gns3-hda,bootindex=2 "), "{cmd}");
+    }
+
+    #[test]
     fn a_vnc_display() {
         let mut s = settings();
         s.display = Display::Vnc;
@@ -259,8 +264,7 @@ mod tests {
             sandbox: false,
         })
         .unwrap();
-        assert!(cmd
-            .contains(&"file=/srv/a,,b/flash.qcow2,format=qcow2,if=ide,index=0,media=disk".into()));
+        assert!(cmd.contains(&"if=none,id=gns3-hda,file=/srv/a,,b/flash.qcow2,format=qcow2".into()));
         assert!(cmd.windows(2).any(|w| w == ["-accel", "kvm"]));
         assert!(
             !cmd.contains(&"-sandbox".to_string()),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 use super::bases::Formats;
-use super::cmdline::{hda_overlay, hdb_overlay};
+use super::drives::DISKS;
 use super::error::{Error, Result};
 use super::paths::which;
 use crate::model::Settings;
@@ -163,14 +163,9 @@ fn backing_file(image: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// format `bases::check` found for it.
 pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<()> {
     let img = qemu_img(&s.qemu_path)?;
-    create(
-        &img,
-        &hda_overlay(vm_dir, s),
-        with_format(formats, &s.hda_disk_image)?,
-    )
-    .await?;
-    if let Some(hdb) = with_format(formats, &s.hdb_disk_image)? {
-        create(&img, &hdb_overlay(vm_dir), Some(hdb)).await?;
+    for disk in DISKS.into_iter().filter(|d| d.exists(s)) {
+        let base = with_format(formats, disk.image(s))?;
+        create(&img, &disk.overlay(vm_dir, s), base).await?;
     }
     Ok(())
 }
@@ -192,11 +187,10 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     };
-    if old.hda_disk_image != new.hda_disk_image {
-        gone(hda_overlay(vm_dir, old))?;
-    }
-    if old.hdb_disk_image != new.hdb_disk_image {
-        gone(hdb_overlay(vm_dir))?;
+    for disk in DISKS {
+        if disk.image(old) != disk.image(new) {
+            gone(disk.overlay(vm_dir, old))?;
+        }
     }
     Ok(())
 }

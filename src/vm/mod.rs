@@ -9,6 +9,7 @@ pub mod binary;
 pub mod claims;
 pub mod cmdline;
 pub mod disks;
+pub mod drives;
 pub mod error;
 pub mod machine;
 pub mod network;

@@ -97,20 +97,28 @@ pub fn check_adapter_type(v: &str) -> Result<String> {
     Ok(v.to_string())
 }
 
-/// `-netdev hubport` + `-device` per adapter. With no adapter at all QEMU would add a
-/// user-mode NIC of its own, hence `-nic none`.
-pub fn args(adapters: u32, model: &str, mac_base: &str) -> Vec<String> {
+/// `-netdev hubport` + `-device` per adapter, the first with `bootindex` when the boot
+/// order has n. With no adapter at all QEMU would add a user-mode NIC of its own, hence
+/// `-nic none`.
+pub fn args(adapters: u32, model: &str, mac_base: &str, bootindex: Option<usize>) -> Vec<String> {
     if adapters == 0 {
         return vec!["-nic".into(), "none".into()];
     }
     (0..adapters)
         .flat_map(|n| {
             let netdev = adapter_netdev(n);
+            let boot = match bootindex {
+                Some(i) if n == 0 => format!(",bootindex={i}"),
+                _ => String::new(),
+            };
             [
                 "-netdev".into(),
                 format!("hubport,id={netdev},hubid={n}"),
                 "-device".into(),
-                format!("{model},netdev={netdev},mac={}", adapter_mac(mac_base, n)),
+                format!(
+                    "{model},netdev={netdev},mac={}{boot}",
+                    adapter_mac(mac_base, n)
+                ),
             ]
         })
         .collect()
@@ -150,18 +158,25 @@ mod tests {
     #[test]
     fn one_hub_per_adapter() {
         assert_eq!(
-            args(2, "e1000", "52:54:00:00:00:10"),
+            args(2, "e1000", "52:54:00:00:00:10", Some(2)),
             [
                 "-netdev",
                 "hubport,id=gns3-0,hubid=0",
                 "-device",
-                "e1000,netdev=gns3-0,mac=52:54:00:00:00:10",
+                "e1000,netdev=gns3-0,mac=52:54:00:00:00:10,bootindex=2",
                 "-netdev",
                 "hubport,id=gns3-1,hubid=1",
                 "-device",
                 "e1000,netdev=gns3-1,mac=52:54:00:00:00:11",
             ]
         );
-        assert_eq!(args(0, "e1000", "52:54:00:00:00:10"), ["-nic", "none"]);
+        assert_eq!(
+            args(0, "e1000", "52:54:00:00:00:10", None),
+            ["-nic", "none"]
+        );
+        assert_eq!(
+            args(1, "e1000", "52:54:00:00:00:10", None)[3],
+            "e1000,netdev=gns3-0,mac=52:54:00:00:00:10"
+        );
     }
 }

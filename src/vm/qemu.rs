@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 
 use super::binary::Capabilities;
 use super::error::{Error, Result};
-use super::network;
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
 use super::tunnel::{self, Backend, Tunnel};
+use super::{drives, network};
 use super::{Context, Pool};
 use crate::console::Console;
 use crate::model::Settings;
@@ -120,6 +120,24 @@ impl Qemu {
             let _ = self.qmp.execute("closefd", Some(args), QMP_TIMEOUT).await;
         }
         added?;
+        Ok(())
+    }
+
+    /// Puts `image` in the CD-ROM drive (an ISO, opened read-only), or ejects its media
+    /// when empty, even if the guest has locked the tray.
+    pub async fn set_media(&mut self, image: &str) -> Result<()> {
+        let (command, args) = if image.is_empty() {
+            ("eject", json!({ "id": drives::CDROM, "force": true }))
+        } else {
+            let args = json!({
+                "id": drives::CDROM,
+                "filename": image,
+                "format": "raw",
+                "read-only-mode": "read-only",
+            });
+            ("blockdev-change-medium", args)
+        };
+        self.qmp.execute(command, Some(args), QMP_TIMEOUT).await?;
         Ok(())
     }
 

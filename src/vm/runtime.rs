@@ -24,6 +24,8 @@ pub enum LiveChange {
     Limits,
     /// vCPUs plugged in (Cpus raised).
     Cpus,
+    /// The CD-ROM drive's media.
+    Media,
 }
 
 impl LiveChange {
@@ -32,6 +34,7 @@ impl LiveChange {
             LiveChange::Tunnel(n) => format!("{PENDING_PREFIX}tunnel-{n}"),
             LiveChange::Limits => format!("{PENDING_PREFIX}limits"),
             LiveChange::Cpus => format!("{PENDING_PREFIX}cpus"),
+            LiveChange::Media => format!("{PENDING_PREFIX}media"),
         }
     }
 
@@ -39,6 +42,7 @@ impl LiveChange {
         match file.strip_prefix(PENDING_PREFIX)? {
             "limits" => Some(LiveChange::Limits),
             "cpus" => Some(LiveChange::Cpus),
+            "media" => Some(LiveChange::Media),
             rest => rest
                 .strip_prefix("tunnel-")?
                 .parse()
@@ -162,6 +166,7 @@ mod tests {
             LiveChange::Tunnel(31),
             LiveChange::Limits,
             LiveChange::Cpus,
+            LiveChange::Media,
         ]
         .into_iter()
         .map(|p| rt.mark(p).unwrap())
@@ -175,12 +180,13 @@ mod tests {
             [
                 LiveChange::Cpus,
                 LiveChange::Limits,
+                LiveChange::Media,
                 LiveChange::Tunnel(0),
                 LiveChange::Tunnel(31)
             ]
         );
         rt.clear(LiveChange::Tunnel(0));
-        assert_eq!(rt.left().len(), 3);
+        assert_eq!(rt.left().len(), 4);
         drop(marks);
         assert!(rt.left().is_empty());
     }

@@ -11,7 +11,7 @@ use super::{machine, options};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-use crate::model::{Accelerator, Display, Priority, Setting, Settings};
+use crate::model::{Accelerator, BootOrder, DiskInterface, Display, Priority, Setting, Settings};
 
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
@@ -51,6 +51,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
     machine::check(&next)?;
+    super::drives::check(&next, next.is_q35())?;
     Ok(next)
 }
 
@@ -60,11 +61,6 @@ pub fn needs_stopped_vm(old: &Settings, new: &Settings) -> Option<&'static str> 
         .into_iter()
         .find(|row| row.when == When::Stopped)
         .map(|row| row.key)
-}
-
-/// Whether a change between `old` and `new` is to be applied to a running QEMU at once.
-pub fn applies_live(old: &Settings, new: &Settings) -> bool {
-    old.differing(new).iter().any(|row| row.when == When::Live)
 }
 
 impl Check for Limits {
@@ -164,6 +160,36 @@ impl Check for Limits {
     fn machine_type(&self, v: String) -> Result<String> {
         machine::check_name("MachineType", v, false)
     }
+    fn hdc_disk_image(&self, v: String) -> Result<String> {
+        check_file("HdcDiskImage", &v)
+    }
+    fn hdd_disk_image(&self, v: String) -> Result<String> {
+        check_file("HddDiskImage", &v)
+    }
+    fn hda_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdaDiskInterface", &v)
+    }
+    fn hdb_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdbDiskInterface", &v)
+    }
+    fn hdc_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HdcDiskInterface", &v)
+    }
+    fn hdd_disk_interface(&self, v: String) -> Result<DiskInterface> {
+        disk_interface("HddDiskInterface", &v)
+    }
+    fn cdrom_image(&self, v: String) -> Result<String> {
+        check_file("CdromImage", &v)
+    }
+    fn boot_order(&self, v: String) -> Result<BootOrder> {
+        BootOrder::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "BootOrder '{}' is not known; use one of {} (c: the first disk, d: the CD-ROM, n: the first adapter)",
+                shown(&v),
+                names(BootOrder::ALL.iter().map(|b| b.as_str()))
+            ))
+        })
+    }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -172,6 +198,16 @@ impl Check for Limits {
             ))
         })
     }
+}
+
+fn disk_interface(key: &str, v: &str) -> Result<DiskInterface> {
+    DiskInterface::from_name(v).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{key} '{}' is not a disk interface; use one of {}",
+            shown(v),
+            names(DiskInterface::ALL.iter().map(|i| i.as_str()))
+        ))
+    })
 }
 
 fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
@@ -352,6 +388,40 @@ mod tests {
         let r = apply(&before, &[Setting::Ram(512), Setting::Ram(0)], &limits());
         assert!(r.is_err());
         assert_eq!(before, sample());
+    }
+
+    #[test]
+    fn disk_interfaces_boot_orders_and_the_cdrom_unit() {
+        let s = apply(
+            &sample(),
+            &[
+                Setting::HddDiskInterface("nvme".into()),
+                Setting::BootOrder("dc".into()),
+            ],
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(s.hdd_disk_interface, DiskInterface::Nvme);
+        assert_eq!(s.boot_order, BootOrder::Dc);
+        assert_eq!(
+            invalid(&[Setting::HdaDiskInterface("usb".into())]),
+            "HdaDiskInterface 'usb' is not a disk interface; use one of ide, sata, virtio, scsi, nvme, none"
+        );
+        assert!(invalid(&[Setting::BootOrder("cdn".into())]).starts_with(
+            "BootOrder 'cdn' is not known; use one of c, d, n, cn, cd, dn, dc, nc, nd"
+        ));
+        // Any readable file stands for a base here; hdc on ide is refused whichever comes
+        // first, and taken once hdc is elsewhere.
+        let file = std::env::current_exe()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let hdc = Setting::HdcDiskImage(file.clone());
+        assert!(invalid(std::slice::from_ref(&hdc)).contains("set HdcDiskInterface to sata"));
+        let sata = Setting::HdcDiskInterface("sata".into());
+        let s = apply(&sample(), &[hdc, sata], &limits()).unwrap();
+        assert_eq!(s.hdc_disk_image, file);
+        assert!(invalid(&[Setting::CdromImage("iso/a.iso".into())]).contains("absolute path"));
     }
 
     #[test]

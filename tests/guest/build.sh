@@ -2,7 +2,8 @@
 # Builds the tiny Linux guest that the integration tests boot in QEMU, from Debian packages only:
 #   - kernel: vmlinuz of the generic linux-image-<abi>-amd64 (apt-get download, no install); the
 #     cloud flavour is smaller but lacks e1000, QEMU's default NIC model
-#   - initramfs: busybox-static plus a few modules (ACPI button, evdev, virtio-net stack, e1000);
+#   - initramfs: busybox-static plus a few modules (ACPI button, evdev, virtio-net stack, e1000,
+#     the disk and CD-ROM drivers);
 #     a module that is built into the kernel is simply absent from the package and skipped
 # The guest's /init prints on the console (ttyS0):
 #   GUEST-READY            once modules are loaded and the power button is watched
@@ -42,6 +43,28 @@ MODULES=(
   drivers/net/net_failover
   drivers/net/virtio_net
   drivers/net/ethernet/intel/e1000/e1000
+  # disks and the CD-ROM drive: IDE (ata_piix), SATA (ahci), sd, sr, virtio-blk,
+  # virtio-scsi, NVMe, with what sd_mod and nvme-core need for T10 protection information
+  drivers/scsi/scsi_common
+  drivers/scsi/scsi_mod
+  drivers/ata/libata
+  drivers/ata/ata_piix
+  drivers/ata/libahci
+  drivers/ata/ahci
+  lib/crc64
+  crypto/crc64_rocksoft_generic
+  lib/crc64-rocksoft
+  crypto/crct10dif_common
+  crypto/crct10dif_generic
+  lib/crc-t10dif
+  block/t10-pi
+  drivers/scsi/sd_mod
+  drivers/cdrom/cdrom
+  drivers/scsi/sr_mod
+  drivers/block/virtio_blk
+  drivers/scsi/virtio_scsi
+  drivers/nvme/host/nvme-core
+  drivers/nvme/host/nvme
 )
 
 write_init() {

@@ -3,12 +3,14 @@
 
 use super::Actor;
 use crate::model::{Setting, Settings};
+use crate::privilege::Privilege;
 use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
+use crate::vm::qemu::Qemu;
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
 use crate::vm::tunnel::Backend;
-use crate::vm::{bases, disks, lock, settings, Pool};
+use crate::vm::{bases, disks, drives, lock, settings, Pool};
 
 impl Actor {
     pub(super) async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
@@ -60,6 +62,10 @@ impl Actor {
         if machine_changes {
             self.ctx.binaries.check_machine(&new).await?;
         }
+        if drives_differ(&old, &new) || new.qemu_path != old.qemu_path {
+            let caps = self.ctx.binaries.probe(&new.qemu_path).await?;
+            drives::check_binary(&caps, &new.qemu_path, &new)?;
+        }
         // A new base image is checked now (and its format kept), so a refusal comes with
         // the change that causes it rather than at the next Start.
         let known = &self.record.image_formats;
@@ -74,10 +80,23 @@ impl Actor {
         }
         let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
-        let _mark = self.mark_live(LiveChange::Limits, settings::applies_live(&old, &new))?;
+        let media = new.cdrom_image != old.cdrom_image;
+        let limits = limits_differ(&old, &new);
+        let _mark = self.mark_live(LiveChange::Limits, limits)?;
+        let _media_mark = self.mark_live(LiveChange::Media, media)?;
         if let Some(qemu) = self.qemu.as_mut() {
-            qemu.limit(&self.ctx.privilege, &name, Some(&old), &new)
-                .await?;
+            if limits {
+                qemu.limit(&self.ctx.privilege, &name, Some(&old), &new)
+                    .await?;
+            }
+            if media {
+                if let Err(e) = qemu.set_media(&new.cdrom_image).await {
+                    if limits {
+                        undo_limits(qemu, &self.ctx.privilege, &name, &new, &old).await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let plugs = new.cpus > old.cpus;
         let _cpus_mark = self.mark_live(LiveChange::Cpus, plugs)?;
@@ -98,11 +117,13 @@ impl Actor {
         record.image_formats = formats;
         if let Err(e) = self.save(record.clone()).await {
             if let Some(qemu) = self.qemu.as_mut() {
-                if let Err(e) = qemu
-                    .limit(&self.ctx.privilege, &name, Some(&new), &old)
-                    .await
-                {
-                    tracing::error!(vm_id = %self.record.id, "cannot put the previous priority and CPU limit back: {e}");
+                if limits {
+                    undo_limits(qemu, &self.ctx.privilege, &name, &new, &old).await;
+                }
+                if media {
+                    if let Err(e) = qemu.set_media(&old.cdrom_image).await {
+                        tracing::error!(vm_id = %self.record.id, "cannot put the previous CD-ROM media back: {e}");
+                    }
                 }
                 if plugs {
                     if let Err(e) = qemu.unplug_cpus(old.cpus).await {
@@ -150,5 +171,28 @@ impl Actor {
                 ports.release(p);
             }
         }
+    }
+}
+
+/// Whether the disks or their interfaces differ, which the binary must then have.
+fn drives_differ(old: &Settings, new: &Settings) -> bool {
+    drives::DISKS
+        .iter()
+        .any(|d| d.image(old) != d.image(new) || d.interface(old) != d.interface(new))
+}
+
+fn limits_differ(old: &Settings, new: &Settings) -> bool {
+    old.cpu_throttling != new.cpu_throttling || old.process_priority != new.process_priority
+}
+
+async fn undo_limits(
+    qemu: &mut Qemu,
+    privilege: &Privilege,
+    name: &str,
+    new: &Settings,
+    old: &Settings,
+) {
+    if let Err(e) = qemu.limit(privilege, name, Some(new), old).await {
+        tracing::error!(vm_name = %name, "cannot put the previous priority and CPU limit back: {e}");
     }
 }

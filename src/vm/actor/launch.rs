@@ -16,7 +16,7 @@ use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
 use crate::vm::tunnel::{self, Backend};
-use crate::vm::{bases, cmdline, disks, paths, Pool};
+use crate::vm::{bases, cmdline, disks, drives, paths, Pool};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -69,6 +69,9 @@ impl Actor {
         for (key, path) in [
             ("HdaDiskImage", &s.hda_disk_image),
             ("HdbDiskImage", &s.hdb_disk_image),
+            ("HdcDiskImage", &s.hdc_disk_image),
+            ("HddDiskImage", &s.hdd_disk_image),
+            ("CdromImage", &s.cdrom_image),
             ("KernelImage", &s.kernel_image),
             ("Initrd", &s.initrd),
         ] {
@@ -94,6 +97,8 @@ impl Actor {
                 s.qemu_path
             )));
         }
+        drives::check_binary(&caps, &s.qemu_path, &s)
+            .map_err(|e| Error::StartFailed(e.to_string()))?;
         if !self.record.tunnels.is_empty() {
             let allow = self.ctx.allow_unsafe_tunnels;
             Backend::allowed(self.name(), s.legacy_networking, &caps, allow)

@@ -86,6 +86,8 @@ impl Actor {
                     };
                     qemu.swap(n, t, &wiring).await
                 }
+                // Whether QEMU took the new media is unknown: the record's goes in again.
+                LiveChange::Media => qemu.set_media(&s.cdrom_image).await,
                 LiveChange::Limits => {
                     // What QEMU has is unknown: compared with settings that differ in both
                     // limits, both are set (a renice is still skipped where every thread

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::disks::{qemu_img, run};
+use super::drives::DISKS;
 use super::error::{Error, Result};
 use crate::model::Settings;
 use vet::{alone, canonical, parse, vet, Dirs, Info};
@@ -21,11 +22,8 @@ use vet::{alone, canonical, parse, vet, Dirs, Info};
 pub type Formats = BTreeMap<String, String>;
 
 /// The base image settings of `s`, by name.
-fn images(s: &Settings) -> [(&'static str, &str); 2] {
-    [
-        ("HdaDiskImage", s.hda_disk_image.as_str()),
-        ("HdbDiskImage", s.hdb_disk_image.as_str()),
-    ]
+fn images(s: &Settings) -> [(&'static str, &str); 4] {
+    DISKS.map(|d| (d.key(), d.image(s)))
 }
 
 /// The formats of the base images of `s`, each checked (`inspect`): every one at Start
