@@ -9,7 +9,7 @@ pub mod tunnel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use settings::{Accelerator, Display, Priority, Setting, Settings};
+pub use settings::{Accelerator, Display, Firmware, Priority, Setting, Settings};
 pub use tunnel::Tunnel;
 
 /// What `vm.json` holds.

@@ -78,6 +78,14 @@ settings! {
     /// the daemon to whom its console_access lets in; 0 (the default) for none
     /// (OpenGraphics still works). Only while stopped.
     VncPort vnc_port: u16 = 0, Stopped;
+    /// bios (default): QEMU's SeaBIOS, or BiosImage; uefi: OVMF (Debian package ovmf) with
+    /// the VM's own UEFI variables, kept in its directory from its first start; uefi-secure:
+    /// OVMF with Secure Boot and Microsoft's keys enrolled, on a q35 MachineType only.
+    /// Changing it discards the VM's UEFI variables. Only while stopped.
+    Firmware firmware: Firmware = Firmware::Bios, Stopped;
+    /// A vendor BIOS file for QEMU's -bios (an absolute path to a readable file), with
+    /// Firmware bios only; empty (the default) for QEMU's own. Only while stopped.
+    BiosImage bios_image: String = String::new(), Stopped;
 }
 
 impl Settings {
@@ -150,6 +158,12 @@ named!(Accelerator {
     Auto = "auto",
     Kvm = "kvm",
     Tcg = "tcg",
+});
+
+named!(Firmware {
+    Bios = "bios",
+    Uefi = "uefi",
+    UefiSecure = "uefi-secure",
 });
 
 named!(Display {

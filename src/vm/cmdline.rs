@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::Result;
+use super::firmware::{self, Ovmf};
 use super::{network, options};
 use crate::model::{Display, Settings};
 
@@ -21,6 +22,8 @@ pub struct Launch<'a> {
     pub kvm: bool,
     /// QEMU's seccomp sandbox ([`SANDBOX`]).
     pub sandbox: bool,
+    /// The OVMF of a UEFI VM (`firmware::find`).
+    pub ovmf: Option<&'a Ovmf>,
 }
 
 /// QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec (a
@@ -88,6 +91,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     if !s.hdb_disk_image.is_empty() {
         cmd.extend(drive(hdb_overlay(l.vm_dir), 1));
     }
+    cmd.extend(firmware::args(s, l.vm_dir, l.ovmf)?);
     for (flag, value) in [
         ("-kernel", &s.kernel_image),
         ("-initrd", &s.initrd),
@@ -140,6 +144,7 @@ mod tests {
             pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
             kvm: false,
             sandbox: true,
+            ovmf: None,
         })
         .unwrap()
     }
@@ -202,6 +207,7 @@ mod tests {
             pidfile: Path::new("/run/x.pid"),
             kvm: true,
             sandbox: false,
+            ovmf: None,
         })
         .unwrap();
         assert!(cmd

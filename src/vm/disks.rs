@@ -198,6 +198,10 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
     if old.hdb_disk_image != new.hdb_disk_image {
         gone(hdb_overlay(vm_dir))?;
     }
+    // Another firmware's variables (Secure Boot's keys, another boot order) are not these.
+    if old.firmware != new.firmware {
+        gone(super::firmware::vars(vm_dir))?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod claims;
 pub mod cmdline;
 pub mod disks;
 pub mod error;
+pub mod firmware;
 pub mod network;
 pub mod options;
 pub mod paths;

@@ -11,7 +11,7 @@ use super::paths::{check_file, resolve_qemu_path};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-use crate::model::{Accelerator, Display, Priority, Setting, Settings};
+use crate::model::{Accelerator, Display, Firmware, Priority, Setting, Settings};
 
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
@@ -50,6 +50,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    super::firmware::check(&next)?;
     Ok(next)
 }
 
@@ -150,6 +151,17 @@ impl Check for Limits {
     }
     fn vnc_port(&self, v: u16) -> Result<u16> {
         check_port("VncPort", v, self)
+    }
+    fn firmware(&self, v: String) -> Result<Firmware> {
+        Firmware::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "Firmware '{}' is not known; use bios (the default), uefi or uefi-secure",
+                shown(&v)
+            ))
+        })
+    }
+    fn bios_image(&self, v: String) -> Result<String> {
+        check_file("BiosImage", &v)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {

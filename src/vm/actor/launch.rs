@@ -16,6 +16,7 @@ use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
 use crate::vm::tunnel::{self, Backend};
+use crate::vm::firmware::{self, Ovmf};
 use crate::vm::{bases, cmdline, disks, paths, Pool};
 
 impl Actor {
@@ -44,7 +45,7 @@ impl Actor {
         }
     }
 
-    fn launch_plan(&self, kvm: bool) -> Result<Vec<String>> {
+    fn launch_plan(&self, kvm: bool, ovmf: Option<&Ovmf>) -> Result<Vec<String>> {
         let pidfile = self.runtime.pidfile();
         cmdline::build(&cmdline::Launch {
             settings: &self.record.settings,
@@ -52,11 +53,13 @@ impl Actor {
             pidfile: &pidfile,
             kvm,
             sandbox: self.ctx.sandbox,
+            ovmf,
         })
     }
 
     pub(super) fn command_line(&self) -> Result<Vec<String>> {
-        self.launch_plan(self.use_kvm()?)
+        let ovmf = firmware::find(self.record.settings.firmware)?;
+        self.launch_plan(self.use_kvm()?, ovmf.as_ref())
     }
 
     /// Everything Start does; on error the caller cleans up and nothing is left running.
@@ -69,6 +72,7 @@ impl Actor {
             ("HdbDiskImage", &s.hdb_disk_image),
             ("KernelImage", &s.kernel_image),
             ("Initrd", &s.initrd),
+            ("BiosImage", &s.bios_image),
         ] {
             paths::check_file(key, path)?;
         }
@@ -83,6 +87,7 @@ impl Actor {
             self.record = record;
         }
         let kvm = self.use_kvm()?;
+        let ovmf = firmware::find(s.firmware)?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         if self.ctx.sandbox && !caps.sandbox {
             return Err(Error::StartFailed(format!(
@@ -102,7 +107,10 @@ impl Actor {
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s, &formats).await?;
-        let cmd = self.launch_plan(kvm)?;
+        if let Some(ovmf) = &ovmf {
+            firmware::prepare(&disks::qemu_img(&s.qemu_path)?, &vm_dir, ovmf).await?;
+        }
+        let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;
         let log_path = vm_dir.join("qemu.log");
