@@ -153,4 +153,16 @@ pub trait Vm {
     fn set_legacy_networking(&self, value: bool) -> zbus::Result<()>;
     #[zbus(property)]
     fn tunnels(&self) -> zbus::Result<Vec<(u32, u16, String, u16)>>;
+    #[zbus(property)]
+    fn firmware(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_firmware(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn bios_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_bios_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn tpm(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_tpm(&self, value: bool) -> zbus::Result<()>;
 }

@@ -86,6 +86,9 @@ settings! {
     /// A vendor BIOS file for QEMU's -bios (an absolute path to a readable file), with
     /// Firmware bios only; empty (the default) for QEMU's own. Only while stopped.
     BiosImage bios_image: String = String::new(), Stopped;
+    /// A TPM 2.0 for the guest (tpm-tis; tpm-crb on q35), emulated by a swtpm of the VM's
+    /// own (Debian package swtpm), its state kept in the VM's directory. Only while stopped.
+    Tpm tpm: bool = false, Stopped;
 }
 
 impl Settings {

@@ -24,6 +24,8 @@ pub struct Launch<'a> {
     pub sandbox: bool,
     /// The OVMF of a UEFI VM (`firmware::find`).
     pub ovmf: Option<&'a Ovmf>,
+    /// Where the VM's swtpm listens, if it has Tpm.
+    pub tpm_socket: &'a Path,
 }
 
 /// QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec (a
@@ -92,6 +94,9 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         cmd.extend(drive(hdb_overlay(l.vm_dir), 1));
     }
     cmd.extend(firmware::args(s, l.vm_dir, l.ovmf)?);
+    if s.tpm {
+        cmd.extend(super::tpm::args(l.tpm_socket, firmware::q35(s)));
+    }
     for (flag, value) in [
         ("-kernel", &s.kernel_image),
         ("-initrd", &s.initrd),
@@ -145,6 +150,7 @@ mod tests {
             kvm: false,
             sandbox: true,
             ovmf: None,
+            tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
         })
         .unwrap()
     }
@@ -208,6 +214,7 @@ mod tests {
             kvm: true,
             sandbox: false,
             ovmf: None,
+            tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
         })
         .unwrap();
         assert!(cmd

@@ -150,10 +150,7 @@ pub async fn prepare(qemu_img: &Path, vm_dir: &Path, ovmf: &Ovmf) -> Result<()> 
     ];
     super::disks::run(qemu_img, &args).await?;
     std::fs::rename(&tmp, &dest).map_err(|e| {
-        Error::DiskImageFailed(format!(
-            "cannot move {} into place: {e}",
-            dest.display()
-        ))
+        Error::DiskImageFailed(format!("cannot move {} into place: {e}", dest.display()))
     })
 }
 
@@ -257,7 +254,10 @@ mod tests {
             plain.vars_template,
             Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd")
         );
-        assert_eq!((plain.code_format.as_str(), plain.vars_format.as_str()), ("raw", "raw"));
+        assert_eq!(
+            (plain.code_format.as_str(), plain.vars_format.as_str()),
+            ("raw", "raw")
+        );
         let secure = choose(&d, Firmware::UefiSecure).unwrap();
         assert_eq!(secure.code, Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"));
         assert_eq!(
@@ -276,7 +276,10 @@ mod tests {
         let mut s = Settings::default();
         assert!(args(&s, dir, None).unwrap().is_empty());
         s.bios_image = "/images/vendor.bin".into();
-        assert_eq!(args(&s, dir, None).unwrap(), ["-bios", "/images/vendor.bin"]);
+        assert_eq!(
+            args(&s, dir, None).unwrap(),
+            ["-bios", "/images/vendor.bin"]
+        );
         s.bios_image.clear();
         s.firmware = Firmware::Uefi;
         assert_eq!(
@@ -288,7 +291,8 @@ mod tests {
         s.firmware = Firmware::UefiSecure;
         let secure = args(&s, dir, Some(&ovmf)).unwrap().join(" ");
         assert!(
-            secure.ends_with(" -machine smm=on -global driver=cfi.pflash01,property=secure,value=on"),
+            secure
+                .ends_with(" -machine smm=on -global driver=cfi.pflash01,property=secure,value=on"),
             "{secure}"
         );
     }

@@ -20,6 +20,7 @@ pub mod qmp;
 pub mod runtime;
 pub mod settings;
 pub mod state;
+pub mod tpm;
 pub mod tunnel;
 
 use std::collections::HashMap;

@@ -163,6 +163,9 @@ impl Check for Limits {
     fn bios_image(&self, v: String) -> Result<String> {
         check_file("BiosImage", &v)
     }
+    fn tpm(&self, v: bool) -> Result<bool> {
+        Ok(v)
+    }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
             Error::InvalidArgument(format!(

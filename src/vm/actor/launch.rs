@@ -12,11 +12,12 @@ use tokio::time::timeout;
 use super::Actor;
 use crate::model::Accelerator;
 use crate::vm::error::{Error, Result};
+use crate::vm::firmware::{self, Ovmf};
 use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
+use crate::vm::tpm::Swtpm;
 use crate::vm::tunnel::{self, Backend};
-use crate::vm::firmware::{self, Ovmf};
 use crate::vm::{bases, cmdline, disks, paths, Pool};
 
 impl Actor {
@@ -47,6 +48,7 @@ impl Actor {
 
     fn launch_plan(&self, kvm: bool, ovmf: Option<&Ovmf>) -> Result<Vec<String>> {
         let pidfile = self.runtime.pidfile();
+        let tpm_socket = self.runtime.tpm_socket();
         cmdline::build(&cmdline::Launch {
             settings: &self.record.settings,
             vm_dir: &self.vm_dir(),
@@ -54,6 +56,7 @@ impl Actor {
             kvm,
             sandbox: self.ctx.sandbox,
             ovmf,
+            tpm_socket: &tpm_socket,
         })
     }
 
@@ -62,8 +65,9 @@ impl Actor {
         self.launch_plan(self.use_kvm()?, ovmf.as_ref())
     }
 
-    /// Everything Start does; on error the caller cleans up and nothing is left running.
-    pub(super) async fn launch(&mut self) -> Result<(Qemu, bool)> {
+    /// Everything Start does; on error the caller cleans up and nothing is left running
+    /// (it ends the swtpm left in `tpm`). On success `tpm` holds the VM's swtpm, if any.
+    pub(super) async fn launch(&mut self, tpm: &mut Option<Swtpm>) -> Result<(Qemu, bool)> {
         let s = self.record.settings.clone();
         // Files may have gone since they were set.
         paths::resolve_qemu_path(&s.qemu_path)?;
@@ -113,6 +117,10 @@ impl Actor {
         let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;
+        if s.tpm {
+            let (socket, pidfile) = (self.runtime.tpm_socket(), self.runtime.tpm_pidfile());
+            *tpm = Some(Swtpm::start(&vm_dir, &socket, &pidfile)?);
+        }
         let log_path = vm_dir.join("qemu.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
@@ -159,6 +167,7 @@ impl Actor {
             shutdown: None,
             throttled: false,
             console: None,
+            tpm: None,
         };
         let ready = async {
             self.attach_console(&mut qemu, listeners).await?;
