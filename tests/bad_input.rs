@@ -957,7 +957,9 @@ async fn firmware(walk: &mut Walk<'_>, files: &Path) {
     let vendor = vendor.to_str().unwrap().to_string();
     let missing = files.join("no-such-bios.bin").to_str().unwrap().to_string();
     let a = walk.vms[0].clone();
-    let cases: [(&str, Vec<(&str, Variant<'static>)>, &str, &str); 4] = [
+    // What, the settings given at once, the error, and words of its message.
+    type Case<'a> = (&'a str, Vec<(&'a str, Variant<'static>)>, &'a str, &'a str);
+    let cases: [Case; 4] = [
         (
             "an unknown Firmware",
             vec![("Firmware", Variant::from("efi"))],

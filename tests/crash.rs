@@ -23,6 +23,7 @@ enum Op {
     Create {
         name: String,
         hda: bool,
+        tpm: bool,
     },
     Configure {
         id: String,
@@ -102,6 +103,7 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
         ops.push(vec![Op::Create {
             name: format!("vm-{round}"),
             hda: rng.below(2) == 0,
+            tpm: rng.below(2) == 0,
         }]);
     }
     let mut per_kind: HashMap<&'static str, Vec<Op>> = HashMap::new();
@@ -155,8 +157,13 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize) -> Op {
     rng.pick(&of_kind).clone()
 }
 
-fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Variant<'static>> {
+fn vm_settings(
+    hda: Option<&std::path::Path>,
+    tpm: bool,
+) -> HashMap<&'static str, Variant<'static>> {
     let mut s: HashMap<&str, Variant> = HashMap::new();
+    // A swtpm beside QEMU, started before it and ended with it.
+    s.insert("Tpm", Variant::from(tpm));
     s.insert("Ram", Variant::from(32u32));
     s.insert("Adapters", Variant::from(ADAPTERS));
     // A display, so that the console rounds hand QEMU a VNC client too.
@@ -183,8 +190,8 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         }
     };
     let _ = match op {
-        Op::Create { name, hda } => {
-            let settings = vm_settings(hda.then_some(base.as_path()));
+        Op::Create { name, hda, tpm } => {
+            let settings = vm_settings(hda.then_some(base.as_path()), tpm);
             m.create_vm(&name, settings).await.map(drop)
         }
         Op::Configure { id, name, ram } => {
@@ -232,7 +239,7 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
         assert_eq!(after.get(id), Some(vm), "{op:?} changed another VM");
     }
     let Some(id) = target else {
-        let Op::Create { name, hda } = op else {
+        let Op::Create { name, hda, tpm } = op else {
             unreachable!()
         };
         let new: Vec<&Seen> = after
@@ -247,6 +254,7 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
                 assert_eq!(vm.name(), name);
                 assert_eq!((s.ram, s.adapters), (32, ADAPTERS), "{op:?}: {vm:?}");
                 assert_eq!(s.hda_disk_image.is_empty(), !hda, "{op:?}: {vm:?}");
+                assert_eq!(s.tpm, *tpm, "{op:?}: {vm:?}");
                 assert_eq!(vm.state, "stopped");
                 true
             }
@@ -355,7 +363,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
     let conn = lab.conn.clone();
     for name in ["first", "second"] {
         lab.manager
-            .create_vm(name, vm_settings(None))
+            .create_vm(name, vm_settings(None, true))
             .await
             .unwrap();
     }
@@ -411,7 +419,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
 #[tokio::test]
 async fn a_live_change_the_record_missed_is_undone_on_adoption() {
     let mut lab = Lab::start().await;
-    let vm = create(&lab.manager, "live", vm_settings(None)).await;
+    let vm = create(&lab.manager, "live", vm_settings(None, true)).await;
     let id = vm.id().await.unwrap();
     vm.start().await.unwrap();
     let port = lab.manager.allocate_udp_port().await.unwrap();
@@ -443,8 +451,8 @@ async fn a_live_change_the_record_missed_is_undone_on_adoption() {
 #[tokio::test]
 async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
     let mut lab = Lab::start().await;
-    let deleted = create(&lab.manager, "deleted", vm_settings(None)).await;
-    let starting = create(&lab.manager, "starting", vm_settings(None)).await;
+    let deleted = create(&lab.manager, "deleted", vm_settings(None, true)).await;
+    let starting = create(&lab.manager, "starting", vm_settings(None, true)).await;
     let mut pids = Vec::new();
     for vm in [&deleted, &starting] {
         vm.start().await.unwrap();

@@ -114,15 +114,14 @@ async fn uefi_boots_the_guest_and_its_variables_outlive_a_restart() {
 
 /// Asks the guest's TPM for 8 random bytes (TPM2_GetRandom through /dev/tpm0) and returns
 /// the response's header: tag 80 01, size 20, response code 0 when the TPM answers.
-async fn tpm_answers(console: &mut Console) -> String {
-    let out = console
+fn tpm_answers(console: &mut Console) -> String {
+    console
         .run(
             "exec 3<>/dev/tpm0; printf '\\200\\001\\000\\000\\000\\014\\000\\000\\001\\173\\000\\010' >&3; \
              dd bs=64 count=1 <&3 2>/dev/null | od -An -tx1 | head -1 | tr -s ' ' | sed 's/^/TPM-ANSWER/'; exec 3<&-",
             RUN,
         )
-        .unwrap();
-    out
+        .unwrap()
 }
 
 #[tokio::test]
@@ -138,7 +137,7 @@ async fn the_guest_sees_a_tpm_whose_swtpm_ends_with_the_vm_and_outlives_the_daem
     let mut console = boot(&vm).await;
     let out = console.run("ls /sys/class/tpm", RUN).unwrap();
     assert!(out.contains("tpm0"), "{out}");
-    let answer = tpm_answers(&mut console).await;
+    let answer = tpm_answers(&mut console);
     assert!(
         answer.contains("TPM-ANSWER 80 01 00 00 00 14 00 00 00 00"),
         "{answer}"
@@ -162,7 +161,7 @@ async fn the_guest_sees_a_tpm_whose_swtpm_ends_with_the_vm_and_outlives_the_daem
     assert_eq!(vm.state().await.unwrap(), "running");
     assert_eq!(swtpm_pid(&lab, &id), pid);
     console = Console::connect(vm.console_port().await.unwrap());
-    let answer = tpm_answers(&mut console).await;
+    let answer = tpm_answers(&mut console);
     assert!(
         answer.contains("TPM-ANSWER 80 01 00 00 00 14 00 00 00 00"),
         "{answer}"

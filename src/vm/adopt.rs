@@ -97,7 +97,7 @@ pub async fn end_orphans(runtime_dir: &Path, exists: impl Fn(&str) -> bool, time
             let _ = found.process.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = tokio::time::timeout(timeout, found.process.exited()).await;
         }
-        super::tpm::end_strays(&rt.tpm_pidfile());
+        super::tpm::end_strays(&rt.tpm_pidfile()).await;
         rt.clean();
     }
 }

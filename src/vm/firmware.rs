@@ -77,7 +77,7 @@ fn choose(descriptors: &[(String, String)], firmware: Firmware) -> Option<Ovmf> 
                 !has("secure-boot") && !has("requires-smm")
             };
         let (code, vars) = (d.mapping.executable?, d.mapping.nvram_template?);
-        fits.then(|| Ovmf {
+        fits.then_some(Ovmf {
             code: code.filename,
             code_format: code.format,
             vars_template: vars.filename,

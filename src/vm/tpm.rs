@@ -116,11 +116,16 @@ impl Swtpm {
     }
 }
 
-/// Ends a swtpm started for a QEMU that is gone (or never ran): by its pid file, and any
-/// started with it whose pid file was not written yet.
-pub fn end_strays(pidfile: &Path) {
-    for process in adopt::all_with("--pid", &pid_arg(pidfile)) {
+/// Ends every swtpm started with `pidfile` (written or not yet): those of a QEMU that is
+/// gone, or never ran.
+pub async fn end_strays(pidfile: &Path) {
+    for mut process in adopt::all_with("--pid", &pid_arg(pidfile)) {
+        tracing::info!(
+            pid = process.pid(),
+            "ending the swtpm of a QEMU that is gone"
+        );
         let _ = process.signal(Signal::SIGKILL);
+        let _ = timeout(END_GRACE, process.exited()).await;
     }
 }
 

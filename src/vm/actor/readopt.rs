@@ -137,7 +137,7 @@ impl Actor {
     /// The VM's QEMU did not survive the daemon's absence: the VM is stopped, and says why.
     async fn lost(&mut self, why: String) {
         tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "{why}");
-        tpm::end_strays(&self.runtime.tpm_pidfile());
+        tpm::end_strays(&self.runtime.tpm_pidfile()).await;
         self.runtime.clean();
         let mut record = self.record.clone();
         record.exit_status = Exit::Unknown.status();
