@@ -174,3 +174,29 @@ async fn the_guest_sees_a_tpm_whose_swtpm_ends_with_the_vm_and_outlives_the_daem
     vm.delete().await.unwrap();
     assert!(!Path::new(&vm_dir(&lab, &id)).exists());
 }
+
+#[tokio::test]
+async fn a_failed_start_and_a_delete_leave_no_swtpm() {
+    let lab = Lab::start().await;
+    let dir = lab.dir.path();
+    // QEMU refuses the device after swtpm is up: Start fails, and takes swtpm with it.
+    let settings = guest_settings(&[
+        ("Tpm", Variant::from(true)),
+        ("Options", Variant::from("-device no-such-device")),
+    ]);
+    let vm = create(&lab.manager, "fails", settings).await;
+    let e = vm.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed", "{e}");
+    assert!(e.to_string().contains("no-such-device"), "{e}");
+    assert_eq!(swtpm_pids_under(dir), Vec::<u32>::new());
+
+    // Deleted while it runs: QEMU and swtpm go with it.
+    vm.set_options("").await.unwrap();
+    vm.start().await.unwrap();
+    let id = vm.id().await.unwrap();
+    let pid = swtpm_pid(&lab, &id);
+    assert_eq!(swtpm_pids_under(dir), [pid]);
+    vm.delete().await.unwrap();
+    assert!(!pid_alive(pid), "swtpm {pid} outlived Delete");
+    assert_eq!(swtpm_pids_under(dir), Vec::<u32>::new());
+}

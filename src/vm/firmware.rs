@@ -88,6 +88,10 @@ fn choose(descriptors: &[(String, String)], firmware: Firmware) -> Option<Ovmf> 
 
 /// The OVMF for the VM's Firmware (None for bios), with both of its files there.
 pub fn find(firmware: Firmware) -> Result<Option<Ovmf>> {
+    find_in(Path::new(DESCRIPTORS), firmware)
+}
+
+fn find_in(dir: &Path, firmware: Firmware) -> Result<Option<Ovmf>> {
     if firmware == Firmware::Bios {
         return Ok(None);
     }
@@ -97,8 +101,8 @@ pub fn find(firmware: Firmware) -> Result<Option<Ovmf>> {
             firmware.as_str()
         ))
     };
-    let mut descriptors: Vec<(String, String)> = std::fs::read_dir(DESCRIPTORS)
-        .map_err(|e| missing(format!("{DESCRIPTORS} cannot be read ({e})")))?
+    let mut descriptors: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map_err(|e| missing(format!("{} cannot be read ({e})", dir.display())))?
         .filter_map(|entry| {
             let path = entry.ok()?.path();
             let name = path.file_name()?.to_str()?.to_string();
@@ -109,7 +113,8 @@ pub fn find(firmware: Firmware) -> Result<Option<Ovmf>> {
     descriptors.sort();
     let ovmf = choose(&descriptors, firmware).ok_or_else(|| {
         missing(format!(
-            "no firmware descriptor in {DESCRIPTORS} is one for x86_64 {}",
+            "no firmware descriptor in {} is one for x86_64 {}",
+            dir.display(),
             if firmware == Firmware::UefiSecure {
                 "with Secure Boot and enrolled keys"
             } else {
@@ -267,6 +272,35 @@ mod tests {
         assert_eq!(choose(&d[..2], Firmware::Uefi), None);
         let broken = vec![("10-bad.json".to_string(), "{".to_string()), d[2].clone()];
         assert_eq!(choose(&broken, Firmware::Uefi), Some(plain));
+    }
+
+    #[test]
+    fn without_ovmf_start_names_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let says = |r: Result<Option<Ovmf>>| match r {
+            Err(e @ Error::StartFailed(_)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(find_in(dir.path(), Firmware::Bios).unwrap(), None);
+        let e = says(find_in(&dir.path().join("none"), Firmware::Uefi));
+        assert!(e.contains("install the Debian package ovmf"), "{e}");
+        let e = says(find_in(dir.path(), Firmware::Uefi));
+        assert!(
+            e.contains("no firmware descriptor") && e.contains("package ovmf"),
+            "{e}"
+        );
+        // A descriptor whose files are gone (ovmf removed, its descriptors left).
+        let gone = dir.path().join("gone");
+        let (name, text) = debian().remove(2);
+        let text = text.replace("/usr/share/OVMF", gone.to_str().unwrap());
+        std::fs::write(dir.path().join(name), text).unwrap();
+        assert!(find_in(dir.path(), Firmware::UefiSecure).is_err());
+        let e = says(find_in(dir.path(), Firmware::Uefi));
+        let code = gone.join("OVMF_CODE_4M.fd");
+        assert!(
+            e.contains(&format!("{} cannot be read", code.display())),
+            "{e}"
+        );
     }
 
     #[test]
