@@ -12,7 +12,13 @@ const VM_XML: &str = include_str!("../../dbus/org.gns3.Qemu.VM.xml");
 const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// The settings that name files: the daemon resolves nothing against a client's directory,
 /// so clients send them as absolute paths.
-pub const FILES: [&str; 4] = ["HdaDiskImage", "HdbDiskImage", "KernelImage", "Initrd"];
+pub const FILES: [&str; 5] = [
+    "HdaDiskImage",
+    "HdbDiskImage",
+    "KernelImage",
+    "Initrd",
+    "BiosImage",
+];
 /// The Adapters of a VM whose creator gives none (the contract's default).
 pub const DEFAULT_ADAPTERS: u32 = 1;
 /// What CreateVM takes beside the writable properties (dbus/org.gns3.Qemu.Manager.xml).
