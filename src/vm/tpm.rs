@@ -8,7 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -60,6 +60,15 @@ fn pid_arg(pidfile: &Path) -> String {
     format!("file={}", pidfile.to_string_lossy().replace(',', ",,"))
 }
 
+/// The swtpm binary, looked for before a Start makes anything.
+pub fn binary() -> Result<PathBuf> {
+    which("swtpm".as_ref()).ok_or_else(|| {
+        Error::StartFailed(
+            "Tpm needs swtpm, which is not in PATH; install the Debian package swtpm, or set Tpm to false".into(),
+        )
+    })
+}
+
 /// A VM's running swtpm.
 pub struct Swtpm {
     process: Process,
@@ -68,12 +77,7 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts the VM's swtpm on a control socket bound at `socket`, its pid file at
     /// `pidfile` (both in the VM's runtime dir, which exists).
-    pub fn start(vm_dir: &Path, socket: &Path, pidfile: &Path) -> Result<Swtpm> {
-        let swtpm = which("swtpm".as_ref()).ok_or_else(|| {
-            Error::StartFailed(
-                "Tpm needs swtpm, which is not in PATH; install the Debian package swtpm, or set Tpm to false".into(),
-            )
-        })?;
+    pub fn start(swtpm: &Path, vm_dir: &Path, socket: &Path, pidfile: &Path) -> Result<Swtpm> {
         let state = vm_dir.join(STATE_DIR);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -87,7 +91,7 @@ impl Swtpm {
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
         let fd = OwnedFd::from(listener);
-        let process = Process::spawn(&command(&swtpm, vm_dir, pidfile), vm_dir, log, &[&fd])
+        let process = Process::spawn(&command(swtpm, vm_dir, pidfile), vm_dir, log, &[&fd])
             .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", swtpm.display())))?;
         Ok(Swtpm { process })
     }

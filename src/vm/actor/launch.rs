@@ -16,7 +16,7 @@ use crate::vm::firmware::{self, Ovmf};
 use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
-use crate::vm::tpm::Swtpm;
+use crate::vm::tpm::{self, Swtpm};
 use crate::vm::tunnel::{self, Backend};
 use crate::vm::{bases, cmdline, disks, paths, Pool};
 
@@ -80,6 +80,7 @@ impl Actor {
         ] {
             paths::check_file(key, path)?;
         }
+        let swtpm = s.tpm.then(tpm::binary).transpose()?;
         // Before anything runs: every base with what it makes QEMU open, each format found
         // at first use kept (in the record, saved whole) and given from then on.
         let known = &self.record.image_formats;
@@ -117,9 +118,9 @@ impl Actor {
         let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;
-        if s.tpm {
+        if let Some(swtpm) = &swtpm {
             let (socket, pidfile) = (self.runtime.tpm_socket(), self.runtime.tpm_pidfile());
-            *tpm = Some(Swtpm::start(&vm_dir, &socket, &pidfile)?);
+            *tpm = Some(Swtpm::start(swtpm, &vm_dir, &socket, &pidfile)?);
         }
         let log_path = vm_dir.join("qemu.log");
         let log = std::fs::File::create(&log_path)
