@@ -607,7 +607,7 @@ fn allowed(property: &str, value: &Variant<'_>) -> bool {
     let empty = matches!(value, Variant::Str(s) if s.is_empty());
     let zero = matches!(value, Variant::U32(0) | Variant::U16(0));
     match property {
-        "HdaDiskImage" | "HdbDiskImage" | "KernelImage" | "Initrd" => empty,
+        "HdaDiskImage" | "HdbDiskImage" | "KernelImage" | "Initrd" | "BiosImage" => empty,
         // QEMU's default CPU model.
         "CpuModel" => empty,
         // No media in the CD-ROM drive; no third or fourth disk.
@@ -786,6 +786,8 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
         );
         walk.unchanged(&what).await;
     }
+
+    firmware(&mut walk, &files).await;
 
     // CreateVM's own name argument: as awkward as the Name property.
     for value in awkward(&Signature::Str, &files) {
@@ -991,6 +993,81 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
 /// while the daemon's configuration does not say allow_unsafe_tunnels = true: a tunnel on
 /// a LegacyNetworking VM, and LegacyNetworking on a VM that has a tunnel. On VMs of their
 /// own, watched with the others.
+/// Firmware values and combinations that cannot be: an unknown firmware, a BIOS file that is
+/// not there, a vendor BIOS with UEFI (through Configure, the two at once), and Secure Boot
+/// on the pc machine every VM has until its machine type can be set.
+async fn firmware(walk: &mut Walk<'_>, files: &Path) {
+    let vendor = files.join("vendor.bin");
+    std::fs::write(&vendor, b"not really a BIOS").unwrap();
+    let vendor = vendor.to_str().unwrap().to_string();
+    let missing = files.join("no-such-bios.bin").to_str().unwrap().to_string();
+    let a = walk.vms[0].clone();
+    // What, the settings given at once, the error, and words of its message.
+    type Case<'a> = (&'a str, Vec<(&'a str, Variant<'static>)>, &'a str, &'a str);
+    let cases: [Case; 4] = [
+        (
+            "an unknown Firmware",
+            vec![("Firmware", Variant::from("efi"))],
+            INVALID_ARGUMENT,
+            "use bios (the default), uefi or uefi-secure",
+        ),
+        (
+            "a BiosImage that is not there",
+            vec![("BiosImage", Variant::from(missing))],
+            IMAGE_NOT_ACCESSIBLE,
+            "is not accessible",
+        ),
+        (
+            "a BiosImage with Firmware uefi",
+            vec![
+                ("Firmware", Variant::from("uefi")),
+                ("BiosImage", Variant::from(vendor)),
+            ],
+            INVALID_ARGUMENT,
+            "set BiosImage to '' or Firmware to bios",
+        ),
+        (
+            "Firmware uefi-secure on a pc",
+            vec![("Firmware", Variant::from("uefi-secure"))],
+            INVALID_ARGUMENT,
+            "needs MachineType q35",
+        ),
+    ];
+    for (what, settings, want, says) in cases {
+        let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+        for (key, value) in &settings {
+            d.append(
+                Variant::from(key.to_string()),
+                Variant::Variant(Box::new(value.clone())),
+            )
+            .unwrap();
+        }
+        let result = call(
+            walk.conn,
+            &a,
+            "org.gns3.Qemu.VM",
+            "Configure",
+            &[Variant::Dict(d)],
+        )
+        .await;
+        walk.calls += 1;
+        let text = result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        walk.expect(&format!("Configure {what}"), result, want);
+        assert!(text.contains(says), "Configure {what}: {text}");
+        if let [(key, value)] = settings.as_slice() {
+            let result = set(walk.conn, &a, "org.gns3.Qemu.VM", key, value.clone()).await;
+            walk.calls += 1;
+            walk.expect(&format!("Set {what}"), result, want);
+        }
+        walk.answers.add(what, want);
+        walk.unchanged(what).await;
+    }
+}
+
 async fn unsafe_tunnels(walk: &mut Walk<'_>) {
     let m = manager(walk.conn).await;
     let legacy = HashMap::from([("LegacyNetworking", Variant::from(true))]);

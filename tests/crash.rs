@@ -25,6 +25,7 @@ enum Op {
     Create {
         name: String,
         hda: bool,
+        tpm: bool,
     },
     Configure {
         id: String,
@@ -110,6 +111,7 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
         ops.push(vec![Op::Create {
             name: format!("vm-{round}"),
             hda: rng.below(2) == 0,
+            tpm: rng.below(2) == 0,
         }]);
     }
     let mut per_kind: HashMap<&'static str, Vec<Op>> = HashMap::new();
@@ -172,8 +174,13 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
     rng.pick(&of_kind).clone()
 }
 
-fn vm_settings(hda: Option<&std::path::Path>) -> HashMap<&'static str, Variant<'static>> {
+fn vm_settings(
+    hda: Option<&std::path::Path>,
+    tpm: bool,
+) -> HashMap<&'static str, Variant<'static>> {
     let mut s: HashMap<&str, Variant> = HashMap::new();
+    // A swtpm beside QEMU, started before it and ended with it.
+    s.insert("Tpm", Variant::from(tpm));
     s.insert("Ram", Variant::from(32u32));
     s.insert("Adapters", Variant::from(ADAPTERS));
     s.insert("MaxCpus", Variant::from(MAX_CPUS));
@@ -201,8 +208,8 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         }
     };
     let _ = match op {
-        Op::Create { name, hda } => {
-            let settings = vm_settings(hda.then_some(base.as_path()));
+        Op::Create { name, hda, tpm } => {
+            let settings = vm_settings(hda.then_some(base.as_path()), tpm);
             m.create_vm(&name, settings).await.map(drop)
         }
         Op::Configure {
@@ -265,7 +272,7 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
         assert_eq!(after.get(id), Some(vm), "{op:?} changed another VM");
     }
     let Some(id) = target else {
-        let Op::Create { name, hda } = op else {
+        let Op::Create { name, hda, tpm } = op else {
             unreachable!()
         };
         let new: Vec<&Seen> = after
@@ -280,6 +287,7 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
                 assert_eq!(vm.name(), name);
                 assert_eq!((s.ram, s.adapters), (32, ADAPTERS), "{op:?}: {vm:?}");
                 assert_eq!(s.hda_disk_image.is_empty(), !hda, "{op:?}: {vm:?}");
+                assert_eq!(s.tpm, *tpm, "{op:?}: {vm:?}");
                 assert_eq!(vm.state, "stopped");
                 true
             }
@@ -405,7 +413,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
     let conn = lab.conn.clone();
     for name in ["first", "second"] {
         lab.manager
-            .create_vm(name, vm_settings(None))
+            .create_vm(name, vm_settings(None, true))
             .await
             .unwrap();
     }
@@ -472,7 +480,7 @@ async fn sigkill_during_random_operations_loses_nothing() {
 #[tokio::test]
 async fn a_live_change_the_record_missed_is_undone_on_adoption() {
     let mut lab = Lab::start().await;
-    let vm = create(&lab.manager, "live", vm_settings(None)).await;
+    let vm = create(&lab.manager, "live", vm_settings(None, true)).await;
     let id = vm.id().await.unwrap();
     vm.start().await.unwrap();
     let port = lab.manager.allocate_udp_port().await.unwrap();
@@ -504,8 +512,8 @@ async fn a_live_change_the_record_missed_is_undone_on_adoption() {
 #[tokio::test]
 async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
     let mut lab = Lab::start().await;
-    let deleted = create(&lab.manager, "deleted", vm_settings(None)).await;
-    let starting = create(&lab.manager, "starting", vm_settings(None)).await;
+    let deleted = create(&lab.manager, "deleted", vm_settings(None, true)).await;
+    let starting = create(&lab.manager, "starting", vm_settings(None, true)).await;
     let mut pids = Vec::new();
     for vm in [&deleted, &starting] {
         vm.start().await.unwrap();

@@ -19,6 +19,9 @@ need cpulimit cpulimit # CPU limits where no cgroup has the cpu controller
 need cc gcc # rustc links through cc
 need c++ g++ # tests/fuzz.sh: libfuzzer-sys compiles libFuzzer (C++)
 need_pkg libc6-dev
+need_pkg ovmf # tests/machine_firmware.rs: UEFI guests (Firmware uefi)
+need swtpm swtpm # tests/machine_firmware.rs: a TPM per VM (Tpm)
+need_pkg swtpm-tools
 install_missing
 command -v cargo >/dev/null || {
   echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2

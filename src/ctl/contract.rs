@@ -12,7 +12,7 @@ const VM_XML: &str = include_str!("../../dbus/org.gns3.Qemu.VM.xml");
 const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// The settings that name files: the daemon resolves nothing against a client's directory,
 /// so clients send them as absolute paths.
-pub const FILES: [&str; 7] = [
+pub const FILES: [&str; 8] = [
     "HdaDiskImage",
     "HdbDiskImage",
     "HdcDiskImage",
@@ -20,6 +20,7 @@ pub const FILES: [&str; 7] = [
     "CdromImage",
     "KernelImage",
     "Initrd",
+    "BiosImage",
 ];
 /// The Adapters of a VM whose creator gives none (the contract's default).
 pub const DEFAULT_ADAPTERS: u32 = 1;

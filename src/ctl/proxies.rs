@@ -169,4 +169,16 @@ pub trait Vm {
     fn machine_type(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn set_machine_type(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn firmware(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_firmware(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn bios_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_bios_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn tpm(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_tpm(&self, value: bool) -> zbus::Result<()>;
 }

@@ -9,7 +9,9 @@ pub mod tunnel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use settings::{Accelerator, BootOrder, DiskInterface, Display, Priority, Setting, Settings};
+pub use settings::{
+    Accelerator, BootOrder, DiskInterface, Display, Firmware, Priority, Setting, Settings,
+};
 pub use tunnel::Tunnel;
 
 /// What `vm.json` holds.

@@ -125,6 +125,17 @@ settings! {
     /// CD-ROM), n (the first adapter), cn, cd, dn, dc, nc or nd. Given as -boot order and
     /// as bootindex on the devices.
     BootOrder boot_order: BootOrder = BootOrder::C, NextStart;
+    /// bios (default): QEMU's SeaBIOS, or BiosImage; uefi: OVMF (Debian package ovmf) with
+    /// the VM's own UEFI variables, kept in its directory from its first start; uefi-secure:
+    /// OVMF with Secure Boot and Microsoft's keys enrolled, on a q35 MachineType only.
+    /// Changing it discards the VM's UEFI variables. Only while stopped.
+    Firmware firmware: Firmware = Firmware::Bios, Stopped;
+    /// A vendor BIOS file for QEMU's -bios (an absolute path to a readable file), with
+    /// Firmware bios only; empty (the default) for QEMU's own. Only while stopped.
+    BiosImage bios_image: String = String::new(), Stopped;
+    /// A TPM 2.0 for the guest (tpm-tis; tpm-crb on q35), emulated by a swtpm of the VM's
+    /// own (Debian package swtpm), its state kept in the VM's directory. Only while stopped.
+    Tpm tpm: bool = false, Stopped;
 }
 
 impl Settings {
@@ -205,6 +216,12 @@ named!(Accelerator {
     Auto = "auto",
     Kvm = "kvm",
     Tcg = "tcg",
+});
+
+named!(Firmware {
+    Bios = "bios",
+    Uefi = "uefi",
+    UefiSecure = "uefi-secure",
 });
 
 named!(Display {

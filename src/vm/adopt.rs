@@ -97,15 +97,38 @@ pub async fn end_orphans(runtime_dir: &Path, exists: impl Fn(&str) -> bool, time
             let _ = found.process.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = tokio::time::timeout(timeout, found.process.exited()).await;
         }
+        super::tpm::end_strays(&rt.tpm_pidfile()).await;
         rt.clean();
     }
 }
 
 /// Whether `pid` is the QEMU that wrote `pidfile` at `written`.
 fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
-    if !has_pidfile(pid, pidfile) {
-        return false;
-    }
+    has_pidfile(pid, pidfile) && started_before(pid, written)
+}
+
+/// The process whose pid `pidfile` holds, if it was started with `flag value` on its
+/// command line and no later than the file was written: a helper of a VM (its swtpm),
+/// checked as its QEMU is.
+pub fn held(pidfile: &Path, flag: &str, value: &str) -> Option<Process> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let written = std::fs::metadata(pidfile).and_then(|m| m.modified()).ok()?;
+    let process = Process::attach(nix::unistd::Pid::from_raw(pid as i32)).ok()?;
+    (has_args(pid, flag, value.as_bytes()) && started_before(pid, written)).then_some(process)
+}
+
+/// Every process started with `flag value` on its command line, held.
+pub fn all_with(flag: &str, value: &str) -> Vec<Process> {
+    // Held first, checked again after: the check then speaks of the process held.
+    crate::procfs::pids()
+        .into_iter()
+        .filter(|&pid| has_args(pid, flag, value.as_bytes()))
+        .filter_map(|pid| Process::attach(nix::unistd::Pid::from_raw(pid as i32)).ok())
+        .filter(|p| has_args(p.pid(), flag, value.as_bytes()))
+        .collect()
+}
+
+fn started_before(pid: u32, written: SystemTime) -> bool {
     let (Some(started), Ok(written)) = (start_time(pid), written.duration_since(UNIX_EPOCH)) else {
         return false;
     };
@@ -116,10 +139,13 @@ fn is_the_qemu(pid: u32, pidfile: &Path, written: SystemTime) -> bool {
 /// Whether `pid` was started with `-pidfile <pidfile>`, as our QEMUs are: each VM has a
 /// runtime dir of its own, so no other process has it (a `cat` of the file does not count).
 fn has_pidfile(pid: u32, pidfile: &Path) -> bool {
-    let wanted = pidfile.as_os_str().as_encoded_bytes();
+    has_args(pid, "-pidfile", pidfile.as_os_str().as_encoded_bytes())
+}
+
+fn has_args(pid: u32, flag: &str, value: &[u8]) -> bool {
     crate::procfs::args(pid)
         .windows(2)
-        .any(|pair| pair[0] == b"-pidfile" && pair[1] == wanted)
+        .any(|pair| pair[0] == flag.as_bytes() && pair[1] == value)
 }
 
 /// The processes started with `pidfile` on their command line.

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::error::Result;
+use super::firmware::{self, Ovmf};
 use super::{drives, machine, network, options};
 use crate::model::{Display, Settings};
 
@@ -24,6 +25,10 @@ pub struct Launch<'a> {
     pub kvm: bool,
     /// QEMU's seccomp sandbox ([`SANDBOX`]).
     pub sandbox: bool,
+    /// The OVMF of a UEFI VM (`firmware::find`).
+    pub ovmf: Option<&'a Ovmf>,
+    /// Where the VM's swtpm listens, if it has Tpm.
+    pub tpm_socket: &'a Path,
 }
 
 /// QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec (a
@@ -79,6 +84,10 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
         cmd.extend(["-sandbox".into(), SANDBOX.into()]);
     }
     cmd.extend(drives::args(l.vm_dir, s, s.is_q35()));
+    cmd.extend(firmware::args(s, l.vm_dir, l.ovmf)?);
+    if s.tpm {
+        cmd.extend(super::tpm::args(l.tpm_socket, s.is_q35()));
+    }
     for (flag, value) in [
         ("-kernel", &s.kernel_image),
         ("-initrd", &s.initrd),
@@ -139,6 +148,8 @@ mod tests {
             pidfile: Path::new("/run/gns3-qemud/ab/qemu.pid"),
             kvm: false,
             sandbox: true,
+            ovmf: None,
+            tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
         })
         .unwrap()
     }
@@ -217,6 +228,8 @@ mod tests {
             pidfile: Path::new("/p"),
             kvm: false,
             sandbox: true,
+            ovmf: None,
+            tpm_socket: Path::new("/t"),
         })
         .unwrap_err();
         assert!(e.to_string().contains("'-daemonize'"), "{e}");
@@ -262,6 +275,8 @@ mod tests {
             pidfile: Path::new("/run/x.pid"),
             kvm: true,
             sandbox: false,
+            ovmf: None,
+            tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
         })
         .unwrap();
         assert!(cmd.contains(&"if=none,id=gns3-hda,file=/srv/a,,b/flash.qcow2,format=qcow2".into()));

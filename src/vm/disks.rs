@@ -192,6 +192,10 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
             gone(disk.overlay(vm_dir, old))?;
         }
     }
+    // Another firmware's variables (Secure Boot's keys, another boot order) are not these.
+    if old.firmware != new.firmware {
+        gone(super::firmware::vars(vm_dir))?;
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod disks;
 pub mod drives;
 pub mod error;
+pub mod firmware;
 pub mod machine;
 pub mod network;
 pub mod options;
@@ -21,6 +22,7 @@ pub mod qmp;
 pub mod runtime;
 pub mod settings;
 pub mod state;
+pub mod tpm;
 pub mod tunnel;
 
 use std::collections::HashMap;

@@ -33,6 +33,8 @@ pub struct Qemu {
     pub throttled: bool,
     /// Its serial console, and the VM's listeners with it.
     pub console: Option<Arc<Console>>,
+    /// The swtpm of a VM with Tpm, ended with QEMU.
+    pub tpm: Option<super::tpm::Swtpm>,
 }
 
 /// What wiring a VM's tunnels takes: whose they are (for messages), its LegacyNetworking,

@@ -111,6 +111,15 @@ impl Runtime {
         self.dir.join(SERIAL_SOCKET)
     }
 
+    /// The control socket and pid file of the VM's swtpm (`tpm`).
+    pub fn tpm_socket(&self) -> PathBuf {
+        self.dir.join("swtpm.sock")
+    }
+
+    pub fn tpm_pidfile(&self) -> PathBuf {
+        self.dir.join("swtpm.pid")
+    }
+
     pub fn scrollback(&self) -> PathBuf {
         self.dir.join(SCROLLBACK)
     }

@@ -11,7 +11,9 @@ use super::{machine, options};
 use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
-use crate::model::{Accelerator, BootOrder, DiskInterface, Display, Priority, Setting, Settings};
+use crate::model::{
+    Accelerator, BootOrder, DiskInterface, Display, Firmware, Priority, Setting, Settings,
+};
 
 pub const MAX_ADAPTERS: u32 = 32;
 const MAX_NAME: usize = 64;
@@ -52,6 +54,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
     machine::check(&next)?;
     super::drives::check(&next, next.is_q35())?;
+    super::firmware::check(&next)?;
     Ok(next)
 }
 
@@ -189,6 +192,20 @@ impl Check for Limits {
                 names(BootOrder::ALL.iter().map(|b| b.as_str()))
             ))
         })
+    }
+    fn firmware(&self, v: String) -> Result<Firmware> {
+        Firmware::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "Firmware '{}' is not known; use bios (the default), uefi or uefi-secure",
+                shown(&v)
+            ))
+        })
+    }
+    fn bios_image(&self, v: String) -> Result<String> {
+        check_file("BiosImage", &v)
+    }
+    fn tpm(&self, v: bool) -> Result<bool> {
+        Ok(v)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {

@@ -72,6 +72,18 @@ pub async fn check(dir: &Path, m: &ManagerProxy<'_>) -> BTreeMap<String, Seen> {
     let owned: BTreeSet<u32> = seen.values().filter(|v| v.is_up()).map(|v| v.pid).collect();
     assert_eq!(qemus, owned, "QEMUs running != QEMUs of running VMs");
     let run_dir = dir.join("run");
+    // No swtpm outlives its VM: those running are the ones of running VMs with Tpm.
+    let swtpms: BTreeSet<u32> = super::swtpm_pids_under(dir).into_iter().collect();
+    let tpms: BTreeSet<u32> = seen
+        .iter()
+        .filter(|(_, v)| v.is_up() && v.record.settings.tpm)
+        .filter_map(|(id, _)| std::fs::read_to_string(run_dir.join(id).join("swtpm.pid")).ok())
+        .filter_map(|pid| pid.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        swtpms, tpms,
+        "swtpms running != swtpms of running VMs with Tpm"
+    );
     for (id, vm) in &seen {
         let rt = run_dir.join(id);
         match vm.is_up() {

@@ -280,6 +280,21 @@ pub fn qemu_pids_under(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The swtpm processes (alive) whose command line mentions `dir`.
+pub fn swtpm_pids_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    gns3_qemud::procfs::pids()
+        .into_iter()
+        .filter(|&pid| {
+            let args = gns3_qemud::procfs::args(pid);
+            let cmdline = String::from_utf8_lossy(&args.join(&b' ')).into_owned();
+            args.first().is_some_and(|a| a.ends_with(b"swtpm"))
+                && cmdline.contains(&needle)
+                && pid_alive(pid)
+        })
+        .collect()
+}
+
 /// Alive, not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
     gns3_qemud::procfs::running(pid)

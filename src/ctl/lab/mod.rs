@@ -58,6 +58,9 @@ pub(crate) const ALIASES: &[(&str, &str)] = &[
     ("priority", "ProcessPriority"),
     ("cpu_throttling", "CpuThrottling"),
     ("display", "Display"),
+    ("firmware", "Firmware"),
+    ("bios", "BiosImage"),
+    ("tpm", "Tpm"),
 ];
 
 /// The key of a node that is not a setting.

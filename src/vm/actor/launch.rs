@@ -12,9 +12,11 @@ use tokio::time::timeout;
 use super::Actor;
 use crate::model::Accelerator;
 use crate::vm::error::{Error, Result};
+use crate::vm::firmware::{self, Ovmf};
 use crate::vm::process::{Exit, Process};
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
+use crate::vm::tpm::{self, Swtpm};
 use crate::vm::tunnel::{self, Backend};
 use crate::vm::{bases, cmdline, disks, drives, paths, Pool};
 
@@ -44,8 +46,9 @@ impl Actor {
         }
     }
 
-    fn launch_plan(&self, kvm: bool) -> Result<Vec<String>> {
+    fn launch_plan(&self, kvm: bool, ovmf: Option<&Ovmf>) -> Result<Vec<String>> {
         let pidfile = self.runtime.pidfile();
+        let tpm_socket = self.runtime.tpm_socket();
         cmdline::build(&cmdline::Launch {
             settings: &self.record.settings,
             id: &self.record.id,
@@ -54,15 +57,19 @@ impl Actor {
             pidfile: &pidfile,
             kvm,
             sandbox: self.ctx.sandbox,
+            ovmf,
+            tpm_socket: &tpm_socket,
         })
     }
 
     pub(super) fn command_line(&self) -> Result<Vec<String>> {
-        self.launch_plan(self.use_kvm()?)
+        let ovmf = firmware::find(self.record.settings.firmware)?;
+        self.launch_plan(self.use_kvm()?, ovmf.as_ref())
     }
 
-    /// Everything Start does; on error the caller cleans up and nothing is left running.
-    pub(super) async fn launch(&mut self) -> Result<(Qemu, bool)> {
+    /// Everything Start does; on error the caller cleans up and nothing is left running
+    /// (it ends the swtpm left in `tpm`). On success `tpm` holds the VM's swtpm, if any.
+    pub(super) async fn launch(&mut self, tpm: &mut Option<Swtpm>) -> Result<(Qemu, bool)> {
         let s = self.record.settings.clone();
         // Files may have gone since they were set.
         paths::resolve_qemu_path(&s.qemu_path)?;
@@ -74,9 +81,11 @@ impl Actor {
             ("CdromImage", &s.cdrom_image),
             ("KernelImage", &s.kernel_image),
             ("Initrd", &s.initrd),
+            ("BiosImage", &s.bios_image),
         ] {
             paths::check_file(key, path)?;
         }
+        let swtpm = s.tpm.then(tpm::binary).transpose()?;
         // Before anything runs: every base with what it makes QEMU open, each format found
         // at first use kept (in the record, saved whole) and given from then on.
         let known = &self.record.image_formats;
@@ -88,6 +97,7 @@ impl Actor {
             self.record = record;
         }
         let kvm = self.use_kvm()?;
+        let ovmf = firmware::find(s.firmware)?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         if self.ctx.sandbox && !caps.sandbox {
             return Err(Error::StartFailed(format!(
@@ -109,9 +119,16 @@ impl Actor {
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s, &formats).await?;
-        let cmd = self.launch_plan(kvm)?;
+        if let Some(ovmf) = &ovmf {
+            firmware::prepare(&disks::qemu_img(&s.qemu_path)?, &vm_dir, ovmf).await?;
+        }
+        let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;
+        if let Some(swtpm) = &swtpm {
+            let (socket, pidfile) = (self.runtime.tpm_socket(), self.runtime.tpm_pidfile());
+            *tpm = Some(Swtpm::start(swtpm, &vm_dir, &socket, &pidfile)?);
+        }
         let log_path = vm_dir.join("qemu.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
@@ -158,6 +175,7 @@ impl Actor {
             shutdown: None,
             throttled: false,
             console: None,
+            tpm: None,
         };
         let ready = async {
             self.attach_console(&mut qemu, listeners).await?;

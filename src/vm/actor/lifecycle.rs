@@ -18,8 +18,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 impl Actor {
     pub(super) async fn start(&mut self) -> Result<()> {
         self.set_state(State::Starting);
-        match self.launch().await {
-            Ok((qemu, kvm)) => {
+        let mut tpm = None;
+        match self.launch(&mut tpm).await {
+            Ok((mut qemu, kvm)) => {
+                qemu.tpm = tpm;
                 self.qemu = Some(qemu);
                 self.accelerated = kvm;
                 self.set_state(State::Running);
@@ -27,6 +29,9 @@ impl Actor {
                 Ok(())
             }
             Err(e) => {
+                if let Some(tpm) = tpm {
+                    tpm.end().await;
+                }
                 self.runtime.clean();
                 self.park_tunnels();
                 self.set_state(State::Stopped);
@@ -83,9 +88,12 @@ impl Actor {
 
     /// QEMU is gone: record why, unless a client asked for it.
     pub(super) async fn exited(&mut self, exit: Exit, requested: bool) {
-        let qemu = self.qemu.take();
-        if let Some(qemu) = &qemu {
+        let mut qemu = self.qemu.take();
+        if let Some(qemu) = &mut qemu {
             self.release(qemu).await;
+            if let Some(tpm) = qemu.tpm.take() {
+                tpm.end().await;
+            }
         }
         let shutdown = qemu.and_then(|q| q.shutdown);
         self.accelerated = false;
@@ -162,6 +170,9 @@ impl Actor {
                 tracing::error!(vm_id = %self.id(), pid = qemu.process.pid(), "the QEMU of a deleted VM does not die");
             }
             self.release(&qemu).await;
+            if let Some(tpm) = qemu.tpm.take() {
+                tpm.end().await;
+            }
         }
         self.runtime.clean();
         let s = &self.record.settings;

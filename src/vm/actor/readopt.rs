@@ -9,6 +9,7 @@ use crate::vm::adopt;
 use crate::vm::process::Exit;
 use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::runtime::LiveChange;
+use crate::vm::tpm::{self, Swtpm};
 use crate::vm::State;
 
 impl Actor {
@@ -40,7 +41,11 @@ impl Actor {
             shutdown: None,
             throttled: self.record.settings.cpu_throttling > 0 || self.ctx.privilege.places(),
             console: None,
+            tpm: Swtpm::find(&self.runtime.tpm_pidfile()),
         };
+        if self.record.settings.tpm && qemu.tpm.is_none() {
+            tracing::warn!(vm_id = %self.id(), "the swtpm of the VM's running QEMU is not there: its TPM is gone until the VM restarts");
+        }
         let status = qemu.qmp.execute("query-status", None, QMP_TIMEOUT).await;
         let kvm = qemu.qmp.execute("query-kvm", None, QMP_TIMEOUT).await;
         let state = match status.as_ref().map(|s| s["status"].as_str()) {
@@ -152,6 +157,7 @@ impl Actor {
     /// The VM's QEMU did not survive the daemon's absence: the VM is stopped, and says why.
     async fn lost(&mut self, why: String) {
         tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "{why}");
+        tpm::end_strays(&self.runtime.tpm_pidfile()).await;
         self.runtime.clean();
         let mut record = self.record.clone();
         record.exit_status = Exit::Unknown.status();
