@@ -543,7 +543,7 @@ async fn qemus_of_unfinished_deletes_and_starts_are_ended() {
 #[tokio::test]
 async fn a_hot_added_cpu_the_record_missed_is_kept_on_adoption() {
     let mut lab = Lab::start().await;
-    let vm = create(&lab.manager, "cpus", vm_settings(None)).await;
+    let vm = create(&lab.manager, "cpus", vm_settings(None, false)).await;
     let id = vm.id().await.unwrap();
     vm.start().await.unwrap();
     vm.set_cpus(2).await.unwrap();
