@@ -170,6 +170,38 @@ pub trait Vm {
     #[zbus(property)]
     fn set_machine_type(&self, value: &str) -> zbus::Result<()>;
     #[zbus(property)]
+    fn hdc_disk_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdc_disk_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hdd_disk_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdd_disk_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hda_disk_interface(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hda_disk_interface(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hdb_disk_interface(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdb_disk_interface(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hdc_disk_interface(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdc_disk_interface(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn hdd_disk_interface(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_hdd_disk_interface(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn cdrom_image(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_cdrom_image(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn boot_order(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_boot_order(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
     fn firmware(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn set_firmware(&self, value: &str) -> zbus::Result<()>;
