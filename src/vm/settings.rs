@@ -1,6 +1,10 @@
 //! The checks every change of a VM's settings goes through before anything is written:
 //! one per setting (`impl Check`, which the table in `model/settings.rs` asks for), then the
 //! checks across settings.
+//!
+//! Longer than most files: one short check per setting of the table, which grows with it; the
+//! checks of a family of settings that need more than a line live beside their command-line
+//! code (`machine.rs`, `drives.rs`, `firmware.rs`).
 
 use std::fs;
 use std::ops::RangeInclusive;
