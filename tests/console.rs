@@ -12,18 +12,6 @@ use zbus::Variant;
 const BOOT: Duration = Duration::from_secs(90);
 const RUN: Duration = Duration::from_secs(30);
 
-async fn booted(
-    lab: &Lab,
-    name: &str,
-    extra: &[(&'static str, Variant<'static>)],
-) -> (VmProxy<'static>, Console) {
-    let vm = create(&lab.manager, name, guest_settings(extra)).await;
-    vm.start().await.unwrap();
-    let mut console = Console::connect(vm.console_port().await.unwrap());
-    console.wait_for("GUEST-READY", BOOT).unwrap();
-    (vm, console)
-}
-
 async fn open(vm: &VmProxy<'_>, options: &[(&'static str, Variant<'static>)]) -> Console {
     let options: HashMap<&str, Variant> = options.iter().cloned().collect();
     let fd = vm.open_console(options).await.unwrap();
@@ -40,7 +28,7 @@ async fn viewers_become(vm: &VmProxy<'_>, n: u32) -> bool {
 #[tokio::test]
 async fn viewers_share_one_console_and_what_nobody_watched_is_replayed() {
     let lab = Lab::start().await;
-    let (vm, mut telnet) = booted(&lab, "shared", &[]).await;
+    let (vm, mut telnet) = booted(&lab, "shared", &[], BOOT).await;
     let mut bus = open(&vm, &[]).await;
     assert!(
         viewers_become(&vm, 2).await,
@@ -102,7 +90,7 @@ async fn viewers_share_one_console_and_what_nobody_watched_is_replayed() {
 #[tokio::test]
 async fn a_viewer_that_never_reads_slows_nobody() {
     let lab = Lab::start().await;
-    let (vm, mut console) = booted(&lab, "slow", &[]).await;
+    let (vm, mut console) = booted(&lab, "slow", &[], BOOT).await;
     // About 590 KB of output, past a socket's buffers (some 200 KB) and the daemon's
     // backlog (64 reads, small ones at a guest's serial speed).
     let print = "seq 1 100000";
@@ -138,7 +126,7 @@ async fn a_viewer_that_never_reads_slows_nobody() {
 #[tokio::test]
 async fn the_scrollback_and_the_console_survive_a_daemon_restart() {
     let mut lab = Lab::start().await;
-    let (vm, mut console) = booted(&lab, "kept", &[]).await;
+    let (vm, mut console) = booted(&lab, "kept", &[], BOOT).await;
     let pid = vm.pid().await.unwrap();
     let out = console.run("echo before-crash-$((5*5))", RUN).unwrap();
     assert!(out.contains("before-crash-25"), "{out}");
@@ -197,6 +185,7 @@ async fn only_root_and_members_reach_a_console_or_a_monitor() {
         &lab,
         "guarded",
         &[("MonitorPort", Variant::from(monitor_port))],
+        BOOT,
     )
     .await;
     console.run("echo secret-$((7*7))", RUN).unwrap();

@@ -47,18 +47,6 @@ fn until_output(console: &mut Console, cmd: &str, want: &str) {
     }
 }
 
-async fn booted(
-    lab: &Lab,
-    name: &str,
-    extra: &[(&'static str, Variant<'static>)],
-) -> (VmProxy<'static>, Console) {
-    let vm = create(&lab.manager, name, guest_settings(extra)).await;
-    vm.start().await.unwrap();
-    let mut console = Console::connect(vm.console_port().await.unwrap());
-    console.wait_for("GUEST-READY", BOOT).unwrap();
-    (vm, console)
-}
-
 #[tokio::test]
 async fn virtio_sata_scsi_and_nvme_disks_are_seen_by_the_guest() {
     let lab = Lab::start().await;
@@ -77,6 +65,7 @@ async fn virtio_sata_scsi_and_nvme_disks_are_seen_by_the_guest() {
             ("HdcDiskInterface", s("scsi")),
             ("HddDiskInterface", s("nvme")),
         ],
+        BOOT,
     )
     .await;
     until_output(
@@ -109,6 +98,7 @@ async fn ide_disks_a_disk_attached_by_options_and_live_media() {
                 Variant::from("-device virtio-blk-pci,drive=gns3-hdb".to_string()),
             ),
         ],
+        BOOT,
     )
     .await;
     until_output(

@@ -630,6 +630,21 @@ pub fn free_port() -> u16 {
 
 /// A daemon on a private bus in a fresh directory, with a client connection: what most tests
 /// start from. Dropped in field order: clients, daemon (and its QEMUs), bus, directory.
+/// A VM made from the test guest with `extra` settings, started, its console connected
+/// once the guest says GUEST-READY (within `boot`).
+pub async fn booted(
+    lab: &Lab,
+    name: &str,
+    extra: &[(&'static str, Variant<'static>)],
+    boot: Duration,
+) -> (VmProxy<'static>, Console) {
+    let vm = create(&lab.manager, name, guest_settings(extra)).await;
+    vm.start().await.unwrap();
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", boot).unwrap();
+    (vm, console)
+}
+
 pub struct Lab {
     pub manager: ManagerProxy<'static>,
     pub conn: zbus::Connection,
