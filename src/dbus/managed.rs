@@ -15,11 +15,11 @@ use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
 use zbus::object_server::SignalEmitter;
 use zbus::wire::serialized::{Context, Data};
-use zbus::wire::{to_bytes, Endian, ObjectPath, OwnedVariant, NATIVE_ENDIAN};
+use zbus::wire::{to_bytes, Endian, ObjectPath, OwnedObjectPath, OwnedVariant, NATIVE_ENDIAN};
 use zbus::{fdo, Connection};
 
-use super::checked::Checked;
-use super::table::{self, Table};
+use super::checked::{self, Checked};
+use super::table;
 use super::vm::Vm;
 use crate::manager::Manager;
 use crate::vm::View;
@@ -74,7 +74,7 @@ impl Entries {
                         handle,
                         manager: manager.clone(),
                     };
-                    Entry::read(vm, view, conn).await?
+                    Entry::read(vm, view, path, conn).await?
                 }
             };
             kept.insert(id, entry);
@@ -91,22 +91,17 @@ impl Entries {
 }
 
 impl Entry {
-    async fn read(vm: Vm, view: watch::Receiver<View>, conn: &Connection) -> fdo::Result<Entry> {
-        let id = vm.handle.view().id.clone();
-        let path = super::vm_path(&id).map_err(|e| fdo::Error::Failed(e.to_string()))?;
-        let emitter = SignalEmitter::new(conn, path.clone())?;
+    async fn read(
+        vm: Vm,
+        view: watch::Receiver<View>,
+        path: OwnedObjectPath,
+        conn: &Connection,
+    ) -> fdo::Result<Entry> {
+        let emitter = SignalEmitter::new(conn, path.as_ref())?;
         let mut properties =
             table::get_all(&vm, conn.object_server(), conn, None, &emitter).await?;
         let driver = entry(&path, &properties)?;
-        let mut hidden = false;
-        for name in Vm::DRIVERS_ONLY {
-            if let Some(value) = properties.get_mut(*name) {
-                if value.downcast_ref::<&str>().map_or(true, |s| !s.is_empty()) {
-                    *value = super::checked::hidden();
-                    hidden = true;
-                }
-            }
-        }
+        let hidden = checked::hide::<Vm>(&mut properties);
         let outsider = if hidden {
             entry(&path, &properties)?
         } else {
