@@ -9,7 +9,8 @@ use zbus::{OwnedVariant, Variant};
 use crate::error::{Error, Result};
 
 const VM_XML: &str = include_str!("../../dbus/org.gns3.Qemu.VM.xml");
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
+/// The VM's interface, as the contract names it.
+pub const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// The settings that name files: the daemon resolves nothing against a client's directory,
 /// so clients send them as absolute paths.
 pub const FILES: [&str; 8] = [

@@ -10,9 +10,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use zbus::wire::Type;
 use zbus::{DynamicType, OwnedObjectPath, OwnedVariant, Signature};
 
+use crate::contract::VM_INTERFACE;
 use crate::error::{Error, Result};
-
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 
 /// Which properties of each VM to keep.
 #[derive(Clone, Copy, Debug)]

@@ -160,8 +160,24 @@ fn mismatch(method: &str, want: &InArgs, got: &Signature) -> Option<String> {
 }
 
 /// What a caller who is not a driver reads of a property of [`Table::DRIVERS_ONLY`].
-pub(super) fn hidden() -> OwnedVariant {
+fn hidden() -> OwnedVariant {
     OwnedVariant::from(zbus::Str::from_static(""))
+}
+
+/// `all`, properties of `I`, as a caller who is not a driver reads them: those of
+/// [`Table::DRIVERS_ONLY`] empty. Whether that changed any of them.
+pub(super) fn hide<I: Table>(all: &mut HashMap<String, OwnedVariant>) -> bool {
+    let mut changed = false;
+    for name in I::DRIVERS_ONLY {
+        if let Some(value) = all.get_mut(*name) {
+            let empty = hidden();
+            if *value != empty {
+                *value = empty;
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 #[async_trait]
@@ -204,11 +220,7 @@ impl<I: Interface + Table> Interface for Checked<I> {
         let mut all =
             table::get_all(&self.inner, object_server, connection, header, emitter).await?;
         if !I::DRIVERS_ONLY.is_empty() && !caller::is_driver(connection, header).await {
-            for name in I::DRIVERS_ONLY {
-                if let Some(value) = all.get_mut(*name) {
-                    *value = hidden();
-                }
-            }
+            hide::<I>(&mut all);
         }
         Ok(all)
     }

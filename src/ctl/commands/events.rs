@@ -8,11 +8,11 @@ use std::num::NonZeroUsize;
 use zbus::message::Type;
 use zbus::{MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
+use crate::contract::VM_INTERFACE;
 use crate::error::{Error, Result};
 
 const SERVICE: &str = "org.gns3.Qemu";
 const ROOT: &str = "/org/gns3/Qemu";
-const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// Signals kept while the snapshot is read, or while printing lags: a lab's worth of
 /// starts at once.
 const QUEUED: usize = 4096;
