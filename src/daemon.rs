@@ -132,6 +132,8 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         privilege: Privilege::new(supervisor.clone()),
         sandbox: config.qemu_sandbox,
         image_dirs: config.image_dirs.clone(),
+        vetted: Default::default(),
+        vars_templates: Default::default(),
     });
     let manager = Arc::new(
         Manager::load(

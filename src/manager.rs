@@ -125,8 +125,14 @@ impl Manager {
         self.ctx.binaries.check_machine(&s).await?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         drives::check_binary(&caps, &s.qemu_path, &s)?;
-        let image_formats =
-            bases::check(&s, None, &Default::default(), &self.ctx.image_dirs).await?;
+        let image_formats = bases::check(
+            &s,
+            None,
+            &Default::default(),
+            &self.ctx.image_dirs,
+            &self.ctx.vetted,
+        )
+        .await?;
         let claims = self.claim(&id, &mut s, &changes)?;
         let record = Record {
             id: id.clone(),

@@ -307,10 +307,33 @@ if [ -n "$VM" ]; then
 	in_unit cgroup-under-unit
 	# Raised from 1024 (to 65536, or as far as the system lets: 20000 in this container).
 	check open-files-limit sh -c "grep 'open files' /proc/\$(systemctl show -P MainPID gns3-qemud)/limits | tee /dev/stderr | awk '{ exit !(\$4 > 1024 && \$4 == \$5) }'"
+	# A lab machine's firmware and TPM under the unit's sandbox: OVMF and swtpm come with the
+	# package's Recommends; the VM's swtpm runs as the daemon's user in its unit, beside its
+	# QEMU, is found again after the restart below and ends with Stop.
+	UVM=
+	if check create-uefi-tpm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e-uefi 6 \
+		KernelImage s /srv/e2e/vmlinuz Initrd s /srv/e2e/initrd.gz KernelCommandLine s "console=ttyS0 panic=-1 quiet" \
+		Ram u 256 Accelerator s tcg Firmware s uefi Tpm b true; then
+		UVM=$(echo "$out" | cut -d'"' -f2)
+	else
+		journal
+	fi
+	UVMI=(org.gns3.Qemu "$UVM" org.gns3.Qemu.VM)
+	swtpms() { for p in /proc/[0-9]*; do case $(readlink "$p/exe") in */swtpm) echo "${p#/proc/} $(stat -c %U "$p")" ;; esac; done; }
+	check uefi-tpm-start "${BUS[@]}" call "${UVMI[@]}" Start || journal
+	SWTPM=$(IN bash -c "$(declare -f swtpms); swtpms")
+	SWTPM_PID=${SWTPM%% *}
+	echo "    swtpm: $SWTPM"
+	check uefi-tpm-swtpm sh -c "echo '$SWTPM' | grep -qx '[0-9]* gns3-qemud' && grep -x '0::/system.slice/gns3-qemud.service' /proc/$SWTPM_PID/cgroup" || journal
+	check uefi-tpm-monitor sh -c "${BUS[*]} call ${UVMI[*]} HumanMonitorCommand s 'info tpm' | tee /dev/stderr | grep -q 'tpm-tis'" || journal
+	check uefi-vars sh -c "find /var/lib/gns3-qemud -name efivars.qcow2 | grep ." || journal
 	check restart systemctl restart gns3-qemud || journal
 	check restart-is-active systemctl is-active gns3-qemud
 	check restart-same-pid sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM Pid State | tee /dev/stderr | tr '\n' ' ' | grep -qx 'u $PID1 s \"running\" '"
 	check restart-qemu-alive sh -c "kill -0 $PID1"
+	check restart-uefi-tpm-found sh -c "${BUS[*]} get-property ${UVMI[*]} State | grep -qx 's \"running\"' && kill -0 $SWTPM_PID" || journal
+	check uefi-tpm-stop "${BUS[@]}" call "${UVMI[@]}" Stop || journal
+	check uefi-tpm-no-swtpm sh -c "! kill -0 $SWTPM_PID 2>/dev/null" || journal
 	in_unit restart-cgroup-under-unit
 	# Only the messages of the daemon's current run (its invocation id).
 	INV=$(IN systemctl show -P InvocationID gns3-qemud)

@@ -13,12 +13,12 @@ use clap::CommandFactory;
 use clap_complete::engine::CompletionCandidate;
 use clap_complete::env::Shells;
 use clap_complete::CompleteEnv;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use zbus::OwnedVariant;
 
 use crate::cli::Cli;
-use crate::managed::{self, Keep};
+use crate::managed::Keep;
+use crate::snapshot;
 
 /// The program the shells' hooks run: found in PATH, as the shell found the command.
 pub const PROGRAM: &str = "gns3-qemuctl";
@@ -85,22 +85,15 @@ async fn managed_vms() -> Option<BTreeMap<String, String>> {
         .build()
         .await
         .ok()?;
-    let vms = managed::vms(&conn, Keep::Only(&["Name", "Project"]))
+    let vms = snapshot::vms_keeping(&conn, Keep::Only(&["Name", "Project"]))
         .await
         .ok()?;
     Some(
-        vms.into_iter()
-            .filter_map(|(_, props)| {
-                Some((
-                    text(&props, "Name")?,
-                    text(&props, "Project").unwrap_or_default(),
-                ))
-            })
+        vms.iter()
+            .map(|vm| (vm.name(), vm.project()))
+            .filter(|(name, _)| !name.is_empty())
             .collect(),
     )
-}
-fn text(props: &HashMap<String, OwnedVariant>, name: &str) -> Option<String> {
-    props.get(name)?.downcast_ref::<String>().ok()
 }
 
 fn vm_names_of(vms: &BTreeMap<String, String>) -> Vec<CompletionCandidate> {

@@ -3,11 +3,16 @@
 //! (docs/interop/firmware.json), which Debian's `ovmf` installs in /usr/share/qemu/firmware:
 //! they say which code file goes with which variable template, so no file name is guessed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
 use super::error::{Error, Result};
+use super::stamp::Stamp;
+use crate::lock::lock;
 use crate::model::{Firmware, Settings};
 
 pub const DESCRIPTORS: &str = "/usr/share/qemu/firmware";
@@ -127,27 +132,60 @@ pub fn vars(vm_dir: &Path) -> PathBuf {
     vm_dir.join(VARS_FILE)
 }
 
+/// OVMF's variable templates as qcow2, made once by qemu-img and kept while the template
+/// stays unchanged: a VM's first UEFI start writes a copy instead of running qemu-img.
+#[derive(Default)]
+pub struct Templates(Mutex<HashMap<PathBuf, Converted>>);
+
+/// A template's stamp when converted, and the qcow2 made of it.
+type Converted = (Stamp, Arc<Vec<u8>>);
+
+impl Templates {
+    fn get(&self, template: &Path) -> Option<Arc<Vec<u8>>> {
+        let all = lock(&self.0);
+        let (stamp, image) = all.get(template)?;
+        (Stamp::of(template, SystemTime::now()) == Some(*stamp)).then(|| image.clone())
+    }
+}
+
 /// Makes the VM's variable store from OVMF's template at its first UEFI start, through a
 /// temporary file so a crash never leaves half of one; kept from then on.
-pub async fn prepare(qemu_img: &Path, vm_dir: &Path, ovmf: &Ovmf) -> Result<()> {
+pub async fn prepare(
+    qemu_img: &Path,
+    vm_dir: &Path,
+    ovmf: &Ovmf,
+    templates: &Templates,
+) -> Result<()> {
     let dest = vars(vm_dir);
     if std::fs::metadata(&dest).is_ok_and(|m| m.len() > 0) {
         return Ok(());
     }
     let tmp = vm_dir.join(format!(".{VARS_FILE}.tmp"));
-    let template = ovmf.vars_template.to_string_lossy();
-    let tmp_str = tmp.to_string_lossy();
-    let args = [
-        "convert",
-        "-q",
-        "-f",
-        &ovmf.vars_format,
-        "-O",
-        "qcow2",
-        &template,
-        &tmp_str,
-    ];
-    super::disks::run(qemu_img, &args).await?;
+    let failed = |what: &str, e: std::io::Error| {
+        Error::DiskImageFailed(format!("cannot {what} {}: {e}", tmp.display()))
+    };
+    let template = &ovmf.vars_template;
+    if let Some(image) = templates.get(template) {
+        std::fs::write(&tmp, &*image).map_err(|e| failed("write", e))?;
+    } else {
+        let since = SystemTime::now();
+        let (template_str, tmp_str) = (template.to_string_lossy(), tmp.to_string_lossy());
+        let args = [
+            "convert",
+            "-q",
+            "-f",
+            &ovmf.vars_format,
+            "-O",
+            "qcow2",
+            &template_str,
+            &tmp_str,
+        ];
+        super::disks::run(qemu_img, &args).await?;
+        if let Some(stamp) = Stamp::of(template, since) {
+            let image = std::fs::read(&tmp).map_err(|e| failed("read", e))?;
+            lock(&templates.0).insert(template.clone(), (stamp, Arc::new(image)));
+        }
+    }
     std::fs::rename(&tmp, &dest).map_err(|e| {
         Error::DiskImageFailed(format!("cannot move {} into place: {e}", dest.display()))
     })

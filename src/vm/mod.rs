@@ -17,10 +17,12 @@ pub mod network;
 pub mod options;
 pub mod paths;
 pub mod process;
+pub mod qcow2;
 pub mod qemu;
 pub mod qmp;
 pub mod runtime;
 pub mod settings;
+pub mod stamp;
 pub mod state;
 pub mod tpm;
 pub mod tunnel;
@@ -70,6 +72,10 @@ pub struct Context {
     pub sandbox: bool,
     /// Where the files a base image opens may lie (`image_dirs`; see `disks`).
     pub image_dirs: Vec<PathBuf>,
+    /// The base images checked, while they stay unchanged.
+    pub vetted: bases::Vetted,
+    /// OVMF's variable templates as qcow2 (`firmware::prepare`).
+    pub vars_templates: firmware::Templates,
 }
 
 /// The two port pools of [`Context`].
@@ -240,6 +246,8 @@ pub mod testing {
             privilege: Privilege::new(None),
             sandbox: true,
             image_dirs: Vec::new(),
+            vetted: Default::default(),
+            vars_templates: Default::default(),
         };
         (dir, Arc::new(ctx))
     }

@@ -69,7 +69,14 @@ impl Actor {
         // A new base image is checked now (and its format kept), so a refusal comes with
         // the change that causes it rather than at the next Start.
         let known = &self.record.image_formats;
-        let formats = bases::check(&new, Some(&old), known, &self.ctx.image_dirs).await?;
+        let formats = bases::check(
+            &new,
+            Some(&old),
+            known,
+            &self.ctx.image_dirs,
+            &self.ctx.vetted,
+        )
+        .await?;
         // The tunnels it has would go on the socket netdev from then on.
         let netdev_changes =
             new.legacy_networking != old.legacy_networking || new.qemu_path != old.qemu_path;

@@ -89,7 +89,7 @@ impl Actor {
         // Before anything runs: every base with what it makes QEMU open, each format found
         // at first use kept (in the record, saved whole) and given from then on.
         let known = &self.record.image_formats;
-        let formats = bases::check(&s, None, known, &self.ctx.image_dirs).await?;
+        let formats = bases::check(&s, None, known, &self.ctx.image_dirs, &self.ctx.vetted).await?;
         if formats != *known {
             let mut record = self.record.clone();
             record.image_formats = formats.clone();
@@ -120,7 +120,8 @@ impl Actor {
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s, &formats).await?;
         if let Some(ovmf) = &ovmf {
-            firmware::prepare(&disks::qemu_img(&s.qemu_path)?, &vm_dir, ovmf).await?;
+            let img = disks::qemu_img(&s.qemu_path)?;
+            firmware::prepare(&img, &vm_dir, ovmf, &self.ctx.vars_templates).await?;
         }
         let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 

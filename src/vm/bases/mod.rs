@@ -8,6 +8,7 @@
 //! file the daemon can read, would be shown to the guest.
 
 mod vet;
+mod vetted;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use super::drives::DISKS;
 use super::error::{Error, Result};
 use crate::model::Settings;
 use vet::{alone, canonical, parse, vet, Dirs, Info};
+pub use vetted::Vetted;
 
 /// Path -> format of the base images of a VM (`Record::image_formats`).
 pub type Formats = BTreeMap<String, String>;
@@ -29,30 +31,44 @@ fn images(s: &Settings) -> [(&'static str, &str); 4] {
 /// The formats of the base images of `s`, each checked (`inspect`): every one at Start
 /// (`old` None); at CreateVM and Configure (`old`: the settings before) only those that
 /// change, the others keeping what is known of them. Only the bases of `s` are in the
-/// result, so a record whose image changes forgets the old one's format.
+/// result, so a record whose image changes forgets the old one's format. The bases are
+/// inspected at once, each unless `vetted` knows it unchanged since its last check.
 pub async fn check(
     s: &Settings,
     old: Option<&Settings>,
     known: &Formats,
     image_dirs: &[PathBuf],
+    vetted: &Vetted,
 ) -> Result<Formats> {
     let dirs = Dirs::new(image_dirs);
     let mut formats = Formats::new();
+    let mut inspections = Vec::new();
     for (key, base) in images(s) {
         if base.is_empty() || formats.contains_key(base) {
             continue;
         }
         let stored = known.get(base);
         let unchanged = old.is_some_and(|o| images(o).contains(&(key, base)));
-        let format = match stored {
-            Some(format) if unchanged => format.clone(),
-            // Never used yet: its first Start checks it.
-            None if unchanged => continue,
-            _ => {
-                let img = qemu_img(&s.qemu_path)?;
-                inspect(&img, key, base, stored.map(String::as_str), &dirs).await?
+        match stored {
+            Some(format) if unchanged => {
+                formats.insert(base.to_string(), format.clone());
             }
-        };
+            // Never used yet: its first Start checks it.
+            None if unchanged => {}
+            _ => {
+                // A placeholder, so a base given twice is inspected once.
+                formats.insert(base.to_string(), String::new());
+                let img = qemu_img(&s.qemu_path)?;
+                let stored = stored.map(String::as_str);
+                let dirs = &dirs;
+                inspections.push(async move {
+                    let format = inspect(&img, key, base, stored, dirs, vetted).await?;
+                    Ok::<_, Error>((base, format))
+                });
+            }
+        }
+    }
+    for (base, format) in futures_util::future::try_join_all(inspections).await? {
         formats.insert(base.to_string(), format);
     }
     Ok(formats)
@@ -66,11 +82,17 @@ async fn inspect(
     base: &str,
     stored: Option<&str>,
     dirs: &Dirs,
+    vetted: &Vetted,
 ) -> Result<String> {
-    // One image at a time first: without --backing-chain qemu-img opens no backing file,
-    // so nothing is opened before the image that names it has passed.
-    let mut image = info(qemu_img, base, None, false).await?.remove(0);
-    let format = image.format.clone();
+    let since = std::time::SystemTime::now();
+    let format = match vetted.get(base) {
+        Some(format) => format,
+        None => {
+            let (format, chain) = inspect_files(qemu_img, key, base, dirs).await?;
+            vetted.keep(base, &format, &chain, since);
+            format
+        }
+    };
     if let Some(stored) = stored.filter(|s| *s != format) {
         return Err(Error::ImageNotAccessible(format!(
             "{key} '{base}' was {stored} when this VM first used it, and qemu-img now finds \
@@ -79,6 +101,21 @@ async fn inspect(
              to that disk)"
         )));
     }
+    Ok(format)
+}
+
+/// What qemu-img finds of `base`: its format and, if every file it opens passes `vet`, the
+/// chain of those files.
+async fn inspect_files(
+    qemu_img: &Path,
+    key: &str,
+    base: &str,
+    dirs: &Dirs,
+) -> Result<(String, Vec<Info>)> {
+    // One image at a time first: without --backing-chain qemu-img opens no backing file,
+    // so nothing is opened before the image that names it has passed.
+    let mut image = info(qemu_img, base, None, false).await?.remove(0);
+    let format = image.format.clone();
     let mut seen = vec![canonical(key, base, base)?];
     let mut is_base = true;
     loop {
@@ -111,7 +148,7 @@ async fn inspect(
     for (i, image) in chain.iter().enumerate() {
         vet(key, base, image, i == 0, dirs)?;
     }
-    Ok(format)
+    Ok((format, chain))
 }
 
 /// `qemu-img info` of `image`, its format given or probed; with `chain`, of its backing
@@ -214,21 +251,23 @@ mod tests {
         let (_root, images) = images();
         let (app, base) = (images.join("app.qcow2"), images.join("base.qcow2"));
         let none = Formats::new();
-        let why = refused(check(&settings(&app, ""), None, &none, &[]).await);
+        let why = refused(check(&settings(&app, ""), None, &none, &[], &Vetted::default()).await);
         assert!(
             why.contains("would make QEMU open its backing file, '")
                 && why.contains("(none are set)"),
             "{why}"
         );
         let dirs = [images.clone()];
-        let found = check(&settings(&app, ""), None, &none, &dirs)
+        let found = check(&settings(&app, ""), None, &none, &dirs, &Vetted::default())
             .await
             .unwrap();
         assert_eq!(found, formats(&[(&app, "qcow2")]));
         // The same file as both disks has one format.
         let both = settings(&base, base.to_str().unwrap());
         assert_eq!(
-            check(&both, None, &none, &[]).await.unwrap(),
+            check(&both, None, &none, &[], &Vetted::default())
+                .await
+                .unwrap(),
             formats(&[(&base, "qcow2")])
         );
     }
@@ -239,7 +278,8 @@ mod tests {
         let base = images.join("base.qcow2");
         let b = base.to_str().unwrap();
         let stored = formats(&[(&base, "raw")]);
-        let why = refused(check(&settings(&base, ""), None, &stored, &[]).await);
+        let why =
+            refused(check(&settings(&base, ""), None, &stored, &[], &Vetted::default()).await);
         assert_eq!(
             why,
             format!(
@@ -261,20 +301,29 @@ mod tests {
         // A format qemu-img would not find: kept as it is, so no qemu-img ran for it.
         let known = formats(&[(&base, "vmdk")]);
         let new = settings(&base, base.to_str().unwrap());
-        assert_eq!(check(&new, Some(&old), &known, &[]).await.unwrap(), known);
+        assert_eq!(
+            check(&new, Some(&old), &known, &[], &Vetted::default())
+                .await
+                .unwrap(),
+            known
+        );
         let new = settings(&app, "");
         let dirs = [images.clone()];
         assert_eq!(
-            check(&new, Some(&old), &known, &dirs).await.unwrap(),
+            check(&new, Some(&old), &known, &dirs, &Vetted::default())
+                .await
+                .unwrap(),
             formats(&[(&app, "qcow2")])
         );
         // Unchanged and never used: left to its first Start.
         assert_eq!(
-            check(&old, Some(&old), &Formats::new(), &[]).await.unwrap(),
+            check(&old, Some(&old), &Formats::new(), &[], &Vetted::default())
+                .await
+                .unwrap(),
             Formats::new()
         );
         // At Start every base is checked against its stored format.
-        let why = refused(check(&old, None, &known, &[]).await);
+        let why = refused(check(&old, None, &known, &[], &Vetted::default()).await);
         assert!(why.contains("was vmdk when this VM first used it"), "{why}");
     }
 
@@ -300,7 +349,16 @@ mod tests {
             &images,
         );
         let app = images.join("app.qcow2");
-        let why = refused(check(&settings(&app, ""), None, &Formats::new(), &dirs).await);
+        let why = refused(
+            check(
+                &settings(&app, ""),
+                None,
+                &Formats::new(),
+                &dirs,
+                &Vetted::default(),
+            )
+            .await,
+        );
         assert!(
             why.contains(&format!(
                 "would make QEMU open the backing file of '{}' named 'nbd:127.0.0.1:9', which \
@@ -323,7 +381,16 @@ mod tests {
             ],
             &images,
         );
-        let why = refused(check(&settings(&app, ""), None, &Formats::new(), &dirs).await);
+        let why = refused(
+            check(
+                &settings(&app, ""),
+                None,
+                &Formats::new(),
+                &dirs,
+                &Vetted::default(),
+            )
+            .await,
+        );
         assert!(
             why.contains(&format!(
                 "its backing chain comes back to '{}', a loop",

@@ -99,6 +99,15 @@ fn others(image: &Info) -> Vec<Other> {
     out
 }
 
+/// Every file `image` makes QEMU open, itself first, by the names it opens them by; None
+/// for one whose place qemu-img cannot tell.
+pub(super) fn files(image: &Info) -> Vec<Option<String>> {
+    let others = others(image).into_iter().map(|o| o.path);
+    std::iter::once(Some(image.filename.clone()))
+        .chain(others)
+        .collect()
+}
+
 /// The protocol of a name QEMU reads as one (`nbd:…`, `http://…`, `file:…`): as QEMU's
 /// `path_has_protocol`, a ':' before any '/'.
 fn protocol(name: &str) -> Option<&str> {
