@@ -31,26 +31,33 @@ type Settings = HashMap<&'static str, Variant<'static>>;
 pub fn run(rt: &Runtime) -> Report {
     let lab = rt.block_on(BenchLab::start());
     let images = tempfile::tempdir().expect("temp dir for the lab machine's images");
-    let mut all = measure(rt, &lab, "", small_vm());
-    let machine = measure(rt, &lab, "lab machine: ", lab_machine(images.path()));
+    let mut all = measure(rt, &lab, ("", ""), small_vm());
+    let machine = (("lab machine: ", "machine-"), lab_machine(images.path()));
+    let machine = measure(rt, &lab, machine.0, machine.1);
     all.figures.extend(machine.figures);
     all.targets.extend(machine.targets);
     all
 }
 
-/// The cycles of a VM with `settings` against their floors; figure names begin with `kind`.
-fn measure(rt: &Runtime, lab: &BenchLab, kind: &str, settings: Settings) -> Report {
+/// The cycles of a VM with `settings` against their floors; figure names begin with `kind`,
+/// VM names with `prefix`.
+fn measure(
+    rt: &Runtime,
+    lab: &BenchLab,
+    (kind, prefix): (&str, &str),
+    settings: Settings,
+) -> Report {
     let work = tempfile::tempdir().expect("temp dir for the floor's QEMU");
-    let floor_cmd = rt.block_on(floor_command(lab, work.path(), kind, &settings));
+    let floor_cmd = rt.block_on(floor_command(lab, work.path(), prefix, &settings));
     // Not counted: the first start probes the QEMU binary and warms the page cache.
-    rt.block_on(cycle(lab, &format!("{kind}warm-up"), &settings));
+    rt.block_on(cycle(lab, &format!("{prefix}warm-up"), &settings));
     by_hand(&floor_cmd, work.path());
 
     let mut steps: [Vec<f64>; 4] = Default::default();
     let (mut cycles, mut floors) = (Vec::new(), Vec::new());
     for r in 0..RUNS {
         let mut run_cycle = || {
-            let t = rt.block_on(cycle(lab, &format!("{kind}cycle-{r}"), &settings));
+            let t = rt.block_on(cycle(lab, &format!("{prefix}cycle-{r}"), &settings));
             for (s, d) in steps.iter_mut().zip(t) {
                 s.push(ms(d));
             }
@@ -174,12 +181,12 @@ async fn cycle(lab: &BenchLab, name: &str, settings: &Settings) -> [Duration; 4]
 async fn floor_command(
     lab: &BenchLab,
     work: &Path,
-    kind: &str,
+    prefix: &str,
     settings: &Settings,
 ) -> Vec<String> {
     let path = lab
         .manager
-        .create_vm(&format!("{kind}floor"), settings.clone())
+        .create_vm(&format!("{prefix}floor"), settings.clone())
         .await
         .expect("CreateVM floor");
     by_hand_command(&lab.vm(&path).await, work).await
