@@ -54,6 +54,7 @@ pub trait Vm {
         remote_port: u16,
     ) -> zbus::Result<()>;
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
+    fn reset_disks(&self) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

@@ -188,6 +188,14 @@ impl Vm {
         Ok(self.handle.human_monitor_command(command).await?)
     }
 
+    /// Return the stopped VM to its initial state: its own disks (the linked clones of its
+    /// base images, the blank flash disk), its UEFI variables and its TPM state are removed,
+    /// and made anew at the next Start, as at its first. Base images, settings, ports and
+    /// tunnels stay. InvalidState unless the VM is stopped.
+    async fn reset_disks(&self) -> Result<()> {
+        Ok(self.handle.reset_disks().await?)
+    }
+
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn id(&self) -> String {

@@ -19,6 +19,7 @@ pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod reset;
 pub mod runtime;
 pub mod settings;
 pub mod state;
@@ -125,6 +126,7 @@ pub enum Command {
     OpenGraphics(Reply<std::os::fd::OwnedFd>),
     /// A VNC viewer's connection, accepted on VncPort.
     GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
+    ResetDisks(Reply<()>),
 }
 
 #[derive(Clone)]
@@ -195,6 +197,9 @@ impl Handle {
     pub async fn human_monitor_command(&self, command: String) -> Result<String> {
         self.call(|r| Command::HumanMonitorCommand(command, r))
             .await
+    }
+    pub async fn reset_disks(&self) -> Result<()> {
+        self.call(Command::ResetDisks).await
     }
 }
 
