@@ -55,6 +55,7 @@ pub trait Vm {
     ) -> zbus::Result<()>;
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
     fn reset_disks(&self) -> zbus::Result<()>;
+    fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

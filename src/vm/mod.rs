@@ -20,6 +20,7 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod reset;
+pub mod resize;
 pub mod runtime;
 pub mod settings;
 pub mod state;
@@ -127,6 +128,8 @@ pub enum Command {
     /// A VNC viewer's connection, accepted on VncPort.
     GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
     ResetDisks(Reply<()>),
+    /// Grow a disk (`hda` … `hdd`) to a size in bytes.
+    ResizeDisk(String, u64, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -200,6 +203,9 @@ impl Handle {
     }
     pub async fn reset_disks(&self) -> Result<()> {
         self.call(Command::ResetDisks).await
+    }
+    pub async fn resize_disk(&self, disk: String, bytes: u64) -> Result<()> {
+        self.call(|r| Command::ResizeDisk(disk, bytes, r)).await
     }
 }
 

@@ -90,9 +90,17 @@ mod tests {
     fn the_own_files_go_and_the_rest_stays() {
         let dir = tempfile::tempdir().unwrap();
         let vm = dir.path();
-        let mut s = Settings::default();
-        s.hda_disk_image = vm.join("base.qcow2").to_string_lossy().into_owned();
-        for f in ["base.qcow2", "vm.json", "qemu.log", "hda_disk.qcow2", "efivars.qcow2"] {
+        let s = Settings {
+            hda_disk_image: vm.join("base.qcow2").to_string_lossy().into_owned(),
+            ..Settings::default()
+        };
+        for f in [
+            "base.qcow2",
+            "vm.json",
+            "qemu.log",
+            "hda_disk.qcow2",
+            "efivars.qcow2",
+        ] {
             std::fs::write(vm.join(f), b"x").unwrap();
         }
         std::fs::create_dir(vm.join("tpm")).unwrap();
@@ -115,7 +123,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tpm = dir.path().join("tpm");
         std::fs::create_dir(&tpm).unwrap();
-        for f in ["tpm2-00.permall", "tpm2-00.volatilestate", "tpm2-00.savestate"] {
+        for f in [
+            "tpm2-00.permall",
+            "tpm2-00.volatilestate",
+            "tpm2-00.savestate",
+        ] {
             std::fs::write(tpm.join(f), b"x").unwrap();
         }
         // A file that cannot go stops the removal: with the permanent state still there.

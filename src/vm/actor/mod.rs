@@ -187,6 +187,9 @@ impl Actor {
             Command::ResetDisks(reply) => {
                 let _ = reply.send(self.perform(Op::ResetDisks).await);
             }
+            Command::ResizeDisk(disk, bytes, reply) => {
+                let _ = reply.send(Box::pin(self.resize_disk(&disk, bytes)).await);
+            }
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
@@ -221,9 +224,11 @@ impl Actor {
             Op::Reload => Box::pin(self.reload()).await,
             Op::Delete => Box::pin(self.delete()).await,
             Op::ResetDisks => Box::pin(self.reset_disks()).await,
-            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console | Op::ResizeDisk => Err(
-                Error::Internal(format!("{op:?} takes arguments and is not performed alone")),
-            ),
+            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console | Op::ResizeDisk => {
+                Err(Error::Internal(format!(
+                    "{op:?} takes arguments and is not performed alone"
+                )))
+            }
         }
     }
 
