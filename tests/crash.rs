@@ -3,6 +3,9 @@
 //! made, and the operation happened whole or not at all.
 //!
 //! `CRASH_SEED=<n>` replays a run; `CRASH_ROUNDS=<n>` makes it longer.
+//!
+//! Longer than most files: each operation, what is checked after it, and the windows the
+//! rounds rarely hit (made on purpose at the end) belong together.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! ResetDisks and ResizeDisk: what the VM's own disks hold, reset or grown.
 
 use super::Actor;
+use crate::vm::drives::Disk;
 use crate::vm::error::{Error, Result};
 use crate::vm::state::Op;
 use crate::vm::{bases, disks, reset, resize};
@@ -36,7 +37,7 @@ impl Actor {
     /// Grows the overlay of a stopped VM's disk. A VM that never started has none yet: it
     /// is made now, as Start would make it (its base checked first), then grown, so that a
     /// disk can be given its size before the guest's first boot.
-    async fn grow_offline(&mut self, disk: crate::vm::drives::Disk, bytes: u64) -> Result<()> {
+    async fn grow_offline(&mut self, disk: Disk, bytes: u64) -> Result<()> {
         let (vm, vm_dir) = (self.name().to_string(), self.vm_dir());
         let s = self.record.settings.clone();
         let img = disks::qemu_img(&s.qemu_path)?;
