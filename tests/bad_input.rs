@@ -936,6 +936,59 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     }
     walk.unchanged("console calls").await;
 
+    // ResizeDisk on a stopped VM whose only disk is its flash disk, never made yet (128 MiB
+    // when it is): a name that is no disk's, a disk it lacks, sizes no disk may have, and
+    // sizes that do not grow it. Nothing is made for a refused size.
+    let resize_calls: Vec<(&str, u64, &str)> = vec![
+        (
+            "hde",
+            1 << 30,
+            "not a disk's name: give one of hda, hdb, hdc, hdd",
+        ),
+        ("HDA", 1 << 30, "not a disk's name"),
+        ("", 1 << 30, "not a disk's name"),
+        ("gns3-hda", 1 << 30, "not a disk's name"),
+        (
+            "hdb",
+            1 << 30,
+            "has no hdb (its HdbDiskImage is ''): set HdbDiskImage",
+        ),
+        ("hdd", 1 << 30, "has no hdd"),
+        (
+            "hda",
+            (16 << 40) + 512,
+            "16 TiB (17592186044416 bytes): ask for less",
+        ),
+        ("hda", u64::MAX, "16 TiB"),
+        (
+            "hda",
+            (1 << 30) + 1,
+            "give a multiple of 512, such as 1073742336",
+        ),
+        (
+            "hda",
+            128 << 20,
+            "is 134217728 bytes already, and a disk only grows",
+        ),
+        ("hda", 512, "give more than 134217728 bytes"),
+        ("hda", 0, "give more than 134217728 bytes"),
+    ];
+    for (disk, bytes, says) in resize_calls {
+        let what = format!("ResizeDisk({disk:?}, {bytes}) on a stopped VM");
+        let args = [Variant::from(disk.to_string()), Variant::U64(bytes)];
+        let result = call(conn, &a, "org.gns3.Qemu.VM", "ResizeDisk", &args).await;
+        walk.calls += 1;
+        let text = result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        walk.expect(&what, result, INVALID_ARGUMENT);
+        assert!(text.contains(says), "{what}: {text}");
+        walk.answers.add("ResizeDisk, bad", INVALID_ARGUMENT);
+    }
+    walk.unchanged("ResizeDisk with bad arguments").await;
+
     // Unknown objects: every VM method on paths that are no VM's.
     for path in [
         "/org/gns3/Qemu/vm/nope",

@@ -3,6 +3,9 @@
 //! made, and the operation happened whole or not at all.
 //!
 //! `CRASH_SEED=<n>` replays a run; `CRASH_ROUNDS=<n>` makes it longer.
+//!
+//! Longer than most files: each operation, what is checked after it, and the windows the
+//! rounds rarely hit (made on purpose at the end) belong together.
 
 mod common;
 
@@ -19,6 +22,8 @@ const MAX_UP: usize = 3;
 const ADAPTERS: u32 = 2;
 /// Room for vCPUs hot-added to a running VM (AddCpu).
 const MAX_CPUS: u32 = 3;
+/// What a live ResizeDisk adds to the first disk.
+const GROWTH: u64 = 1 << 20;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -50,6 +55,11 @@ enum Op {
     Delete(String),
     /// Cpus raised by one on a running VM: a vCPU hot-added.
     AddCpu(String),
+    /// The first disk of a running or paused VM grown by [`GROWTH`] to `bytes`, live.
+    Resize {
+        id: String,
+        bytes: u64,
+    },
     /// A console opened and typed into, a VNC client, and a monitor command: nothing a
     /// record keeps.
     Console(String),
@@ -68,6 +78,7 @@ impl Op {
             Op::RemoveTunnel { .. } => "remove-tunnel",
             Op::Delete(_) => "delete",
             Op::AddCpu(_) => "add-cpu",
+            Op::Resize { .. } => "resize",
             Op::Console(_) => "console",
         }
     }
@@ -77,6 +88,7 @@ impl Op {
             Op::Create { .. } => None,
             Op::Configure { id, .. }
             | Op::AddTunnel { id, .. }
+            | Op::Resize { id, .. }
             | Op::RemoveTunnel { id, .. }
             | Op::Start(id)
             | Op::Stop(id)
@@ -144,6 +156,13 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
         }
         if vm.is_up() && vm.record.settings.cpus < vm.record.settings.max_cpus {
             mine.push(Op::AddCpu(id.clone()));
+        }
+        if vm.is_up() {
+            // Its size is read when the round runs (`hda_size`).
+            mine.push(Op::Resize {
+                id: id.clone(),
+                bytes: 0,
+            });
         }
         let used: Vec<u32> = vm.record.tunnels.iter().map(|t| t.adapter).collect();
         if let Some(adapter) = (0..ADAPTERS).find(|a| !used.contains(a)) {
@@ -247,6 +266,7 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
                 Err(e) => Err(e),
             }
         }
+        Op::Resize { id, bytes } => on(id).await.resize_disk("hda", bytes).await,
         Op::Console(id) => {
             let vm = on(id).await;
             if let Ok(fd) = vm.open_console(HashMap::new()).await {
@@ -313,7 +333,9 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
     };
     match op {
         Op::Create { .. } => unreachable!(),
-        Op::Console(_) => {
+        // Nothing of it is in the record: whether it happened is the disk's size, which the
+        // round reads.
+        Op::Console(_) | Op::Resize { .. } => {
             assert!(
                 same_settings && same_tunnels,
                 "{op:?} changed the VM: {now:?}"
@@ -388,6 +410,32 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
     }
 }
 
+/// The virtual size of the VM's first disk, from its qcow2 header (bytes 24..32), which
+/// QEMU writes before `block_resize` returns.
+fn hda_size(dir: &std::path::Path, vm: &Seen) -> u64 {
+    let file = if vm.record.settings.hda_disk_image.is_empty() {
+        "flash.qcow2"
+    } else {
+        "hda_disk.qcow2"
+    };
+    let path = dir.join("state/vms").join(&vm.record.id).join(file);
+    let header = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    u64::from_be_bytes(header[24..32].try_into().unwrap())
+}
+
+/// The size of the first disk as the running QEMU has it.
+async fn qemu_hda_size(vm: &VmProxy<'_>) -> u64 {
+    let info = vm
+        .human_monitor_command("info block -v gns3-hda")
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("virtual size: "))
+        .and_then(|l| l.split_once('(')?.1.strip_suffix(" bytes)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no virtual size in: {info}"))
+}
+
 #[tokio::test]
 async fn sigkill_during_random_operations_loses_nothing() {
     let rounds: usize = std::env::var("CRASH_ROUNDS")
@@ -427,6 +475,9 @@ async fn sigkill_during_random_operations_loses_nothing() {
         if let Op::AddTunnel { port, .. } = &mut op {
             *port = lab.manager.allocate_udp_port().await.unwrap();
         }
+        if let Op::Resize { id, bytes } = &mut op {
+            *bytes = hda_size(&dir, &vms[id.as_str()]) + GROWTH;
+        }
         let delay = op.window().mul_f64(rng.below(1001) as f64 / 1000.0);
         let call = tokio::spawn(call(op.clone(), conn.clone(), base.clone()));
         tokio::time::sleep(delay).await;
@@ -436,7 +487,16 @@ async fn sigkill_during_random_operations_loses_nothing() {
         let took = call.await.unwrap_or_default();
 
         let after = invariants::check(&dir, &lab.manager).await;
-        let happened = verify(&op, &vms, &after);
+        let mut happened = verify(&op, &vms, &after);
+        if let Op::Resize { id, bytes } = &op {
+            // QEMU's disk is its file, of the size asked for or the one before.
+            let path = gns3_qemud::dbus::vm_path(id).unwrap();
+            let qemu = qemu_hda_size(&vm(&conn, &path).await).await;
+            let file = hda_size(&dir, &after[id]);
+            assert_eq!(qemu, file, "{op:?}: QEMU and the file disagree");
+            assert!(file == *bytes || file + GROWTH == *bytes, "{op:?}: {file}");
+            happened = file == *bytes;
+        }
         // An answered call happened, unless the daemon refused it.
         println!(
             "round {round:2}: {op:?} killed after {delay:.1?}: {}{}",
@@ -568,4 +628,28 @@ async fn a_hot_added_cpu_the_record_missed_is_kept_on_adoption() {
     );
     assert!(!dir.join("run").join(&id).join("pending-cpus").exists());
     invariants::check(dir, &lab.manager).await;
+}
+
+/// A disk grown live is as big after a restart: QEMU and the file have the size, which the
+/// next daemon reads from QEMU (the same size again is refused, naming it).
+#[tokio::test]
+async fn a_disk_grown_live_keeps_its_size_across_a_restart() {
+    let mut lab = Lab::start().await;
+    let vm = create(&lab.manager, "grown", vm_settings(None, false)).await;
+    vm.start().await.unwrap();
+    let bytes = (128 << 20) + GROWTH;
+    vm.resize_disk("hda", bytes).await.unwrap();
+
+    lab.daemon.crash();
+    lab.daemon.restart(&lab.bus);
+    assert_eq!(vm.state().await.unwrap(), "running");
+    assert_eq!(qemu_hda_size(&vm).await, bytes);
+    let e = vm.resize_disk("hda", bytes).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("is {bytes} bytes already")),
+        "{e}"
+    );
+    let vms = invariants::check(lab.dir.path(), &lab.manager).await;
+    let id = vm.id().await.unwrap();
+    assert_eq!(hda_size(lab.dir.path(), &vms[&id]), bytes);
 }

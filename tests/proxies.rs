@@ -49,6 +49,7 @@ fn signature_of(ty: &str) -> String {
     let inner = |prefix: &str| ty[prefix.len()..ty.len() - 1].to_string();
     match ty {
         "&str" | "String" => "s".into(),
+        "u64" => "t".into(),
         "u32" => "u".into(),
         "u16" => "q".into(),
         "u8" => "y".into(),

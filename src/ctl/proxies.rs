@@ -54,6 +54,8 @@ pub trait Vm {
         remote_port: u16,
     ) -> zbus::Result<()>;
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
+    fn reset_disks(&self) -> zbus::Result<()>;
+    fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

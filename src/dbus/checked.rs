@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(vm["ReadConsole"].text, "u");
         assert_eq!(vm["HumanMonitorCommand"].text, "s");
         assert_eq!(vm["OpenGraphics"].text, "a{sv}");
-        assert_eq!(vm.len(), 15);
+        assert_eq!(vm.len(), 17);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

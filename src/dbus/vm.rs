@@ -188,6 +188,24 @@ impl Vm {
         Ok(self.handle.human_monitor_command(command).await?)
     }
 
+    /// Return the stopped VM to its initial state: its own disks (the linked clones of its
+    /// base images, the blank flash disk), its UEFI variables and its TPM state are removed,
+    /// and made anew at the next Start, as at its first. Base images, settings, ports and
+    /// tunnels stay. InvalidState unless the VM is stopped.
+    async fn reset_disks(&self) -> Result<()> {
+        Ok(self.handle.reset_disks().await?)
+    }
+
+    /// Grow the disk named disk (hda, hdb, hdc or hdd: one the VM has) to bytes, a multiple of
+    /// 512 up to 16 TiB and more than its size now: a disk never shrinks. On a stopped VM
+    /// its file grows (a VM that never started gets its disk made now, then grown); on a
+    /// running or paused one QEMU grows it live and tells the guest, which sees the new
+    /// size at once on virtio, on other interfaces once it rescans. The partitions and
+    /// filesystems in it are the guest's to grow. ResetDisks brings back the base's size.
+    async fn resize_disk(&self, disk: String, bytes: u64) -> Result<()> {
+        Ok(self.handle.resize_disk(disk, bytes).await?)
+    }
+
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn id(&self) -> String {

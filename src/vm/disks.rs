@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 use super::bases::Formats;
-use super::drives::DISKS;
+use super::drives::{Disk, DISKS};
 use super::error::{Error, Result};
 use super::paths::which;
 use super::qcow2;
 use crate::model::Settings;
 
-const FLASH_SIZE: u64 = 128 << 20;
+/// The size of the blank flash disk of a VM without a first base image.
+pub const FLASH_SIZE: u64 = 128 << 20;
 
 /// `qemu-img` beside the QEMU binary (a QEMU built into a prefix ships both), else in PATH.
 pub fn qemu_img(qemu_path: &str) -> Result<PathBuf> {
@@ -115,16 +116,21 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Res
 /// Makes the overlays `Start` hands to QEMU (see `cmdline`), each on its base with the
 /// format `bases::check` found for it.
 pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<()> {
-    let img = qemu_img(&s.qemu_path)?;
     for disk in DISKS.into_iter().filter(|d| d.exists(s)) {
-        let base = with_format(formats, disk.image(s))?;
-        create(&img, &disk.overlay(vm_dir, s), base).await?;
+        prepare_one(vm_dir, s, formats, disk).await?;
     }
     Ok(())
 }
 
+/// Makes the overlay of one disk, as `prepare` does.
+pub async fn prepare_one(vm_dir: &Path, s: &Settings, formats: &Formats, disk: Disk) -> Result<()> {
+    let img = qemu_img(&s.qemu_path)?;
+    let base = with_format(formats, disk.image(s))?;
+    create(&img, &disk.overlay(vm_dir, s), base).await
+}
+
 /// A base image (None if unset) with its format.
-fn with_format<'a>(formats: &'a Formats, base: &'a str) -> Result<Option<(&'a str, &'a str)>> {
+pub fn with_format<'a>(formats: &'a Formats, base: &'a str) -> Result<Option<(&'a str, &'a str)>> {
     if base.is_empty() {
         return Ok(None);
     }

@@ -20,6 +20,8 @@ pub mod process;
 pub mod qcow2;
 pub mod qemu;
 pub mod qmp;
+pub mod reset;
+pub mod resize;
 pub mod runtime;
 pub mod settings;
 pub mod stamp;
@@ -131,6 +133,9 @@ pub enum Command {
     OpenGraphics(Reply<std::os::fd::OwnedFd>),
     /// A VNC viewer's connection, accepted on VncPort.
     GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
+    ResetDisks(Reply<()>),
+    /// Grow a disk (`hda` … `hdd`) to a size in bytes.
+    ResizeDisk(String, u64, Reply<()>),
 }
 
 #[derive(Clone)]
@@ -201,6 +206,12 @@ impl Handle {
     pub async fn human_monitor_command(&self, command: String) -> Result<String> {
         self.call(|r| Command::HumanMonitorCommand(command, r))
             .await
+    }
+    pub async fn reset_disks(&self) -> Result<()> {
+        self.call(Command::ResetDisks).await
+    }
+    pub async fn resize_disk(&self, disk: String, bytes: u64) -> Result<()> {
+        self.call(|r| Command::ResizeDisk(disk, bytes, r)).await
     }
 }
 

@@ -79,10 +79,14 @@ pub enum Op {
     /// Reach the console or the monitor of QEMU (OpenConsole, ReadConsole,
     /// HumanMonitorCommand).
     Console,
+    /// Remove the VM's own disks, UEFI variables and TPM state (ResetDisks).
+    ResetDisks,
+    /// Grow a disk: `qemu-img resize` while stopped, `block_resize` while QEMU runs.
+    ResizeDisk,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 12] = [
         Op::Start,
         Op::Stop,
         Op::Suspend,
@@ -93,6 +97,8 @@ impl Op {
         Op::Configure,
         Op::ConfigureStopped,
         Op::Console,
+        Op::ResetDisks,
+        Op::ResizeDisk,
     ];
 }
 
@@ -138,6 +144,11 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
+        // The files QEMU and swtpm have open are not removed under them.
+        (ResetDisks, Stopped) => Go,
+        (ResetDisks, Starting | Running | Paused | Stopping) => Holds,
+        (ResizeDisk, Stopped | Running | Paused) => Go,
+        (ResizeDisk, Starting | Stopping) => Busy,
     }
 }
 
@@ -200,7 +211,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 45 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 60 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -252,6 +263,16 @@ mod tests {
             (Running, Op::Console, Go),
             (Paused, Op::Console, Go),
             (Stopping, Op::Console, NotRunning),
+            (Stopped, Op::ResetDisks, Go),
+            (Starting, Op::ResetDisks, Holds),
+            (Running, Op::ResetDisks, Holds),
+            (Paused, Op::ResetDisks, Holds),
+            (Stopping, Op::ResetDisks, Holds),
+            (Stopped, Op::ResizeDisk, Go),
+            (Starting, Op::ResizeDisk, Busy),
+            (Running, Op::ResizeDisk, Go),
+            (Paused, Op::ResizeDisk, Go),
+            (Stopping, Op::ResizeDisk, Busy),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");
