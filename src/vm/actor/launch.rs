@@ -67,6 +67,20 @@ impl Actor {
         self.launch_plan(self.use_kvm()?, ovmf.as_ref())
     }
 
+    /// Every base of the VM checked, with what it makes QEMU open; each format found at
+    /// first use kept (in the record, saved whole) and given from then on.
+    pub(super) async fn checked_bases(&mut self) -> Result<bases::Formats> {
+        let (s, known) = (&self.record.settings, &self.record.image_formats);
+        let formats = bases::check(s, None, known, &self.ctx.image_dirs, &self.ctx.vetted).await?;
+        if formats != *known {
+            let mut record = self.record.clone();
+            record.image_formats = formats.clone();
+            self.save(record.clone()).await?;
+            self.record = record;
+        }
+        Ok(formats)
+    }
+
     /// Everything Start does; on error the caller cleans up and nothing is left running
     /// (it ends the swtpm left in `tpm`). On success `tpm` holds the VM's swtpm, if any.
     pub(super) async fn launch(&mut self, tpm: &mut Option<Swtpm>) -> Result<(Qemu, bool)> {
@@ -86,16 +100,8 @@ impl Actor {
             paths::check_file(key, path)?;
         }
         let swtpm = s.tpm.then(tpm::binary).transpose()?;
-        // Before anything runs: every base with what it makes QEMU open, each format found
-        // at first use kept (in the record, saved whole) and given from then on.
-        let known = &self.record.image_formats;
-        let formats = bases::check(&s, None, known, &self.ctx.image_dirs, &self.ctx.vetted).await?;
-        if formats != *known {
-            let mut record = self.record.clone();
-            record.image_formats = formats.clone();
-            self.save(record.clone()).await?;
-            self.record = record;
-        }
+        // Before anything runs: every base with what it makes QEMU open.
+        let formats = self.checked_bases().await?;
         let kvm = self.use_kvm()?;
         let ovmf = firmware::find(s.firmware)?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;

@@ -4,7 +4,7 @@ use super::Actor;
 use crate::vm::drives::Disk;
 use crate::vm::error::{Error, Result};
 use crate::vm::state::Op;
-use crate::vm::{bases, disks, reset, resize};
+use crate::vm::{disks, reset, resize};
 
 impl Actor {
     /// Back to the initial state (the VM is stopped); settings, ports and tunnels stay.
@@ -47,19 +47,12 @@ impl Actor {
             resize::check_growth(&vm, disk, current, bytes)?;
             return resize::grow_file(&img, &file, bytes).await;
         }
-        let known = &self.record.image_formats;
-        let formats = bases::check(&s, None, known, &self.ctx.image_dirs).await?;
+        let formats = self.checked_bases().await?;
         let current = match disks::with_format(&formats, disk.image(&s))? {
             Some((base, format)) => resize::file_size(&img, base.as_ref(), format).await?,
             None => disks::FLASH_SIZE,
         };
         resize::check_growth(&vm, disk, current, bytes)?;
-        if formats != *known {
-            let mut record = self.record.clone();
-            record.image_formats = formats.clone();
-            self.save(record.clone()).await?;
-            self.record = record;
-        }
         disks::prepare_one(&vm_dir, &s, &formats, disk).await?;
         let grown = resize::grow_file(&img, &file, bytes).await;
         if grown.is_err() {
