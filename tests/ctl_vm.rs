@@ -93,3 +93,26 @@ async fn cmdline_monitor_log_reload_and_info() {
     assert_eq!(info.stdout, want);
     assert_eq!(ctl(&lab, &["stop", "r1"]), ok(""));
 }
+
+/// `resize-disk` and `reset-disks` on a stopped VM: its flash disk (128 MiB) grown, a shrink
+/// refused with the daemon's words, the reset bringing back the first size.
+#[tokio::test]
+async fn resize_disk_and_reset_disks() {
+    let lab = Lab::start().await;
+    assert_eq!(create(&lab, "d1", &[]), ok(""));
+    assert_eq!(ctl(&lab, &["resize-disk", "d1", "hda", "256M"]), ok(""));
+    assert_eq!(
+        ctl(&lab, &["resize-disk", "d1", "hda", "200M"]),
+        failed(
+            1,
+            "Failed to resize hda of d1: org.gns3.Qemu.Error.InvalidArgument: hda of VM 'd1' is \
+             268435456 bytes already, and a disk only grows: give more than 268435456 bytes\n"
+        )
+    );
+    assert_eq!(ctl(&lab, &["reset-disks", "d1"]), ok(""));
+    assert_eq!(ctl(&lab, &["resize-disk", "d1", "hda", "200M"]), ok(""));
+    for bad in [["d1", "hde", "1G"], ["d1", "hda", "1.5G"]] {
+        let run = ctl(&lab, &[&["resize-disk"][..], &bad[..]].concat());
+        assert_eq!(run.code, 2, "{bad:?}: {run:?}");
+    }
+}

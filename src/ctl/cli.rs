@@ -57,6 +57,21 @@ pub enum Command {
     Resume(Vms),
     /// Reset VMs, as the reset button does.
     Reload(Vms),
+    /// Return stopped VMs to their initial state: their own disks, UEFI variables and TPM
+    /// state are made again at the next start; settings, ports and links stay.
+    ResetDisks(Vms),
+    /// Grow a disk of a VM (running or stopped) to SIZE.
+    ResizeDisk {
+        /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// The disk.
+        #[arg(value_parser = ["hda", "hdb", "hdc", "hdd"])]
+        disk: String,
+        /// Its new size: bytes, or with a K, M, G or T suffix (20G).
+        #[arg(value_parser = crate::contract::bytes)]
+        size: u64,
+    },
     /// Print a VM's QEMU log (qemu.log).
     Log {
         /// The VM's name or id.

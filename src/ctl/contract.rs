@@ -178,6 +178,27 @@ pub fn call_args<'a>(
         .collect()
 }
 
+/// A size in bytes (`1073741824`, `512M`, `20G`): a disk's, as ResizeDisk takes it.
+pub fn bytes(text: &str) -> std::result::Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) => match c.to_ascii_uppercase() {
+            'K' => (&text[..i], 1u64 << 10),
+            'M' => (&text[..i], 1 << 20),
+            'G' => (&text[..i], 1 << 30),
+            'T' => (&text[..i], 1 << 40),
+            _ => (text, 1),
+        },
+        None => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            format!("expected bytes, or a size with a K, M, G or T suffix (20G), not '{text}'")
+        })
+}
+
 /// A size (`512`, `512M`, `2G`) in MiB: RAM as the contract counts it.
 pub fn mebibytes(text: &str) -> Result<u32> {
     let bad = || Error::Setting {
@@ -279,6 +300,17 @@ mod tests {
             why("LegacyNetworking=maybe", Use::Configure),
             "expected yes or no, not 'maybe'"
         );
+    }
+
+    #[test]
+    fn disk_sizes_are_bytes() {
+        assert_eq!(bytes("1073741824"), Ok(1 << 30));
+        assert_eq!(bytes("512M"), Ok(512 << 20));
+        assert_eq!(bytes("20g"), Ok(20 << 30));
+        assert_eq!(bytes("2T"), Ok(2 << 40));
+        for bad in ["", "G", "1.5G", "-1", "99999999T"] {
+            assert!(bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

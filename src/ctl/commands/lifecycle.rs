@@ -1,4 +1,4 @@
-//! `start`, `stop`, `suspend`, `resume`, `reload` of several VMs at once (named, `--lab` or
+//! `start`, `stop`, `suspend`, `resume`, `reload`, `reset-disks` of several VMs at once (named, `--lab` or
 //! `--all`), in parallel: every VM named must exist before any is touched; each failure is
 //! reported, and any makes the exit code 1.
 
@@ -15,6 +15,7 @@ pub enum Action {
     Suspend,
     Resume,
     Reload,
+    ResetDisks,
 }
 
 impl Action {
@@ -25,6 +26,7 @@ impl Action {
             Action::Suspend => "suspend",
             Action::Resume => "resume",
             Action::Reload => "reload",
+            Action::ResetDisks => "reset the disks of",
         }
     }
 
@@ -35,6 +37,7 @@ impl Action {
             Action::Suspend => vm.suspend().await,
             Action::Resume => vm.resume().await,
             Action::Reload => vm.reload().await,
+            Action::ResetDisks => vm.reset_disks().await,
         }
     }
 }

@@ -25,6 +25,18 @@ pub async fn cmdline(conn: &zbus::Connection, name: &str) -> Result<()> {
     output::print(&format!("{}\n", line.join(" ")))
 }
 
+pub async fn resize_disk(
+    conn: &zbus::Connection,
+    name: &str,
+    disk: &str,
+    bytes: u64,
+) -> Result<()> {
+    let vm = super::find(conn, name).await?;
+    vm.resize_disk(disk, bytes)
+        .await
+        .map_err(Error::call(format!("resize {disk} of {name}")))
+}
+
 /// `command` as one monitor line; without one, every line of stdin, each answered in turn.
 pub async fn monitor(conn: &zbus::Connection, name: &str, command: &[String]) -> Result<()> {
     let vm = super::find(conn, name).await?;
