@@ -82,6 +82,12 @@ impl Manager {
                 tracing::error!(vm_id = %record.id, port, ?pool, "port recorded by two VMs");
             }
         }
+        // As with names, the first VM loaded keeps a base; Start refuses the other.
+        let mut claims = Claims::new(&self.ctx);
+        match claims.bases(s, &record.id) {
+            Ok(()) => claims.commit(),
+            Err(e) => tracing::error!(vm_id = %record.id, "{e}"),
+        }
         let id = record.id.clone();
         let handle = actor::load(self.ctx.clone(), record).await;
         lock(&self.vms).insert(id, handle);
@@ -154,6 +160,7 @@ impl Manager {
     fn claim(&self, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
         let mut claims = Claims::new(&self.ctx);
         claims.name(&s.name, id)?;
+        claims.bases(s, id)?;
         // The ports the client chose first; then a console port unless it chose one (0 for
         // none) or consoles have no TCP ports (console_access = "none"). A monitor or VNC
         // port only if asked for.

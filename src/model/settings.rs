@@ -136,6 +136,14 @@ settings! {
     /// A TPM 2.0 for the guest (tpm-tis; tpm-crb on q35), emulated by a swtpm of the VM's
     /// own (Debian package swtpm), its state kept in the VM's directory. Only while stopped.
     Tpm tpm: bool = false, Stopped;
+    /// true (the default): each disk is a qcow2 linked clone of its base image, made in the
+    /// VM's directory, and the base is never written. false: the base images are given to
+    /// QEMU in place, the guest writing to them, in the format found when the VM first used
+    /// each; a base used so belongs to this VM only (another VM using it at all, in place
+    /// or as a linked clone's base, is refused, and so is this VM while another uses it).
+    /// The blank flash disk (no HdaDiskImage) is the VM's own either way. Changing it
+    /// discards the VM's linked clones. Only while stopped.
+    LinkedClone linked_clone: bool = true, Stopped;
 }
 
 impl Settings {

@@ -160,14 +160,34 @@ fn backing_file(image: &Path) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// Makes the overlays `Start` hands to QEMU (see `cmdline`), each on its base with the
-/// format `bases::check` found for it.
+/// format `bases::check` found for it; a base used in place has none.
 pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<()> {
     let img = qemu_img(&s.qemu_path)?;
     for disk in DISKS.into_iter().filter(|d| d.exists(s)) {
+        let overlay = disk.overlay(vm_dir, s);
+        if disk.in_place(s).is_some() {
+            // A clone from before LinkedClone was false (the daemon died before `forget`):
+            // never to be used again, as it does not hold what the guest wrote since.
+            gone(overlay).map_err(|e| {
+                Error::DiskImageFailed(format!("cannot remove an old linked clone: {e}"))
+            })?;
+            continue;
+        }
         let base = with_format(formats, disk.image(s))?;
-        create(&img, &disk.overlay(vm_dir, s), base).await?;
+        create(&img, &overlay, base).await?;
     }
     Ok(())
+}
+
+/// Removes `p`; already gone is fine.
+fn gone(p: PathBuf) -> std::io::Result<()> {
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", p.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A base image (None if unset) with its format.
@@ -181,14 +201,14 @@ fn with_format<'a>(formats: &'a Formats, base: &'a str) -> Result<Option<(&'a st
     Ok(Some((base, format)))
 }
 
-/// Forgets the overlay of a base image that changed: it was a clone of the old one.
+/// Forgets the overlay of a base image that changed: it was a clone of the old one; and
+/// every linked clone when LinkedClone changes (the base in place went on without them,
+/// or they were never made).
 pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<()> {
-    let gone = |p: PathBuf| match std::fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    };
+    let switched = old.linked_clone != new.linked_clone;
     for disk in DISKS {
-        if disk.image(old) != disk.image(new) {
+        let has_base = !disk.image(old).is_empty();
+        if disk.image(old) != disk.image(new) || (switched && has_base) {
             gone(disk.overlay(vm_dir, old))?;
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod adopt;
+pub mod base_uses;
 pub mod bases;
 pub mod binary;
 pub mod claims;
@@ -64,6 +65,8 @@ pub struct Context {
     pub udp_ports: Mutex<Ports>,
     /// name -> id of every VM.
     pub names: Mutex<HashMap<String, String>>,
+    /// Which VM uses which base image, and how (linked clones or in place).
+    pub bases: Mutex<base_uses::BaseUses>,
     /// Renice and CPU limits beyond the daemon's own rights.
     pub privilege: Privilege,
     /// QEMU runs in its seccomp sandbox (`qemu_sandbox`).
@@ -237,6 +240,7 @@ pub mod testing {
             console_ports: Mutex::new(Ports::new(Protocol::Tcp, "127.0.0.1", console)),
             udp_ports: Mutex::new(Ports::new(Protocol::Udp, "127.0.0.1", udp)),
             names: Mutex::new(HashMap::new()),
+            bases: Mutex::default(),
             privilege: Privilege::new(None),
             sandbox: true,
             image_dirs: Vec::new(),

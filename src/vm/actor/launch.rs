@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::Actor;
 use crate::model::Accelerator;
+use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::firmware::{self, Ovmf};
 use crate::vm::process::{Exit, Process};
@@ -59,6 +60,7 @@ impl Actor {
             sandbox: self.ctx.sandbox,
             ovmf,
             tpm_socket: &tpm_socket,
+            formats: &self.record.image_formats,
         })
     }
 
@@ -86,6 +88,10 @@ impl Actor {
             paths::check_file(key, path)?;
         }
         let swtpm = s.tpm.then(tpm::binary).transpose()?;
+        // A VM loaded beside another that used one of its bases first holds it only now.
+        let mut claims = Claims::new(&self.ctx);
+        claims.bases(&s, self.id())?;
+        claims.commit();
         // Before anything runs: every base with what it makes QEMU open, each format found
         // at first use kept (in the record, saved whole) and given from then on.
         let known = &self.record.image_formats;

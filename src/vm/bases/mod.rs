@@ -43,14 +43,18 @@ pub async fn check(
             continue;
         }
         let stored = known.get(base);
-        let unchanged = old.is_some_and(|o| images(o).contains(&(key, base)));
+        // Used in place from now on: checked again, with the format it keeps.
+        let unchanged = old.is_some_and(|o| {
+            images(o).contains(&(key, base)) && (s.linked_clone || !o.linked_clone)
+        });
         let format = match stored {
             Some(format) if unchanged => format.clone(),
             // Never used yet: its first Start checks it.
             None if unchanged => continue,
             _ => {
                 let img = qemu_img(&s.qemu_path)?;
-                inspect(&img, key, base, stored.map(String::as_str), &dirs).await?
+                let stored = stored.map(String::as_str);
+                inspect(&img, key, base, stored, !s.linked_clone, &dirs).await?
             }
         };
         formats.insert(base.to_string(), format);
@@ -60,16 +64,20 @@ pub async fn check(
 
 /// Checks `base`, the value of setting `key`, and returns its format: `stored` if the VM
 /// has used it before (refused if qemu-img now finds another), else what qemu-img finds.
+/// A base used `in_place` is never probed again once its format is known: its guest
+/// writes to it, and a raw disk whose guest wrote a qcow2 header must stay raw.
 async fn inspect(
     qemu_img: &Path,
     key: &str,
     base: &str,
     stored: Option<&str>,
+    in_place: bool,
     dirs: &Dirs,
 ) -> Result<String> {
     // One image at a time first: without --backing-chain qemu-img opens no backing file,
     // so nothing is opened before the image that names it has passed.
-    let mut image = info(qemu_img, base, None, false).await?.remove(0);
+    let pinned = stored.filter(|_| in_place);
+    let mut image = info(qemu_img, base, pinned, false).await?.remove(0);
     let format = image.format.clone();
     if let Some(stored) = stored.filter(|s| *s != format) {
         return Err(Error::ImageNotAccessible(format!(
