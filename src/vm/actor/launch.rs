@@ -1,5 +1,5 @@
 //! What Start runs: the files checked again (the base images with what they open, see
-//! `bases`), the disks prepared, QEMU spawned on the QMP socket bound for it, then, while
+//! `bases`), the disks prepared and checked (`disk_care`), QEMU spawned on the QMP socket bound for it, then, while
 //! its CPUs are still stopped (-S), tunnels, links and limits put in place.
 
 use nix::sys::signal::Signal;
@@ -19,7 +19,7 @@ use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
 use crate::vm::tpm::{self, Swtpm};
 use crate::vm::tunnel::{self, Backend};
-use crate::vm::{bases, cmdline, disks, drives, paths, Pool};
+use crate::vm::{bases, cmdline, disk_care, disks, drives, paths, Pool};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -125,9 +125,12 @@ impl Actor {
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
         disks::prepare(&vm_dir, &s, &formats).await?;
+        let qemu_img = disks::qemu_img(&s.qemu_path)?;
         if let Some(ovmf) = &ovmf {
-            firmware::prepare(&disks::qemu_img(&s.qemu_path)?, &vm_dir, ovmf).await?;
+            firmware::prepare(&qemu_img, &vm_dir, ovmf).await?;
         }
+        let own = disk_care::own_files(&vm_dir, &s);
+        disk_care::check_at_start(&qemu_img, self.name(), &own).await?;
         let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;
