@@ -54,6 +54,7 @@ pub trait Vm {
         remote_port: u16,
     ) -> zbus::Result<()>;
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
+    fn repair_disks(&self) -> zbus::Result<Vec<String>>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
@@ -213,4 +214,8 @@ pub trait Vm {
     fn tpm(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn set_tpm(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn linked_clone(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_linked_clone(&self, value: bool) -> zbus::Result<()>;
 }

@@ -188,6 +188,17 @@ impl Vm {
         Ok(self.handle.human_monitor_command(command).await?)
     }
 
+    /// Repair the stopped VM's own qcow2 files (its linked clones, its flash disk, a UEFI
+    /// VM's variables) with qemu-img check -r all, as Start asks when it finds one corrupt;
+    /// returns the files in which something was repaired (none if all were sound). Bases
+    /// used in place (LinkedClone false) are not the VM's and are left alone. InvalidState
+    /// unless the VM is stopped; DiskImageFailed, naming the file, if one cannot be
+    /// repaired: then ResetDisks() starts its disks over, or delete the VM and create it
+    /// again.
+    async fn repair_disks(&self) -> Result<Vec<String>> {
+        Ok(self.handle.repair_disks().await?)
+    }
+
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn id(&self) -> String {

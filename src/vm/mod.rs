@@ -129,6 +129,8 @@ pub enum Command {
     OpenGraphics(Reply<std::os::fd::OwnedFd>),
     /// A VNC viewer's connection, accepted on VncPort.
     GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
+    /// The files repaired.
+    RepairDisks(Reply<Vec<String>>),
 }
 
 #[derive(Clone)]
@@ -195,6 +197,9 @@ impl Handle {
     }
     pub async fn open_graphics(&self) -> Result<std::os::fd::OwnedFd> {
         self.call(Command::OpenGraphics).await
+    }
+    pub async fn repair_disks(&self) -> Result<Vec<String>> {
+        self.call(Command::RepairDisks).await
     }
     pub async fn human_monitor_command(&self, command: String) -> Result<String> {
         self.call(|r| Command::HumanMonitorCommand(command, r))

@@ -79,10 +79,12 @@ pub enum Op {
     /// Reach the console or the monitor of QEMU (OpenConsole, ReadConsole,
     /// HumanMonitorCommand).
     Console,
+    /// Repair the VM's own disks (RepairDisks), which a running QEMU holds.
+    RepairDisks,
 }
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Start,
         Op::Stop,
         Op::Suspend,
@@ -93,6 +95,7 @@ impl Op {
         Op::Configure,
         Op::ConfigureStopped,
         Op::Console,
+        Op::RepairDisks,
     ];
 }
 
@@ -138,6 +141,9 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
+        (RepairDisks, Stopped) => Go,
+        (RepairDisks, Running | Paused) => Holds,
+        (RepairDisks, Starting | Stopping) => Busy,
     }
 }
 
@@ -200,7 +206,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 45 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 55 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -252,6 +258,11 @@ mod tests {
             (Running, Op::Console, Go),
             (Paused, Op::Console, Go),
             (Stopping, Op::Console, NotRunning),
+            (Stopped, Op::RepairDisks, Go),
+            (Starting, Op::RepairDisks, Busy),
+            (Running, Op::RepairDisks, Holds),
+            (Paused, Op::RepairDisks, Holds),
+            (Stopping, Op::RepairDisks, Busy),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");

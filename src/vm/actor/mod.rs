@@ -6,7 +6,7 @@
 //! Its jobs, a file each: `lifecycle.rs` (start, stop, pause, delete, and QEMU's exit),
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
 //! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
-//! `console.rs` (the console and monitor).
+//! `console.rs` (the console and monitor), `repair.rs` (RepairDisks).
 
 mod configure;
 mod console;
@@ -14,6 +14,7 @@ mod launch;
 mod lifecycle;
 mod log;
 mod readopt;
+mod repair;
 mod tunnels;
 
 use std::future::pending;
@@ -183,6 +184,9 @@ impl Actor {
             Command::GraphicsClient(client, reply) => {
                 let _ = reply.send(Box::pin(self.graphics_client(client)).await);
             }
+            Command::RepairDisks(reply) => {
+                let _ = reply.send(Box::pin(self.repair_disks()).await);
+            }
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
@@ -216,9 +220,11 @@ impl Actor {
             Op::Resume => Box::pin(self.resume()).await,
             Op::Reload => Box::pin(self.reload()).await,
             Op::Delete => Box::pin(self.delete()).await,
-            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console => Err(
-                Error::Internal(format!("{op:?} takes arguments and is not performed alone")),
-            ),
+            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console | Op::RepairDisks => {
+                Err(Error::Internal(format!(
+                    "{op:?} takes arguments and is not performed alone"
+                )))
+            }
         }
     }
 
