@@ -131,9 +131,10 @@ impl Manager {
         self.ctx.binaries.check_machine(&s).await?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         drives::check_binary(&caps, &s.qemu_path, &s)?;
+        // Claimed first: a base another VM holds is refused as such, before it is read.
+        let claims = self.claim(&id, &mut s, &changes)?;
         let image_formats =
             bases::check(&s, None, &Default::default(), &self.ctx.image_dirs).await?;
-        let claims = self.claim(&id, &mut s, &changes)?;
         let record = Record {
             id: id.clone(),
             project,

@@ -68,6 +68,8 @@ impl Actor {
         }
         // A new base image is checked now (and its format kept), so a refusal comes with
         // the change that causes it rather than at the next Start.
+        // Claimed first: a base another VM holds is refused as such, before it is read.
+        let claims = self.claim(&old, &new)?;
         let known = &self.record.image_formats;
         let formats = bases::check(&new, Some(&old), known, &self.ctx.image_dirs).await?;
         // The tunnels it has would go on the socket netdev from then on.
@@ -78,7 +80,6 @@ impl Actor {
             let allow = self.ctx.allow_unsafe_tunnels;
             Backend::allowed(&new.name, new.legacy_networking, &caps, allow)?;
         }
-        let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
         let media = new.cdrom_image != old.cdrom_image;
         let limits = limits_differ(&old, &new);
