@@ -350,7 +350,8 @@ mod tests {
         assert_eq!(vm["ReadConsole"].text, "u");
         assert_eq!(vm["HumanMonitorCommand"].text, "s");
         assert_eq!(vm["OpenGraphics"].text, "a{sv}");
-        assert_eq!(vm.len(), 15);
+        assert_eq!(vm["RepairDisks"].text, "");
+        assert_eq!(vm.len(), 16);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

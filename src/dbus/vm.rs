@@ -59,7 +59,9 @@ impl Table for Vm {
 impl Vm {
     /// Start the VM and return once the guest runs. On a paused VM: resume it.
     /// Fails with StartFailed, carrying the end of qemu.log, if QEMU does not come up;
-    /// then nothing is left running.
+    /// then nothing is left running. Before QEMU runs, qemu-img check looks at the VM's own
+    /// qcow2 files: leaked clusters are repaired (and logged), a corrupt file fails Start
+    /// with DiskImageFailed naming it (RepairDisks repairs it).
     async fn start(&self) -> Result<()> {
         Ok(self.handle.start().await?)
     }

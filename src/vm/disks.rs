@@ -251,6 +251,34 @@ mod tests {
         assert_eq!(backing_file(&ours).unwrap(), None);
     }
 
+    #[test]
+    fn switching_linked_clone_forgets_the_clones_but_not_the_flash_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "hda_disk.qcow2",
+            "hdb_disk.qcow2",
+            "flash.qcow2",
+            "efivars.qcow2",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let old = Settings {
+            hdb_disk_image: "/i/b.qcow2".into(),
+            ..Settings::default()
+        };
+        let new = Settings {
+            linked_clone: false,
+            ..old.clone()
+        };
+        forget(dir.path(), &old, &new).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["efivars.qcow2", "flash.qcow2", "hda_disk.qcow2"]);
+    }
+
     #[tokio::test]
     async fn an_empty_disk_left_by_a_power_loss_is_made_again() {
         let dir = tempfile::tempdir().unwrap();

@@ -259,6 +259,27 @@ mod tests {
         );
     }
 
+    /// A raw base used in place whose guest wrote a qcow2 magic at its start stays raw; the
+    /// same file as a linked clone's base is probed, and so refused.
+    #[tokio::test]
+    async fn a_base_in_place_keeps_its_pinned_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        let mut content = b"QFI\xfb\0\0\0\x03".to_vec();
+        content.resize(1 << 20, 0);
+        std::fs::write(&raw, content).unwrap();
+        let mut s = settings(&raw, "");
+        let stored = formats(&[(&raw, "raw")]);
+        s.linked_clone = false;
+        assert_eq!(check(&s, None, &stored, &[]).await.unwrap(), stored);
+        s.linked_clone = true;
+        assert!(check(&s, None, &stored, &[]).await.is_err());
+        // Switching to in place checks the base again, with its pinned format.
+        let old = s.clone();
+        s.linked_clone = false;
+        assert_eq!(check(&s, Some(&old), &stored, &[]).await.unwrap(), stored);
+    }
+
     /// Configure and CreateVM check only what changes; the result holds only the current
     /// bases, so an image set anew forgets its old format.
     #[tokio::test]
