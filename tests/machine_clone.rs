@@ -24,15 +24,13 @@ fn text(p: &Path) -> Variant<'static> {
     Variant::from(p.to_string_lossy().into_owned())
 }
 
-/// A zeroed raw image of 16 MiB the daemon's user may write, as a base used in place must be.
+/// A zeroed raw image of 16 MiB, root's: the daemon's user may read it, not write it.
 fn raw_base(dir: &Path) -> PathBuf {
     let base = dir.join("disk.raw");
     std::fs::File::create(&base)
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    let user = daemon_user();
-    nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
     base
 }
 
@@ -44,6 +42,27 @@ async fn without_linked_clones_the_guest_writes_to_its_base_which_is_its_alone()
         ("HdaDiskImage", text(&base)),
         ("LinkedClone", Variant::Bool(false)),
     ];
+    // QEMU would write it as the daemon's user: refused until that user may.
+    let e = lab
+        .manager
+        .create_vm("in-place", guest_settings(&settings))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_name(&e),
+        "org.gns3.Qemu.Error.ImageNotAccessible",
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(&format!(
+            "HdaDiskImage '{}' would be written in place (LinkedClone false), and the daemon \
+             cannot open it for writing",
+            base.display()
+        )),
+        "{e}"
+    );
+    let user = daemon_user();
+    nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
     let (vm, mut console) = booted(&lab, "in-place", &settings, BOOT).await;
     let line = vm.command_line().await.unwrap().join(" ");
     assert!(

@@ -52,6 +52,9 @@ pub async fn check(
             // Never used yet: its first Start checks it.
             None if unchanged => continue,
             _ => {
+                if !s.linked_clone {
+                    writable(key, base)?;
+                }
                 let img = qemu_img(&s.qemu_path)?;
                 let stored = stored.map(String::as_str);
                 inspect(&img, key, base, stored, !s.linked_clone, &dirs).await?
@@ -60,6 +63,22 @@ pub async fn check(
         formats.insert(base.to_string(), format);
     }
     Ok(formats)
+}
+
+/// A base used in place is written by QEMU, as the daemon's user: refused now rather than
+/// by QEMU at Start.
+fn writable(key: &str, base: &str) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(base)
+        .map(drop)
+        .map_err(|e| {
+            Error::ImageNotAccessible(format!(
+                "{key} '{base}' would be written in place (LinkedClone false), and the daemon \
+                 cannot open it for writing ({e}); make it writable by the daemon's user, or \
+                 set LinkedClone to true"
+            ))
+        })
 }
 
 /// Checks `base`, the value of setting `key`, and returns its format: `stored` if the VM
