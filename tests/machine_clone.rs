@@ -271,3 +271,35 @@ async fn a_leak_is_repaired_at_start_and_a_corrupt_clone_waits_for_repair_disks(
     console.wait_for("GUEST-READY", BOOT).unwrap();
     vm.stop().await.unwrap();
 }
+
+/// Who uses a base in place is not written down apart from the VMs' records: a new daemon
+/// finds it again in them, as it finds names.
+#[tokio::test]
+async fn a_restarted_daemon_knows_which_vm_holds_a_base_in_place() {
+    let mut lab = Lab::start().await;
+    let base = raw_base(lab.dir.path());
+    let user = daemon_user();
+    nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
+    let in_place = || {
+        HashMap::from([
+            ("HdaDiskImage", text(&base)),
+            ("LinkedClone", Variant::Bool(false)),
+        ])
+    };
+    lab.manager.create_vm("holder", in_place()).await.unwrap();
+    lab.daemon.terminate();
+    lab.daemon.restart(&lab.bus);
+    let conn = lab.daemon.connect().await;
+    let m = manager(&conn).await;
+    let e = m.create_vm("other", in_place()).await.unwrap_err();
+    assert_eq!(
+        error_name(&e),
+        "org.gns3.Qemu.Error.ImageNotAccessible",
+        "{e}"
+    );
+    assert!(e.to_string().contains("by VM 'holder'"), "{e}");
+    // Deleting the holder gives it back.
+    let holder = vm(&conn, &m.get_vm("holder").await.unwrap()).await;
+    holder.delete().await.unwrap();
+    m.create_vm("other", in_place()).await.unwrap();
+}
