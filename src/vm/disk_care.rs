@@ -80,7 +80,9 @@ async fn check(qemu_img: &Path, file: &Path, repair: Option<&str>) -> Result<Fou
     Ok(judge(out.status.code(), &out.stdout, &out.stderr))
 }
 
-/// Runs `job` on every file at once; the results in the order of `files`.
+/// Runs `job` on every file at once; the results in the order of `files`, or the first
+/// file's error. Every job runs to its end: a repair killed halfway would leave its image
+/// worse than it found it.
 async fn each<F, Fut, T>(files: &[PathBuf], job: F) -> Result<Vec<T>>
 where
     F: Fn(PathBuf) -> Fut,
@@ -92,13 +94,23 @@ where
         let job = job(file.clone());
         set.spawn(async move { (i, job.await) });
     }
-    let mut out: Vec<Option<T>> = files.iter().map(|_| None).collect();
+    let mut out: Vec<Option<Result<T>>> = files.iter().map(|_| None).collect();
+    let mut lost = None;
     while let Some(done) = set.join_next().await {
-        let (i, result) =
-            done.map_err(|e| Error::Internal(format!("a qemu-img check task failed: {e}")))?;
-        out[i] = Some(result?);
+        match done {
+            Ok((i, result)) => out[i] = Some(result),
+            Err(e) => {
+                lost = Some(Error::Internal(format!(
+                    "a qemu-img check task failed: {e}"
+                )))
+            }
+        }
     }
-    Ok(out.into_iter().flatten().collect())
+    let out: Result<Vec<T>> = out.into_iter().flatten().collect();
+    match lost {
+        Some(e) => Err(e),
+        None => out,
+    }
 }
 
 /// At Start, before QEMU runs: every file checked, leaks repaired and logged, a corrupt
