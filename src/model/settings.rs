@@ -21,8 +21,8 @@ settings! {
     QemuPath qemu_path: String = String::new(), NextStart;
     /// Guest RAM in MiB (default 256), at most the host's memory.
     Ram ram: u32 = DEFAULT_RAM_MIB, NextStart;
-    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
-    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone. An image
+    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it (on the image
+    /// itself if LinkedClone is false). Empty: a blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone. An image
     /// that makes QEMU open other files (a backing file) is refused unless they and it lie
     /// under the daemon's image_dirs; json: and protocol names always are.
     HdaDiskImage hda_disk_image: String = String::new(), Stopped;

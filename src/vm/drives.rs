@@ -2,6 +2,7 @@
 //! if=none` with a stable id (gns3-hda … gns3-hdd, gns3-cdrom) and, unless its interface is
 //! none, a `-device` of the same id, so QMP and a user's Options can name them; one AHCI and
 //! one virtio-scsi controller shared by the disks that use them; the boot order. Pure.
+//! Past 400 lines for its tests, which spell out whole command lines.
 
 use std::path::{Path, PathBuf};
 
