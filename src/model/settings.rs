@@ -22,9 +22,10 @@ settings! {
     /// Guest RAM in MiB (default 256), at most the host's memory.
     Ram ram: u32 = DEFAULT_RAM_MIB, NextStart;
     /// Base image of the first disk; the VM runs on a qcow2 linked clone of it (on the image
-    /// itself if LinkedClone is false). Empty: a blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone. An image
-    /// that makes QEMU open other files (a backing file) is refused unless they and it lie
-    /// under the daemon's image_dirs; json: and protocol names always are.
+    /// itself if LinkedClone is false). Empty: a blank 128 MiB flash disk. Changing it (VM
+    /// stopped) discards the old clone. An image that makes QEMU open other files (a backing
+    /// file) is refused unless they and it lie under the daemon's image_dirs; json: and
+    /// protocol names always are.
     HdaDiskImage hda_disk_image: String = String::new(), Stopped;
     /// Base image of the second disk (a linked clone too, checked the same way); empty for
     /// none.

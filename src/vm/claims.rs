@@ -1,6 +1,6 @@
-//! What a change takes from the pools every VM shares (names, ports, base images) before it is written to
-//! disk. Claims are given back when they are dropped, on every way out of a change that
-//! failed, unless the change commits them.
+//! What a change takes from the pools every VM shares (names, ports, base images) before it
+//! is written to disk. Claims are given back when they are dropped, on every way out of a
+//! change that failed, unless the change commits them.
 
 use std::path::PathBuf;
 use std::sync::Arc;

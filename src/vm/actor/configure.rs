@@ -66,10 +66,10 @@ impl Actor {
             let caps = self.ctx.binaries.probe(&new.qemu_path).await?;
             drives::check_binary(&caps, &new.qemu_path, &new)?;
         }
-        // A new base image is checked now (and its format kept), so a refusal comes with
-        // the change that causes it rather than at the next Start.
         // Claimed first: a base another VM holds is refused as such, before it is read.
         let claims = self.claim(&old, &new)?;
+        // A new base image is checked now (and its format kept), so a refusal comes with
+        // the change that causes it rather than at the next Start.
         let known = &self.record.image_formats;
         let formats = bases::check(&new, Some(&old), known, &self.ctx.image_dirs).await?;
         // The tunnels it has would go on the socket netdev from then on.

@@ -1,6 +1,7 @@
 //! What Start runs: the files checked again (the base images with what they open, see
-//! `bases`), the disks prepared and checked (`disk_care`), QEMU spawned on the QMP socket bound for it, then, while
-//! its CPUs are still stopped (-S), tunnels, links and limits put in place.
+//! `bases`), the disks prepared and checked (`disk_care`), QEMU spawned on the QMP socket
+//! bound for it, then, while its CPUs are still stopped (-S), tunnels, links and limits put
+//! in place.
 
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
