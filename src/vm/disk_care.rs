@@ -198,6 +198,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_vms_own_files_are_its_clones_flash_disk_and_uefi_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "flash.qcow2",
+            "hda_disk.qcow2",
+            "hdb_disk.qcow2",
+            "efivars.qcow2",
+        ];
+        for f in names {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let own = |s: &Settings| -> Vec<String> {
+            own_files(dir.path(), s)
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        let mut s = Settings::default();
+        assert_eq!(own(&s), ["flash.qcow2"]);
+        s.hda_disk_image = "/i/a.raw".into();
+        s.hdb_disk_image = "/i/b.raw".into();
+        s.hdc_disk_image = "/i/c.raw".into();
+        s.firmware = Firmware::Uefi;
+        // hdc's clone is not made yet: nothing to check.
+        assert_eq!(
+            own(&s),
+            ["hda_disk.qcow2", "hdb_disk.qcow2", "efivars.qcow2"]
+        );
+        s.linked_clone = false;
+        assert_eq!(own(&s), ["efivars.qcow2"]);
+        s.hda_disk_image.clear();
+        assert_eq!(own(&s), ["flash.qcow2", "efivars.qcow2"]);
+    }
+
+    #[test]
     fn the_exit_status_and_report_say_what_was_found() {
         let leaks = br#"{"check-errors": 0, "leaks": 2, "filename": "a", "format": "qcow2"}"#;
         assert_eq!(judge(Some(3), leaks, b""), Found::Leaks(2));
