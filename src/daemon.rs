@@ -129,6 +129,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         )),
         binaries: Default::default(),
         names: Mutex::new(HashMap::new()),
+        bases: Mutex::default(),
         privilege: Privilege::new(supervisor.clone()),
         sandbox: config.qemu_sandbox,
         image_dirs: config.image_dirs.clone(),

@@ -82,6 +82,12 @@ impl Manager {
                 tracing::error!(vm_id = %record.id, port, ?pool, "port recorded by two VMs");
             }
         }
+        // As with names, the first VM loaded keeps a base; Start refuses the other.
+        let mut claims = Claims::new(&self.ctx);
+        match claims.bases(s, &record.id) {
+            Ok(()) => claims.commit(),
+            Err(e) => tracing::error!(vm_id = %record.id, "{e}"),
+        }
         let id = record.id.clone();
         let handle = actor::load(self.ctx.clone(), record).await;
         lock(&self.vms).insert(id, handle);
@@ -125,6 +131,8 @@ impl Manager {
         self.ctx.binaries.check_machine(&s).await?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         drives::check_binary(&caps, &s.qemu_path, &s)?;
+        // Claimed first: a base another VM holds is refused as such, before it is read.
+        let claims = self.claim(&id, &mut s, &changes)?;
         let image_formats = bases::check(
             &s,
             None,
@@ -133,7 +141,6 @@ impl Manager {
             &self.ctx.vetted,
         )
         .await?;
-        let claims = self.claim(&id, &mut s, &changes)?;
         let record = Record {
             id: id.clone(),
             project,
@@ -160,6 +167,7 @@ impl Manager {
     fn claim(&self, id: &str, s: &mut Settings, changes: &[Setting]) -> Result<Claims> {
         let mut claims = Claims::new(&self.ctx);
         claims.name(&s.name, id)?;
+        claims.bases(s, id)?;
         // The ports the client chose first; then a console port unless it chose one (0 for
         // none) or consoles have no TCP ports (console_access = "none"). A monitor or VNC
         // port only if asked for.

@@ -632,9 +632,15 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     std::os::unix::fs::symlink("/nonexistent/base.qcow2", files.join("broken.img")).unwrap();
     let opening = opening_bases(&files);
     let swap = files.join("swap.qcow2").to_str().unwrap().to_string();
-    set(conn, &b, "org.gns3.Qemu.VM", "HdaDiskImage", swap.into())
-        .await
-        .unwrap();
+    set(
+        conn,
+        &b,
+        "org.gns3.Qemu.VM",
+        "HdaDiskImage",
+        swap.clone().into(),
+    )
+    .await
+    .unwrap();
 
     let a_props = vm_properties(conn, &a).await;
     let vms = vec![a.clone(), b.clone()];
@@ -771,6 +777,48 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     }
     walk.answers
         .add("an IDE disk on the CD-ROM drive's unit", INVALID_ARGUMENT);
+    walk.unchanged(what).await;
+    // A base used in place (LinkedClone false) is one VM's only: b's linked clone stands on
+    // swap.qcow2, so neither Configure nor CreateVM may take it in place.
+    let in_place = || {
+        let mut d = Dict::new(&Signature::Str, &Signature::Variant);
+        for (key, value) in [
+            ("HdaDiskImage", Variant::from(swap.clone())),
+            ("LinkedClone", Variant::Bool(false)),
+        ] {
+            d.append(
+                Variant::from(key.to_string()),
+                Variant::Variant(Box::new(value)),
+            )
+            .unwrap();
+        }
+        Variant::Dict(d)
+    };
+    let what = "a base in place that another VM's linked clone stands on";
+    let configure = call(conn, &a, "org.gns3.Qemu.VM", "Configure", &[in_place()]).await;
+    let text = configure.as_ref().err().map(ToString::to_string);
+    walk.expect(
+        &format!("Configure {what}"),
+        configure,
+        IMAGE_NOT_ACCESSIBLE,
+    );
+    assert!(
+        text.unwrap_or_default()
+            .contains("is the base of linked clones of VM 'b'"),
+        "{what}: the message does not name the VM that holds it"
+    );
+    let create = call(
+        conn,
+        MANAGER_PATH,
+        "org.gns3.Qemu.Manager",
+        "CreateVM",
+        &[Variant::from("new".to_string()), in_place()],
+    )
+    .await;
+    walk.expect(&format!("CreateVM {what}"), create, IMAGE_NOT_ACCESSIBLE);
+    walk.calls += 2;
+    walk.answers
+        .add("a base in place that another VM uses", IMAGE_NOT_ACCESSIBLE);
     walk.unchanged(what).await;
     for step in 0..2 {
         let what = format!(

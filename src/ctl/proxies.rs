@@ -56,6 +56,7 @@ pub trait Vm {
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
     fn reset_disks(&self) -> zbus::Result<()>;
     fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
+    fn repair_disks(&self) -> zbus::Result<Vec<String>>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
@@ -215,4 +216,8 @@ pub trait Vm {
     fn tpm(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn set_tpm(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn linked_clone(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_linked_clone(&self, value: bool) -> zbus::Result<()>;
 }

@@ -350,7 +350,8 @@ mod tests {
         assert_eq!(vm["ReadConsole"].text, "u");
         assert_eq!(vm["HumanMonitorCommand"].text, "s");
         assert_eq!(vm["OpenGraphics"].text, "a{sv}");
-        assert_eq!(vm.len(), 17);
+        assert_eq!(vm["RepairDisks"].text, "");
+        assert_eq!(vm.len(), 18);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

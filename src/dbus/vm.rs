@@ -59,7 +59,9 @@ impl Table for Vm {
 impl Vm {
     /// Start the VM and return once the guest runs. On a paused VM: resume it.
     /// Fails with StartFailed, carrying the end of qemu.log, if QEMU does not come up;
-    /// then nothing is left running.
+    /// then nothing is left running. Before QEMU runs, qemu-img check looks at the VM's own
+    /// qcow2 files: leaked clusters are repaired (and logged), a corrupt file fails Start
+    /// with DiskImageFailed naming it (RepairDisks repairs it).
     async fn start(&self) -> Result<()> {
         Ok(self.handle.start().await?)
     }
@@ -204,6 +206,17 @@ impl Vm {
     /// filesystems in it are the guest's to grow. ResetDisks brings back the base's size.
     async fn resize_disk(&self, disk: String, bytes: u64) -> Result<()> {
         Ok(self.handle.resize_disk(disk, bytes).await?)
+    }
+
+    /// Repair the stopped VM's own qcow2 files (its linked clones, its flash disk, a UEFI
+    /// VM's variables) with qemu-img check -r all, as Start asks when it finds one corrupt;
+    /// returns the files in which something was repaired (none if all were sound). Bases
+    /// used in place (LinkedClone false) are not the VM's and are left alone. InvalidState
+    /// unless the VM is stopped; DiskImageFailed, naming the file, if one cannot be
+    /// repaired: then ResetDisks() starts its disks over, or delete the VM and create it
+    /// again.
+    async fn repair_disks(&self) -> Result<Vec<String>> {
+        Ok(self.handle.repair_disks().await?)
     }
 
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.

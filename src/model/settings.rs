@@ -21,10 +21,11 @@ settings! {
     QemuPath qemu_path: String = String::new(), NextStart;
     /// Guest RAM in MiB (default 256), at most the host's memory.
     Ram ram: u32 = DEFAULT_RAM_MIB, NextStart;
-    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it. Empty: a
-    /// blank 128 MiB flash disk. Changing it (VM stopped) discards the old clone. An image
-    /// that makes QEMU open other files (a backing file) is refused unless they and it lie
-    /// under the daemon's image_dirs; json: and protocol names always are.
+    /// Base image of the first disk; the VM runs on a qcow2 linked clone of it (on the image
+    /// itself if LinkedClone is false). Empty: a blank 128 MiB flash disk. Changing it (VM
+    /// stopped) discards the old clone. An image that makes QEMU open other files (a backing
+    /// file) is refused unless they and it lie under the daemon's image_dirs; json: and
+    /// protocol names always are.
     HdaDiskImage hda_disk_image: String = String::new(), Stopped;
     /// Base image of the second disk (a linked clone too, checked the same way); empty for
     /// none.
@@ -136,6 +137,14 @@ settings! {
     /// A TPM 2.0 for the guest (tpm-tis; tpm-crb on q35), emulated by a swtpm of the VM's
     /// own (Debian package swtpm), its state kept in the VM's directory. Only while stopped.
     Tpm tpm: bool = false, Stopped;
+    /// true (the default): each disk is a qcow2 linked clone of its base image, made in the
+    /// VM's directory, and the base is never written. false: the base images are given to
+    /// QEMU in place, the guest writing to them, in the format found when the VM first used
+    /// each; a base used so belongs to this VM only (another VM using it at all, in place
+    /// or as a linked clone's base, is refused, and so is this VM while another uses it).
+    /// The blank flash disk (no HdaDiskImage) is the VM's own either way. Changing it
+    /// discards the VM's linked clones. Only while stopped.
+    LinkedClone linked_clone: bool = true, Stopped;
 }
 
 impl Settings {

@@ -1,11 +1,14 @@
-//! What a change takes from the pools every VM shares (names, ports) before it is written to
-//! disk. Claims are given back when they are dropped, on every way out of a change that
-//! failed, unless the change commits them.
+//! What a change takes from the pools every VM shares (names, ports, base images) before it
+//! is written to disk. Claims are given back when they are dropped, on every way out of a
+//! change that failed, unless the change commits them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::base_uses::{self, Use};
 use super::error::{Error, Result};
 use super::{lock, Context, Pool};
+use crate::model::Settings;
 use crate::ports::Holder;
 
 #[must_use = "claims are given back at once when dropped"]
@@ -14,6 +17,8 @@ pub struct Claims {
     name: Option<String>,
     /// Each port taken, and who held it before (a client's allocation a tunnel took over).
     ports: Vec<(Pool, u16, Option<Holder>)>,
+    /// Each base image use taken (VM id, key), and what that VM had of it before.
+    bases: Vec<(String, PathBuf, Option<Use>)>,
 }
 
 impl Claims {
@@ -22,7 +27,33 @@ impl Claims {
             ctx: ctx.clone(),
             name: None,
             ports: Vec::new(),
+            bases: Vec::new(),
         }
+    }
+
+    /// Takes the base images of `s` for VM `id`, used as `s` says (LinkedClone): refused
+    /// if another VM uses one in place, or uses at all one that `s` uses in place.
+    pub fn bases(&mut self, s: &Settings, id: &str) -> Result<()> {
+        let wanted = base_uses::of(s)?;
+        let mut uses = lock(&self.ctx.bases);
+        for (key, path, how) in wanted {
+            if let Some((holder, theirs)) = uses.conflict(&path, id, how) {
+                let holder = holder.to_string();
+                drop(uses);
+                let name = lock(&self.ctx.names)
+                    .iter()
+                    .find(|(_, i)| **i == holder)
+                    .map_or(holder, |(name, _)| name.clone());
+                let base = super::drives::DISKS
+                    .iter()
+                    .find(|d| d.key() == key)
+                    .map_or("", |d| d.image(s));
+                return Err(base_uses::refusal(key, base, how, &name, theirs));
+            }
+            let before = uses.set(path.clone(), id, how);
+            self.bases.push((id.to_string(), path, before));
+        }
+        Ok(())
     }
 
     /// Takes `name` for VM `id`; names are unique across VMs.
@@ -57,6 +88,7 @@ impl Claims {
     pub fn commit(mut self) {
         self.name = None;
         self.ports.clear();
+        self.bases.clear();
     }
 }
 
@@ -72,6 +104,10 @@ impl Drop for Claims {
                 Some(holder) => ports.hand_back(port, holder),
                 None => ports.release(port),
             }
+        }
+        let mut uses = lock(&self.ctx.bases);
+        for (id, path, before) in self.bases.drain(..).rev() {
+            uses.put_back(&path, &id, before);
         }
     }
 }
@@ -114,6 +150,57 @@ mod tests {
         assert_eq!(
             ctx.ports(Pool::Console).holder(port),
             Some(&Holder::Vm("aa".into()))
+        );
+    }
+
+    #[test]
+    fn a_base_in_place_is_one_vms_and_a_refusal_names_the_holder() {
+        let (_dir, ctx) = context();
+        let base = tempfile::NamedTempFile::new().unwrap();
+        let path = base.path().to_str().unwrap().to_string();
+        let mut clones = Settings {
+            hda_disk_image: path.clone(),
+            ..Settings::default()
+        };
+        let mut first = Claims::new(&ctx);
+        first.name("r1", "aa").unwrap();
+        first.bases(&clones, "aa").unwrap();
+        first.commit();
+        let in_place = Settings {
+            hdb_disk_image: path.clone(),
+            linked_clone: false,
+            ..Settings::default()
+        };
+        let e = Claims::new(&ctx).bases(&in_place, "bb").unwrap_err();
+        assert!(matches!(e, Error::ImageNotAccessible(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "HdbDiskImage '{path}' is the base of linked clones of VM 'r1', which writes in \
+                 place would corrupt: it cannot be used in place (LinkedClone false). Keep \
+                 LinkedClone true (a linked clone), or give this VM a copy of it"
+            )
+        );
+        // r1 itself may switch to in place; a claim dropped puts back what it had.
+        let mut switch = Claims::new(&ctx);
+        clones.linked_clone = false;
+        switch.bases(&clones, "aa").unwrap();
+        let key = base.path().canonicalize().unwrap();
+        assert!(lock(&ctx.bases).holds(&key, "aa", Use::InPlace));
+        drop(switch);
+        assert!(lock(&ctx.bases).holds(&key, "aa", Use::Clone));
+        let mut switch = Claims::new(&ctx);
+        switch.bases(&clones, "aa").unwrap();
+        switch.commit();
+        clones.linked_clone = true;
+        let e = Claims::new(&ctx).bases(&clones, "bb").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "HdaDiskImage '{path}' is used in place (LinkedClone false) by VM 'r1', whose \
+                 guest writes to it: no other VM may use it. Give this VM a copy of it (cp or \
+                 qemu-img convert), or set LinkedClone of VM 'r1' to true first"
+            )
         );
     }
 

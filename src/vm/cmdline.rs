@@ -29,6 +29,8 @@ pub struct Launch<'a> {
     pub ovmf: Option<&'a Ovmf>,
     /// Where the VM's swtpm listens, if it has Tpm.
     pub tpm_socket: &'a Path,
+    /// The formats of its base images (`Record::image_formats`), for those used in place.
+    pub formats: &'a super::bases::Formats,
 }
 
 /// QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec (a
@@ -83,7 +85,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     if l.sandbox {
         cmd.extend(["-sandbox".into(), SANDBOX.into()]);
     }
-    cmd.extend(drives::args(l.vm_dir, s, s.is_q35()));
+    cmd.extend(drives::args(l.vm_dir, s, s.is_q35(), l.formats)?);
     cmd.extend(firmware::args(s, l.vm_dir, l.ovmf)?);
     if s.tpm {
         cmd.extend(super::tpm::args(l.tpm_socket, s.is_q35()));
@@ -150,6 +152,7 @@ mod tests {
             sandbox: true,
             ovmf: None,
             tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
+            formats: &Default::default(),
         })
         .unwrap()
     }
@@ -230,6 +233,7 @@ mod tests {
             sandbox: true,
             ovmf: None,
             tpm_socket: Path::new("/t"),
+            formats: &Default::default(),
         })
         .unwrap_err();
         assert!(e.to_string().contains("'-daemonize'"), "{e}");
@@ -277,6 +281,7 @@ mod tests {
             sandbox: false,
             ovmf: None,
             tpm_socket: Path::new("/run/gns3-qemud/ab/swtpm.sock"),
+            formats: &Default::default(),
         })
         .unwrap();
         assert!(cmd.contains(&"if=none,id=gns3-hda,file=/srv/a,,b/flash.qcow2,format=qcow2".into()));

@@ -48,8 +48,8 @@ pub(super) async fn run(qemu_img: &Path, args: &[&str]) -> Result<Vec<u8>> {
 }
 
 /// Makes `dest` unless it exists, through a temporary file so a crash never leaves half a
-/// disk: a linked clone of `base` (path, format), or a blank flash disk.
-async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Result<()> {
+/// disk: a linked clone of `base` (path, format), or a blank flash disk. Whether it made it.
+async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Result<bool> {
     // Disks are renamed into place without an fsync (as qemu-img leaves them): after a power
     // loss one may be there but empty. Nothing was ever written to it; make it again.
     if std::fs::metadata(dest).is_ok_and(|m| m.len() == 0) {
@@ -60,7 +60,9 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Res
     }
     if dest.exists() {
         match qcow2::backing_file(dest) {
-            Ok(backing) if backing.as_deref() == base.map(|(b, _)| b.as_bytes()) => return Ok(()),
+            Ok(backing) if backing.as_deref() == base.map(|(b, _)| b.as_bytes()) => {
+                return Ok(false)
+            }
             // A clone of another base: the daemon died between saving the VM's new base
             // and forgetting the old clone (`forget`).
             Ok(_) => {
@@ -110,23 +112,51 @@ async fn create(qemu_img: &Path, dest: &Path, base: Option<(&str, &str)>) -> Res
     if made.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    made
+    made.map(|()| true)
 }
 
 /// Makes the overlays `Start` hands to QEMU (see `cmdline`), each on its base with the
-/// format `bases::check` found for it.
-pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<()> {
+/// format `bases::check` found for it; a base used in place has none. The files it made.
+pub async fn prepare(vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
     for disk in DISKS.into_iter().filter(|d| d.exists(s)) {
-        prepare_one(vm_dir, s, formats, disk).await?;
+        let overlay = disk.overlay(vm_dir, s);
+        if disk.in_place(s).is_some() {
+            // A clone from before LinkedClone was false (the daemon died before `forget`):
+            // never to be used again, as it does not hold what the guest wrote since.
+            gone(overlay).map_err(|e| {
+                Error::DiskImageFailed(format!("cannot remove an old linked clone: {e}"))
+            })?;
+            continue;
+        }
+        if prepare_one(vm_dir, s, formats, disk).await? {
+            made.push(overlay);
+        }
     }
-    Ok(())
+    Ok(made)
 }
 
-/// Makes the overlay of one disk, as `prepare` does.
-pub async fn prepare_one(vm_dir: &Path, s: &Settings, formats: &Formats, disk: Disk) -> Result<()> {
+/// Makes the overlay of one disk, as `prepare` does; whether it made it.
+pub async fn prepare_one(
+    vm_dir: &Path,
+    s: &Settings,
+    formats: &Formats,
+    disk: Disk,
+) -> Result<bool> {
     let img = qemu_img(&s.qemu_path)?;
     let base = with_format(formats, disk.image(s))?;
     create(&img, &disk.overlay(vm_dir, s), base).await
+}
+
+/// Removes `p`; already gone is fine.
+fn gone(p: PathBuf) -> std::io::Result<()> {
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", p.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A base image (None if unset) with its format.
@@ -140,14 +170,14 @@ pub fn with_format<'a>(formats: &'a Formats, base: &'a str) -> Result<Option<(&'
     Ok(Some((base, format)))
 }
 
-/// Forgets the overlay of a base image that changed: it was a clone of the old one.
+/// Forgets the overlay of a base image that changed: it was a clone of the old one; and
+/// every linked clone when LinkedClone changes (the base in place went on without them,
+/// or they were never made).
 pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<()> {
-    let gone = |p: PathBuf| match std::fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    };
+    let switched = old.linked_clone != new.linked_clone;
     for disk in DISKS {
-        if disk.image(old) != disk.image(new) {
+        let has_base = !disk.image(old).is_empty();
+        if disk.image(old) != disk.image(new) || (switched && has_base) {
             gone(disk.overlay(vm_dir, old))?;
         }
     }
@@ -161,6 +191,34 @@ pub fn forget(vm_dir: &Path, old: &Settings, new: &Settings) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switching_linked_clone_forgets_the_clones_but_not_the_flash_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "hda_disk.qcow2",
+            "hdb_disk.qcow2",
+            "flash.qcow2",
+            "efivars.qcow2",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let old = Settings {
+            hdb_disk_image: "/i/b.qcow2".into(),
+            ..Settings::default()
+        };
+        let new = Settings {
+            linked_clone: false,
+            ..old.clone()
+        };
+        forget(dir.path(), &old, &new).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["efivars.qcow2", "flash.qcow2", "hda_disk.qcow2"]);
+    }
 
     #[tokio::test]
     async fn an_empty_disk_left_by_a_power_loss_is_made_again() {

@@ -2,9 +2,11 @@
 //! if=none` with a stable id (gns3-hda … gns3-hdd, gns3-cdrom) and, unless its interface is
 //! none, a `-device` of the same id, so QMP and a user's Options can name them; one AHCI and
 //! one virtio-scsi controller shared by the disks that use them; the boot order. Pure.
+//! Past 400 lines for its tests, which spell out whole command lines.
 
 use std::path::{Path, PathBuf};
 
+use super::bases::Formats;
 use super::binary::Capabilities;
 use super::cmdline::opt_value;
 use super::error::{Error, Result};
@@ -77,6 +79,34 @@ impl Disk {
     /// Whether the VM has this disk: the first always (a blank flash disk without a base).
     pub fn exists(self, s: &Settings) -> bool {
         self == Disk::Hda || !self.image(s).is_empty()
+    }
+
+    /// Its base image if QEMU is given it in place (LinkedClone false), not an overlay.
+    pub fn in_place(self, s: &Settings) -> Option<&str> {
+        Some(self.image(s)).filter(|b| !s.linked_clone && !b.is_empty())
+    }
+
+    /// The file QEMU is given and its format: the overlay (qcow2) `disks::prepare` makes
+    /// before the start, or the base itself in place in the format kept for it.
+    pub fn file(self, vm_dir: &Path, s: &Settings, formats: &Formats) -> Result<(PathBuf, String)> {
+        let Some(base) = self.in_place(s) else {
+            return Ok((self.overlay(vm_dir, s), "qcow2".into()));
+        };
+        let format = formats.get(base).ok_or_else(|| {
+            Error::DiskImageFailed(format!(
+                "the format of {} '{base}' is not known yet; set {} again, or start the VM, \
+                 to have it found",
+                self.key(),
+                self.key()
+            ))
+        })?;
+        Ok((PathBuf::from(base), format.clone()))
+    }
+
+    /// Its file that is the VM's own (a linked clone, the blank flash disk), if the VM has
+    /// the disk and does not use its base in place.
+    pub fn own_file(self, vm_dir: &Path, s: &Settings) -> Option<PathBuf> {
+        (self.exists(s) && self.in_place(s).is_none()).then(|| self.overlay(vm_dir, s))
     }
 
     /// The overlay QEMU is given, made by `disks::prepare` before the start.
@@ -180,8 +210,9 @@ fn with_boot_index(s: &Settings, c: char) -> String {
         .unwrap_or_default()
 }
 
-/// `-device`s and `-drive`s of the disks and the CD-ROM drive, then `-boot`.
-pub fn args(vm_dir: &Path, s: &Settings, q35: bool) -> Vec<String> {
+/// `-device`s and `-drive`s of the disks and the CD-ROM drive, then `-boot`; `formats`
+/// of the bases (`Record::image_formats`), for those given in place.
+pub fn args(vm_dir: &Path, s: &Settings, q35: bool, formats: &Formats) -> Result<Vec<String>> {
     let mut cmd: Vec<String> = Vec::new();
     let mut arg = |flag: &str, value: String| cmd.extend([flag.to_string(), value]);
     let uses = |i: DiskInterface| disks(s).any(|(_, it)| it == i);
@@ -193,10 +224,11 @@ pub fn args(vm_dir: &Path, s: &Settings, q35: bool) -> Vec<String> {
     }
     for (disk, interface) in disks(s) {
         let id = disk.id();
-        let file = opt_value(&disk.overlay(vm_dir, s));
+        let (file, format) = disk.file(vm_dir, s, formats)?;
+        let file = opt_value(&file);
         arg(
             "-drive",
-            format!("if=none,id={id},file={file},format=qcow2"),
+            format!("if=none,id={id},file={file},format={format}"),
         );
         let boot = if disk == Disk::Hda {
             with_boot_index(s, 'c')
@@ -236,7 +268,7 @@ pub fn args(vm_dir: &Path, s: &Settings, q35: bool) -> Vec<String> {
         ),
     );
     arg("-boot", format!("order={}", s.boot_order.as_str()));
-    cmd
+    Ok(cmd)
 }
 
 #[cfg(test)]
@@ -252,7 +284,9 @@ mod tests {
     }
 
     fn line(s: &Settings, q35: bool) -> String {
-        args(Path::new("/vms/ab"), s, q35).join(" ")
+        args(Path::new("/vms/ab"), s, q35, &Formats::new())
+            .unwrap()
+            .join(" ")
     }
 
     #[test]
@@ -315,6 +349,40 @@ mod tests {
         );
         assert_eq!(boot_index(&s, 'n'), Some(1));
         assert_eq!(boot_index(&s, 'c'), None);
+    }
+
+    #[test]
+    fn without_linked_clones_qemu_gets_each_base_in_its_pinned_format() {
+        let mut s = settings();
+        s.hda_disk_image = "/i/a,b.raw".into();
+        s.hdb_disk_image = "/i/b.qcow2".into();
+        s.linked_clone = false;
+        let formats: Formats = [("/i/a,b.raw", "raw"), ("/i/b.qcow2", "qcow2")]
+            .map(|(p, f)| (p.to_string(), f.to_string()))
+            .into();
+        let in_place = args(Path::new("/vms/ab"), &s, false, &formats)
+            .unwrap()
+            .join(" ");
+        assert!(
+            in_place.starts_with(
+                "-drive if=none,id=gns3-hda,file=/i/a,,b.raw,format=raw \
+                 -device ide-hd,bus=ide.0,unit=0,drive=gns3-hda,id=gns3-hda,bootindex=1 \
+                 -drive if=none,id=gns3-hdb,file=/i/b.qcow2,format=qcow2 "
+            ),
+            "{in_place}"
+        );
+        // A base whose format was never found is not guessed at.
+        let e = args(Path::new("/vms/ab"), &s, false, &Formats::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the format of HdaDiskImage '/i/a,b.raw' is not known yet; set HdaDiskImage \
+             again, or start the VM, to have it found"
+        );
+        // The blank flash disk is the VM's own either way.
+        s.hda_disk_image.clear();
+        s.hdb_disk_image.clear();
+        assert!(line(&s, false)
+            .starts_with("-drive if=none,id=gns3-hda,file=/vms/ab/flash.qcow2,format=qcow2 "));
     }
 
     #[test]

@@ -149,16 +149,16 @@ impl Templates {
 }
 
 /// Makes the VM's variable store from OVMF's template at its first UEFI start, through a
-/// temporary file so a crash never leaves half of one; kept from then on.
+/// temporary file so a crash never leaves half of one; kept from then on. Whether it made it.
 pub async fn prepare(
     qemu_img: &Path,
     vm_dir: &Path,
     ovmf: &Ovmf,
     templates: &Templates,
-) -> Result<()> {
+) -> Result<bool> {
     let dest = vars(vm_dir);
     if std::fs::metadata(&dest).is_ok_and(|m| m.len() > 0) {
-        return Ok(());
+        return Ok(false);
     }
     let tmp = vm_dir.join(format!(".{VARS_FILE}.tmp"));
     let failed = |what: &str, e: std::io::Error| {
@@ -188,7 +188,8 @@ pub async fn prepare(
     }
     std::fs::rename(&tmp, &dest).map_err(|e| {
         Error::DiskImageFailed(format!("cannot move {} into place: {e}", dest.display()))
-    })
+    })?;
+    Ok(true)
 }
 
 /// The firmware's part of the command line.

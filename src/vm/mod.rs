@@ -4,10 +4,12 @@
 
 pub mod actor;
 pub mod adopt;
+pub mod base_uses;
 pub mod bases;
 pub mod binary;
 pub mod claims;
 pub mod cmdline;
+pub mod disk_care;
 pub mod disks;
 pub mod drives;
 pub mod error;
@@ -68,6 +70,8 @@ pub struct Context {
     pub udp_ports: Mutex<Ports>,
     /// name -> id of every VM.
     pub names: Mutex<HashMap<String, String>>,
+    /// Which VM uses which base image, and how (linked clones or in place).
+    pub bases: Mutex<base_uses::BaseUses>,
     /// Renice and CPU limits beyond the daemon's own rights.
     pub privilege: Privilege,
     /// QEMU runs in its seccomp sandbox (`qemu_sandbox`).
@@ -136,6 +140,8 @@ pub enum Command {
     ResetDisks(Reply<()>),
     /// Grow a disk (`hda` … `hdd`) to a size in bytes.
     ResizeDisk(String, u64, Reply<()>),
+    /// The files repaired.
+    RepairDisks(Reply<Vec<String>>),
 }
 
 #[derive(Clone)]
@@ -203,6 +209,9 @@ impl Handle {
     pub async fn open_graphics(&self) -> Result<std::os::fd::OwnedFd> {
         self.call(Command::OpenGraphics).await
     }
+    pub async fn repair_disks(&self) -> Result<Vec<String>> {
+        self.call(Command::RepairDisks).await
+    }
     pub async fn human_monitor_command(&self, command: String) -> Result<String> {
         self.call(|r| Command::HumanMonitorCommand(command, r))
             .await
@@ -254,6 +263,7 @@ pub mod testing {
             console_ports: Mutex::new(Ports::new(Protocol::Tcp, "127.0.0.1", console)),
             udp_ports: Mutex::new(Ports::new(Protocol::Udp, "127.0.0.1", udp)),
             names: Mutex::new(HashMap::new()),
+            bases: Mutex::default(),
             privilege: Privilege::new(None),
             sandbox: true,
             image_dirs: Vec::new(),

@@ -17,12 +17,7 @@ use crate::model::Settings;
 /// decides which files are the VM's own: a base image is never one.
 pub fn own_files(vm_dir: &Path, s: &Settings) -> Vec<PathBuf> {
     let mut files = vec![vm_dir.join(tpm::STATE_DIR), firmware::vars(vm_dir)];
-    files.extend(
-        DISKS
-            .into_iter()
-            .filter(|d| d.exists(s))
-            .map(|d| d.overlay(vm_dir, s)),
-    );
+    files.extend(DISKS.into_iter().filter_map(|d| d.own_file(vm_dir, s)));
     files
 }
 
@@ -84,6 +79,9 @@ mod tests {
             names(&s),
             ["tpm", "efivars.qcow2", "hda_disk.qcow2", "hdc_disk.qcow2"]
         );
+        // Bases used in place are the user's files, never the VM's own.
+        s.linked_clone = false;
+        assert_eq!(names(&s), ["tpm", "efivars.qcow2"]);
     }
 
     #[test]

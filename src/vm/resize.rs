@@ -87,9 +87,9 @@ pub async fn file_size(qemu_img: &Path, file: &Path, format: &str) -> Result<u64
 }
 
 /// Grows a qcow2 file of a stopped VM to `bytes`.
-pub async fn grow_file(qemu_img: &Path, file: &Path, bytes: u64) -> Result<()> {
+pub async fn grow_file(qemu_img: &Path, file: &Path, format: &str, bytes: u64) -> Result<()> {
     let (file_str, size) = (file.to_string_lossy(), bytes.to_string());
-    let args = ["resize", "-q", "-f", "qcow2", &file_str, &size];
+    let args = ["resize", "-q", "-f", format, &file_str, &size];
     super::disks::run(qemu_img, &args).await.map(drop)
 }
 
@@ -193,7 +193,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(file_size(&img, &file, "qcow2").await.unwrap(), 1 << 20);
-        grow_file(&img, &file, 3 << 20).await.unwrap();
+        grow_file(&img, &file, "qcow2", 3 << 20).await.unwrap();
         assert_eq!(file_size(&img, &file, "qcow2").await.unwrap(), 3 << 20);
     }
 }

@@ -211,6 +211,9 @@ impl Check for Limits {
     fn tpm(&self, v: bool) -> Result<bool> {
         Ok(v)
     }
+    fn linked_clone(&self, v: bool) -> Result<bool> {
+        Ok(v)
+    }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
             Error::InvalidArgument(format!(

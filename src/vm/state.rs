@@ -83,10 +83,12 @@ pub enum Op {
     ResetDisks,
     /// Grow a disk: `qemu-img resize` while stopped, `block_resize` while QEMU runs.
     ResizeDisk,
+    /// Repair the VM's own disks (RepairDisks), which a running QEMU holds.
+    RepairDisks,
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Start,
         Op::Stop,
         Op::Suspend,
@@ -99,6 +101,7 @@ impl Op {
         Op::Console,
         Op::ResetDisks,
         Op::ResizeDisk,
+        Op::RepairDisks,
     ];
 }
 
@@ -144,9 +147,10 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
-        // The files QEMU and swtpm have open are not removed under them.
-        (ResetDisks, Stopped) => Go,
-        (ResetDisks, Starting | Running | Paused | Stopping) => Holds,
+        // The files QEMU and swtpm have open are neither removed nor repaired under them.
+        (ResetDisks | RepairDisks, Stopped) => Go,
+        (ResetDisks | RepairDisks, Running | Paused) => Holds,
+        (ResetDisks | RepairDisks, Starting | Stopping) => Busy,
         (ResizeDisk, Stopped | Running | Paused) => Go,
         (ResizeDisk, Starting | Stopping) => Busy,
     }
@@ -211,7 +215,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 60 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 65 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -264,15 +268,20 @@ mod tests {
             (Paused, Op::Console, Go),
             (Stopping, Op::Console, NotRunning),
             (Stopped, Op::ResetDisks, Go),
-            (Starting, Op::ResetDisks, Holds),
+            (Starting, Op::ResetDisks, Busy),
             (Running, Op::ResetDisks, Holds),
             (Paused, Op::ResetDisks, Holds),
-            (Stopping, Op::ResetDisks, Holds),
+            (Stopping, Op::ResetDisks, Busy),
             (Stopped, Op::ResizeDisk, Go),
             (Starting, Op::ResizeDisk, Busy),
             (Running, Op::ResizeDisk, Go),
             (Paused, Op::ResizeDisk, Go),
             (Stopping, Op::ResizeDisk, Busy),
+            (Stopped, Op::RepairDisks, Go),
+            (Starting, Op::RepairDisks, Busy),
+            (Running, Op::RepairDisks, Holds),
+            (Paused, Op::RepairDisks, Holds),
+            (Stopping, Op::RepairDisks, Busy),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");

@@ -10,7 +10,7 @@ use crate::vm::qemu::Qemu;
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
 use crate::vm::tunnel::Backend;
-use crate::vm::{bases, disks, drives, lock, settings, Pool};
+use crate::vm::{base_uses, bases, disks, drives, lock, settings, Pool};
 
 impl Actor {
     pub(super) async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
@@ -66,6 +66,8 @@ impl Actor {
             let caps = self.ctx.binaries.probe(&new.qemu_path).await?;
             drives::check_binary(&caps, &new.qemu_path, &new)?;
         }
+        // Claimed first: a base another VM holds is refused as such, before it is read.
+        let claims = self.claim(&old, &new)?;
         // A new base image is checked now (and its format kept), so a refusal comes with
         // the change that causes it rather than at the next Start.
         let known = &self.record.image_formats;
@@ -85,7 +87,6 @@ impl Actor {
             let allow = self.ctx.allow_unsafe_tunnels;
             Backend::allowed(&new.name, new.legacy_networking, &caps, allow)?;
         }
-        let claims = self.claim(&old, &new)?;
         let name = new.name.clone();
         let media = new.cdrom_image != old.cdrom_image;
         let limits = limits_differ(&old, &new);
@@ -157,6 +158,9 @@ impl Actor {
         if new.name != old.name {
             claims.name(&new.name, self.id())?;
         }
+        if bases_differ(old, new) {
+            claims.bases(new, self.id())?;
+        }
         let old_ports = old.tcp_ports().map(|(_, p)| p);
         for (_, port) in new.tcp_ports() {
             if port != 0 && !old_ports.contains(&port) {
@@ -170,6 +174,19 @@ impl Actor {
     fn release_old(&self, old: &Settings, new: &Settings) {
         if new.name != old.name {
             lock(&self.ctx.names).remove(&old.name);
+        }
+        if bases_differ(old, new) {
+            let kept: Vec<_> = base_uses::of(new)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, key, _)| key)
+                .collect();
+            let mut uses = lock(&self.ctx.bases);
+            for (_, key, _) in base_uses::of(old).unwrap_or_default() {
+                if !kept.contains(&key) {
+                    uses.unset(&key, self.id());
+                }
+            }
         }
         let kept = new.tcp_ports().map(|(_, p)| p);
         let mut ports = self.ctx.ports(Pool::Console);
@@ -186,6 +203,12 @@ fn drives_differ(old: &Settings, new: &Settings) -> bool {
     drives::DISKS
         .iter()
         .any(|d| d.image(old) != d.image(new) || d.interface(old) != d.interface(new))
+}
+
+/// Whether the base images, or how they are used, differ: what the VM holds of them.
+fn bases_differ(old: &Settings, new: &Settings) -> bool {
+    old.linked_clone != new.linked_clone
+        || drives::DISKS.iter().any(|d| d.image(old) != d.image(new))
 }
 
 fn limits_differ(old: &Settings, new: &Settings) -> bool {

@@ -1,6 +1,7 @@
 //! What Start runs: the files checked again (the base images with what they open, see
-//! `bases`), the disks prepared, QEMU spawned on the QMP socket bound for it, then, while
-//! its CPUs are still stopped (-S), tunnels, links and limits put in place.
+//! `bases`), the disks prepared and checked (`disk_care`), QEMU spawned on the QMP socket
+//! bound for it, then, while its CPUs are still stopped (-S), tunnels, links and limits put
+//! in place.
 
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
@@ -11,6 +12,7 @@ use tokio::time::timeout;
 
 use super::Actor;
 use crate::model::Accelerator;
+use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::firmware::{self, Ovmf};
 use crate::vm::process::{Exit, Process};
@@ -18,7 +20,7 @@ use crate::vm::qemu::{Qemu, Wiring, QMP_TIMEOUT};
 use crate::vm::qmp::{self, Qmp};
 use crate::vm::tpm::{self, Swtpm};
 use crate::vm::tunnel::{self, Backend};
-use crate::vm::{bases, cmdline, disks, drives, paths, Pool};
+use crate::vm::{bases, cmdline, disk_care, disks, drives, paths, Pool};
 
 impl Actor {
     fn use_kvm(&self) -> Result<bool> {
@@ -59,6 +61,7 @@ impl Actor {
             sandbox: self.ctx.sandbox,
             ovmf,
             tpm_socket: &tpm_socket,
+            formats: &self.record.image_formats,
         })
     }
 
@@ -100,6 +103,10 @@ impl Actor {
             paths::check_file(key, path)?;
         }
         let swtpm = s.tpm.then(tpm::binary).transpose()?;
+        // A VM loaded beside another that used one of its bases first holds it only now.
+        let mut claims = Claims::new(&self.ctx);
+        claims.bases(&s, self.id())?;
+        claims.commit();
         // Before anything runs: every base with what it makes QEMU open.
         let formats = self.checked_bases().await?;
         let kvm = self.use_kvm()?;
@@ -124,11 +131,17 @@ impl Actor {
         self.hold_tunnel_ports()?;
         let listeners = self.bind_listeners()?;
         let vm_dir = self.vm_dir();
-        disks::prepare(&vm_dir, &s, &formats).await?;
+        let mut made = disks::prepare(&vm_dir, &s, &formats).await?;
+        let qemu_img = disks::qemu_img(&s.qemu_path)?;
         if let Some(ovmf) = &ovmf {
-            let img = disks::qemu_img(&s.qemu_path)?;
-            firmware::prepare(&img, &vm_dir, ovmf, &self.ctx.vars_templates).await?;
+            if firmware::prepare(&qemu_img, &vm_dir, ovmf, &self.ctx.vars_templates).await? {
+                made.push(firmware::vars(&vm_dir));
+            }
         }
+        // What was just made is sound; what earlier runs wrote is checked.
+        let mut own = disk_care::own_files(&vm_dir, &s);
+        own.retain(|f| !made.contains(f));
+        disk_care::check_at_start(&qemu_img, self.name(), &own).await?;
         let cmd = self.launch_plan(kvm, ovmf.as_ref())?;
 
         let sockets = self.runtime.bind().map_err(Error::Internal)?;

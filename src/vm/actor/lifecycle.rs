@@ -188,6 +188,7 @@ impl Actor {
             ports.release(t.local_port);
         }
         drop(ports);
+        lock(&self.ctx.bases).release_all(self.id());
         let mut names = lock(&self.ctx.names);
         names.remove(&s.name);
         // A lab of a thousand VMs deleted should not leave a table for a thousand behind.

@@ -6,7 +6,8 @@
 //! Its jobs, a file each: `lifecycle.rs` (start, stop, pause, delete, and QEMU's exit),
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
 //! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
-//! `console.rs` (the console and monitor), `reset.rs` (ResetDisks, ResizeDisk).
+//! `console.rs` (the console and monitor), `reset.rs` (ResetDisks, ResizeDisk),
+//! `repair.rs` (RepairDisks).
 
 mod configure;
 mod console;
@@ -14,6 +15,7 @@ mod launch;
 mod lifecycle;
 mod log;
 mod readopt;
+mod repair;
 mod reset;
 mod tunnels;
 
@@ -190,6 +192,9 @@ impl Actor {
             Command::ResizeDisk(disk, bytes, reply) => {
                 let _ = reply.send(Box::pin(self.resize_disk(&disk, bytes)).await);
             }
+            Command::RepairDisks(reply) => {
+                let _ = reply.send(Box::pin(self.repair_disks()).await);
+            }
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
@@ -224,11 +229,14 @@ impl Actor {
             Op::Reload => Box::pin(self.reload()).await,
             Op::Delete => Box::pin(self.delete()).await,
             Op::ResetDisks => Box::pin(self.reset_disks()).await,
-            Op::Rewire | Op::Configure | Op::ConfigureStopped | Op::Console | Op::ResizeDisk => {
-                Err(Error::Internal(format!(
-                    "{op:?} takes arguments and is not performed alone"
-                )))
-            }
+            Op::Rewire
+            | Op::Configure
+            | Op::ConfigureStopped
+            | Op::Console
+            | Op::ResizeDisk
+            | Op::RepairDisks => Err(Error::Internal(format!(
+                "{op:?} takes arguments and is not performed alone"
+            ))),
         }
     }
 

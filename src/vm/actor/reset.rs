@@ -34,18 +34,26 @@ impl Actor {
         Ok(())
     }
 
-    /// Grows the overlay of a stopped VM's disk. A VM that never started has none yet: it
-    /// is made now, as Start would make it (its base checked first), then grown, so that a
-    /// disk can be given its size before the guest's first boot.
+    /// Grows the file of a stopped VM's disk: its overlay, or its base used in place (in
+    /// the format pinned for it, checked first as Start checks it). A VM that never started
+    /// has no overlay yet: it is made now, as Start would make it (its base checked first),
+    /// then grown, so that a disk can be given its size before the guest's first boot.
     async fn grow_offline(&mut self, disk: Disk, bytes: u64) -> Result<()> {
         let (vm, vm_dir) = (self.name().to_string(), self.vm_dir());
         let s = self.record.settings.clone();
         let img = disks::qemu_img(&s.qemu_path)?;
+        if disk.in_place(&s).is_some() {
+            let formats = self.checked_bases().await?;
+            let (file, format) = disk.file(&vm_dir, &s, &formats)?;
+            let current = resize::file_size(&img, &file, &format).await?;
+            resize::check_growth(&vm, disk, current, bytes)?;
+            return resize::grow_file(&img, &file, &format, bytes).await;
+        }
         let file = disk.overlay(&vm_dir, &s);
         if std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
             let current = resize::file_size(&img, &file, "qcow2").await?;
             resize::check_growth(&vm, disk, current, bytes)?;
-            return resize::grow_file(&img, &file, bytes).await;
+            return resize::grow_file(&img, &file, "qcow2", bytes).await;
         }
         let formats = self.checked_bases().await?;
         let current = match disks::with_format(&formats, disk.image(&s))? {
@@ -54,7 +62,7 @@ impl Actor {
         };
         resize::check_growth(&vm, disk, current, bytes)?;
         disks::prepare_one(&vm_dir, &s, &formats, disk).await?;
-        let grown = resize::grow_file(&img, &file, bytes).await;
+        let grown = resize::grow_file(&img, &file, "qcow2", bytes).await;
         if grown.is_err() {
             // Start makes it again; a refusal leaves nothing it made.
             let _ = std::fs::remove_file(&file);

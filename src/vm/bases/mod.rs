@@ -48,7 +48,10 @@ pub async fn check(
             continue;
         }
         let stored = known.get(base);
-        let unchanged = old.is_some_and(|o| images(o).contains(&(key, base)));
+        // Used in place from now on: checked again, with the format it keeps.
+        let unchanged = old.is_some_and(|o| {
+            images(o).contains(&(key, base)) && (s.linked_clone || !o.linked_clone)
+        });
         match stored {
             Some(format) if unchanged => {
                 formats.insert(base.to_string(), format.clone());
@@ -56,13 +59,16 @@ pub async fn check(
             // Never used yet: its first Start checks it.
             None if unchanged => {}
             _ => {
+                if !s.linked_clone {
+                    writable(key, base)?;
+                }
                 // A placeholder, so a base given twice is inspected once.
                 formats.insert(base.to_string(), String::new());
                 let img = qemu_img(&s.qemu_path)?;
                 let stored = stored.map(String::as_str);
-                let dirs = &dirs;
+                let (dirs, in_place) = (&dirs, !s.linked_clone);
                 inspections.push(async move {
-                    let format = inspect(&img, key, base, stored, dirs, vetted).await?;
+                    let format = inspect(&img, key, base, stored, in_place, dirs, vetted).await?;
                     Ok::<_, Error>((base, format))
                 });
             }
@@ -74,22 +80,46 @@ pub async fn check(
     Ok(formats)
 }
 
+/// A base used in place is written by QEMU, as the daemon's user: refused now rather than
+/// by QEMU at Start.
+fn writable(key: &str, base: &str) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(base)
+        .map(drop)
+        .map_err(|e| {
+            Error::ImageNotAccessible(format!(
+                "{key} '{base}' would be written in place (LinkedClone false), and the daemon \
+                 cannot open it for writing ({e}); make it writable by the daemon's user, or \
+                 set LinkedClone to true"
+            ))
+        })
+}
+
 /// Checks `base`, the value of setting `key`, and returns its format: `stored` if the VM
 /// has used it before (refused if qemu-img now finds another), else what qemu-img finds.
+/// A base used `in_place` is never probed again once its format is known: its guest
+/// writes to it, and a raw disk whose guest wrote a qcow2 header must stay raw.
 async fn inspect(
     qemu_img: &Path,
     key: &str,
     base: &str,
     stored: Option<&str>,
+    in_place: bool,
     dirs: &Dirs,
     vetted: &Vetted,
 ) -> Result<String> {
     let since = std::time::SystemTime::now();
-    let format = match vetted.get(base) {
+    // A base used in place changes as its guest writes: read with its pinned format, and
+    // not kept (its files change at every run).
+    let pinned = stored.filter(|_| in_place);
+    let format = match vetted.get(base).filter(|_| !in_place) {
         Some(format) => format,
         None => {
-            let (format, chain) = inspect_files(qemu_img, key, base, dirs).await?;
-            vetted.keep(base, &format, &chain, since);
+            let (format, chain) = inspect_files(qemu_img, key, base, pinned, dirs).await?;
+            if !in_place {
+                vetted.keep(base, &format, &chain, since);
+            }
             format
         }
     };
@@ -104,17 +134,18 @@ async fn inspect(
     Ok(format)
 }
 
-/// What qemu-img finds of `base`: its format and, if every file it opens passes `vet`, the
+/// What qemu-img finds of `base` (read as `pinned` if given): its format and, if every file it opens passes `vet`, the
 /// chain of those files.
 async fn inspect_files(
     qemu_img: &Path,
     key: &str,
     base: &str,
+    pinned: Option<&str>,
     dirs: &Dirs,
 ) -> Result<(String, Vec<Info>)> {
     // One image at a time first: without --backing-chain qemu-img opens no backing file,
     // so nothing is opened before the image that names it has passed.
-    let mut image = info(qemu_img, base, None, false).await?.remove(0);
+    let mut image = info(qemu_img, base, pinned, false).await?.remove(0);
     let format = image.format.clone();
     let mut seen = vec![canonical(key, base, base)?];
     let mut is_base = true;
@@ -288,6 +319,39 @@ mod tests {
                  to '' and then to '{b}' again to use it as qcow2 (this discards the VM's \
                  changes to that disk)"
             )
+        );
+    }
+
+    /// A raw base used in place whose guest wrote a qcow2 magic at its start stays raw; the
+    /// same file as a linked clone's base is probed, and so refused.
+    #[tokio::test]
+    async fn a_base_in_place_keeps_its_pinned_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        let mut content = b"QFI\xfb\0\0\0\x03".to_vec();
+        content.resize(1 << 20, 0);
+        std::fs::write(&raw, content).unwrap();
+        let mut s = settings(&raw, "");
+        let stored = formats(&[(&raw, "raw")]);
+        s.linked_clone = false;
+        assert_eq!(
+            check(&s, None, &stored, &[], &Vetted::default())
+                .await
+                .unwrap(),
+            stored
+        );
+        s.linked_clone = true;
+        assert!(check(&s, None, &stored, &[], &Vetted::default())
+            .await
+            .is_err());
+        // Switching to in place checks the base again, with its pinned format.
+        let old = s.clone();
+        s.linked_clone = false;
+        assert_eq!(
+            check(&s, Some(&old), &stored, &[], &Vetted::default())
+                .await
+                .unwrap(),
+            stored
         );
     }
 
