@@ -94,8 +94,8 @@ async fn cmdline_monitor_log_reload_and_info() {
     assert_eq!(ctl(&lab, &["stop", "r1"]), ok(""));
 }
 
-/// `resize-disk` and `reset-disks` on a stopped VM: its flash disk (128 MiB) grown, a shrink
-/// refused with the daemon's words, the reset bringing back the first size.
+/// `resize-disk`, `repair-disks` and `reset-disks` on a stopped VM: its flash disk (128 MiB)
+/// grown, a shrink refused with the daemon's words, the reset bringing back the first size.
 #[tokio::test]
 async fn resize_disk_and_reset_disks() {
     let lab = Lab::start().await;
@@ -109,6 +109,8 @@ async fn resize_disk_and_reset_disks() {
              268435456 bytes already, and a disk only grows: give more than 268435456 bytes\n"
         )
     );
+    // Sound: nothing repaired, nothing printed.
+    assert_eq!(ctl(&lab, &["repair-disks", "d1"]), ok(""));
     assert_eq!(ctl(&lab, &["reset-disks", "d1"]), ok(""));
     assert_eq!(ctl(&lab, &["resize-disk", "d1", "hda", "200M"]), ok(""));
     for bad in [["d1", "hde", "1G"], ["d1", "hda", "1.5G"]] {

@@ -60,6 +60,12 @@ pub enum Command {
     /// Return stopped VMs to their initial state: their own disks, UEFI variables and TPM
     /// state are made again at the next start; settings, ports and links stay.
     ResetDisks(Vms),
+    /// Repair a stopped VM's own disks (qemu-img check -r all); prints each file repaired.
+    RepairDisks {
+        /// The VM's name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
     /// Grow a disk of a VM (running or stopped) to SIZE.
     ResizeDisk {
         /// The VM's name or id.

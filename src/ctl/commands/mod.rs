@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v).await,
         Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v).await,
         Command::ResetDisks(v) => lifecycle::run(&conn, Action::ResetDisks, &v).await,
+        Command::RepairDisks { vm } => vm::repair_disks(&conn, &vm).await,
         Command::ResizeDisk { vm, disk, size } => vm::resize_disk(&conn, &vm, &disk, size).await,
         Command::Log { vm } => vm::log(&conn, &vm).await,
         Command::Cmdline { vm } => vm::cmdline(&conn, &vm).await,

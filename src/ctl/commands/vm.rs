@@ -25,6 +25,20 @@ pub async fn cmdline(conn: &zbus::Connection, name: &str) -> Result<()> {
     output::print(&format!("{}\n", line.join(" ")))
 }
 
+pub async fn repair_disks(conn: &zbus::Connection, name: &str) -> Result<()> {
+    let vm = super::find(conn, name).await?;
+    let repaired = vm
+        .repair_disks()
+        .await
+        .map_err(Error::call(format!("repair the disks of {name}")))?;
+    output::print(
+        &repaired
+            .iter()
+            .map(|f| format!("{f}\n"))
+            .collect::<String>(),
+    )
+}
+
 pub async fn resize_disk(
     conn: &zbus::Connection,
     name: &str,
