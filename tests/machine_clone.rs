@@ -64,6 +64,8 @@ async fn without_linked_clones_the_guest_writes_to_its_base_which_is_its_alone()
     let user = daemon_user();
     nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
     let (vm, mut console) = booted(&lab, "in-place", &settings, BOOT).await;
+    // The guest tells of its NIC within a second of GUEST-READY: not amid a command's output.
+    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
     let line = vm.command_line().await.unwrap().join(" ");
     assert!(
         line.contains(&format!(
@@ -102,6 +104,7 @@ async fn without_linked_clones_the_guest_writes_to_its_base_which_is_its_alone()
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
+    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
     let read = format!(
         "dd if=/dev/sda bs=512 skip={} count=1 2>/dev/null | head -c {}",
         MARK_AT / 512,
