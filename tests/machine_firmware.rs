@@ -1,5 +1,6 @@
 //! Firmware and TPM on real guests (TCG): the test guest boots under UEFI (OVMF loading its
-//! kernel through fw_cfg) and keeps its UEFI variables from start to start; with Tpm it sees
+//! kernel through fw_cfg) and keeps its UEFI variables from start to start, and under
+//! Secure Boot on a q35; with Tpm it sees
 //! a TPM served by a swtpm of the VM's own, which ends with the VM and is found again by a
 //! restarted daemon.
 
@@ -199,4 +200,25 @@ async fn a_failed_start_and_a_delete_leave_no_swtpm() {
     vm.delete().await.unwrap();
     assert!(!pid_alive(pid), "swtpm {pid} outlived Delete");
     assert_eq!(swtpm_pids_under(dir), Vec::<u32>::new());
+}
+
+/// uefi-secure: a q35 with SMM whose OVMF has Secure Boot's keys enrolled; the test guest's
+/// kernel (Debian's, signed) boots under it, and says Secure Boot is on.
+#[tokio::test]
+async fn uefi_secure_boots_the_guest_with_secure_boot_on() {
+    let lab = Lab::start().await;
+    let settings = guest_settings(&[
+        ("Firmware", Variant::from("uefi-secure")),
+        ("MachineType", Variant::from("q35")),
+        ("Ram", Variant::from(256u32)),
+    ]);
+    let vm = create(&lab.manager, "secure", settings).await;
+    let mut console = boot(&vm).await;
+    // Its NIC's notice, which comes within a second, is not to come amid the answer.
+    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
+    let out = console
+        .run("dmesg | grep -o 'Secure boot [a-z]*'", RUN)
+        .unwrap();
+    assert_eq!(out, "Secure boot enabled\n");
+    vm.stop().await.unwrap();
 }
