@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -31,22 +31,6 @@ fn base(dir: &Path, name: &str, mib: u32) -> Variant<'static> {
     Variant::from(dir.join(name).to_string_lossy().into_owned())
 }
 
-/// Runs `cmd` in the guest until it prints `want`: devices and media appear a little after
-/// the guest is up, or after the change.
-fn until_output(console: &mut Console, cmd: &str, want: &str) {
-    let deadline = Instant::now() + RUN;
-    loop {
-        let out = console.run(cmd, RUN).unwrap();
-        if out.trim_end() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cmd}\nprinted {out:?}, not {want:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn virtio_sata_scsi_and_nvme_disks_are_seen_by_the_guest() {
     let lab = Lab::start().await;
@@ -68,10 +52,10 @@ async fn virtio_sata_scsi_and_nvme_disks_are_seen_by_the_guest() {
         BOOT,
     )
     .await;
-    until_output(
-        &mut console,
+    console.run_until(
         DISKS,
         "cdrom ata\n32768 vd virtio\n34816 sd ata\n36864 sd virtio\n38912 nvme nvme",
+        RUN,
     );
     vm.stop().await.unwrap();
 }
@@ -101,15 +85,15 @@ async fn ide_disks_a_disk_attached_by_options_and_live_media() {
         BOOT,
     )
     .await;
-    until_output(
-        &mut console,
+    console.run_until(
         DISKS,
         "cdrom ata\n32768 sd ata\n34816 vd virtio\n38912 sd ata",
+        RUN,
     );
 
     let read = "dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -c 16";
     let empty = "dd if=/dev/sr0 bs=2048 count=1 2>&1 >/dev/null | grep -o 'No medium found'";
-    until_output(&mut console, empty, "No medium found");
+    console.run_until(empty, "No medium found", RUN);
     let set = |image: String| {
         let vm = &vm;
         async move {
@@ -119,9 +103,9 @@ async fn ide_disks_a_disk_attached_by_options_and_live_media() {
     };
     set(iso.to_string_lossy().into_owned()).await;
     // The first read after the change may fail on the unit attention the drive reports.
-    until_output(&mut console, read, "GNS3-CDROM-MEDIA");
-    until_output(&mut console, "cat /sys/block/sr0/size", "2048");
+    console.run_until(read, "GNS3-CDROM-MEDIA", RUN);
+    console.run_until("cat /sys/block/sr0/size", "2048", RUN);
     set(String::new()).await;
-    until_output(&mut console, empty, "No medium found");
+    console.run_until(empty, "No medium found", RUN);
     vm.stop().await.unwrap();
 }

@@ -9,7 +9,7 @@ use common::udp::Peer;
 use common::*;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -28,22 +28,6 @@ fn base(dir: &Path, name: &str, mib: u64) -> Variant<'static> {
 
 fn vm_dir(lab: &Lab, id: &str) -> PathBuf {
     lab.dir.path().join("state/vms").join(id)
-}
-
-/// Runs `cmd` in the guest until it prints `want` (a new size reaches the guest a moment
-/// after the change).
-fn until_output(console: &mut Console, cmd: &str, want: &str) {
-    let deadline = Instant::now() + RUN;
-    loop {
-        let out = console.run(cmd, RUN).unwrap();
-        if out.trim_end() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cmd}\nprinted {out:?}, not {want:?}"
-        );
-    }
 }
 
 /// Boots the started VM's guest and gives its first NIC `ip`.
@@ -171,11 +155,11 @@ async fn a_grown_disk_has_its_new_size_in_the_guest_live_and_offline() {
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
-    until_output(&mut console, SIZES, &sectors(16, 24));
+    console.run_until(SIZES, &sectors(16, 24), RUN);
 
     // Live: running, then paused.
     vm.resize_disk("hda", 20 * MIB).await.unwrap();
-    until_output(&mut console, SIZES, &sectors(20, 24));
+    console.run_until(SIZES, &sectors(20, 24), RUN);
     let e = refused(vm.resize_disk("hda", 16 * MIB).await.unwrap_err());
     assert_eq!(
         e,
@@ -185,7 +169,7 @@ async fn a_grown_disk_has_its_new_size_in_the_guest_live_and_offline() {
     vm.suspend().await.unwrap();
     vm.resize_disk("hdb", 32 * MIB).await.unwrap();
     vm.resume().await.unwrap();
-    until_output(&mut console, SIZES, &sectors(20, 32));
+    console.run_until(SIZES, &sectors(20, 32), RUN);
     drop(console);
     vm.stop().await.unwrap();
 
@@ -194,7 +178,7 @@ async fn a_grown_disk_has_its_new_size_in_the_guest_live_and_offline() {
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
-    until_output(&mut console, SIZES, &sectors(28, 32));
+    console.run_until(SIZES, &sectors(28, 32), RUN);
     drop(console);
     vm.stop().await.unwrap();
 

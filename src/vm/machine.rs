@@ -192,33 +192,10 @@ mod tests {
     use super::*;
 
     use crate::model::Setting;
-    use crate::vm::settings::{apply, Limits};
+    use crate::vm::settings::apply;
+    use crate::vm::settings::tests::{invalid, limits, sample};
 
     const ID: &str = "6f9619ff8b86d011b42d00c04fc964ff";
-
-    fn limits() -> Limits {
-        Limits {
-            host_ram_mib: 4096,
-            host_cpus: 2,
-            console_ports: 5000..=10000,
-        }
-    }
-
-    fn sample() -> Settings {
-        Settings {
-            name: "r1".into(),
-            qemu_path: "/usr/bin/qemu-system-x86_64".into(),
-            mac_address: "52:54:00:12:34:00".into(),
-            ..Settings::default()
-        }
-    }
-
-    fn invalid(changes: &[Setting]) -> String {
-        match apply(&sample(), changes, &limits()) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("{changes:?} was accepted"),
-        }
-    }
 
     #[test]
     fn cpus_lie_between_one_and_max_cpus() {

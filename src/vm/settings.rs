@@ -305,10 +305,10 @@ pub fn new_id() -> std::io::Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn limits() -> Limits {
+    pub(crate) fn limits() -> Limits {
         Limits {
             host_ram_mib: 4096,
             host_cpus: 2,
@@ -327,7 +327,8 @@ mod tests {
         }
     }
 
-    fn invalid(changes: &[Setting]) -> String {
+    /// Why `changes` to the sample are refused.
+    pub(crate) fn invalid(changes: &[Setting]) -> String {
         match apply(&sample(), changes, &limits()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{changes:?} was accepted"),

@@ -214,6 +214,22 @@ impl Console {
         Ok(out.strip_prefix('\n').unwrap_or(&out).to_owned())
     }
 
+    /// Runs `cmd` in the guest until it prints `want` (its output, less the last line end),
+    /// within `timeout`: what a device or a change shows appears a moment after it.
+    pub fn run_until(&mut self, cmd: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.run(cmd, timeout).unwrap();
+            if out.trim_end() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cmd}\nprinted {out:?}, not {want:?}"
+            );
+        }
+    }
+
     fn read_some(&mut self, timeout: Duration) -> std::io::Result<usize> {
         // A zero timeout would mean "block forever" to set_read_timeout.
         let timeout = timeout.max(Duration::from_millis(1));
