@@ -311,7 +311,7 @@ if [ -n "$VM" ]; then
 	# package's Recommends; the VM's swtpm runs as the daemon's user in its unit, beside its
 	# QEMU, is found again after the restart below and ends with Stop.
 	UVM=
-	if check create-uefi-tpm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e-uefi 6 \
+	if check create-uefi-tpm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e-uefi 7 \
 		KernelImage s /srv/e2e/vmlinuz Initrd s /srv/e2e/initrd.gz KernelCommandLine s "console=ttyS0 panic=-1 quiet" \
 		Ram u 256 Accelerator s tcg Firmware s uefi Tpm b true; then
 		UVM=$(echo "$out" | cut -d'"' -f2)
