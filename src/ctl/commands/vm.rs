@@ -1,5 +1,6 @@
 //! What one VM tells and takes beside its properties: `log` (qemu.log), `cmdline` (the
-//! command line Start runs, as a shell line) and `monitor` (QEMU's human monitor).
+//! command line Start runs, as a shell line), `repair-disks`, `resize-disk` and `monitor`
+//! (QEMU's human monitor).
 
 use std::io::BufRead;
 

@@ -263,6 +263,16 @@ mod tests {
         }
     }
 
+    /// `check` by a daemon that has checked nothing before.
+    async fn fresh(
+        s: &Settings,
+        old: Option<&Settings>,
+        known: &Formats,
+        dirs: &[PathBuf],
+    ) -> Result<Formats> {
+        check(s, old, known, dirs, &Vetted::default()).await
+    }
+
     fn refused(r: Result<Formats>) -> String {
         match r {
             Err(Error::ImageNotAccessible(why)) => why,
@@ -282,23 +292,21 @@ mod tests {
         let (_root, images) = images();
         let (app, base) = (images.join("app.qcow2"), images.join("base.qcow2"));
         let none = Formats::new();
-        let why = refused(check(&settings(&app, ""), None, &none, &[], &Vetted::default()).await);
+        let why = refused(fresh(&settings(&app, ""), None, &none, &[]).await);
         assert!(
             why.contains("would make QEMU open its backing file, '")
                 && why.contains("(none are set)"),
             "{why}"
         );
         let dirs = [images.clone()];
-        let found = check(&settings(&app, ""), None, &none, &dirs, &Vetted::default())
+        let found = fresh(&settings(&app, ""), None, &none, &dirs)
             .await
             .unwrap();
         assert_eq!(found, formats(&[(&app, "qcow2")]));
         // The same file as both disks has one format.
         let both = settings(&base, base.to_str().unwrap());
         assert_eq!(
-            check(&both, None, &none, &[], &Vetted::default())
-                .await
-                .unwrap(),
+            fresh(&both, None, &none, &[]).await.unwrap(),
             formats(&[(&base, "qcow2")])
         );
     }
@@ -309,8 +317,7 @@ mod tests {
         let base = images.join("base.qcow2");
         let b = base.to_str().unwrap();
         let stored = formats(&[(&base, "raw")]);
-        let why =
-            refused(check(&settings(&base, ""), None, &stored, &[], &Vetted::default()).await);
+        let why = refused(fresh(&settings(&base, ""), None, &stored, &[]).await);
         assert_eq!(
             why,
             format!(
@@ -334,25 +341,13 @@ mod tests {
         let mut s = settings(&raw, "");
         let stored = formats(&[(&raw, "raw")]);
         s.linked_clone = false;
-        assert_eq!(
-            check(&s, None, &stored, &[], &Vetted::default())
-                .await
-                .unwrap(),
-            stored
-        );
+        assert_eq!(fresh(&s, None, &stored, &[]).await.unwrap(), stored);
         s.linked_clone = true;
-        assert!(check(&s, None, &stored, &[], &Vetted::default())
-            .await
-            .is_err());
+        assert!(fresh(&s, None, &stored, &[]).await.is_err());
         // Switching to in place checks the base again, with its pinned format.
         let old = s.clone();
         s.linked_clone = false;
-        assert_eq!(
-            check(&s, Some(&old), &stored, &[], &Vetted::default())
-                .await
-                .unwrap(),
-            stored
-        );
+        assert_eq!(fresh(&s, Some(&old), &stored, &[]).await.unwrap(), stored);
     }
 
     /// Configure and CreateVM check only what changes; the result holds only the current
@@ -365,29 +360,20 @@ mod tests {
         // A format qemu-img would not find: kept as it is, so no qemu-img ran for it.
         let known = formats(&[(&base, "vmdk")]);
         let new = settings(&base, base.to_str().unwrap());
-        assert_eq!(
-            check(&new, Some(&old), &known, &[], &Vetted::default())
-                .await
-                .unwrap(),
-            known
-        );
+        assert_eq!(fresh(&new, Some(&old), &known, &[]).await.unwrap(), known);
         let new = settings(&app, "");
         let dirs = [images.clone()];
         assert_eq!(
-            check(&new, Some(&old), &known, &dirs, &Vetted::default())
-                .await
-                .unwrap(),
+            fresh(&new, Some(&old), &known, &dirs).await.unwrap(),
             formats(&[(&app, "qcow2")])
         );
         // Unchanged and never used: left to its first Start.
         assert_eq!(
-            check(&old, Some(&old), &Formats::new(), &[], &Vetted::default())
-                .await
-                .unwrap(),
+            fresh(&old, Some(&old), &Formats::new(), &[]).await.unwrap(),
             Formats::new()
         );
         // At Start every base is checked against its stored format.
-        let why = refused(check(&old, None, &known, &[], &Vetted::default()).await);
+        let why = refused(fresh(&old, None, &known, &[]).await);
         assert!(why.contains("was vmdk when this VM first used it"), "{why}");
     }
 
@@ -413,16 +399,7 @@ mod tests {
             &images,
         );
         let app = images.join("app.qcow2");
-        let why = refused(
-            check(
-                &settings(&app, ""),
-                None,
-                &Formats::new(),
-                &dirs,
-                &Vetted::default(),
-            )
-            .await,
-        );
+        let why = refused(fresh(&settings(&app, ""), None, &Formats::new(), &dirs).await);
         assert!(
             why.contains(&format!(
                 "would make QEMU open the backing file of '{}' named 'nbd:127.0.0.1:9', which \
@@ -445,16 +422,7 @@ mod tests {
             ],
             &images,
         );
-        let why = refused(
-            check(
-                &settings(&app, ""),
-                None,
-                &Formats::new(),
-                &dirs,
-                &Vetted::default(),
-            )
-            .await,
-        );
+        let why = refused(fresh(&settings(&app, ""), None, &Formats::new(), &dirs).await);
         assert!(
             why.contains(&format!(
                 "its backing chain comes back to '{}', a loop",
