@@ -208,6 +208,7 @@ mod tests {
                 local_port: 10000,
                 remote_host: "127.0.0.1".into(),
                 remote_port: 10001,
+                suspended: false,
             }],
             exit_status: 0,
             last_error: String::new(),

@@ -1037,6 +1037,38 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     }
     walk.unchanged("ResizeDisk with bad arguments").await;
 
+    // SetLinkSuspended on adapters a (one adapter, no tunnel) lacks, and on one without a
+    // cable to suspend.
+    let link_calls: [(u32, bool, &str); 4] = [
+        (
+            0,
+            true,
+            "adapter 0 of VM 'a' has no tunnel, so no link to suspend",
+        ),
+        (0, false, "has no tunnel"),
+        (
+            1,
+            true,
+            "VM 'a' has no adapter 1: it has 1 adapter, number 0",
+        ),
+        (u32::MAX, false, "has no adapter 4294967295"),
+    ];
+    for (adapter, suspended, says) in link_calls {
+        let what = format!("SetLinkSuspended({adapter}, {suspended})");
+        let args = [Variant::U32(adapter), Variant::Bool(suspended)];
+        let result = call(conn, &a, "org.gns3.Qemu.VM", "SetLinkSuspended", &args).await;
+        walk.calls += 1;
+        let text = result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        walk.expect(&what, result, INVALID_ARGUMENT);
+        assert!(text.contains(says), "{what}: {text}");
+        walk.answers.add("SetLinkSuspended, bad", INVALID_ARGUMENT);
+    }
+    walk.unchanged("SetLinkSuspended with bad arguments").await;
+
     // Unknown objects: every VM method on paths that are no VM's.
     for path in [
         "/org/gns3/Qemu/vm/nope",

@@ -52,6 +52,12 @@ enum Op {
         id: String,
         adapter: u32,
     },
+    /// A tunnel's cable suspended, or made to pass again.
+    SuspendLink {
+        id: String,
+        adapter: u32,
+        suspended: bool,
+    },
     Delete(String),
     /// Cpus raised by one on a running VM: a vCPU hot-added.
     AddCpu(String),
@@ -76,6 +82,7 @@ impl Op {
             Op::Resume(_) => "resume",
             Op::AddTunnel { .. } => "add-tunnel",
             Op::RemoveTunnel { .. } => "remove-tunnel",
+            Op::SuspendLink { .. } => "suspend-link",
             Op::Delete(_) => "delete",
             Op::AddCpu(_) => "add-cpu",
             Op::Resize { .. } => "resize",
@@ -90,6 +97,7 @@ impl Op {
             | Op::AddTunnel { id, .. }
             | Op::Resize { id, .. }
             | Op::RemoveTunnel { id, .. }
+            | Op::SuspendLink { id, .. }
             | Op::Start(id)
             | Op::Stop(id)
             | Op::Suspend(id)
@@ -178,6 +186,13 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
                 adapter,
             });
         }
+        if let Some(t) = vm.record.tunnels.last() {
+            mine.push(Op::SuspendLink {
+                id: id.clone(),
+                adapter: t.adapter,
+                suspended: !t.suspended,
+            });
+        }
         if vms.len() > MIN_VMS {
             mine.push(Op::Delete(id.clone()));
         }
@@ -258,6 +273,11 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
                 .await
         }
         Op::RemoveTunnel { id, adapter } => on(id).await.remove_udp_tunnel(adapter).await,
+        Op::SuspendLink {
+            id,
+            adapter,
+            suspended,
+        } => on(id).await.set_link_suspended(adapter, suspended).await,
         Op::Delete(id) => on(id).await.delete().await,
         Op::AddCpu(id) => {
             let vm = on(id).await;
@@ -388,6 +408,18 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
                 new.settings
             );
             !same_settings
+        }
+        Op::SuspendLink {
+            adapter, suspended, ..
+        } => {
+            assert!(same_settings);
+            assert_eq!(now.state, was.state);
+            let mut wanted = old.tunnels.clone();
+            for t in wanted.iter_mut().filter(|t| t.adapter == *adapter) {
+                t.suspended = *suspended;
+            }
+            assert!(same_tunnels || new.tunnels == wanted, "{op:?}: {new:?}");
+            !same_tunnels
         }
         Op::AddTunnel { adapter, .. } | Op::RemoveTunnel { adapter, .. } => {
             assert!(same_settings);

@@ -385,12 +385,40 @@ async fn bad_lab_files_and_links_change_nothing() {
             "Failed to link: 'r1-eth0' is not an endpoint: write NODE:ethN, as r1:eth0\n"
         )
     );
+    // link set: the cable suspended at both ends, then made active again.
+    let links = |name: &'static str| {
+        let lab = &lab;
+        async move {
+            let path = lab.manager.get_vm(name).await.unwrap();
+            common::vm(&lab.conn, &path).await.links().await.unwrap()
+        }
+    };
+    assert_eq!(ctl(&lab, &["link", "set", "r2:eth0", "suspended"]), ok(""));
+    assert_eq!(links("r1").await, [(0, true, true)]);
+    assert_eq!(links("r2").await, [(0, true, true)]);
+    assert_eq!(ctl(&lab, &["link", "set", "r1:eth0", "active"]), ok(""));
+    assert_eq!(links("r1").await, [(0, true, false)]);
+    assert_eq!(links("r2").await, [(0, true, false)]);
+    let run = ctl(&lab, &["link", "set", "r1:eth0", "down"]);
+    assert_eq!(run.code, 2, "a usage error: {run:?}");
+    assert!(
+        run.stderr.contains("possible values: suspended, active"),
+        "{run:?}"
+    );
     assert_eq!(ctl(&lab, &["unlink", "r2:eth0"]), ok(""));
     assert_eq!(show(&lab, "r1", "Tunnels"), "");
     assert_eq!(show(&lab, "r2", "Tunnels"), "");
     assert_eq!(
         ctl(&lab, &["unlink", "r2:eth0"]),
         failed(1, "Failed to link: r2:eth0 has no link\n")
+    );
+    assert_eq!(
+        ctl(&lab, &["link", "set", "r2:eth0", "suspended"]),
+        failed(
+            1,
+            "Failed to link: r2:eth0 has no link to suspend or make active: link it first \
+             with gns3-qemuctl link\n"
+        )
     );
     assert_eq!(
         free_udp_ports(&lab).await,

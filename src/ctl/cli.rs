@@ -30,6 +30,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Link {
+    #[command(subcommand)]
+    pub set: Option<LinkSet>,
+    /// One end, as VM:ethN.
+    #[arg(value_name = "A:ethN", required = true)]
+    pub a: Option<String>,
+    /// The other end, as VM:ethN.
+    #[arg(value_name = "B:ethN", required = true)]
+    pub b: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkSet {
+    /// Suspend the cable on an adapter (nothing passes, both guests keep their carrier), or
+    /// make it pass again.
+    Set {
+        /// The adapter, as VM:ethN.
+        #[arg(value_name = "VM:ethN")]
+        end: String,
+        state: LinkState,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkState {
+    /// Nothing passes, either way.
+    Suspended,
+    /// Frames pass.
+    Active,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the VMs.
@@ -108,15 +141,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Link two adapters with a cable (a UDP tunnel each way): A:ethN B:ethM.
-    Link {
-        /// One end, as VM:ethN.
-        #[arg(value_name = "A:ethN")]
-        a: String,
-        /// The other end, as VM:ethN.
-        #[arg(value_name = "B:ethN")]
-        b: String,
-    },
+    /// Link two adapters with a cable (a UDP tunnel each way): A:ethN B:ethM; or, with
+    /// `link set`, suspend a cable or make it pass again.
+    Link(Link),
     /// Remove the cable on an adapter, both of its ends.
     Unlink {
         /// The adapter, as VM:ethN.

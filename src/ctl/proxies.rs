@@ -54,6 +54,7 @@ pub trait Vm {
         remote_port: u16,
     ) -> zbus::Result<()>;
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
+    fn set_link_suspended(&self, adapter: u32, suspended: bool) -> zbus::Result<()>;
     fn reset_disks(&self) -> zbus::Result<()>;
     fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
     fn repair_disks(&self) -> zbus::Result<Vec<String>>;
@@ -220,4 +221,10 @@ pub trait Vm {
     fn linked_clone(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn set_linked_clone(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn replicate_link_state(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_replicate_link_state(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn links(&self) -> zbus::Result<Vec<(u32, bool, bool)>>;
 }

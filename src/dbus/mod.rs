@@ -28,13 +28,14 @@ pub const BUS_NAME: &str = "org.gns3.Qemu";
 pub const MANAGER_PATH: &str = "/org/gns3/Qemu";
 
 /// The read-only properties of org.gns3.Qemu.VM.
-pub const READ_ONLY: [&str; 9] = [
+pub const READ_ONLY: [&str; 10] = [
     "Id",
     "Project",
     "State",
     "Pid",
     "Accelerated",
     "Tunnels",
+    "Links",
     "ExitStatus",
     "LastError",
     "ConsoleViewers",

@@ -123,6 +123,7 @@ impl Vm {
             local_port,
             remote_host,
             remote_port,
+            suspended: false,
         };
         Ok(self.handle.add_tunnel(tunnel).await?)
     }
@@ -131,6 +132,14 @@ impl Vm {
     /// unplugged (carrier down). Its local port is freed. Does nothing if it has none.
     async fn remove_udp_tunnel(&self, adapter: u32) -> Result<()> {
         Ok(self.handle.remove_tunnel(adapter).await?)
+    }
+
+    /// Suspend adapter `adapter`'s cable (true): nothing passes either way, while the guest
+    /// keeps its carrier, as if the far end went silent; false lets it pass again. Live on
+    /// a running VM, kept in the record (and so across restarts) until the tunnel is
+    /// removed or replaced. InvalidArgument if the adapter has no tunnel. Shown in Links.
+    async fn set_link_suspended(&self, adapter: u32, suspended: bool) -> Result<()> {
+        Ok(self.handle.set_link_suspended(adapter, suspended).await?)
     }
 
     /// The command line Start runs, argument by argument. The QMP socket and the serial
@@ -255,6 +264,15 @@ impl Vm {
     #[zbus(property)]
     async fn tunnels(&self) -> Vec<(u32, u16, String, u16)> {
         self.handle.view().tunnels.clone()
+    }
+
+    /// Every adapter's link, in adapter order: (adapter, carrier, suspended). carrier: the
+    /// guest sees a cable (the adapter has a tunnel, or ReplicateLinkState is false; at the
+    /// next Start for a stopped VM). suspended: the tunnel passes nothing
+    /// (SetLinkSuspended).
+    #[zbus(property)]
+    async fn links(&self) -> Vec<(u32, bool, bool)> {
+        self.handle.view().links.clone()
     }
 
     /// How QEMU last ended: its exit status, minus the signal number if killed, -1 unknown.

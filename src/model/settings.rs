@@ -145,6 +145,11 @@ settings! {
     /// The blank flash disk (no HdaDiskImage) is the VM's own either way. Changing it
     /// discards the VM's linked clones. Only while stopped.
     LinkedClone linked_clone: bool = true, Stopped;
+    /// true (the default): an adapter without a tunnel has its link down, as a NIC without
+    /// a cable. false: its link stays up and what the guest sends on it is dropped, for
+    /// appliances that misbehave on a link that is down. Takes effect at the next Start,
+    /// and on an adapter whose tunnel is removed from then on.
+    ReplicateLinkState replicate_link_state: bool = true, NextStart;
 }
 
 impl Settings {

@@ -110,6 +110,8 @@ pub struct View {
     pub pid: u32,
     pub accelerated: bool,
     pub tunnels: Vec<(u32, u16, String, u16)>,
+    /// Each adapter's link: (adapter, carrier, suspended), as the Links property has it.
+    pub links: Vec<(u32, bool, bool)>,
     pub exit_status: i32,
     pub last_error: String,
     /// Viewers of the console now (D-Bus and telnet).
@@ -129,6 +131,8 @@ pub enum Command {
     Delete(Reply<()>),
     AddTunnel(Tunnel, Reply<()>),
     RemoveTunnel(u32, Reply<()>),
+    /// Suspend (true) or let through again an adapter's cable.
+    SetLinkSuspended(u32, bool, Reply<()>),
     CommandLine(Reply<Vec<String>>),
     ReadLog(Reply<String>),
     OpenConsole(ViewOptions, Reply<std::os::fd::OwnedFd>),
@@ -193,6 +197,10 @@ impl Handle {
     }
     pub async fn remove_tunnel(&self, adapter: u32) -> Result<()> {
         self.call(|r| Command::RemoveTunnel(adapter, r)).await
+    }
+    pub async fn set_link_suspended(&self, adapter: u32, suspended: bool) -> Result<()> {
+        self.call(|r| Command::SetLinkSuspended(adapter, suspended, r))
+            .await
     }
     pub async fn command_line(&self) -> Result<Vec<String>> {
         self.call(Command::CommandLine).await

@@ -37,12 +37,24 @@ pub struct Qemu {
     pub tpm: Option<super::tpm::Swtpm>,
 }
 
-/// What wiring a VM's tunnels takes: whose they are (for messages), its LegacyNetworking,
-/// and the daemon's ports and settings.
+/// What wiring a VM's tunnels takes: whose they are (for messages), its LegacyNetworking
+/// and ReplicateLinkState, and the daemon's ports and settings.
 pub struct Wiring<'a> {
     pub vm: &'a str,
     pub legacy: bool,
+    pub replicate: bool,
     pub ctx: &'a Context,
+}
+
+impl<'a> Wiring<'a> {
+    pub fn of(s: &'a Settings, ctx: &'a Context) -> Wiring<'a> {
+        Wiring {
+            vm: &s.name,
+            legacy: s.legacy_networking,
+            replicate: s.replicate_link_state,
+            ctx,
+        }
+    }
 }
 
 /// What a running QEMU says between commands.
@@ -188,26 +200,66 @@ impl Qemu {
                 .execute("netdev_add", Some(args), QMP_TIMEOUT)
                 .await?;
         }
+        if t.suspended {
+            self.suspend_link(n, true).await?;
+        }
+        if !w.replicate {
+            // Only now: the hub always has a port besides the NIC's.
+            self.netdev_del(tunnel::sink_netdev(n)).await?;
+        }
         self.set_link(n, true).await
     }
 
-    /// Lowers adapter `adapter`'s link and removes its tunnel's netdevs, whichever exist.
-    async fn unplug(&mut self, adapter: u32) -> Result<()> {
-        self.set_link(adapter, false).await?;
+    /// Stops (or lets through again) the frames of adapter `adapter`'s tunnel, both ways:
+    /// its UDP netdev's link goes down, the NIC's stays up.
+    pub async fn suspend_link(&mut self, adapter: u32, suspended: bool) -> Result<()> {
+        let args = json!({ "name": tunnel::tunnel_netdev(adapter), "up": !suspended });
+        self.qmp
+            .execute("set_link", Some(args), QMP_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    /// Adapter `adapter` as it is without a tunnel: its link down, or (ReplicateLinkState
+    /// false) up, with a sink on its hub. Whichever it was before.
+    pub async fn unwired(&mut self, adapter: u32, w: &Wiring<'_>) -> Result<()> {
+        if w.replicate {
+            return self.set_link(adapter, false).await;
+        }
+        let added = self
+            .qmp
+            .execute("netdev_add", Some(tunnel::sink_args(adapter)), QMP_TIMEOUT)
+            .await;
+        match added {
+            // The sink is there already: the adapter was unwired before.
+            Err(qmp::Error::Command { desc, .. }) if desc.contains("Duplicate ID") => {}
+            other => {
+                other?;
+            }
+        }
+        self.set_link(adapter, true).await
+    }
+
+    /// Removes a netdev, if it exists.
+    async fn netdev_del(&mut self, id: String) -> Result<()> {
+        match self
+            .qmp
+            .execute("netdev_del", Some(json!({ "id": id })), QMP_TIMEOUT)
+            .await
+        {
+            Err(qmp::Error::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
+            other => other.map(drop).map_err(Error::from),
+        }
+    }
+
+    /// Removes adapter `adapter`'s tunnel's netdevs, whichever exist, leaving it unwired.
+    async fn unplug(&mut self, adapter: u32, w: &Wiring<'_>) -> Result<()> {
+        self.unwired(adapter, w).await?;
         for id in [
             tunnel::hubport_netdev(adapter),
             tunnel::tunnel_netdev(adapter),
         ] {
-            match self
-                .qmp
-                .execute("netdev_del", Some(json!({ "id": id })), QMP_TIMEOUT)
-                .await
-            {
-                Err(qmp::Error::Command { class, .. }) if class == "DeviceNotFound" => {}
-                other => {
-                    other?;
-                }
-            }
+            self.netdev_del(id).await?;
         }
         // A descriptor passed for a netdev_add that then failed is still parked under
         // its name; there is usually none.
@@ -235,7 +287,7 @@ impl Qemu {
     }
 
     pub async fn swap(&mut self, adapter: u32, to: Option<&Tunnel>, w: &Wiring<'_>) -> Result<()> {
-        self.unplug(adapter).await?;
+        self.unplug(adapter, w).await?;
         match to {
             Some(t) => self.plug(t, w).await,
             None => Ok(()),

@@ -144,6 +144,9 @@ impl Check for Limits {
     fn legacy_networking(&self, v: bool) -> Result<bool> {
         Ok(v)
     }
+    fn replicate_link_state(&self, v: bool) -> Result<bool> {
+        Ok(v)
+    }
     fn display(&self, v: String) -> Result<Display> {
         Display::from_name(&v).ok_or_else(|| {
             Error::InvalidArgument(format!(

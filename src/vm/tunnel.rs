@@ -216,6 +216,19 @@ pub fn hubport_netdev(n: u32) -> String {
     format!("gns3-{n}-hubport")
 }
 
+/// The id of the port that keeps adapter `n`'s hub taking frames while it has no tunnel and
+/// its link stays up (ReplicateLinkState false). A hub whose only port is the NIC's takes
+/// nothing (QEMU's hub asks its other ports whether they can receive), and the NIC's
+/// frames would queue for good; this port has no peer, so QEMU drops what reaches it.
+pub fn sink_netdev(n: u32) -> String {
+    format!("gns3-{n}-sink")
+}
+
+/// `netdev_add` arguments of the sink.
+pub fn sink_args(adapter: u32) -> Value {
+    json!({ "type": "hubport", "id": sink_netdev(adapter), "hubid": adapter })
+}
+
 /// `netdev_add` arguments of the UDP netdev.
 pub fn netdev_args(adapter: u32, backend: Backend, ep: &Endpoints) -> Value {
     let id = tunnel_netdev(adapter);
@@ -254,6 +267,7 @@ mod tests {
             local_port: 10001,
             remote_host: host.into(),
             remote_port: 10002,
+            suspended: false,
         }
     }
 
@@ -321,6 +335,10 @@ mod tests {
         assert_eq!(
             netdev_args(1, Backend::Dgram, &ep)["local"],
             json!({"type": "fd", "str": "gns3-1-tunnel"})
+        );
+        assert_eq!(
+            sink_args(2),
+            json!({"type": "hubport", "id": "gns3-2-sink", "hubid": 2})
         );
         assert_eq!(
             hubport_args(1),

@@ -250,6 +250,15 @@ fn same_as_file(record: &Record, all: &HashMap<String, OwnedVariant>) {
     let tunnels: Vec<(u32, u16, String, u16)> = get(all, "Tunnels");
     let want: Vec<_> = record.tunnels.iter().map(|t| t.as_tuple()).collect();
     assert_eq!(tunnels, want, "{id}: Tunnels differ from vm.json");
+    let links: Vec<(u32, bool, bool)> = get(all, "Links");
+    let want: Vec<_> = (0..record.settings.adapters)
+        .map(|n| {
+            let t = record.tunnels.iter().find(|t| t.adapter == n);
+            let carrier = t.is_some() || !record.settings.replicate_link_state;
+            (n, carrier, t.is_some_and(|t| t.suspended))
+        })
+        .collect();
+    assert_eq!(links, want, "{id}: Links differ from vm.json");
     assert_eq!(get::<i32>(all, "ExitStatus"), record.exit_status, "{id}");
     assert_eq!(get::<String>(all, "LastError"), record.last_error, "{id}");
     assert_eq!(get::<String>(all, "Id"), record.id);

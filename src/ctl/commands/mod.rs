@@ -11,6 +11,7 @@ mod info;
 mod lab;
 mod lifecycle;
 mod link;
+mod link_state;
 mod list;
 mod set;
 mod show;
@@ -23,7 +24,7 @@ use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
 
 use crate::bus::{self, Target};
-use crate::cli::{Cli, Command, Vms};
+use crate::cli::{Cli, Command, LinkSet, Vms};
 use crate::error::{error_name, Error, Result};
 use crate::pager;
 use crate::proxies::{ManagerProxy, VmProxy};
@@ -71,7 +72,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Console(c) => console::run(&conn, c).await,
         Command::Watch(w) => watch::run(&conn, w).await,
         Command::Wait(w) => wait::run(&conn, w).await,
-        Command::Link { a, b } => link::link(&conn, &a, &b).await,
+        Command::Link(l) => match (l.set, l.a, l.b) {
+            (Some(LinkSet::Set { end, state }), _, _) => link_state::set(&conn, &end, state).await,
+            (None, Some(a), Some(b)) => link::link(&conn, &a, &b).await,
+            // clap requires both ends unless `set` is given.
+            _ => Err(Error::Link(
+                "link takes A:ethN B:ethN, or set VM:ethN STATE".into(),
+            )),
+        },
         Command::Unlink { end } => link::unlink(&conn, &end).await,
         Command::Links { lab, json } => link::list(&conn, lab.as_deref(), json.json, legend).await,
         Command::Up(up) => up::run(&conn, up).await,

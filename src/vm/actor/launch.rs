@@ -233,14 +233,10 @@ impl Actor {
         Ok(())
     }
 
-    /// While QEMU is still paused (-S): tunnels attached, links down where there is none,
-    /// then go. Attaching over QMP here is the same path as attaching to a running VM.
+    /// While QEMU is still paused (-S): tunnels attached, links down where there is none
+    /// (or sinks, see ReplicateLinkState), then go. Attaching over QMP here is the same path as attaching to a running VM.
     async fn prepare_guest(&mut self, qemu: &mut Qemu) -> Result<()> {
-        let wiring = Wiring {
-            vm: &self.record.settings.name,
-            legacy: self.record.settings.legacy_networking,
-            ctx: &self.ctx,
-        };
+        let wiring = Wiring::of(&self.record.settings, &self.ctx);
         for n in 0..self.record.settings.adapters {
             match self.record.tunnels.iter().find(|t| t.adapter == n) {
                 Some(t) => qemu
@@ -255,9 +251,9 @@ impl Actor {
                             t.remote_port
                         ))
                     })?,
-                // A hub whose only port is the NIC stalls the NIC for good; a down link is
-                // also what the guest should see without a cable.
-                None => qemu.set_link(n, false).await?,
+                // A hub whose only port is the NIC's stalls the NIC for good: its link is
+                // down (what the guest should see without a cable), or it gets a sink.
+                None => qemu.unwired(n, &wiring).await?,
             }
         }
         let s = &self.record.settings;

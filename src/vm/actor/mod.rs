@@ -76,10 +76,23 @@ fn view_of(r: &Record, state: State, pid: u32, accelerated: bool, viewers: u32) 
         pid,
         accelerated,
         tunnels: r.tunnels.iter().map(Tunnel::as_tuple).collect(),
+        links: links(r),
         exit_status: r.exit_status,
         last_error: r.last_error.clone(),
         console_viewers: viewers,
     }
+}
+
+/// What the guest sees of each adapter's link: a carrier where a tunnel is (or everywhere,
+/// with ReplicateLinkState false), and whether the tunnel is suspended.
+fn links(r: &Record) -> Vec<(u32, bool, bool)> {
+    (0..r.settings.adapters)
+        .map(|n| {
+            let t = r.tunnels.iter().find(|t| t.adapter == n);
+            let carrier = t.is_some() || !r.settings.replicate_link_state;
+            (n, carrier, t.is_some_and(|t| t.suspended))
+        })
+        .collect()
 }
 
 async fn from_qemu(qemu: &mut Option<Qemu>) -> FromQemu {
@@ -164,6 +177,10 @@ impl Actor {
             }
             Command::RemoveTunnel(adapter, reply) => {
                 let _ = reply.send(Box::pin(self.remove_tunnel(adapter)).await);
+            }
+            Command::SetLinkSuspended(adapter, suspended, reply) => {
+                let fut = self.set_link_suspended(adapter, suspended);
+                let _ = reply.send(Box::pin(fut).await);
             }
             Command::CommandLine(reply) => {
                 let _ = reply.send(self.command_line());

@@ -84,11 +84,7 @@ impl Actor {
                     let t = self.record.tunnels.iter().find(|t| t.adapter == n);
                     // The port QEMU had is closed with its netdev; the record's tunnel gets
                     // a socket the daemon binds and holds from now on.
-                    let wiring = Wiring {
-                        vm: &s.name,
-                        legacy: s.legacy_networking,
-                        ctx: &self.ctx,
-                    };
+                    let wiring = Wiring::of(s, &self.ctx);
                     qemu.swap(n, t, &wiring).await
                 }
                 // Whether QEMU took the new media is unknown: the record's goes in again.

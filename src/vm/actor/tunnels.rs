@@ -41,6 +41,45 @@ impl Actor {
         self.set_tunnel(adapter, None).await
     }
 
+    /// Suspends adapter `adapter`'s cable (nothing passes, the guest keeps its carrier) or
+    /// lets it pass again: live first if QEMU runs, then on disk.
+    pub(super) async fn set_link_suspended(&mut self, adapter: u32, suspended: bool) -> Result<()> {
+        tunnel::check_adapter(self.name(), adapter, self.record.settings.adapters)?;
+        let Some(i) = self
+            .record
+            .tunnels
+            .iter()
+            .position(|t| t.adapter == adapter)
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "adapter {adapter} of VM '{}' has no tunnel, so no link to suspend or resume; \
+                 wire it first (AddUdpTunnel, or Manager.Connect)",
+                self.name()
+            )));
+        };
+        if self.admit(Op::Rewire)?.is_none() || self.record.tunnels[i].suspended == suspended {
+            return Ok(());
+        }
+        let mut record = self.record.clone();
+        record.tunnels[i].suspended = suspended;
+        let _mark = self.mark_live(LiveChange::Tunnel(adapter), true)?;
+        if let Some(qemu) = self.qemu.as_mut() {
+            qemu.suspend_link(adapter, suspended).await?;
+        }
+        if let Err(e) = self.save(record.clone()).await {
+            if let Some(qemu) = self.qemu.as_mut() {
+                if let Err(e) = qemu.suspend_link(adapter, !suspended).await {
+                    tracing::error!(vm_id = %self.record.id, adapter, "cannot put the link's previous state back: {e}");
+                }
+            }
+            return Err(e);
+        }
+        self.record = record;
+        tracing::info!(vm_id = %self.id(), vm_name = %self.name(), adapter, suspended, live = self.qemu.is_some(), "link suspended or resumed");
+        self.publish();
+        Ok(())
+    }
+
     /// Puts `new` (or no tunnel) on `adapter`: live first if QEMU runs, then on disk; if
     /// either fails, the VM keeps the tunnel it had and nothing is left reserved. `new`
     /// comes with its local end as it resolved now, where the port's socket is bound.
@@ -55,7 +94,11 @@ impl Actor {
             .iter()
             .find(|t| t.adapter == adapter)
             .cloned();
-        if old == new {
+        let same = |a: Option<&Tunnel>, b: Option<&Tunnel>| match (a, b) {
+            (Some(a), Some(b)) => a.same_ends(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same(old.as_ref(), new.as_ref()) {
             return Ok(());
         }
         let old_port = old.as_ref().map(|t| t.local_port);
@@ -65,11 +108,7 @@ impl Actor {
             claims.reserve(Pool::Udp, port, self.id())?;
         }
         let ctx = self.ctx.clone();
-        let wiring = Wiring {
-            vm: &self.record.settings.name,
-            legacy: self.record.settings.legacy_networking,
-            ctx: &ctx,
-        };
+        let wiring = Wiring::of(&self.record.settings, &ctx);
         let _mark = self.mark_live(LiveChange::Tunnel(adapter), true)?;
         match self.qemu.as_mut() {
             Some(qemu) => {
