@@ -6,6 +6,7 @@ pub mod checked;
 pub mod console;
 pub mod error;
 pub mod managed;
+pub mod mirror;
 pub mod manager;
 pub mod objects;
 pub mod settings;
@@ -83,7 +84,7 @@ pub async fn export(conn: &Connection, vm: Vm) -> zbus::Result<OwnedObjectPath> 
     let server = conn.object_server();
     server.at(&path, Checked::new(vm.clone())).await?;
     let emitter = SignalEmitter::new(conn, path.clone())?.into_owned();
-    tokio::spawn(vm::mirror(vm, conn.clone(), emitter));
+    tokio::spawn(mirror::mirror(vm, conn.clone(), emitter));
     Ok(path)
 }
 

@@ -3,7 +3,7 @@
 //! serves them.
 //!
 //! A generated property setter emits PropertiesChanged itself once it returns, beside the one
-//! that the task mirroring the VM's view (`vm::mirror`) emits for every change, all changed
+//! that the task mirroring the VM's view (`mirror::mirror`) emits for every change, all changed
 //! properties in one. A row has no generated setter: its Set goes to the core, and the
 //! mirror's signal is the only one.
 
