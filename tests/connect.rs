@@ -233,3 +233,31 @@ async fn a_refused_connect_leaves_both_vms_as_they_were_and_takes_no_port() {
     // x's old port went with its old tunnel.
     assert_eq!(m.allocate_udp_port().await.unwrap(), p0);
 }
+
+#[tokio::test]
+async fn two_connects_at_once_on_one_adapter_leave_one_whole_cable() {
+    let lab = Lab::start().await;
+    let m = &lab.manager;
+    let p = create(m, "p", HashMap::new()).await;
+    let q = create(m, "q", HashMap::new()).await;
+    let r = create(m, "r", HashMap::new()).await;
+    let (pp, pq, pr) = (path_of(&p), path_of(&q), path_of(&r));
+    for _ in 0..5 {
+        let (to_q, to_r) = tokio::join!(m.connect(&pp, 0, &pq, 0), m.connect(&pp, 0, &pr, 0));
+        to_q.unwrap();
+        to_r.unwrap();
+        let tp = tunnels(&p).await;
+        let (tq, tr) = (tunnels(&q).await, tunnels(&r).await);
+        assert_eq!(tp.len(), 1, "{tp:?}");
+        let (local, remote) = (tp[0].1, tp[0].3);
+        let facing = vec![(0, remote, "127.0.0.1".to_string(), local)];
+        // Whichever ran last made the cable; the other's end was unplugged.
+        assert!(
+            (tq == facing && tr.is_empty()) || (tr == facing && tq.is_empty()),
+            "p {tp:?}, q {tq:?}, r {tr:?}"
+        );
+        let seen = invariants::check(lab.dir.path(), m).await;
+        invariants::check_ports(m, &seen, &lab.daemon.ports, &lab.daemon.udp_ports).await;
+        m.disconnect(&pp, 0).await.unwrap();
+    }
+}
