@@ -94,7 +94,13 @@ pub fn vm_id(lab: &str, node: &str) -> String {
 
 /// What brings `vms` (every VM of the daemon) to `lab`; `default_adapters` is what a VM
 /// has when nothing sets Adapters. Err: why the lab cannot be brought up, before any call.
-pub fn plan(lab: &Lab, vms: &[Vm], here: &str, default_adapters: u32) -> Result<Plan, String> {
+/// For a daemon whose UdpHost is 127.0.0.1, the default; `up` asks the daemon ([`plan_at`]).
+pub fn plan(lab: &Lab, vms: &[Vm], default_adapters: u32) -> Result<Plan, String> {
+    plan_at(lab, vms, "127.0.0.1", default_adapters)
+}
+
+/// [`plan`] on a daemon whose UdpHost is `here` (see `crate::links`).
+pub fn plan_at(lab: &Lab, vms: &[Vm], here: &str, default_adapters: u32) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let by_name: BTreeMap<String, &Vm> = vms.iter().map(|vm| (vm.name(), vm)).collect();
     // What each node's VM will have as Adapters once configured, for the links.
@@ -289,7 +295,7 @@ links:
 
     #[test]
     fn an_empty_daemon_gets_every_node_and_link() {
-        let plan = plan(&lab(FILE), &[], "127.0.0.1", 1).unwrap();
+        let plan = plan(&lab(FILE), &[], 1).unwrap();
         let created: Vec<&str> = plan.create.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(created, ["r1", "r2", "r3"]);
         let r3 = &plan.create[2].1;
@@ -355,7 +361,7 @@ links:
 
     #[test]
     fn a_lab_that_is_up_needs_nothing() {
-        let plan = plan(&lab(FILE), &up_to_date(), "127.0.0.1", 1).unwrap();
+        let plan = plan(&lab(FILE), &up_to_date(), 1).unwrap();
         assert!(plan.is_empty(), "{plan:?}");
         assert!(plan.blocked.is_empty() && plan.waiting.is_empty());
     }
@@ -366,7 +372,7 @@ links:
         let mut vms = up_to_date();
         vms.push(vm("old", "tri", "stopped", 256, &[]));
         vms.push(vm("other", "elsewhere", "running", 256, &[]));
-        let plan = plan(&lab(&moved), &vms, "127.0.0.1", 1).unwrap();
+        let plan = plan(&lab(&moved), &vms, 1).unwrap();
         assert_eq!(plan.unwire, [p("r2", 1), p("r3", 0)]);
         assert_eq!(plan.wire, [Wire::Between(p("r1", 1), p("r3", 0))]);
         assert!(plan.create.is_empty() && plan.start.is_empty());
@@ -384,7 +390,7 @@ links:
                 "port: 30000}}]",
                 "port: 30000}}]\n  - endpoints: [r3:eth2, r1:eth1]",
             );
-        let plan = plan(&lab(&changed), &up_to_date(), "127.0.0.1", 1).unwrap();
+        let plan = plan(&lab(&changed), &up_to_date(), 1).unwrap();
         let (name, settings) = &plan.configure[0];
         assert_eq!(name, "r3");
         let keys: Vec<&String> = settings.keys().collect();
@@ -404,13 +410,13 @@ links:
     #[test]
     fn a_name_taken_outside_the_lab_is_refused() {
         let vms = [vm("r2", "elsewhere", "running", 256, &[])];
-        let e = plan(&lab(FILE), &vms, "127.0.0.1", 1).unwrap_err();
+        let e = plan(&lab(FILE), &vms, 1).unwrap_err();
         assert!(
             e.starts_with("a VM named r2 exists already, in lab elsewhere"),
             "{e}"
         );
         let vms = [vm("r2", "", "stopped", 256, &[])];
-        let e = plan(&lab(FILE), &vms, "127.0.0.1", 1).unwrap_err();
+        let e = plan(&lab(FILE), &vms, 1).unwrap_err();
         assert!(e.contains("in no lab"), "{e}");
     }
 
@@ -434,7 +440,7 @@ links:
                 (1, 20004, "192.0.2.7", 30000),
             ],
         );
-        let plan = plan(&lab(FILE), &vms, "127.0.0.1", 1).unwrap();
+        let plan = plan(&lab(FILE), &vms, 1).unwrap();
         assert_eq!(plan.start, ["r1", "r3"]);
         assert!(plan.wire.is_empty() && plan.unwire.is_empty());
     }
