@@ -153,8 +153,8 @@ impl Manager {
             };
             let rewired = (peer_id == a.vm && adapter == a.adapter)
                 || (peer_id == b.vm && adapter == b.adapter);
-            // Rewired meanwhile by nobody: Connect and Disconnect run one at a time, but a
-            // client may have called RemoveUdpTunnel.
+            // Connect and Disconnect run one at a time, but AddUdpTunnel or RemoveUdpTunnel
+            // may have changed the peer since it was found: only the tunnel seen goes.
             if rewired || Self::tunnel_of(&h, adapter).as_ref() != Some(&seen) {
                 continue;
             }
