@@ -1,6 +1,8 @@
 //! The set of VMs: creation (checked whole before anything is written), lookup by name or
 //! id, deletion, the UDP ports clients allocate for tunnels, and the QEMU binaries this host
-//! has.
+//! has. Cables between two of its VMs (Connect, Disconnect) are in `manager/connect.rs`.
+
+mod connect;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +13,8 @@ use crate::ports::Holder;
 use crate::vm::claims::Claims;
 use crate::vm::{actor, adopt, lock, network, Context, Error, Handle, Pool, Result};
 use crate::vm::{bases, drives, paths, settings};
+
+pub use connect::End;
 
 /// What a new VM gets when the client does not say.
 #[derive(Clone, Debug)]
@@ -23,6 +27,8 @@ pub struct Manager {
     ctx: Arc<Context>,
     defaults: Defaults,
     vms: Mutex<BTreeMap<String, Handle>>,
+    /// Held by each Connect and Disconnect, so that two never interleave on the same adapters.
+    wiring: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
@@ -33,6 +39,7 @@ impl Manager {
             ctx,
             defaults,
             vms: Mutex::default(),
+            wiring: tokio::sync::Mutex::default(),
         };
         for (path, record) in manager.ctx.store.load_all()? {
             let record = match record {

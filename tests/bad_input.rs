@@ -24,6 +24,7 @@ const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
 const INVALID_ARGUMENT: &str = "org.gns3.Qemu.Error.InvalidArgument";
 const INVALID_STATE: &str = "org.gns3.Qemu.Error.InvalidState";
+const NOT_FOUND: &str = "org.gns3.Qemu.Error.NotFound";
 const IMAGE_NOT_ACCESSIBLE: &str = "org.gns3.Qemu.Error.ImageNotAccessible";
 
 /// Where an interface is served.
@@ -1102,6 +1103,7 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     }
     walk.unchanged("unknown objects and VMs").await;
     unsafe_tunnels(&mut walk).await;
+    connect(&mut walk).await;
 
     let mut summary: Vec<String> = walk
         .answers
@@ -1294,6 +1296,76 @@ async fn unsafe_tunnels(walk: &mut Walk<'_>) {
             "a tunnel on the socket netdev, not allowed",
             INVALID_ARGUMENT,
         );
+        walk.unchanged(what).await;
+    }
+}
+
+/// Manager.Connect and Disconnect with a VM that is none, an adapter a VM does not have, or
+/// the same adapter twice; on the walk's VMs, whose tunnels must stay as they are.
+async fn connect(walk: &mut Walk<'_>) {
+    let (a, b) = (walk.vms[0].clone(), walk.vms[1].clone());
+    let path = |p: &str| Variant::ObjectPath(ObjectPath::try_from(p.to_string()).unwrap());
+    let no_vm = "/org/gns3/Qemu/vm/00000000000000000000000000000000";
+    let cases: [(&str, Vec<Variant<'static>>, &str); 8] = [
+        (
+            "Connect to no VM",
+            vec![path(&a), Variant::U32(0), path(no_vm), Variant::U32(0)],
+            NOT_FOUND,
+        ),
+        (
+            "Connect from the manager's path",
+            vec![
+                path(MANAGER_PATH),
+                Variant::U32(0),
+                path(&b),
+                Variant::U32(0),
+            ],
+            NOT_FOUND,
+        ),
+        (
+            "Connect from an adapter out of range",
+            vec![path(&a), Variant::U32(1), path(&b), Variant::U32(0)],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "Connect to an adapter out of range",
+            vec![path(&a), Variant::U32(0), path(&b), Variant::U32(u32::MAX)],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "Connect of an adapter to itself",
+            vec![path(&b), Variant::U32(0), path(&b), Variant::U32(0)],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "Disconnect of no VM",
+            vec![path(no_vm), Variant::U32(0)],
+            NOT_FOUND,
+        ),
+        (
+            "Disconnect of the manager's path",
+            vec![path(MANAGER_PATH), Variant::U32(0)],
+            NOT_FOUND,
+        ),
+        (
+            "Disconnect of an adapter out of range",
+            vec![path(&a), Variant::U32(1)],
+            INVALID_ARGUMENT,
+        ),
+    ];
+    for (what, args, want) in cases {
+        let method = what.split(' ').next().unwrap_or(what);
+        let result = call(
+            walk.conn,
+            MANAGER_PATH,
+            "org.gns3.Qemu.Manager",
+            method,
+            &args,
+        )
+        .await;
+        walk.calls += 1;
+        walk.expect(what, result, want);
+        walk.answers.add(&format!("{method}, bad"), want);
         walk.unchanged(what).await;
     }
 }

@@ -685,3 +685,55 @@ async fn a_disk_grown_live_keeps_its_size_across_a_restart() {
     let id = vm.id().await.unwrap();
     assert_eq!(hda_size(lab.dir.path(), &vms[&id]), bytes);
 }
+
+/// A Connect the daemon is killed in, at a moment of its own each round, with one of the two
+/// VMs running: the restart shows no cable, half of one (the first VM's tunnel, facing a
+/// port nobody holds) or the whole, never anything else; Disconnect of either end then
+/// leaves both adapters free, and every port can be had again.
+#[tokio::test]
+async fn a_connect_cut_short_is_undone_by_disconnect() {
+    let mut lab = Lab::start().await;
+    let dir = lab.dir.path().to_path_buf();
+    let a = create(&lab.manager, "a", vm_settings(None, false)).await;
+    let b = create(&lab.manager, "b", vm_settings(None, false)).await;
+    b.start().await.unwrap();
+    let (pa, pb) = (a.inner().path().to_owned(), b.inner().path().to_owned());
+    let (console_range, udp_range) = (lab.daemon.ports.clone(), lab.daemon.udp_ports.clone());
+    let mut seen: BTreeMap<&'static str, u32> = BTreeMap::new();
+    for round in 0..8u32 {
+        let m = lab.manager.clone();
+        let (ca, cb) = (pa.clone(), pb.clone());
+        let call = tokio::spawn(async move { m.connect(&ca, 0, &cb, 1).await });
+        tokio::time::sleep(Duration::from_millis(u64::from(round) * 15)).await;
+        lab.daemon.crash();
+        lab.daemon.restart(&lab.bus);
+        let _ = call.await;
+        let (ta, tb) = (a.tunnels().await.unwrap(), b.tunnels().await.unwrap());
+        let what = match (ta.as_slice(), tb.as_slice()) {
+            ([], []) => "none",
+            ([(0, la, ha, ra)], []) => {
+                assert_eq!(ha, "127.0.0.1");
+                assert!(udp_range.contains(la) && udp_range.contains(ra), "{ta:?}");
+                "half"
+            }
+            ([(0, la, ha, ra)], [(1, lb, hb, rb)]) => {
+                assert_eq!((ha.as_str(), hb.as_str()), ("127.0.0.1", "127.0.0.1"));
+                assert_eq!((la, ra), (rb, lb), "{ta:?} {tb:?}");
+                "whole"
+            }
+            _ => panic!("round {round}: a Connect cut short left {ta:?} and {tb:?}"),
+        };
+        *seen.entry(what).or_default() += 1;
+        invariants::check(&dir, &lab.manager).await;
+        lab.manager.disconnect(&pa, 0).await.unwrap();
+        lab.manager.disconnect(&pb, 1).await.unwrap();
+        assert_eq!(
+            (a.tunnels().await.unwrap(), b.tunnels().await.unwrap()),
+            (vec![], vec![])
+        );
+        let after = invariants::check(&dir, &lab.manager).await;
+        invariants::check_ports(&lab.manager, &after, &console_range, &udp_range).await;
+        assert_eq!(b.state().await.unwrap(), "running", "round {round}");
+    }
+    println!("a Connect cut short left, by round: {seen:?}");
+}

@@ -61,6 +61,22 @@ async fn members_of_gns3_act_everyone_else_only_looks() {
     );
     assert!(ok, "{out}");
     assert_eq!(vm(&conn, &root_vm).await.ram().await.unwrap(), 64);
+    // Wiring is acting too: Connect and Disconnect are for members; UdpHost anyone reads.
+    let disconnect = "org.gns3.Qemu.Manager.Disconnect";
+    let quoted = format!("'{}'", root_vm.as_str());
+    let args = [quoted.as_str(), "0"];
+    let (ok, out) = gdbus_as(OUTSIDER, &bus, "/org/gns3/Qemu", disconnect, &args);
+    assert!(!ok && out.contains(denied), "{out}");
+    let connect = "org.gns3.Qemu.Manager.Connect";
+    let args = [quoted.as_str(), "0", quoted.as_str(), "0"];
+    let (ok, out) = gdbus_as(OUTSIDER, &bus, "/org/gns3/Qemu", connect, &args);
+    assert!(!ok && out.contains(denied), "{out}");
+    let (ok, out) = gdbus_as(MEMBER, &bus, "/org/gns3/Qemu", disconnect, &args[..2]);
+    assert!(ok, "{out}");
+    let udp_host = ["org.gns3.Qemu.Manager", "UdpHost"];
+    let get_prop = "org.freedesktop.DBus.Properties.Get";
+    let (ok, out) = gdbus_as(OUTSIDER, &bus, "/org/gns3/Qemu", get_prop, &udp_host);
+    assert!(ok && out.contains("'127.0.0.1'"), "{out}");
 
     // Looking: properties, the object tree, introspection.
     let get = ["org.gns3.Qemu.VM", "Name"];

@@ -56,7 +56,7 @@ fn signature_of(ty: &str) -> String {
         "i32" => "i".into(),
         "bool" => "b".into(),
         "()" => String::new(),
-        "OwnedObjectPath" => "o".into(),
+        "OwnedObjectPath" | "&zbus::ObjectPath<'_>" => "o".into(),
         "zbus::OwnedFd" => "h".into(),
         "Variant<'_>" => "v".into(),
         _ if ty.starts_with("Vec<") => format!("a{}", signature_of(&inner("Vec<"))),

@@ -1,8 +1,9 @@
 //! The cables between VMs, read from their tunnels: two tunnels whose ports face each other
-//! (each one's remote port the other's local port) are one link, as `link` wires them; a
-//! tunnel without such a partner goes outside, to a UDP peer of its own. The daemon hands out
-//! each local port once, so ports that face each other are a pair whatever host names they
-//! were given.
+//! (each one's remote port the other's local port), both sent to this host, are one link, as
+//! `link` wires them (Manager.Connect); a tunnel without such a partner goes outside, to a
+//! UDP peer of its own. This host is the daemon's UdpHost, a loopback address or
+//! `localhost`: a tunnel to another host whose ports happen to face a local one's is not
+//! its cable.
 
 use std::fmt;
 
@@ -81,8 +82,18 @@ impl Link {
     }
 }
 
-/// The links that `tunnels` make, in the order of their first tunnel.
-pub fn links(tunnels: &[Tunnel]) -> Vec<Link> {
+/// Whether a tunnel sent to `host` reaches a VM of the daemon whose UdpHost is `here`.
+fn is_here(host: &str, here: &str) -> bool {
+    host == here
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || here.parse() == Ok(ip))
+}
+
+/// The links that `tunnels` make, in the order of their first tunnel, on a daemon whose
+/// UdpHost is `here`.
+pub fn links(tunnels: &[Tunnel], here: &str) -> Vec<Link> {
     let mut taken = vec![false; tunnels.len()];
     let mut out = Vec::new();
     for (i, t) in tunnels.iter().enumerate() {
@@ -94,10 +105,13 @@ pub fn links(tunnels: &[Tunnel]) -> Vec<Link> {
             vm: t.vm.clone(),
             adapter: t.adapter,
         };
-        let partner = tunnels
-            .iter()
-            .enumerate()
-            .position(|(j, u)| !taken[j] && u.local == t.remote && u.remote == t.local);
+        let partner = tunnels.iter().enumerate().position(|(j, u)| {
+            !taken[j]
+                && u.local == t.remote
+                && u.remote == t.local
+                && is_here(&t.host, here)
+                && is_here(&u.host, here)
+        });
         match partner {
             Some(j) => {
                 taken[j] = true;
@@ -156,7 +170,7 @@ mod tests {
             t("r4", 0, 20004, "127.0.0.1", 20009),
         ];
         assert_eq!(
-            links(&tunnels),
+            links(&tunnels, "127.0.0.1"),
             [
                 Link::Between {
                     a: p("r1", 0),
@@ -192,13 +206,37 @@ mod tests {
             t("r1", 1, 20001, "127.0.0.1", 20000),
         ];
         assert_eq!(
-            links(&tunnels),
+            links(&tunnels, "127.0.0.1"),
             [Link::Between {
                 a: p("r1", 0),
                 b: p("r1", 1),
                 ports: (20000, 20001)
             }]
         );
+    }
+
+    #[test]
+    fn facing_ports_sent_elsewhere_are_no_link_here() {
+        let tunnels = [
+            t("r1", 0, 20000, "192.0.2.7", 20001),
+            t("r2", 0, 20001, "192.0.2.8", 20000),
+            t("r3", 0, 20002, "192.0.2.1", 20003),
+            t("r4", 0, 20003, "::1", 20002),
+        ];
+        let out = links(&tunnels, "192.0.2.9");
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert!(out.iter().all(|l| matches!(l, Link::Out { .. })), "{out:?}");
+        // On the daemon whose UdpHost is 192.0.2.1, r3 and r4 are one cable.
+        let out = links(&tunnels, "192.0.2.1");
+        assert_eq!(
+            out[2],
+            Link::Between {
+                a: p("r3", 0),
+                b: p("r4", 0),
+                ports: (20002, 20003)
+            }
+        );
+        assert_eq!(out.len(), 3, "{out:?}");
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub trait Manager {
     fn qemu_binaries(&self) -> zbus::Result<Vec<(String, String)>>;
     fn allocate_udp_port(&self) -> zbus::Result<u16>;
     fn release_udp_port(&self, port: u16) -> zbus::Result<()>;
+    fn connect(
+        &self,
+        a: &zbus::ObjectPath<'_>,
+        adapter_a: u32,
+        b: &zbus::ObjectPath<'_>,
+        adapter_b: u32,
+    ) -> zbus::Result<()>;
+    fn disconnect(&self, vm: &zbus::ObjectPath<'_>, adapter: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn udp_host(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]

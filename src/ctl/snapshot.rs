@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::links::{self, Link, Port, Tunnel};
 use crate::managed::{self, Keep};
 use crate::output::{json, text};
-use crate::proxies::VmProxy;
+use crate::proxies::{ManagerProxy, VmProxy};
 
 /// One VM: its object path and properties.
 #[derive(Debug)]
@@ -113,6 +113,8 @@ pub async fn vm_at(conn: &zbus::Connection, path: OwnedObjectPath) -> Result<VmP
 /// Every VM at one moment, and what they show together: the lab's members, the cables.
 pub struct Snapshot {
     pub vms: Vec<Vm>,
+    /// The daemon's UdpHost: where tunnels to its own VMs are sent.
+    pub here: String,
 }
 
 impl Snapshot {
@@ -122,9 +124,16 @@ impl Snapshot {
 
     /// The snapshot with only the properties `keep` names.
     pub async fn read_keeping(conn: &zbus::Connection, keep: Keep) -> Result<Snapshot> {
-        Ok(Snapshot {
-            vms: vms_keeping(conn, keep).await?,
-        })
+        let vms = vms_keeping(conn, keep).await?;
+        let here = ManagerProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(Error::Connect)?
+            .udp_host()
+            .await
+            .map_err(Error::call("read the daemon's UdpHost".to_string()))?;
+        Ok(Snapshot { vms, here })
     }
 
     /// VM `name` (by name: lab files and endpoints name VMs so).
@@ -159,7 +168,7 @@ impl Snapshot {
 
     pub fn links(&self) -> Vec<Link> {
         let tunnels: Vec<_> = self.vms.iter().flat_map(Vm::tunnels).collect();
-        links::links(&tunnels)
+        links::links(&tunnels, &self.here)
     }
 
     /// The link on `port`, if it has one.

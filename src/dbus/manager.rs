@@ -7,7 +7,16 @@ use zbus::{OwnedObjectPath, OwnedVariant};
 
 use super::error::Result;
 use super::vm::Vm;
-use crate::manager::Manager;
+use crate::manager::{End, Manager};
+
+/// The id a VM's object path names, as the manager looks VMs up: anything else is passed
+/// whole, for the manager to refuse as no VM of this daemon.
+fn vm_id(path: &OwnedObjectPath) -> &str {
+    let path = path.as_str();
+    path.strip_prefix(super::MANAGER_PATH)
+        .and_then(|p| p.strip_prefix("/vm/"))
+        .unwrap_or(path)
+}
 
 pub struct ManagerIface {
     pub(super) manager: Arc<Manager>,
@@ -86,6 +95,54 @@ impl ManagerIface {
     /// RemoveUdpTunnel instead (InvalidState); releasing a free port does nothing.
     async fn release_udp_port(&self, port: u16) -> Result<()> {
         Ok(self.manager.release_udp_port(port)?)
+    }
+
+    /// Wire adapter `adapter_a` of VM `a` to adapter `adapter_b` of VM `b` (two VMs of this
+    /// daemon, or two adapters of one) in one call: two ports from udp_port_range, and a
+    /// tunnel on each adapter facing the other's, at UdpHost; live on a VM that runs (the
+    /// guest sees the cable plugged in), attached at start on one that is stopped. All or
+    /// nothing: if either VM refuses its half, both keep the tunnels they had and no port is
+    /// taken. An adapter wired to another of the daemon's VMs before is unplugged from it:
+    /// that VM's tunnel facing it is removed once the new cable is whole. Connecting two
+    /// adapters already wired to each other does nothing. Errors: NotFound (a path that is
+    /// no VM of this daemon), InvalidArgument (an adapter the VM does not have, the same
+    /// adapter twice, a VM whose tunnels cannot be carried), PortUnavailable (no two free
+    /// ports in udp_port_range), InvalidState (a VM changing state).
+    async fn connect(
+        &self,
+        a: OwnedObjectPath,
+        adapter_a: u32,
+        b: OwnedObjectPath,
+        adapter_b: u32,
+    ) -> Result<()> {
+        let a = End {
+            vm: vm_id(&a),
+            adapter: adapter_a,
+        };
+        let b = End {
+            vm: vm_id(&b),
+            adapter: adapter_b,
+        };
+        Ok(self.manager.connect(a, b).await?)
+    }
+
+    /// Unwire adapter `adapter` of VM `vm`: its tunnel, and the tunnel of the daemon's VM
+    /// facing it if one does (both ends of the cable), live where they run; their ports are
+    /// freed. An adapter without a tunnel: nothing to do.
+    async fn disconnect(&self, vm: OwnedObjectPath, adapter: u32) -> Result<()> {
+        let end = End {
+            vm: vm_id(&vm),
+            adapter,
+        };
+        Ok(self.manager.disconnect(end).await?)
+    }
+
+    /// The address at which the tunnels of this daemon's VMs are reached from this host, the
+    /// remote host Connect gives each tunnel: udp_host from the daemon's configuration, or
+    /// the loopback of its family when that is a wildcard (0.0.0.0: 127.0.0.1, ::: ::1).
+    #[zbus(property(emits_changed_signal = "const"))]
+    async fn udp_host(&self) -> String {
+        self.manager.udp_host().to_string()
     }
 
     /// The daemon's version.

@@ -1,22 +1,15 @@
 //! `link A:eth0 B:eth1`, `unlink A:eth0` and `links`: a cable is two tunnels whose ports face
-//! each other (`crate::links`). It is made whole or not at all: whatever a failed step had
-//! done is undone before the error is told. `up` wires and unwires through the same two
-//! functions.
-
-use futures_util::future::try_join;
-use std::collections::BTreeMap;
+//! each other (`crate::links`). The daemon makes it whole or not at all (Manager.Connect) and
+//! unmakes both ends at once (Manager.Disconnect); a cable to a UDP peer elsewhere is one
+//! tunnel, undone here if it fails. `up` wires and unwires through the same two functions.
 
 use crate::contract::DEFAULT_ADAPTERS;
 use crate::error::{Error, Result};
 use crate::lab::plan::Wire;
 use crate::links::{Link, Port};
 use crate::output;
-use crate::proxies::{ManagerProxy, VmProxy};
+use crate::proxies::ManagerProxy;
 use crate::snapshot::{Snapshot, Vm};
-
-/// Where one VM's tunnel sends to reach another's on this host. The daemon binds tunnels on
-/// its udp_host, loopback by default (which a wildcard address also answers on).
-const HERE: &str = "127.0.0.1";
 
 pub async fn link(conn: &zbus::Connection, a: &str, b: &str) -> Result<()> {
     let ports = [endpoint(a)?, endpoint(b)?];
@@ -138,21 +131,11 @@ pub(super) async fn wire(conn: &zbus::Connection, vms: &Snapshot, wire: &Wire) -
     let failed = Error::call(format!("link {wire}"));
     match wire {
         Wire::Between(a, b) => {
-            let (va, vb) = (vms.proxy(conn, &a.vm).await?, vms.proxy(conn, &b.vm).await?);
-            let (pa, pb) = try_join(manager.allocate_udp_port(), manager.allocate_udp_port())
+            let (va, vb) = (&vms.vm(&a.vm)?.path, &vms.vm(&b.vm)?.path);
+            manager
+                .connect(va, a.adapter, vb, b.adapter)
                 .await
-                .map_err(Error::call(format!("link {wire}")))?;
-            if let Err(e) = va.add_udp_tunnel(a.adapter, pa, HERE, pb).await {
-                release(&manager, &[pa, pb]).await;
-                return Err(failed(e));
-            }
-            if let Err(e) = vb.add_udp_tunnel(b.adapter, pb, HERE, pa).await {
-                // Removing a's tunnel frees pa.
-                let _ = va.remove_udp_tunnel(a.adapter).await;
-                release(&manager, &[pb]).await;
-                return Err(failed(e));
-            }
-            Ok(())
+                .map_err(failed)
         }
         Wire::Out {
             port,
@@ -189,18 +172,19 @@ async fn release(manager: &ManagerProxy<'_>, ports: &[u16]) {
     }
 }
 
-/// Removes the tunnels on `ports`, all of them tried; the first failure is the error.
+/// Unwires `ports` (Disconnect: a cable's other end goes with it), all of them tried; the
+/// first failure is the error.
 pub(super) async fn unwire(conn: &zbus::Connection, vms: &Snapshot, ports: &[Port]) -> Result<()> {
-    let mut proxies: BTreeMap<&str, VmProxy<'static>> = BTreeMap::new();
+    let manager = super::manager(conn).await?;
+    let mut paths = Vec::new();
     for p in ports {
-        if !proxies.contains_key(p.vm.as_str()) {
-            proxies.insert(&p.vm, vms.proxy(conn, &p.vm).await?);
-        }
+        paths.push((p, &vms.vm(&p.vm)?.path));
     }
-    let results = futures_util::future::join_all(ports.iter().map(|p| {
-        let vm = &proxies[p.vm.as_str()];
+    let results = futures_util::future::join_all(paths.into_iter().map(|(p, path)| {
+        let manager = &manager;
         async move {
-            vm.remove_udp_tunnel(p.adapter)
+            manager
+                .disconnect(path, p.adapter)
                 .await
                 .map_err(Error::call(format!("unlink {p}")))
         }

@@ -49,9 +49,11 @@ impl Done {
 pub async fn run(conn: &zbus::Connection, args: Up) -> Result<()> {
     let lab = read(&args.file)?;
     let before = Snapshot::read(conn).await?;
-    let plan = plan::plan(&lab, &before.vms, DEFAULT_ADAPTERS).map_err(|why| Error::Lab {
-        lab: lab.name.clone(),
-        why,
+    let plan = plan::plan_at(&lab, &before.vms, &before.here, DEFAULT_ADAPTERS).map_err(|why| {
+        Error::Lab {
+            lab: lab.name.clone(),
+            why,
+        }
     })?;
     let manager = super::manager(conn).await?;
     let mut done = Done::default();

@@ -94,7 +94,13 @@ pub fn vm_id(lab: &str, node: &str) -> String {
 
 /// What brings `vms` (every VM of the daemon) to `lab`; `default_adapters` is what a VM
 /// has when nothing sets Adapters. Err: why the lab cannot be brought up, before any call.
+/// For a daemon whose UdpHost is 127.0.0.1, the default; `up` asks the daemon ([`plan_at`]).
 pub fn plan(lab: &Lab, vms: &[Vm], default_adapters: u32) -> Result<Plan, String> {
+    plan_at(lab, vms, "127.0.0.1", default_adapters)
+}
+
+/// [`plan`] on a daemon whose UdpHost is `here` (see `crate::links`).
+pub fn plan_at(lab: &Lab, vms: &[Vm], here: &str, default_adapters: u32) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let by_name: BTreeMap<String, &Vm> = vms.iter().map(|vm| (vm.name(), vm)).collect();
     // What each node's VM will have as Adapters once configured, for the links.
@@ -164,7 +170,7 @@ pub fn plan(lab: &Lab, vms: &[Vm], default_adapters: u32) -> Result<Plan, String
     let tunnels: Vec<_> = vms.iter().flat_map(Vm::tunnels).collect();
     let ours = |p: &Port| lab.nodes.contains_key(&p.vm);
     let mut unwire = BTreeSet::new();
-    for link in links::links(&tunnels) {
+    for link in links::links(&tunnels, here) {
         if !link.ports().into_iter().any(ours) {
             continue;
         }
