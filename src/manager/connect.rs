@@ -107,6 +107,7 @@ impl Manager {
             Self::tunnel_of(&ha, a.adapter),
             Self::tunnel_of(&hb, b.adapter),
         );
+        let suspended_a = Self::suspended_of(&ha, a.adapter);
         let host = self.udp_host().to_string();
         if let (Some(ta), Some(tb)) = (&old_a, &old_b) {
             if ta.1 == tb.3 && ta.3 == tb.1 && ta.2 == host && tb.2 == host {
@@ -129,12 +130,14 @@ impl Manager {
             local_port: pa,
             remote_host: host.clone(),
             remote_port: pb,
+            suspended: false,
         };
         let tb = Tunnel {
             adapter: b.adapter,
             local_port: pb,
             remote_host: host,
             remote_port: pa,
+            suspended: false,
         };
         if let Err(e) = ha.add_tunnel(ta).await {
             self.release_held(&[pa, pb]);
@@ -142,7 +145,7 @@ impl Manager {
         }
         if let Err(e) = hb.add_tunnel(tb).await {
             // Taking a's new tunnel away gives pa back; pb is still the pool's hold.
-            self.put_back(&ha, a.adapter, old_a).await;
+            self.put_back(&ha, a.adapter, old_a, suspended_a).await;
             self.release_held(&[pa, pb]);
             return Err(e);
         }
@@ -203,17 +206,27 @@ impl Manager {
         }
     }
 
-    /// Gives VM `h`'s adapter the tunnel it had before a Connect that failed half way.
-    async fn put_back(&self, h: &Handle, adapter: u32, old: Option<Seen>) {
+    /// Whether VM `h`'s adapter has a suspended cable (SetLinkSuspended).
+    fn suspended_of(h: &Handle, adapter: u32) -> bool {
+        h.view().links.iter().any(|l| l.0 == adapter && l.2)
+    }
+
+    /// Gives VM `h`'s adapter the tunnel it had before a Connect that failed half way,
+    /// suspended again if it was.
+    async fn put_back(&self, h: &Handle, adapter: u32, old: Option<Seen>, suspended: bool) {
         let back = match old {
             Some((adapter, local_port, remote_host, remote_port)) => {
-                h.add_tunnel(Tunnel {
+                let tunnel = Tunnel {
                     adapter,
                     local_port,
                     remote_host,
                     remote_port,
-                })
-                .await
+                    suspended: false,
+                };
+                match h.add_tunnel(tunnel).await {
+                    Ok(()) if suspended => h.set_link_suspended(adapter, true).await,
+                    other => other,
+                }
             }
             None => h.remove_tunnel(adapter).await,
         };
