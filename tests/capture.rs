@@ -28,12 +28,15 @@ fn now_us() -> i64 {
         .as_micros() as i64
 }
 
+/// Frames with the wall clock (µs) at which each passed.
+type Frames = Vec<(i64, Vec<u8>)>;
+
 /// The cable between a (its tunnel's remote is `to_a`'s port) and b (`to_b`'s): every
 /// datagram one sends is passed to the other, and noted with the wall clock as it passes.
 struct Relay {
     to_a: Arc<UdpSocket>,
     to_b: Arc<UdpSocket>,
-    seen: Arc<Mutex<Vec<(i64, Vec<u8>)>>>,
+    seen: Arc<Mutex<Frames>>,
     /// Drop what goes to a (while a is paused: it would reach a only once it runs again).
     hold_a: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
