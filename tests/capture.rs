@@ -176,6 +176,15 @@ fn stamped_right(what: &str, recs: &[(i64, Vec<u8>)], relay: &Relay, mac: &str) 
 /// tshark's reading of a pcap (a file, or `-` for `input`): one line per frame, with
 /// its time, source MAC, IP source and destination, and ICMP type.
 fn tshark(file: &str, input: Option<&[u8]>) -> Vec<String> {
+    tshark_of(file, input, true)
+}
+
+/// As [`tshark`], of a file still being written, whose last record may be cut short.
+fn tshark_so_far(file: &str) -> Vec<String> {
+    tshark_of(file, None, false)
+}
+
+fn tshark_of(file: &str, input: Option<&[u8]>, whole: bool) -> Vec<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("/usr/bin/tshark")
@@ -194,7 +203,7 @@ fn tshark(file: &str, input: Option<&[u8]>) -> Vec<String> {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(
-        out.status.success(),
+        out.status.success() || !whole,
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -444,6 +453,47 @@ async fn captures_hold_every_frame_on_the_wall_clock() {
         line.contains(&full_b) && line.contains("adapter=0"),
         "{line}"
     );
+
+    // gns3-qemuctl capture -w: starts a capture, writes its stream, and stops it when
+    // interrupted.
+    let bad = common::ctl::ctl(&lab, &["capture", "a:0"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("write NODE:ethN"), "{bad:?}");
+    let ctl_file = lab.dir.path().join("ctl.pcap");
+    let mut ctl = std::process::Command::new(ctl_bin())
+        .args(["capture", "a:eth0", "-w"])
+        .arg(&ctl_file)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &lab.bus.address)
+        .spawn()
+        .unwrap();
+    let started = eventually(Duration::from_secs(30), || {
+        let a = a.clone();
+        async move { a.captures().await.unwrap().len() == 1 }
+    })
+    .await;
+    assert!(started, "gns3-qemuctl capture starts a capture");
+    ping(&mut ca, "10.0.0.2");
+    let written = eventually(Duration::from_secs(10), || {
+        let ctl_file = ctl_file.clone();
+        async move {
+            let lines = tshark_so_far(&ctl_file.to_string_lossy());
+            icmp(&lines, "10.0.0.2", "0") >= 3
+        }
+    })
+    .await;
+    assert!(written, "the replies reach the file as they pass");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ctl.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(ctl.wait().unwrap().success());
+    assert!(
+        a.captures().await.unwrap().is_empty(),
+        "it stopped its capture"
+    );
+    let lines = tshark(&ctl_file.to_string_lossy(), None);
+    assert!(icmp(&lines, "10.0.0.1", "8") >= 3, "{lines:#?}");
 
     // A capture ends with the VM, its file whole.
     let last_a = a.start_capture(0, options(&[])).await.unwrap();
