@@ -243,6 +243,7 @@ mod tests {
         assert_eq!(c.udp_ports(), 10000..=20000);
         assert_eq!(c.console_host, "127.0.0.1");
         assert_eq!(c.supervisor_socket, None);
+        assert_eq!(c.capture_max_mib, 1024);
         assert!(!c.allow_unsafe_tunnels);
         assert!(
             load("allow_unsafe_tunnels = true")
@@ -280,6 +281,14 @@ mod tests {
         assert!(e.contains("all"), "{e}");
         let e = load("console_scrollback = 0").unwrap_err().to_string();
         assert!(e.contains("console_scrollback"), "{e}");
+        assert_eq!(load("capture_max_mib = 3").unwrap().capture_max_mib, 3);
+        for bad in ["capture_max_mib = 0", "capture_max_mib = 1048577"] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("capture_max_mib") && e.contains("1 to 1048576"),
+                "{e}"
+            );
+        }
         let e = load("allow_unsafe_tunnels = \"yes\"")
             .unwrap_err()
             .to_string();
