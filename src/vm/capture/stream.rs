@@ -97,3 +97,44 @@ async fn follow(
     }
     out.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::capture::pcap::tests::file;
+    use std::io::{Read, Write};
+
+    #[tokio::test]
+    async fn follows_the_file_restamped_until_the_capture_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("eth0.pcap.part");
+        let mut qemu = std::fs::File::create(&part).unwrap();
+        // Written in pieces, as QEMU does: a record cut at first, then the rest.
+        let whole = file(&[(1001, 5, b"first"), (1002, 7, b"second")]);
+        let cut = pcap::HEADER + 16 + 5 + 3;
+        qemu.write_all(&whole[..cut]).unwrap();
+        let clock = Arc::new(Clock::fresh(dir.path().join("clock")));
+        clock.event("RESUME", 2_000_000_000);
+        let (ended, watched) = watch::channel(false);
+        let feed = Feed {
+            start_ts: 1000,
+            clock,
+            ended: watched,
+        };
+        let fd = open(&part, feed).unwrap();
+        std::fs::remove_file(&part).unwrap();
+        qemu.write_all(&whole[cut..]).unwrap();
+        drop(qemu);
+        ended.send(true).unwrap();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            std::os::unix::net::UnixStream::from(fd)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, file(&[(2001, 5, b"first"), (2002, 7, b"second")]));
+    }
+}
