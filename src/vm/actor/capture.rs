@@ -17,7 +17,7 @@ use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
 use crate::vm::qmp;
 use crate::vm::state::Op;
 use crate::vm::tunnel;
-use crate::vm::Command;
+use crate::vm::{Command, State};
 
 /// How often a capture's size is looked at against capture_max_mib.
 const SIZE_POLL: Duration = Duration::from_millis(200);
@@ -236,7 +236,7 @@ impl Actor {
     /// For an adopted QEMU: a capture with its state file and its filter goes on; one
     /// whose filter is gone is finished; a filter without a state file (the previous
     /// daemon died inside StartCapture) is removed with its file.
-    pub(super) async fn readopt_captures(&mut self, qemu: &mut Qemu) {
+    pub(super) async fn readopt_captures(&mut self, qemu: &mut Qemu, state: State) {
         let objects = qemu
             .qmp
             .execute("qom-list", Some(json!({ "path": "/objects" })), QMP_TIMEOUT)
@@ -256,8 +256,13 @@ impl Actor {
             }
         };
         let timeline = qemu.clock.timeline();
+        let left = self.runtime.captures();
+        if !left.is_empty() && timeline.is_paused() == (state == State::Running) {
+            // No event came to a daemon meanwhile: how long the guest was paused is unknown.
+            tracing::warn!(vm_id = %self.id(), "the VM was paused or resumed while gns3-qemud was not running: its captures' times after that are off by the pause");
+        }
         let mut kept = HashSet::new();
-        for live in self.runtime.captures() {
+        for live in left {
             let id = capture::object_id(live.adapter);
             kept.insert(id.clone());
             if filters.contains(&id) {

@@ -70,7 +70,7 @@ impl Actor {
         };
         self.accelerated = kvm.is_ok_and(|k| k["enabled"].as_bool() == Some(true));
         self.finish_pending(&mut qemu).await;
-        self.readopt_captures(&mut qemu).await;
+        self.readopt_captures(&mut qemu, state).await;
         self.reattach_console(&mut qemu).await;
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = qemu.process.pid(), %state, "found its QEMU running again");
         self.qemu = Some(qemu);

@@ -47,6 +47,11 @@ impl Timeline {
         }
     }
 
+    /// Whether the last event seen stopped the guest.
+    pub fn is_paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+
     /// The wall time (µs since the epoch) of virtual time `virt` (µs), if the guest ran
     /// by then as far as is known.
     pub fn wall(&self, virt: i64) -> Option<i64> {
