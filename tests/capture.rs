@@ -495,8 +495,24 @@ async fn captures_hold_every_frame_on_the_wall_clock() {
     let lines = tshark(&ctl_file.to_string_lossy(), None);
     assert!(icmp(&lines, "10.0.0.1", "8") >= 3, "{lines:#?}");
 
-    // A capture ends with the VM, its file whole.
+    // A capture ends with the VM, its file whole; gns3-qemuctl leaves one it did not start.
     let last_a = a.start_capture(0, options(&[])).await.unwrap();
+    let mut ctl = std::process::Command::new(ctl_bin())
+        .args(["capture", "a:eth0"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &lab.bus.address)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut header = [0u8; 24];
+    ctl.stdout.take().unwrap().read_exact(&mut header).unwrap();
+    assert_eq!(&header[..4], &0xa1b2c3d4u32.to_le_bytes());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ctl.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(ctl.wait().unwrap().success());
+    assert_eq!(a.captures().await.unwrap(), [(0, last_a.clone())]);
     ping(&mut ca, "10.0.0.2");
     a.stop().await.unwrap();
     assert!(a.captures().await.unwrap().is_empty());
