@@ -60,6 +60,8 @@ pub struct Config {
     /// The socket of gns3-qemud-supervisor; without one, no priority above the daemon's
     /// and no cgroup CPU limits.
     pub supervisor_socket: Option<PathBuf>,
+    /// The size in MiB at which a packet capture's file stops.
+    pub capture_max_mib: u64,
 }
 
 /// Who may connect to a console's telnet port (`console_access`). D-Bus (OpenConsole) is
@@ -75,6 +77,9 @@ pub enum ConsoleAccess {
     /// No telnet ports: consoles only through D-Bus.
     None,
 }
+
+/// The most capture_max_mib may be: 1 TiB.
+pub const MAX_CAPTURE_MIB: u64 = 1 << 20;
 
 /// The most console_scrollback may be: what a viewer is sent at once.
 pub const MAX_SCROLLBACK: u64 = 64 << 20;
@@ -95,6 +100,7 @@ impl Default for Config {
             image_dirs: Vec::new(),
             qemu_sandbox: true,
             supervisor_socket: None,
+            capture_max_mib: 1024,
         }
     }
 }
@@ -164,6 +170,12 @@ impl Config {
                 self.console_scrollback
             ));
         }
+        if !(1..=MAX_CAPTURE_MIB).contains(&self.capture_max_mib) {
+            return Err(format!(
+                "capture_max_mib {} must be 1 to {MAX_CAPTURE_MIB} (MiB)",
+                self.capture_max_mib
+            ));
+        }
         Ok(())
     }
 
@@ -231,6 +243,7 @@ mod tests {
         assert_eq!(c.udp_ports(), 10000..=20000);
         assert_eq!(c.console_host, "127.0.0.1");
         assert_eq!(c.supervisor_socket, None);
+        assert_eq!(c.capture_max_mib, 1024);
         assert!(!c.allow_unsafe_tunnels);
         assert!(
             load("allow_unsafe_tunnels = true")
@@ -268,6 +281,14 @@ mod tests {
         assert!(e.contains("all"), "{e}");
         let e = load("console_scrollback = 0").unwrap_err().to_string();
         assert!(e.contains("console_scrollback"), "{e}");
+        assert_eq!(load("capture_max_mib = 3").unwrap().capture_max_mib, 3);
+        for bad in ["capture_max_mib = 0", "capture_max_mib = 1048577"] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("capture_max_mib") && e.contains("1 to 1048576"),
+                "{e}"
+            );
+        }
         let e = load("allow_unsafe_tunnels = \"yes\"")
             .unwrap_err()
             .to_string();

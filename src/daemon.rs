@@ -135,6 +135,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         image_dirs: config.image_dirs.clone(),
         vetted: Default::default(),
         vars_templates: Default::default(),
+        capture_max_bytes: config.capture_max_mib << 20,
     });
     let manager = Arc::new(
         Manager::load(

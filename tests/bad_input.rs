@@ -985,6 +985,73 @@ async fn every_bad_input_is_refused_by_name_and_changes_nothing() {
     }
     walk.unchanged("console calls").await;
 
+    // Captures: bad options and adapters are InvalidArgument whatever the VM's state; on a
+    // stopped VM the rest is InvalidState.
+    let capture_calls: Vec<(&str, Vec<Variant<'static>>, &str)> = vec![
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("Bogus", Variant::Bool(true))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("snaplength", Variant::U32(100))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("SnapLength", Variant::from("100"))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("SnapLength", Variant::U32(63))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("SnapLength", Variant::U32(262_145))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("Direction", Variant::U32(1))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("Direction", Variant::from("rx"))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(1), dict("Direction", Variant::from("in"))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(u32::MAX), dict("SnapLength", Variant::U32(64))],
+            INVALID_ARGUMENT,
+        ),
+        (
+            "StartCapture",
+            vec![Variant::U32(0), dict("Direction", Variant::from("out"))],
+            INVALID_STATE,
+        ),
+        ("StopCapture", vec![Variant::U32(1)], INVALID_ARGUMENT),
+        ("OpenCapture", vec![Variant::U32(1)], INVALID_ARGUMENT),
+        ("OpenCapture", vec![Variant::U32(0)], INVALID_STATE),
+    ];
+    for (method, args, want) in capture_calls {
+        let what = format!("{method}{args:?} on a stopped VM");
+        let result = call(conn, &a, "org.gns3.Qemu.VM", method, &args).await;
+        walk.calls += 1;
+        walk.expect(&what, result, want);
+        walk.answers
+            .add(&format!("{method}, bad or on a stopped VM"), want);
+    }
+    walk.unchanged("capture calls").await;
+
     // ResizeDisk on a stopped VM whose only disk is its flash disk, never made yet (128 MiB
     // when it is): a name that is no disk's, a disk it lacks, sizes no disk may have, and
     // sizes that do not grow it. Nothing is made for a refused size.

@@ -737,3 +737,49 @@ async fn a_connect_cut_short_is_undone_by_disconnect() {
     }
     println!("a Connect cut short left, by round: {seen:?}");
 }
+
+/// Captures caught half-way by a daemon's death, made on purpose: one whose filter QEMU no
+/// longer has (killed inside StopCapture) is finished, and a filter without the daemon's
+/// state (killed inside StartCapture) goes with its file; neither shows in Captures.
+#[tokio::test]
+async fn captures_half_started_or_half_stopped_are_made_whole_on_adoption() {
+    let mut lab = Lab::start().await;
+    let vm = create(&lab.manager, "cap", vm_settings(None, false)).await;
+    let id = vm.id().await.unwrap();
+    vm.start().await.unwrap();
+    let dir = lab.dir.path().to_path_buf();
+    let stopped = vm.start_capture(0, HashMap::new()).await.unwrap();
+    assert_eq!(vm.captures().await.unwrap(), [(0, stopped.clone())]);
+    vm.human_monitor_command("object_del gns3-capture-0")
+        .await
+        .unwrap();
+    let stray = dir
+        .join("state/vms")
+        .join(&id)
+        .join("captures/eth1-stray.pcap.part");
+    let add = format!(
+        "object_add filter-dump,id=gns3-capture-1,netdev=gns3-1,file={}",
+        stray.display()
+    );
+    vm.human_monitor_command(&add).await.unwrap();
+    assert!(stray.exists());
+    let objects = vm.human_monitor_command("qom-list /objects").await.unwrap();
+    assert!(
+        objects.contains("gns3-capture-1") && !objects.contains("gns3-capture-0"),
+        "{objects}"
+    );
+
+    lab.daemon.crash();
+    lab.daemon.restart(&lab.bus);
+    assert_eq!(vm.state().await.unwrap(), "running");
+    assert!(vm.captures().await.unwrap().is_empty());
+    let part = std::path::PathBuf::from(format!("{stopped}.part"));
+    assert!(!part.exists(), "{}", part.display());
+    let finished = std::fs::read(&stopped).unwrap();
+    assert_eq!(&finished[..4], &0xa1b2c3d4u32.to_le_bytes(), "a pcap file");
+    assert!(!stray.exists());
+    let objects = vm.human_monitor_command("qom-list /objects").await.unwrap();
+    assert!(!objects.contains("gns3-capture"), "{objects}");
+    assert!(!dir.join("run").join(&id).join("capture-0").exists());
+    invariants::check(&dir, &lab.manager).await;
+}

@@ -49,6 +49,22 @@ async fn members_of_gns3_act_everyone_else_only_looks() {
     );
     assert!(!ok && out.contains(denied), "{out}");
 
+    // The capture methods: the frames are the lab's traffic.
+    for (method, args) in [
+        ("org.gns3.Qemu.VM.StartCapture", &["0", "{}"][..]),
+        ("org.gns3.Qemu.VM.StopCapture", &["0"][..]),
+        ("org.gns3.Qemu.VM.OpenCapture", &["0"][..]),
+    ] {
+        let (ok, out) = gdbus_as(OUTSIDER, &bus, root_vm.as_str(), method, args);
+        assert!(!ok && out.contains(denied), "{method}: {out}");
+    }
+    let stop = "org.gns3.Qemu.VM.StopCapture";
+    let (ok, out) = gdbus_as(MEMBER, &bus, root_vm.as_str(), stop, &["0"]);
+    assert!(
+        ok,
+        "a member stops a capture (of none: nothing to do): {out}"
+    );
+
     let create = ["org.gns3.Qemu.Manager.CreateVM", "by-member", "{}"];
     let (ok, out) = gdbus_as(MEMBER, &bus, "/org/gns3/Qemu", create[0], &create[1..]);
     assert!(ok, "{out}");

@@ -176,6 +176,16 @@ pub enum Command {
     Get(Get),
     /// Attach to a VM's serial console (Ctrl-] detaches).
     Console(Console),
+    /// Capture an adapter's frames as pcap, to stdout (`| wireshark -k -i -`) or a file,
+    /// until interrupted; a capture it starts, it stops.
+    Capture {
+        /// The adapter, as VM:ethN.
+        #[arg(value_name = "A:ethN")]
+        end: String,
+        /// Write the frames to FILE instead of stdout.
+        #[arg(short = 'w', long, value_name = "FILE")]
+        write: Option<String>,
+    },
     /// Print VM events as they happen, until interrupted.
     Watch(Watch),
     /// Wait until VMs are in a state and/or their console printed something.

@@ -63,6 +63,15 @@ pub enum Error {
     Unapplied(String),
     #[error("Refusing to destroy lab {0} without --yes.")]
     NotConfirmed(String),
+    /// An adapter given on the command line that is not VM:ethN.
+    #[error("Invalid adapter: {0}")]
+    Endpoint(String),
+    #[error("Failed to write {file}: {source}")]
+    WriteFile {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -68,6 +68,15 @@ pub trait Vm {
     fn reset_disks(&self) -> zbus::Result<()>;
     fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
     fn repair_disks(&self) -> zbus::Result<Vec<String>>;
+    fn start_capture(
+        &self,
+        adapter: u32,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn stop_capture(&self, adapter: u32) -> zbus::Result<()>;
+    fn open_capture(&self, adapter: u32) -> zbus::Result<zbus::OwnedFd>;
+    #[zbus(property)]
+    fn captures(&self) -> zbus::Result<Vec<(u32, String)>>;
 
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;

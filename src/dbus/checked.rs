@@ -351,7 +351,11 @@ mod tests {
         assert_eq!(vm["HumanMonitorCommand"].text, "s");
         assert_eq!(vm["OpenGraphics"].text, "a{sv}");
         assert_eq!(vm["RepairDisks"].text, "");
-        assert_eq!(vm.len(), 19);
+        assert_eq!(vm["StartCapture"].text, "ua{sv}");
+        assert_eq!(vm["StopCapture"].text, "u");
+        assert_eq!(vm["OpenCapture"].text, "u");
+        assert_eq!(vm["SetLinkSuspended"].text, "ub");
+        assert_eq!(vm.len(), 22);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

@@ -1,9 +1,10 @@
-//! The options of OpenConsole and OpenGraphics, from D-Bus to the console's terms.
+//! The options of OpenConsole, OpenGraphics and StartCapture, from D-Bus to the core's terms.
 
 use std::collections::HashMap;
 use zbus::OwnedVariant;
 
 use super::error::Error;
+use crate::vm::capture::Asked;
 use crate::vm::ViewOptions;
 
 pub fn view_options(options: &HashMap<String, OwnedVariant>) -> Result<ViewOptions, Error> {
@@ -30,6 +31,39 @@ pub fn view_options(options: &HashMap<String, OwnedVariant>) -> Result<ViewOptio
         })?;
     }
     Ok(view)
+}
+
+/// The options of StartCapture: SnapLength (u) and Direction (s), each checked by the
+/// core.
+pub fn capture_options(options: &HashMap<String, OwnedVariant>) -> Result<Asked, Error> {
+    let mut asked = Asked::default();
+    let mut keys: Vec<&String> = options.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &options[key];
+        let wrong = |want: &str| {
+            Error::InvalidArgument(format!(
+                "StartCapture option {key} takes a value of D-Bus type '{want}', not '{}'",
+                value.value_signature()
+            ))
+        };
+        match key.as_str() {
+            "SnapLength" => {
+                asked.snap_length = Some(value.downcast_ref::<u32>().map_err(|_| wrong("u"))?)
+            }
+            "Direction" => {
+                let s: &str = value.downcast_ref().map_err(|_| wrong("s"))?;
+                asked.direction = Some(s.to_string());
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "StartCapture has no option '{}'; it takes SnapLength (u) and Direction (s)",
+                    crate::vm::error::shown(key)
+                )))
+            }
+        }
+    }
+    Ok(asked)
 }
 
 /// OpenGraphics takes no option yet: any is refused, so none is silently ignored.

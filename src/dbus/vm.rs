@@ -226,6 +226,46 @@ impl Vm {
         Ok(self.handle.repair_disks().await?)
     }
 
+    /// Capture the frames of adapter `adapter` of the running or paused VM into a pcap file
+    /// in the VM's directory, and return its path. The frames are recorded on the guest's
+    /// side of the adapter, so the capture goes on across AddUdpTunnel and RemoveUdpTunnel
+    /// (an adapter without a tunnel records nothing until one is plugged), Suspend and
+    /// Resume, and a restart of the daemon; it ends with StopCapture, when its file reaches
+    /// capture_max_mib, and with the VM. Records carry the wall-clock time the frame passed
+    /// (paused time accounted for); until the capture ends the file is written beside its
+    /// path (with .part added) with QEMU's own times. Options: SnapLength (u, 64 to 262144,
+    /// default 65535: the bytes kept of each frame), Direction (s: both (default), in: what
+    /// the guest receives, out: what it sends). InvalidState if the adapter is captured
+    /// already or the VM does not run.
+    async fn start_capture(
+        &self,
+        adapter: u32,
+        options: std::collections::HashMap<String, zbus::OwnedVariant>,
+    ) -> Result<String> {
+        let asked = super::console::capture_options(&options)?;
+        Ok(self.handle.start_capture(adapter, asked).await?)
+    }
+
+    /// End the capture of adapter `adapter`: its file is complete when this returns. Does
+    /// nothing if the adapter has none.
+    async fn stop_capture(&self, adapter: u32) -> Result<()> {
+        Ok(self.handle.stop_capture(adapter).await?)
+    }
+
+    /// A socket that carries the capture of adapter `adapter` as a live pcap stream, from
+    /// the start of the capture, with wall-clock times (`tshark -r -`, `wireshark -k -i -`);
+    /// it closes once the capture ends. Writes to it are dropped. InvalidState if the
+    /// adapter has no capture.
+    async fn open_capture(&self, adapter: u32) -> Result<zbus::OwnedFd> {
+        Ok(self.handle.open_capture(adapter).await?.into())
+    }
+
+    /// The live captures, in adapter order: (adapter, the path of the file).
+    #[zbus(property)]
+    async fn captures(&self) -> Vec<(u32, String)> {
+        self.handle.view().captures.clone()
+    }
+
     /// The VM's id: its UUID as 32 lowercase hex digits, also the last part of the path.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn id(&self) -> String {

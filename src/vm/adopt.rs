@@ -8,10 +8,12 @@
 //! then is it adopted; anything else is left alone.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use super::capture::clock::Clock;
 use super::process::Process;
 use super::qmp::{Event, Qmp};
 use super::runtime::Runtime;
@@ -21,6 +23,8 @@ pub struct Found {
     pub process: Process,
     pub qmp: Qmp,
     pub events: mpsc::UnboundedReceiver<Event>,
+    /// The timeline of its clock, as the previous daemon kept it.
+    pub clock: Arc<Clock>,
 }
 
 /// What the runtime dir `rt` holds: None if no QEMU was left running there, the QEMU if it
@@ -57,17 +61,19 @@ pub async fn find(rt: &Runtime, timeout: Duration) -> Result<Option<Found>, Stri
         return Err(gone());
     }
     let (events_tx, events) = mpsc::unbounded_channel();
+    let clock = Arc::new(Clock::load(rt.clock()));
     let connect = async {
         let stream = UnixStream::connect(rt.qmp_socket())
             .await
             .map_err(super::qmp::Error::Io)?;
-        Qmp::handshake(stream, events_tx, timeout).await
+        Qmp::handshake(stream, events_tx, Some(clock.clone()), timeout).await
     };
     match connect.await {
         Ok(qmp) => Ok(Some(Found {
             process,
             qmp,
             events,
+            clock,
         })),
         Err(e) => {
             // A QEMU the daemon cannot control would run on unseen: it goes.

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod base_uses;
 pub mod bases;
 pub mod binary;
+pub mod capture;
 pub mod claims;
 pub mod cmdline;
 pub mod disk_care;
@@ -82,6 +83,8 @@ pub struct Context {
     pub vetted: bases::Vetted,
     /// OVMF's variable templates as qcow2 (`firmware::prepare`).
     pub vars_templates: firmware::Templates,
+    /// The size at which a capture file stops (`capture_max_mib`).
+    pub capture_max_bytes: u64,
 }
 
 /// The two port pools of [`Context`].
@@ -116,6 +119,8 @@ pub struct View {
     pub last_error: String,
     /// Viewers of the console now (D-Bus and telnet).
     pub console_viewers: u32,
+    /// Live captures: (adapter, the file it ends in).
+    pub captures: Vec<(u32, String)>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -146,6 +151,13 @@ pub enum Command {
     ResizeDisk(String, u64, Reply<()>),
     /// The files repaired.
     RepairDisks(Reply<Vec<String>>),
+    /// Capture an adapter's frames; the file's path.
+    StartCapture(u32, capture::Asked, Reply<String>),
+    StopCapture(u32, Reply<()>),
+    /// A live pcap stream of an adapter's capture.
+    OpenCapture(u32, Reply<std::os::fd::OwnedFd>),
+    /// The capture of this adapter, into this file, has reached capture_max_mib.
+    CaptureFull(u32, PathBuf),
 }
 
 #[derive(Clone)]
@@ -230,6 +242,16 @@ impl Handle {
     pub async fn resize_disk(&self, disk: String, bytes: u64) -> Result<()> {
         self.call(|r| Command::ResizeDisk(disk, bytes, r)).await
     }
+    pub async fn start_capture(&self, adapter: u32, asked: capture::Asked) -> Result<String> {
+        self.call(|r| Command::StartCapture(adapter, asked, r))
+            .await
+    }
+    pub async fn stop_capture(&self, adapter: u32) -> Result<()> {
+        self.call(|r| Command::StopCapture(adapter, r)).await
+    }
+    pub async fn open_capture(&self, adapter: u32) -> Result<std::os::fd::OwnedFd> {
+        self.call(|r| Command::OpenCapture(adapter, r)).await
+    }
 }
 
 /// A [`Context`] for unit tests: a store in a temporary directory, no supervisor, and port
@@ -277,6 +299,7 @@ pub mod testing {
             image_dirs: Vec::new(),
             vetted: Default::default(),
             vars_templates: Default::default(),
+            capture_max_bytes: 1 << 30,
         };
         (dir, Arc::new(ctx))
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::binary::Capabilities;
+use super::capture::clock::Clock;
 use super::error::{Error, Result};
 use super::process::{Exit, Process};
 use super::qmp::{self, Event, Qmp};
@@ -27,6 +28,8 @@ pub struct Qemu {
     /// What the running binary offers (QemuPath may change under it).
     pub caps: Arc<Capabilities>,
     pub events: mpsc::UnboundedReceiver<Event>,
+    /// The timeline of its virtual clock, which its QMP reader keeps.
+    pub clock: Arc<Clock>,
     /// The reason QEMU gave in its SHUTDOWN event, to tell a guest power-off from a crash.
     pub shutdown: Option<String>,
     /// A CPU limit or a cgroup was put on it, which must be released once it exits.

@@ -13,6 +13,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::capture::clock::{self, Clock};
+
 /// The longest line accepted from QEMU; `query-qmp-schema`, the largest reply, is ~200 KiB.
 const MAX_LINE: u64 = 16 << 20;
 
@@ -103,9 +105,11 @@ impl Drop for Qmp {
 impl Qmp {
     /// Reads the greeting, leaves negotiation mode, and from then on sends every event to
     /// `events`. The channel closes when QEMU closes the connection.
+    /// `clock`, if any, follows the STOP and RESUME events as they are read.
     pub async fn handshake(
         stream: UnixStream,
         events: mpsc::UnboundedSender<Event>,
+        clock: Option<Arc<Clock>>,
         timeout: Duration,
     ) -> Result<Qmp> {
         let (read, writer) = stream.into_split();
@@ -119,7 +123,7 @@ impl Qmp {
             ));
         }
         let awaited: Awaited = Arc::default();
-        let reader = tokio::spawn(read_loop(read, awaited.clone(), events));
+        let reader = tokio::spawn(read_loop(read, awaited.clone(), events, clock));
         let mut qmp = Qmp {
             writer,
             awaited,
@@ -244,6 +248,7 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     mut read: R,
     awaited: Awaited,
     events: mpsc::UnboundedSender<Event>,
+    clock: Option<Arc<Clock>>,
 ) {
     loop {
         let line = match read_line(&mut read).await {
@@ -256,6 +261,11 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
         };
         let (id, result) = match parse(&line) {
             Ok(Message::Event(e)) => {
+                if let Some(clock) = clock.as_ref().filter(|_| clock::moves(&e.name)) {
+                    if let Some(wall) = clock::event_time(&line) {
+                        clock.event(&e.name, wall);
+                    }
+                }
                 let _ = events.send(e);
                 continue;
             }
@@ -347,7 +357,7 @@ mod tests {
             (r, w)
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut qmp = Qmp::handshake(ours, tx, Duration::from_secs(5))
+        let mut qmp = Qmp::handshake(ours, tx, None, Duration::from_secs(5))
             .await
             .unwrap();
         let v = qmp

@@ -1,16 +1,21 @@
 //! A VM's runtime dir, `<runtime-dir>/<id>` on a tmpfs: the files that live as long as its
 //! QEMU. The QMP and serial sockets the daemon binds before QEMU starts, QEMU's pid file
-//! (`-pidfile`), the console's scrollback, and the marks of live changes not yet saved. A daemon that starts again finds its QEMU
+//! (`-pidfile`), the console's scrollback, the marks of live changes not yet saved, the timeline of
+//! QEMU's clock and the live captures. A daemon that starts again finds its QEMU
 //! through them (`adopt.rs`).
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+
+use super::capture::Live;
 
 const PIDFILE: &str = "qemu.pid";
 const QMP_SOCKET: &str = "qmp.sock";
 const SERIAL_SOCKET: &str = "serial.sock";
 const SCROLLBACK: &str = "console";
 const PENDING_PREFIX: &str = "pending-";
+const CLOCK: &str = "clock";
+const CAPTURE_PREFIX: &str = "capture-";
 
 /// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
 /// from just before the live change until the record is saved (or the change undone), so
@@ -153,6 +158,44 @@ impl Runtime {
     /// The marks a previous daemon left.
     pub fn left(&self) -> Vec<LiveChange> {
         LiveChange::left(&self.dir)
+    }
+
+    /// The timeline of QEMU's virtual clock (`capture/clock.rs`).
+    pub fn clock(&self) -> PathBuf {
+        self.dir.join(CLOCK)
+    }
+
+    /// Keeps the state of a live capture, written whole (renamed over).
+    pub fn save_capture(&self, live: &Live) -> Result<(), String> {
+        let path = self.dir.join(format!("{CAPTURE_PREFIX}{}", live.adapter));
+        let tmp = path.with_extension("tmp");
+        serde_json::to_vec(live)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    pub fn remove_capture(&self, adapter: u32) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{CAPTURE_PREFIX}{adapter}")));
+    }
+
+    /// The live captures a previous daemon left, by adapter.
+    pub fn captures(&self) -> Vec<Live> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<Live> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(CAPTURE_PREFIX)
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        found.sort_by_key(|l| l.adapter);
+        found
     }
 
     /// Removes everything: the QEMU is gone.

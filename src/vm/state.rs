@@ -85,10 +85,12 @@ pub enum Op {
     ResizeDisk,
     /// Repair the VM's own disks (RepairDisks), which a running QEMU holds.
     RepairDisks,
+    /// Start or read a packet capture (StartCapture, OpenCapture): QEMU writes it.
+    Capture,
 }
 
 impl Op {
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::Start,
         Op::Stop,
         Op::Suspend,
@@ -102,6 +104,7 @@ impl Op {
         Op::ResetDisks,
         Op::ResizeDisk,
         Op::RepairDisks,
+        Op::Capture,
     ];
 }
 
@@ -153,6 +156,8 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (ResetDisks | RepairDisks, Starting | Stopping) => Busy,
         (ResizeDisk, Stopped | Running | Paused) => Go,
         (ResizeDisk, Starting | Stopping) => Busy,
+        (Capture, Running | Paused) => Go,
+        (Capture, Stopped | Starting | Stopping) => NotRunning,
     }
 }
 
@@ -215,7 +220,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 65 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 70 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -282,6 +287,11 @@ mod tests {
             (Running, Op::RepairDisks, Holds),
             (Paused, Op::RepairDisks, Holds),
             (Stopping, Op::RepairDisks, Busy),
+            (Stopped, Op::Capture, NotRunning),
+            (Starting, Op::Capture, NotRunning),
+            (Running, Op::Capture, Go),
+            (Paused, Op::Capture, Go),
+            (Stopping, Op::Capture, NotRunning),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");

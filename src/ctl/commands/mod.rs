@@ -2,6 +2,7 @@
 //! VM by name or id, choosing VMs by name, lab or all, and telling a refusal because a VM
 //! does not run (exit code 3) from the others.
 
+mod capture;
 mod console;
 mod create;
 mod delete;
@@ -70,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Delete { vms, force } => delete::run(&conn, &vms, force).await,
         Command::Get(g) => get::run(&conn, g).await,
         Command::Console(c) => console::run(&conn, c).await,
+        Command::Capture { end, write } => capture::run(&conn, &end, write.as_deref()).await,
         Command::Watch(w) => watch::run(&conn, w).await,
         Command::Wait(w) => wait::run(&conn, w).await,
         Command::Link(l) => match (l.set, l.a, l.b) {

@@ -5,6 +5,7 @@
 
 use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -12,6 +13,7 @@ use tokio::time::timeout;
 
 use super::Actor;
 use crate::model::Accelerator;
+use crate::vm::capture::clock::Clock;
 use crate::vm::claims::Claims;
 use crate::vm::error::{Error, Result};
 use crate::vm::firmware::{self, Ovmf};
@@ -160,11 +162,12 @@ impl Actor {
         drop(fds);
 
         let (events_tx, events) = mpsc::unbounded_channel();
+        let clock = Arc::new(Clock::fresh(self.runtime.clock()));
         let connect = async {
             let stream = UnixStream::connect(self.runtime.qmp_socket())
                 .await
                 .map_err(qmp::Error::Io)?;
-            Qmp::handshake(stream, events_tx, QMP_TIMEOUT).await
+            Qmp::handshake(stream, events_tx, Some(clock.clone()), QMP_TIMEOUT).await
         };
         let qmp = tokio::select! {
             qmp = connect => qmp,
@@ -192,6 +195,7 @@ impl Actor {
             qmp,
             caps,
             events,
+            clock,
             shutdown: None,
             throttled: false,
             console: None,

@@ -95,6 +95,10 @@ impl Actor {
                 tpm.end().await;
             }
         }
+        if let Some(qemu) = &qemu {
+            let timeline = qemu.clock.timeline();
+            self.end_captures(&timeline).await;
+        }
         let shutdown = qemu.and_then(|q| q.shutdown);
         self.accelerated = false;
         self.runtime.clean();
@@ -174,6 +178,8 @@ impl Actor {
                 tpm.end().await;
             }
         }
+        // Their files went with the VM's directory.
+        self.captures.clear();
         self.runtime.clean();
         let s = &self.record.settings;
         let mut ports = self.ctx.ports(Pool::Console);

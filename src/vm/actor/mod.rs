@@ -7,8 +7,9 @@
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
 //! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
 //! `console.rs` (the console and monitor), `reset.rs` (ResetDisks, ResizeDisk),
-//! `repair.rs` (RepairDisks).
+//! `repair.rs` (RepairDisks), `capture.rs` (packet captures).
 
+mod capture;
 mod configure;
 mod console;
 mod launch;
@@ -19,6 +20,7 @@ mod repair;
 mod reset;
 mod tunnels;
 
+use std::collections::BTreeMap;
 use std::future::pending;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,8 +44,10 @@ pub struct Actor {
     runtime: Runtime,
     /// Shared with the console, which counts its viewers in it.
     view: Arc<watch::Sender<View>>,
-    /// The actor's own inbox, for the monitor port's commands.
+    /// The actor's own inbox, for the monitor port's commands and full captures.
     commands: mpsc::WeakSender<Command>,
+    /// The running captures, by adapter.
+    captures: BTreeMap<u32, capture::Running>,
 }
 
 type Inbox = (mpsc::Sender<Command>, mpsc::Receiver<Command>);
@@ -67,7 +71,12 @@ pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
     actor.go(inbox)
 }
 
-fn view_of(r: &Record, state: State, pid: u32, accelerated: bool, viewers: u32) -> View {
+fn view_of(
+    r: &Record,
+    state: State,
+    (pid, accelerated, viewers): (u32, bool, u32),
+    captures: Vec<(u32, String)>,
+) -> View {
     View {
         id: r.id.clone(),
         project: r.project.clone(),
@@ -80,6 +89,7 @@ fn view_of(r: &Record, state: State, pid: u32, accelerated: bool, viewers: u32) 
         exit_status: r.exit_status,
         last_error: r.last_error.clone(),
         console_viewers: viewers,
+        captures,
     }
 }
 
@@ -109,9 +119,8 @@ impl Actor {
             view: Arc::new(watch::Sender::new(view_of(
                 &record,
                 State::Stopped,
-                0,
-                false,
-                0,
+                (0, false, 0),
+                Vec::new(),
             ))),
             commands: tx.downgrade(),
             runtime: Runtime::new(ctx.runtime_dir.join(&record.id)),
@@ -120,6 +129,7 @@ impl Actor {
             state: State::Stopped,
             accelerated: false,
             qemu: None,
+            captures: BTreeMap::new(),
         };
         (actor, (tx, rx))
     }
@@ -212,6 +222,16 @@ impl Actor {
             Command::RepairDisks(reply) => {
                 let _ = reply.send(Box::pin(self.repair_disks()).await);
             }
+            Command::StartCapture(adapter, asked, reply) => {
+                let _ = reply.send(Box::pin(self.start_capture(adapter, asked)).await);
+            }
+            Command::StopCapture(adapter, reply) => {
+                let _ = reply.send(Box::pin(self.stop_capture(adapter)).await);
+            }
+            Command::OpenCapture(adapter, reply) => {
+                let _ = reply.send(self.open_capture(adapter));
+            }
+            Command::CaptureFull(adapter, path) => Box::pin(self.capture_full(adapter, path)).await,
             Command::Delete(reply) => {
                 let result = self.perform(Op::Delete).await;
                 let deleted = result.is_ok();
@@ -251,7 +271,8 @@ impl Actor {
             | Op::ConfigureStopped
             | Op::Console
             | Op::ResizeDisk
-            | Op::RepairDisks => Err(Error::Internal(format!(
+            | Op::RepairDisks
+            | Op::Capture => Err(Error::Internal(format!(
                 "{op:?} takes arguments and is not performed alone"
             ))),
         }
@@ -294,7 +315,17 @@ impl Actor {
             .as_ref()
             .and_then(|q| q.console.as_ref())
             .map_or(0, |c| c.viewers());
-        let view = view_of(&self.record, self.state, pid, self.accelerated, viewers);
+        let captures = self
+            .captures
+            .values()
+            .map(capture::Running::entry)
+            .collect();
+        let view = view_of(
+            &self.record,
+            self.state,
+            (pid, self.accelerated, viewers),
+            captures,
+        );
         self.view.send_if_modified(|old| {
             let changed = *old != view;
             *old = view;

@@ -16,7 +16,10 @@ impl Actor {
     /// Takes back the QEMU a previous daemon left running, or records that it died.
     pub(super) async fn readopt(&mut self) {
         let found = match adopt::find(&self.runtime, QMP_TIMEOUT).await {
-            Ok(None) => return self.runtime.clean(),
+            Ok(None) => {
+                self.finish_left_captures().await;
+                return self.runtime.clean();
+            }
             Ok(Some(found)) => found,
             Err(why) => return self.lost(why).await,
         };
@@ -38,6 +41,7 @@ impl Actor {
             qmp: found.qmp,
             caps,
             events: found.events,
+            clock: found.clock,
             shutdown: None,
             throttled: self.record.settings.cpu_throttling > 0 || self.ctx.privilege.places(),
             console: None,
@@ -66,6 +70,7 @@ impl Actor {
         };
         self.accelerated = kvm.is_ok_and(|k| k["enabled"].as_bool() == Some(true));
         self.finish_pending(&mut qemu).await;
+        self.readopt_captures(&mut qemu, state).await;
         self.reattach_console(&mut qemu).await;
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = qemu.process.pid(), %state, "found its QEMU running again");
         self.qemu = Some(qemu);
@@ -154,6 +159,7 @@ impl Actor {
     async fn lost(&mut self, why: String) {
         tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "{why}");
         tpm::end_strays(&self.runtime.tpm_pidfile()).await;
+        self.finish_left_captures().await;
         self.runtime.clean();
         let mut record = self.record.clone();
         record.exit_status = Exit::Unknown.status();
