@@ -367,7 +367,7 @@ mod tests {
         let m = read("org.gns3.Qemu.Manager.xml");
         let mut ro: Vec<&str> = m.read_only.iter().map(String::as_str).collect();
         ro.sort();
-        assert_eq!(ro, ["ConsoleHost", "Version"]);
+        assert_eq!(ro, ["ConsoleHost", "UdpHost", "Version"]);
         let vm = read("org.gns3.Qemu.VM.xml");
         assert!(vm.read_only.contains("State") && !vm.read_only.contains("Ram"));
         assert_eq!(vm.read_only.len(), crate::dbus::READ_ONLY.len());
