@@ -3,13 +3,17 @@
 //! the floor: the same guests started by hand, each e1000 straight on a `-netdev socket` UDP
 //! pair. The ratio of the medians is the cost of the daemon's network layout.
 //!
+//! The daemon's pair also runs with a packet capture on A's adapter (QEMU's filter-dump on
+//! the NIC's hub port, off the data path), beside its own runs without one: the capture
+//! must keep at least 0.9 of the throughput.
+//!
 //! Both pairs are booted at once and their runs alternate, so that the load of a shared
 //! machine drifting during the bench weighs on both alike.
 
 use crate::common::{self, Console, Lab};
 use crate::hand::Qemu;
 use crate::lab::{next_marker, timed};
-use crate::report::{self, Figure, Report};
+use crate::report::{self, Figure, Report, Target};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
@@ -25,13 +29,15 @@ const RUNS: usize = 5;
 const BOOT: Duration = Duration::from_secs(180);
 const SHELL: Duration = Duration::from_secs(60);
 const TRANSFER: Duration = Duration::from_secs(300);
+/// What a capture may cost: at most a tenth of the throughput.
+const CAPTURE_COST_LIMIT: f64 = 0.1;
 
 pub fn run(rt: &Runtime) -> Report {
     let guest = common::guest();
     eprintln!("booting the hand-started pair and the daemon's pair");
     let mut direct = DirectPair::start(guest);
     let lab = rt.block_on(Lab::start());
-    let (port_a, port_b) = rt.block_on(daemon_pair(&lab));
+    let (port_a, port_b, vm_a) = rt.block_on(daemon_pair(&lab));
     let mut links = [
         Link::new("direct socket pair (floor)", direct.consoles()),
         Link::new(
@@ -47,31 +53,70 @@ pub fn run(rt: &Runtime) -> Report {
         let warm_up = link.transfer();
         eprintln!("{}: warm-up {warm_up:.1} Mbit/s", link.label);
     }
-    let mut samples = [Vec::new(), Vec::new()];
+    // 0: the floor, 1: the daemon's pair, 2: the daemon's pair while A's adapter 0 is
+    // captured (the capture starts before the run and stops after it, untimed).
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
     for r in 0..RUNS {
-        // Alternate which pair goes first, so neither always runs right after the other.
-        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Rotate which goes first, so none always runs right after another.
+        let mut order = [0, 1, 2];
+        order.rotate_left(r % 3);
         for i in order {
-            let mbits = links[i].transfer();
-            eprintln!("{}: run {} {mbits:.1} Mbit/s", links[i].label, r + 1);
+            let link = &mut links[i.min(1)];
+            let captured = i == 2;
+            if captured {
+                rt.block_on(capture(&vm_a, true));
+            }
+            let mbits = link.transfer();
+            if captured {
+                rt.block_on(capture(&vm_a, false));
+            }
+            let label = if captured { CAPTURED } else { link.label };
+            eprintln!("{label}: run {} {mbits:.1} Mbit/s", r + 1);
             samples[i].push(mbits);
         }
     }
     let ratio = report::median(&samples[1]) / report::median(&samples[0]);
-    let [floor, daemon] = samples;
+    let kept = report::median(&samples[2]) / report::median(&samples[1]);
+    let [floor, daemon, captured] = samples;
     Report {
         figures: vec![
             Figure::new(SECTION, links[0].label, "Mbit/s", floor),
             Figure::new(SECTION, links[1].label, "Mbit/s", daemon),
+            Figure::new(SECTION, CAPTURED, "Mbit/s", captured),
             Figure::new(SECTION, "daemon / direct (medians)", "ratio", vec![ratio]),
+            Figure::new(
+                SECTION,
+                "captured / not captured (medians)",
+                "ratio",
+                vec![kept],
+            ),
         ],
-        targets: Vec::new(),
+        targets: vec![Target::new(
+            SECTION,
+            "throughput a capture costs (1 - captured / not)",
+            1.0 - kept,
+            CAPTURE_COST_LIMIT,
+            "ratio",
+        )],
+    }
+}
+
+const CAPTURED: &str = "daemon UDP tunnels, A's adapter captured";
+
+/// Starts (or stops) a capture of VM A's adapter 0.
+async fn capture(vm: &common::VmProxy<'static>, on: bool) {
+    if on {
+        vm.start_capture(0, std::collections::HashMap::new())
+            .await
+            .expect("StartCapture");
+    } else {
+        vm.stop_capture(0).await.expect("StopCapture");
     }
 }
 
 /// Two VMs of the daemon, adapter 0 of each joined to the other's by a UDP tunnel, started;
-/// returns their console ports.
-async fn daemon_pair(lab: &Lab) -> (u16, u16) {
+/// returns their console ports and A.
+async fn daemon_pair(lab: &Lab) -> (u16, u16, common::VmProxy<'static>) {
     // The daemon nices its QEMUs by default ("low"); on a busy machine that alone would
     // slow its pair, so both pairs run at the hand-started QEMUs' priority.
     let settings = || {
@@ -96,6 +141,7 @@ async fn daemon_pair(lab: &Lab) -> (u16, u16) {
     (
         a.console_port().await.expect("ConsolePort of bench-a"),
         b.console_port().await.expect("ConsolePort of bench-b"),
+        a,
     )
 }
 
