@@ -91,7 +91,7 @@ async fn create_list_show_set_start_stop_delete() {
 
     // One bad setting: nothing changes, and the daemon's named error is what is printed.
     let refused = vm1
-        .configure([("Ram", 256u32.into()), ("Adapters", 33u32.into())].into())
+        .configure([("Ram", 256u32.into()), ("Adapters", 276u32.into())].into())
         .await
         .unwrap_err();
     let zbus::Error::MethodError(name, Some(message), _) = &refused else {
@@ -99,7 +99,7 @@ async fn create_list_show_set_start_stop_delete() {
     };
     assert_eq!(name.as_str(), "org.gns3.Qemu.Error.InvalidArgument");
     assert_eq!(
-        ctl(&lab, &["set", "r1", "Ram=256", "Adapters=33"]),
+        ctl(&lab, &["set", "r1", "Ram=256", "Adapters=276"]),
         failed(1, &format!("Failed to configure r1: {name}: {message}\n"))
     );
     assert_eq!(

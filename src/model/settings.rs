@@ -30,8 +30,12 @@ settings! {
     /// Base image of the second disk (a linked clone too, checked the same way); empty for
     /// none.
     HdbDiskImage hdb_disk_image: String = String::new(), Stopped;
-    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
-    /// an adapter that has a tunnel.
+    /// Number of Ethernet adapters, 0 to 275 (default 1). The NICs that fit on the root PCI
+    /// bus are there as they always were; the others go on PCI bridges of 32, added only
+    /// when needed. The machine's own devices and the disks' controllers take root slots
+    /// too: a number that cannot fit beside them is refused, naming them (devices added by
+    /// Options are not counted). Only while stopped, and not below an adapter that has a
+    /// tunnel.
     Adapters adapters: u32 = 1, Stopped;
     /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
     /// -device help (e1000, virtio-net-pci, rtl8139, …).

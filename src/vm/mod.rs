@@ -18,6 +18,7 @@ pub mod machine;
 pub mod network;
 pub mod options;
 pub mod paths;
+pub mod pci;
 pub mod process;
 pub mod qcow2;
 pub mod qemu;

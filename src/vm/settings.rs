@@ -19,7 +19,8 @@ use crate::model::{
     Accelerator, BootOrder, DiskInterface, Display, Firmware, Priority, Setting, Settings,
 };
 
-pub const MAX_ADAPTERS: u32 = 32;
+/// GNS3's most; past the root bus's slots they go on PCI bridges (`pci`).
+pub const MAX_ADAPTERS: u32 = 275;
 const MAX_NAME: usize = 64;
 const MAX_PROJECT: usize = 256;
 const MAX_KERNEL_COMMAND_LINE: usize = 4096;
@@ -56,6 +57,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    super::pci::of(&next)?;
     machine::check(&next)?;
     super::drives::check(&next, next.is_q35())?;
     super::firmware::check(&next)?;
