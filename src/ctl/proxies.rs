@@ -220,4 +220,8 @@ pub trait Vm {
     fn linked_clone(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn set_linked_clone(&self, value: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn custom_adapters(&self) -> zbus::Result<Vec<(u32, String, String)>>;
+    #[zbus(property)]
+    fn set_custom_adapters(&self, value: &[(u32, String, String)]) -> zbus::Result<()>;
 }

@@ -149,6 +149,33 @@ settings! {
     /// The blank flash disk (no HdaDiskImage) is the VM's own either way. Changing it
     /// discards the VM's linked clones. Only while stopped.
     LinkedClone linked_clone: bool = true, Stopped;
+    /// Per-adapter exceptions to AdapterType and MacAddress: (adapter, model, MAC), the
+    /// model "" for AdapterType, the MAC "" for base + adapter. At most one entry per
+    /// adapter, each below Adapters (lowering Adapters below one is refused: remove it
+    /// first); a model is checked as AdapterType is, a MAC as MacAddress is, and every
+    /// adapter's MAC must differ from the others' (base + n ones included). Empty by
+    /// default.
+    CustomAdapters custom_adapters: Vec<CustomAdapter> = Vec::new(), NextStart;
+}
+
+/// One entry of CustomAdapters, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CustomAdapter {
+    pub adapter: u32,
+    /// Empty: AdapterType.
+    pub model: String,
+    /// Empty: base + adapter.
+    pub mac: String,
+}
+
+impl Stored for Vec<CustomAdapter> {
+    type Wire = Vec<(u32, String, String)>;
+    fn to_wire(&self) -> Self::Wire {
+        self.iter()
+            .map(|c| (c.adapter, c.model.clone(), c.mac.clone()))
+            .collect()
+    }
 }
 
 impl Settings {

@@ -16,7 +16,8 @@ use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
 use crate::model::{
-    Accelerator, BootOrder, DiskInterface, Display, Firmware, Priority, Setting, Settings,
+    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, Priority, Setting,
+    Settings,
 };
 
 /// GNS3's most; past the root bus's slots they go on PCI bridges (`pci`).
@@ -57,6 +58,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    super::network::check_nics(&next)?;
     super::pci::of(&next)?;
     machine::check(&next)?;
     super::drives::check(&next, next.is_q35())?;
@@ -215,6 +217,9 @@ impl Check for Limits {
     }
     fn linked_clone(&self, v: bool) -> Result<bool> {
         Ok(v)
+    }
+    fn custom_adapters(&self, v: Vec<(u32, String, String)>) -> Result<Vec<CustomAdapter>> {
+        super::network::check_custom_adapters(v)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
