@@ -435,6 +435,23 @@ fn message_of(text: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn custom_adapters_are_lists_of_three() {
+        let v = typed(&serde_json::json!([[1, "virtio-net-pci", ""]]), "a(uss)").unwrap();
+        assert_eq!(
+            <Vec<(u32, String, String)>>::try_from(v).unwrap(),
+            [(1, "virtio-net-pci".to_string(), String::new())]
+        );
+        for bad in [
+            serde_json::json!([[1, "virtio-net-pci"]]),
+            serde_json::json!([["1", "", ""]]),
+            serde_json::json!("1:e1000:"),
+        ] {
+            let e = typed(&bad, "a(uss)").unwrap_err();
+            assert!(e.starts_with("a list of [adapter, model, MAC]"), "{e}");
+        }
+    }
+
     fn props() -> Properties<'static> {
         [
             ("HdaDiskImage", "s"),
