@@ -215,7 +215,7 @@ impl Binaries {
     /// Checks that the binary of `s` has every NIC model its adapters use.
     pub async fn check_nic_models(&self, s: &crate::model::Settings) -> Result<()> {
         let caps = self.probe(&s.qemu_path).await?;
-        for (what, model) in super::network::models(s) {
+        for (what, model) in super::custom_adapters::models(s) {
             caps.check_nic_model_of(&what, &s.qemu_path, model)?;
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod bases;
 pub mod binary;
 pub mod claims;
 pub mod cmdline;
+pub mod custom_adapters;
 pub mod disk_care;
 pub mod disks;
 pub mod drives;

@@ -58,7 +58,7 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
-    super::network::check_nics(&next)?;
+    super::custom_adapters::check_nics(&next)?;
     super::pci::of(&next)?;
     machine::check(&next)?;
     super::drives::check(&next, next.is_q35())?;
@@ -219,7 +219,7 @@ impl Check for Limits {
         Ok(v)
     }
     fn custom_adapters(&self, v: Vec<(u32, String, String)>) -> Result<Vec<CustomAdapter>> {
-        super::network::check_custom_adapters(v)
+        super::custom_adapters::check(v)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {
