@@ -131,10 +131,7 @@ impl Manager {
             ..Settings::default()
         };
         let mut s = settings::apply(&base, &changes, &self.ctx.limits)?;
-        self.ctx
-            .binaries
-            .check_nic_model(&s.qemu_path, &s.adapter_type)
-            .await?;
+        self.ctx.binaries.check_nic_models(&s).await?;
         self.ctx.binaries.check_machine(&s).await?;
         let caps = self.ctx.binaries.probe(&s.qemu_path).await?;
         drives::check_binary(&caps, &s.qemu_path, &s)?;

@@ -538,6 +538,28 @@ fn awkward(ty: &Signature, files: &Path) -> Vec<Variant<'static>> {
         ],
         // Both values of a boolean are legal: nothing is out of range.
         Signature::Bool => Vec::new(),
+        // CustomAdapters, of a VM with one adapter: none (allowed), an adapter it lacks,
+        // one adapter twice, a model that is no name or that QEMU lacks, bad MACs.
+        Signature::Array(child) if child.signature().to_string() == "(uss)" => {
+            let v = |e: &[(u32, &str, &str)]| {
+                Variant::from(
+                    e.iter()
+                        .map(|(a, m, c)| (*a, m.to_string(), c.to_string()))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            vec![
+                v(&[]),
+                v(&[(1, "", "")]),
+                v(&[(u32::MAX, "e1000", "")]),
+                v(&[(0, "", ""), (0, "", "")]),
+                v(&[(0, "e1000 x", "")]),
+                v(&[(0, "no-such-nic", "")]),
+                v(&[(0, "", "01:00:5e:00:00:01")]),
+                v(&[(0, "", "52:54")]),
+                v(&[(0, "", "00:00:00:00:00:00")]),
+            ]
+        }
         other => panic!("no awkward values of D-Bus type '{other}': add some"),
     }
 }
@@ -616,6 +638,8 @@ fn allowed(property: &str, value: &Variant<'_>) -> bool {
         // Free text, up to a length far below 64 KiB.
         "KernelCommandLine" | "Options" => matches!(value, Variant::Str(s) if s.len() < 4096),
         "Adapters" | "CpuThrottling" | "ConsolePort" | "MonitorPort" | "VncPort" => zero,
+        // No exception to AdapterType and MacAddress.
+        "CustomAdapters" => matches!(value, Variant::Array(a) if a.is_empty()),
         _ => false,
     }
 }

@@ -91,7 +91,7 @@ async fn create_list_show_set_start_stop_delete() {
 
     // One bad setting: nothing changes, and the daemon's named error is what is printed.
     let refused = vm1
-        .configure([("Ram", 256u32.into()), ("Adapters", 33u32.into())].into())
+        .configure([("Ram", 256u32.into()), ("Adapters", 276u32.into())].into())
         .await
         .unwrap_err();
     let zbus::Error::MethodError(name, Some(message), _) = &refused else {
@@ -99,7 +99,7 @@ async fn create_list_show_set_start_stop_delete() {
     };
     assert_eq!(name.as_str(), "org.gns3.Qemu.Error.InvalidArgument");
     assert_eq!(
-        ctl(&lab, &["set", "r1", "Ram=256", "Adapters=33"]),
+        ctl(&lab, &["set", "r1", "Ram=256", "Adapters=276"]),
         failed(1, &format!("Failed to configure r1: {name}: {message}\n"))
     );
     assert_eq!(
@@ -111,6 +111,40 @@ async fn create_list_show_set_start_stop_delete() {
         (vm1.ram().await.unwrap(), vm1.adapters().await.unwrap()),
         (256, 3)
     );
+    // CustomAdapters as ADAPTER:MODEL:MAC entries; the daemon's refusal is printed as is.
+    assert_eq!(
+        ctl(
+            &lab,
+            &[
+                "set",
+                "r1",
+                "CustomAdapters=2:virtio-net-pci:52:54:00:AB:CD:EF,0:rtl8139:"
+            ]
+        ),
+        ok("")
+    );
+    assert_eq!(
+        vm1.custom_adapters().await.unwrap(),
+        [
+            (0, "rtl8139".into(), String::new()),
+            (2, "virtio-net-pci".into(), "52:54:00:ab:cd:ef".into())
+        ]
+    );
+    assert_eq!(
+        ctl(&lab, &["show", "r1", "-p", "CustomAdapters", "--value"]),
+        ok("0:rtl8139: 2:virtio-net-pci:52:54:00:ab:cd:ef\n")
+    );
+    assert_eq!(
+        ctl(&lab, &["set", "r1", "CustomAdapters=3::"]),
+        failed(
+            1,
+            "Failed to configure r1: org.gns3.Qemu.Error.InvalidArgument: CustomAdapters has an \
+             entry for adapter 3, and the VM has 3 adapter(s) (0 to 2); raise Adapters, or \
+             remove that entry from CustomAdapters\n"
+        )
+    );
+    assert_eq!(ctl(&lab, &["set", "r1", "CustomAdapters="]), ok(""));
+    assert_eq!(vm1.custom_adapters().await.unwrap(), []);
 
     // Both in one command, and each really runs its guest.
     assert_eq!(ctl(&lab, &["start", "r1", "r2"]), ok(""));

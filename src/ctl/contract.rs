@@ -149,10 +149,31 @@ pub fn value(signature: &str, text: &str) -> std::result::Result<OwnedVariant, S
         "i" => number::<i32>(text, "a number from -2147483648 to 2147483647"),
         "x" => number::<i64>(text, "a number"),
         "d" => number::<f64>(text, "a number"),
+        "a(uss)" => adapters(text)
+            .and_then(|v| OwnedVariant::try_from(Variant::from(v)).map_err(|e| e.to_string())),
         other => Err(format!(
             "a value of D-Bus type {other} cannot be given on the command line"
         )),
     }
+}
+
+/// CustomAdapters on the command line: `ADAPTER:MODEL:MAC` entries, comma-separated, MODEL
+/// or MAC empty for the VM's own (`1:virtio-net-pci:,3::52:54:00:ab:cd:ef`); empty for none.
+fn adapters(text: &str) -> std::result::Result<Vec<(u32, String, String)>, String> {
+    text.split(',')
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let mut parts = entry.splitn(3, ':');
+            let adapter = parts.next().and_then(|a| a.parse::<u32>().ok());
+            match (adapter, parts.next(), parts.next()) {
+                (Some(a), Some(model), Some(mac)) => Ok((a, model.to_string(), mac.to_string())),
+                _ => Err(format!(
+                    "expected ADAPTER:MODEL:MAC entries separated by commas (MODEL or MAC empty \
+                     for the VM's own, as 1:virtio-net-pci:), not '{entry}'"
+                )),
+            }
+        })
+        .collect()
 }
 
 /// A `u` value, if `value` is one.
@@ -226,6 +247,26 @@ pub fn mebibytes(text: &str) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_adapters_on_the_command_line() {
+        let v = value("a(uss)", "1:virtio-net-pci:,3::52:54:00:ab:cd:ef").unwrap();
+        assert_eq!(
+            <Vec<(u32, String, String)>>::try_from(v).unwrap(),
+            [
+                (1, "virtio-net-pci".to_string(), String::new()),
+                (3, String::new(), "52:54:00:ab:cd:ef".to_string())
+            ]
+        );
+        let none = value("a(uss)", "").unwrap();
+        assert_eq!(<Vec<(u32, String, String)>>::try_from(none).unwrap(), []);
+        assert!(value("a(uss)", "x:e1000:")
+            .unwrap_err()
+            .contains("ADAPTER:MODEL:MAC"));
+        assert!(value("a(uss)", "1:e1000")
+            .unwrap_err()
+            .contains("not '1:e1000'"));
+    }
 
     #[test]
     fn the_contract_parses_and_gives_the_types() {

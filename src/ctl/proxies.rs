@@ -246,4 +246,8 @@ pub trait Vm {
     fn set_replicate_link_state(&self, value: bool) -> zbus::Result<()>;
     #[zbus(property)]
     fn links(&self) -> zbus::Result<Vec<(u32, bool, bool)>>;
+    #[zbus(property)]
+    fn custom_adapters(&self) -> zbus::Result<Vec<(u32, String, String)>>;
+    #[zbus(property)]
+    fn set_custom_adapters(&self, value: &[(u32, String, String)]) -> zbus::Result<()>;
 }

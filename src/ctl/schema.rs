@@ -149,6 +149,15 @@ fn json_type(signature: &str) -> Option<Value> {
         "u" => integer(0, u32::MAX.into()),
         "q" => integer(0, u16::MAX.into()),
         "i" => integer(i32::MIN.into(), i32::MAX.into()),
+        "a(uss)" => json!({
+            "type": "array",
+            "items": {
+                "type": "array",
+                "prefixItems": [integer(0, u32::MAX.into()), {"type": "string"}, {"type": "string"}],
+                "minItems": 3,
+                "maxItems": 3
+            }
+        }),
         _ => return None,
     })
 }

@@ -23,18 +23,23 @@ fn value(v: &Variant<'_>) -> Option<Value> {
         Variant::U32(n) => Value::U32(*n),
         Variant::U16(n) => Value::U16(*n),
         Variant::Bool(b) => Value::Bool(*b),
+        Variant::Array(a) if a.signature() == "a(uss)" => {
+            Value::Adapters(Vec::<(u32, String, String)>::try_from(a.try_clone().ok()?).ok()?)
+        }
         _ => return None,
     })
 }
 
-/// A setting's value as a variant.
-pub fn variant(value: Value) -> OwnedVariant {
-    match value {
+/// A setting's value as a variant; None only if it cannot be owned, which takes a file
+/// descriptor no setting holds.
+pub fn variant(value: Value) -> Option<OwnedVariant> {
+    Some(match value {
         Value::Str(s) => OwnedVariant::from(zbus::Str::from(s)),
         Value::U32(n) => OwnedVariant::from(n),
         Value::U16(n) => OwnedVariant::from(n),
         Value::Bool(b) => OwnedVariant::from(b),
-    }
+        Value::Adapters(v) => OwnedVariant::try_from(Variant::from(v)).ok()?,
+    })
 }
 
 pub fn parse(key: &str, value: &Variant<'_>) -> Result<Setting, Error> {
@@ -78,6 +83,7 @@ mod tests {
                 "u" => Variant::from(1u32),
                 "q" => Variant::from(1u16),
                 "b" => Variant::from(true),
+                "a(uss)" => Variant::from(vec![(0u32, "e1000".to_string(), String::new())]),
                 _ => unreachable!(),
             };
             assert_eq!(parse(key, &v).unwrap().key(), key);
@@ -93,6 +99,19 @@ mod tests {
             e.contains("InvalidArgument") && e.contains("Ram, HdaDiskImage"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn custom_adapters_go_to_their_variant_and_back() {
+        let entries = vec![(1u32, "virtio-net-pci".to_string(), String::new())];
+        let v = variant(Value::Adapters(entries.clone())).unwrap();
+        assert_eq!(v.value_signature(), "a(uss)");
+        assert_eq!(
+            parse("CustomAdapters", &v).unwrap(),
+            Setting::CustomAdapters(entries)
+        );
+        let e = parse("CustomAdapters", &Variant::from(vec![1u32])).unwrap_err();
+        assert!(e.to_string().contains("type 'a(uss)', not 'au'"), "{e}");
     }
 
     #[test]

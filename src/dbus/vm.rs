@@ -38,7 +38,7 @@ impl Table for Vm {
             .view()
             .settings
             .get(name)
-            .map(super::settings::variant)
+            .and_then(super::settings::variant)
     }
 
     fn set_row<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {

@@ -30,8 +30,12 @@ settings! {
     /// Base image of the second disk (a linked clone too, checked the same way); empty for
     /// none.
     HdbDiskImage hdb_disk_image: String = String::new(), Stopped;
-    /// Number of Ethernet adapters, 0 to 32 (default 1). Only while stopped, and not below
-    /// an adapter that has a tunnel.
+    /// Number of Ethernet adapters, 0 to 275 (default 1). The NICs that fit on the root PCI
+    /// bus are there as they always were; the others go on PCI bridges of 32, added only
+    /// when needed. The machine's own devices and the disks' controllers take root slots
+    /// too: a number that cannot fit beside them is refused, naming them (devices added by
+    /// Options are not counted). Only while stopped, and not below an adapter that has a
+    /// tunnel.
     Adapters adapters: u32 = 1, Stopped;
     /// QEMU NIC model of every adapter (default e1000): one that QemuPath lists under
     /// -device help (e1000, virtio-net-pci, rtl8139, …).
@@ -150,6 +154,33 @@ settings! {
     /// appliances that misbehave on a link that is down. Takes effect at the next Start,
     /// and on an adapter whose tunnel is removed from then on.
     ReplicateLinkState replicate_link_state: bool = true, NextStart;
+    /// Per-adapter exceptions to AdapterType and MacAddress: (adapter, model, MAC), the
+    /// model "" for AdapterType, the MAC "" for base + adapter. At most one entry per
+    /// adapter, each below Adapters (lowering Adapters below one is refused: remove it
+    /// first); a model is checked as AdapterType is, a MAC as MacAddress is, and every
+    /// adapter's MAC must differ from the others' (base + n ones included). Empty by
+    /// default.
+    CustomAdapters custom_adapters: Vec<CustomAdapter> = Vec::new(), NextStart;
+}
+
+/// One entry of CustomAdapters, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CustomAdapter {
+    pub adapter: u32,
+    /// Empty: AdapterType.
+    pub model: String,
+    /// Empty: base + adapter.
+    pub mac: String,
+}
+
+impl Stored for Vec<CustomAdapter> {
+    type Wire = Vec<(u32, String, String)>;
+    fn to_wire(&self) -> Self::Wire {
+        self.iter()
+            .map(|c| (c.adapter, c.model.clone(), c.mac.clone()))
+            .collect()
+    }
 }
 
 impl Settings {

@@ -4,13 +4,15 @@
 //! from and to the four D-Bus types settings use, the check each change must pass, and which
 //! changes need a stopped VM or apply to a running one at once.
 
-/// A setting's value as it travels on D-Bus: one of the four basic types settings use.
+/// A setting's value as it travels on D-Bus: one of the types settings use.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Str(String),
     U32(u32),
     U16(u16),
     Bool(bool),
+    /// `a(uss)`: CustomAdapters' (adapter, model, MAC) entries.
+    Adapters(Vec<(u32, String, String)>),
 }
 
 impl Value {
@@ -21,6 +23,7 @@ impl Value {
             Value::U32(_) => <u32 as Wire>::SIGNATURE,
             Value::U16(_) => <u16 as Wire>::SIGNATURE,
             Value::Bool(_) => <bool as Wire>::SIGNATURE,
+            Value::Adapters(_) => <Vec<(u32, String, String)> as Wire>::SIGNATURE,
         }
     }
 }
@@ -52,6 +55,7 @@ wire!(String, Str, "s");
 wire!(u32, U32, "u");
 wire!(u16, U16, "q");
 wire!(bool, Bool, "b");
+wire!(Vec<(u32, String, String)>, Adapters, "a(uss)");
 
 /// A type a setting is stored as, and the type it travels as. A stored type that is not a
 /// wire type itself (an enum of names) shows as its name; its check turns names into it.

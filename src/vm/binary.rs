@@ -33,6 +33,11 @@ pub struct Capabilities {
 impl Capabilities {
     /// Checks that the binary has NIC model `model`; the error lists a few it has.
     pub fn check_nic_model(&self, qemu_path: &str, model: &str) -> Result<()> {
+        self.check_nic_model_of("AdapterType", qemu_path, model)
+    }
+
+    /// As `check_nic_model`, the error naming `what` (a setting) as the model's source.
+    pub fn check_nic_model_of(&self, what: &str, qemu_path: &str, model: &str) -> Result<()> {
         if self.nic_models.contains(model) {
             return Ok(());
         }
@@ -49,7 +54,7 @@ impl Capabilities {
                 .take(6usize.saturating_sub(some.len())),
         );
         Err(Error::InvalidArgument(format!(
-            "AdapterType '{}' is not a NIC model of {qemu_path}; it has {}, … (all of them: {qemu_path} -device help)",
+            "{what} '{}' is not a NIC model of {qemu_path}; it has {}, … (all of them: {qemu_path} -device help)",
             super::error::shown(model),
             some.join(", ")
         )))
@@ -205,6 +210,15 @@ impl Binaries {
     /// Checks that the binary at `path` has NIC model `model`.
     pub async fn check_nic_model(&self, path: &str, model: &str) -> Result<()> {
         self.probe(path).await?.check_nic_model(path, model)
+    }
+
+    /// Checks that the binary of `s` has every NIC model its adapters use.
+    pub async fn check_nic_models(&self, s: &crate::model::Settings) -> Result<()> {
+        let caps = self.probe(&s.qemu_path).await?;
+        for (what, model) in super::custom_adapters::models(s) {
+            caps.check_nic_model_of(&what, &s.qemu_path, model)?;
+        }
+        Ok(())
     }
 
     /// Checks that the binary of `s` has its machine type and CPU model.

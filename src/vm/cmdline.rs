@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::error::Result;
 use super::firmware::{self, Ovmf};
-use super::{drives, machine, network, options};
+use super::{drives, machine, network, options, pci};
 use crate::model::{Display, Settings};
 
 /// The file descriptors on which QEMU finds its QMP socket and its serial port's, already
@@ -117,12 +117,7 @@ pub fn build(l: &Launch<'_>) -> Result<Vec<String>> {
     }
     cmd.extend(user_options);
     let boot = drives::boot_index(s, 'n');
-    cmd.extend(network::args(
-        s.adapters,
-        &s.adapter_type,
-        &s.mac_address,
-        boot,
-    ));
+    cmd.extend(network::args(&network::nics(s), &pci::of(s)?, boot));
     Ok(cmd)
 }
 

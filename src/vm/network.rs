@@ -3,6 +3,8 @@
 
 use super::error::shown;
 use super::error::{Error, Result};
+use super::pci::{self, Layout, Place};
+use crate::model::{CustomAdapter, Settings};
 
 /// The name of adapter `n`'s NIC backend, also the name `set_link` takes.
 pub fn adapter_netdev(n: u32) -> String {
@@ -97,31 +99,72 @@ pub fn check_adapter_type(v: &str) -> Result<String> {
     Ok(v.to_string())
 }
 
-/// `-netdev hubport` + `-device` per adapter, the first with `bootindex` when the boot
-/// order has n. With no adapter at all QEMU would add a user-mode NIC of its own, hence
-/// `-nic none`.
-pub fn args(adapters: u32, model: &str, mac_base: &str, bootindex: Option<usize>) -> Vec<String> {
-    if adapters == 0 {
-        return vec!["-nic".into(), "none".into()];
-    }
-    (0..adapters)
-        .flat_map(|n| {
-            let netdev = adapter_netdev(n);
-            let boot = match bootindex {
-                Some(i) if n == 0 => format!(",bootindex={i}"),
-                _ => String::new(),
-            };
-            [
-                "-netdev".into(),
-                format!("hubport,id={netdev},hubid={n}"),
-                "-device".into(),
-                format!(
-                    "{model},netdev={netdev},mac={}{boot}",
-                    adapter_mac(mac_base, n)
-                ),
-            ]
+/// One adapter's NIC: its QEMU model and MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    pub model: String,
+    pub mac: String,
+}
+
+/// The NIC of each adapter of `s`, adapter 0 first: its CustomAdapters entry's model and
+/// MAC where given, else AdapterType and base MAC + n.
+pub fn nics(s: &Settings) -> Vec<Nic> {
+    (0..s.adapters)
+        .map(|n| {
+            let custom = s.custom_adapters.iter().find(|c| c.adapter == n);
+            let given = |f: fn(&CustomAdapter) -> &String| custom.map(f).filter(|v| !v.is_empty());
+            Nic {
+                model: given(|c| &c.model).unwrap_or(&s.adapter_type).clone(),
+                mac: given(|c| &c.mac)
+                    .cloned()
+                    .unwrap_or_else(|| adapter_mac(&s.mac_address, n)),
+            }
         })
         .collect()
+}
+
+/// The model whose NICs tell the guest a link speed: the highest it knows, as a host's
+/// 10 Gbit/s port would (QEMU's default is unknown, -1).
+const VIRTIO_NET: &str = "virtio-net-pci";
+
+/// `-netdev hubport` + `-device` per adapter, placed as `layout` says (bridges declared
+/// before the first NIC on one), the first with `bootindex` when the boot order has n.
+/// With no adapter at all QEMU would add a user-mode NIC of its own, hence `-nic none`.
+pub fn args(nics: &[Nic], layout: &Layout, bootindex: Option<usize>) -> Vec<String> {
+    if nics.is_empty() {
+        return vec!["-nic".into(), "none".into()];
+    }
+    let mut args = Vec::new();
+    let mut bridges_declared = false;
+    for (n, (nic, place)) in (0u32..).zip(nics.iter().zip(&layout.places)) {
+        let netdev = adapter_netdev(n);
+        let mut device = format!("{},netdev={netdev},mac={}", nic.model, nic.mac);
+        if let Place::Bridge { bridge, addr } = *place {
+            if !bridges_declared {
+                for k in 1..=layout.bridges {
+                    args.extend([
+                        "-device".into(),
+                        format!("pci-bridge,id={},chassis_nr={k}", pci::bridge_id(k)),
+                    ]);
+                }
+                bridges_declared = true;
+            }
+            device.push_str(&format!(",bus={},addr={addr:#04x}", pci::bridge_id(bridge)));
+        }
+        if nic.model == VIRTIO_NET {
+            device.push_str(",speed=10000,duplex=full");
+        }
+        if let (Some(i), 0) = (bootindex, n) {
+            device.push_str(&format!(",bootindex={i}"));
+        }
+        args.extend([
+            "-netdev".into(),
+            format!("hubport,id={netdev},hubid={n}"),
+            "-device".into(),
+            device,
+        ]);
+    }
+    args
 }
 
 #[cfg(test)]
@@ -155,10 +198,24 @@ mod tests {
         assert!(check_mac_base(&default_mac(id), 32).is_ok());
     }
 
+    fn nics_of(adapters: u32, model: &str) -> Vec<Nic> {
+        nics(&Settings {
+            adapters,
+            adapter_type: model.into(),
+            mac_address: "52:54:00:00:00:10".into(),
+            ..Settings::default()
+        })
+    }
+
+    fn on_root(nics: &[Nic], bootindex: Option<usize>) -> Vec<String> {
+        let layout = pci::layout(nics.len() as u32, 29).unwrap();
+        args(nics, &layout, bootindex)
+    }
+
     #[test]
     fn one_hub_per_adapter() {
         assert_eq!(
-            args(2, "e1000", "52:54:00:00:00:10", Some(2)),
+            on_root(&nics_of(2, "e1000"), Some(2)),
             [
                 "-netdev",
                 "hubport,id=gns3-0,hubid=0",
@@ -170,13 +227,48 @@ mod tests {
                 "e1000,netdev=gns3-1,mac=52:54:00:00:00:11",
             ]
         );
+        assert_eq!(on_root(&nics_of(0, "e1000"), None), ["-nic", "none"]);
         assert_eq!(
-            args(0, "e1000", "52:54:00:00:00:10", None),
-            ["-nic", "none"]
-        );
-        assert_eq!(
-            args(1, "e1000", "52:54:00:00:00:10", None)[3],
+            on_root(&nics_of(1, "e1000"), None)[3],
             "e1000,netdev=gns3-0,mac=52:54:00:00:00:10"
         );
+    }
+
+    #[test]
+    fn virtio_nics_report_ten_gigabit_full_duplex() {
+        assert_eq!(
+            on_root(&nics_of(1, "virtio-net-pci"), Some(1))[3],
+            "virtio-net-pci,netdev=gns3-0,mac=52:54:00:00:00:10,speed=10000,duplex=full,bootindex=1"
+        );
+    }
+
+    #[test]
+    fn nics_past_the_root_bus_go_on_bridges_declared_once() {
+        let nics = nics_of(64, "e1000");
+        let cmd = args(&nics, &pci::layout(64, 29).unwrap(), Some(1));
+        let devices: Vec<&str> = cmd
+            .chunks(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(devices.len(), 66);
+        assert_eq!(
+            devices[0],
+            "e1000,netdev=gns3-0,mac=52:54:00:00:00:10,bootindex=1"
+        );
+        assert_eq!(devices[26], "e1000,netdev=gns3-26,mac=52:54:00:00:00:2a");
+        assert_eq!(devices[27], "pci-bridge,id=gns3-bridge-1,chassis_nr=1");
+        assert_eq!(devices[28], "pci-bridge,id=gns3-bridge-2,chassis_nr=2");
+        assert_eq!(
+            devices[29],
+            "e1000,netdev=gns3-27,mac=52:54:00:00:00:2b,bus=gns3-bridge-1,addr=0x00"
+        );
+        assert_eq!(
+            devices[65],
+            "e1000,netdev=gns3-63,mac=52:54:00:00:00:4f,bus=gns3-bridge-2,addr=0x04"
+        );
+        // The MACs carry into the fifth byte past the last: 275 from a default base.
+        assert_eq!(adapter_mac("52:54:00:6f:96:c0", 274), "52:54:00:6f:97:d2");
+        assert!(check_mac_base("52:54:00:6f:96:c0", 275).is_ok());
     }
 }

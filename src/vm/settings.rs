@@ -16,10 +16,12 @@ use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
 use crate::model::{
-    Accelerator, BootOrder, DiskInterface, Display, Firmware, Priority, Setting, Settings,
+    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, Priority, Setting,
+    Settings,
 };
 
-pub const MAX_ADAPTERS: u32 = 32;
+/// GNS3's most; past the root bus's slots they go on PCI bridges (`pci`).
+pub const MAX_ADAPTERS: u32 = 275;
 const MAX_NAME: usize = 64;
 const MAX_PROJECT: usize = 256;
 const MAX_KERNEL_COMMAND_LINE: usize = 4096;
@@ -56,6 +58,8 @@ pub fn apply(current: &Settings, changes: &[Setting], limits: &Limits) -> Result
         )));
     }
     super::network::check_mac_base(&next.mac_address, next.adapters)?;
+    super::custom_adapters::check_nics(&next)?;
+    super::pci::of(&next)?;
     machine::check(&next)?;
     super::drives::check(&next, next.is_q35())?;
     super::firmware::check(&next)?;
@@ -216,6 +220,9 @@ impl Check for Limits {
     }
     fn linked_clone(&self, v: bool) -> Result<bool> {
         Ok(v)
+    }
+    fn custom_adapters(&self, v: Vec<(u32, String, String)>) -> Result<Vec<CustomAdapter>> {
+        super::custom_adapters::check(v)
     }
     fn accelerator(&self, v: String) -> Result<Accelerator> {
         Accelerator::from_name(&v).ok_or_else(|| {

@@ -354,10 +354,34 @@ fn typed(value: &Value, signature: &str) -> Result<OwnedVariant, String> {
             .as_bool()
             .map(OwnedVariant::from)
             .ok_or_else(|| format!("true or false, not {}", got())),
+        "a(uss)" => custom_adapters(value)
+            .and_then(|v| OwnedVariant::try_from(zbus::Variant::from(v)).ok())
+            .ok_or_else(|| {
+                format!(
+                    "a list of [adapter, model, MAC] (model or MAC \"\" for the VM's own), not {}",
+                    got()
+                )
+            }),
         other => Err(format!(
             "a value of D-Bus type '{other}', which lab files cannot give"
         )),
     }
+}
+
+/// CustomAdapters in a lab file: `[[1, virtio-net-pci, ""], [3, "", "52:54:00:ab:cd:ef"]]`.
+fn custom_adapters(value: &Value) -> Option<Vec<(u32, String, String)>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|entry| match entry.as_array()?.as_slice() {
+            [a, model, mac] => Some((
+                u32::try_from(a.as_u64()?).ok()?,
+                model.as_str()?.to_string(),
+                mac.as_str()?.to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 fn end(
@@ -410,6 +434,23 @@ fn message_of(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_adapters_are_lists_of_three() {
+        let v = typed(&serde_json::json!([[1, "virtio-net-pci", ""]]), "a(uss)").unwrap();
+        assert_eq!(
+            <Vec<(u32, String, String)>>::try_from(v).unwrap(),
+            [(1, "virtio-net-pci".to_string(), String::new())]
+        );
+        for bad in [
+            serde_json::json!([[1, "virtio-net-pci"]]),
+            serde_json::json!([["1", "", ""]]),
+            serde_json::json!("1:e1000:"),
+        ] {
+            let e = typed(&bad, "a(uss)").unwrap_err();
+            assert!(e.starts_with("a list of [adapter, model, MAC]"), "{e}");
+        }
+    }
 
     fn props() -> Properties<'static> {
         [

@@ -50,11 +50,11 @@ impl Actor {
                 new.adapters
             )));
         }
-        if new.adapter_type != old.adapter_type || new.qemu_path != old.qemu_path {
-            self.ctx
-                .binaries
-                .check_nic_model(&new.qemu_path, &new.adapter_type)
-                .await?;
+        if new.adapter_type != old.adapter_type
+            || new.custom_adapters != old.custom_adapters
+            || new.qemu_path != old.qemu_path
+        {
+            self.ctx.binaries.check_nic_models(&new).await?;
         }
         let machine_changes = new.machine_type != old.machine_type
             || new.cpu_model != old.cpu_model
