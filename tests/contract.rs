@@ -463,9 +463,9 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         ),
         (
             "Adapters",
-            Variant::from(33u32),
+            Variant::from(276u32),
             "InvalidArgument",
-            "33".into(),
+            "276".into(),
         ),
         (
             "AdapterType",
