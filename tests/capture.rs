@@ -1,8 +1,9 @@
 //! Packet capture on real guests: two guests ping each other through a relay in the test,
 //! which notes the wall clock of every frame it carries; each frame a capture holds must be
-//! one the relay carried, stamped within 10 ms of it, across a rewire, a suspend and a
-//! daemon restart; read back by tshark from the file and from the live stream. One story
-//! on booted guests, which split up would boot them again.
+//! one the relay carried, stamped within 10 ms of it (a frame the guest receives may pass
+//! into it later than the relay passed it: see `stamped_right`), across a rewire, a suspend
+//! and a daemon restart; read back by tshark from the file and from the live stream. One
+//! story on booted guests, which split up would boot them again.
 
 mod common;
 
@@ -16,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zbus::Variant;
 
-const BOOT: Duration = Duration::from_secs(120);
 const SHELL: Duration = Duration::from_secs(30);
 /// How far a record's stamp may be from when the relay saw its frame.
 const WITHIN_US: i64 = 10_000;
@@ -224,16 +224,6 @@ fn icmp(lines: &[String], src: &str, icmp_type: &str) -> usize {
         .count()
 }
 
-fn boot(console: &mut Console, ip: &str) -> String {
-    console.wait_for("GUEST-READY", BOOT).unwrap();
-    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
-    let mac = console.wait_for("\n", SHELL).unwrap().trim().to_string();
-    console
-        .run(&format!("ip addr add {ip}/24 dev eth0"), SHELL)
-        .unwrap();
-    mac
-}
-
 /// Pings `ip` until it answers three times in a row (the first may go to ARP).
 fn ping(console: &mut Console, ip: &str) {
     let ok = (0..5).any(|_| {
@@ -301,8 +291,8 @@ async fn captures_hold_every_frame_on_the_wall_clock() {
     b.start().await.unwrap();
     let mut ca = Console::connect(a.console_port().await.unwrap());
     let mut cb = Console::connect(b.console_port().await.unwrap());
-    let mac_a = boot(&mut ca, "10.0.0.1");
-    let mac_b = boot(&mut cb, "10.0.0.2");
+    let mac_a = ca.addressed("10.0.0.1");
+    let mac_b = cb.addressed("10.0.0.2");
 
     // a: both directions, and its live stream; b: what it sends.
     let file_a = a.start_capture(0, options(&[])).await.unwrap();

@@ -6,37 +6,12 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::time::Duration;
 use zbus::{ObjectPath, OwnedObjectPath, Variant};
 
-const BOOT: Duration = Duration::from_secs(120);
-const SHELL: Duration = Duration::from_secs(30);
-
-/// Waits for the guest to boot and gives eth0 address `ip`.
+/// The guest on `console` booted, eth0 at `ip`.
 fn boot(mut console: Console, ip: &str) -> Console {
-    console.wait_for("GUEST-READY", BOOT).unwrap();
-    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
+    console.addressed(ip);
     console
-        .run(&format!("ip addr add {ip}/24 dev eth0"), SHELL)
-        .unwrap();
-    console
-}
-
-/// Whether the guest gets an answer from `ip` (three pings, a second each).
-fn reaches(console: &mut Console, ip: &str) -> bool {
-    let out = console
-        .run(
-            &format!("ping -c 3 -W 1 {ip} >/dev/null 2>&1 && echo REACH-YES || echo REACH-NO"),
-            SHELL,
-        )
-        .unwrap();
-    assert!(out.contains("REACH-"), "{out}");
-    out.contains("REACH-YES")
-}
-
-/// Pings until `ip` answers: the first pings after a change may go to ARP.
-fn comes_to_reach(console: &mut Console, ip: &str) -> bool {
-    (0..5).any(|_| reaches(console, ip))
 }
 
 type Tunnels = Vec<(u32, u16, String, u16)>;
@@ -75,8 +50,8 @@ async fn guests_are_wired_rewired_and_unwired_in_one_call_each() {
     assert_eq!(ta, [(0, ap, here.clone(), bp)]);
     assert_eq!(tb, [(0, bp, here.clone(), ap)]);
     assert!(lab.daemon.udp_ports.contains(&ap) && lab.daemon.udp_ports.contains(&bp));
-    assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
-    assert!(comes_to_reach(&mut cb, "10.0.0.1"), "b reaches a");
+    assert!(ca.comes_to_reach("10.0.0.2"), "a reaches b");
+    assert!(cb.comes_to_reach("10.0.0.1"), "b reaches a");
     // The same pair again, from either side: nothing to do.
     m.connect(&pa_, 0, &pb_, 0).await.unwrap();
     m.connect(&pb_, 0, &pa_, 0).await.unwrap();
@@ -94,14 +69,14 @@ async fn guests_are_wired_rewired_and_unwired_in_one_call_each() {
     c.start().await.unwrap();
     let cc = Console::connect(c.console_port().await.unwrap());
     let mut cc = boot(cc, "10.0.0.3");
-    assert!(comes_to_reach(&mut ca, "10.0.0.3"), "a reaches c");
-    assert!(comes_to_reach(&mut cc, "10.0.0.1"), "c reaches a");
-    assert!(!reaches(&mut cb, "10.0.0.1"), "b no longer reaches a");
+    assert!(ca.comes_to_reach("10.0.0.3"), "a reaches c");
+    assert!(cc.comes_to_reach("10.0.0.1"), "c reaches a");
+    assert!(!cb.reaches("10.0.0.1"), "b no longer reaches a");
 
     // Unwired from c's end: both ends go, and every port is free again.
     m.disconnect(&pc_, 0).await.unwrap();
     assert_eq!((tunnels(&a).await, tunnels(&c).await), (vec![], vec![]));
-    assert!(!reaches(&mut ca, "10.0.0.3"), "a no longer reaches c");
+    assert!(!ca.reaches("10.0.0.3"), "a no longer reaches c");
     // An adapter without a tunnel: nothing to do.
     m.disconnect(&pa_, 0).await.unwrap();
     let mut freed = Vec::new();

@@ -1,7 +1,8 @@
 //! Labs from a file with the built gns3-qemuctl, as a user brings them up: a triangle of
 //! test guests that ping each other across their links, the file edited and brought up
 //! again (untouched VMs keep running, the moved link carries traffic), down, up, destroy;
-//! and `link`/`unlink`, whose cable is whole or not there. Outputs and exit codes exact.
+//! and `link`/`unlink`/`link set`, whose cable is whole or not there. Outputs and exit codes
+//! exact. Longer than most files: each test is one story on booted guests.
 
 mod common;
 

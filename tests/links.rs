@@ -6,43 +6,11 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(120);
 const SHELL: Duration = Duration::from_secs(30);
-
-/// The carrier of `iface` as the guest's kernel sees it, once it is `want` or after 10 s.
-fn carrier(console: &mut Console, iface: &str, want: &str) -> String {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = console
-            .run(&format!("cat /sys/class/net/{iface}/carrier"), SHELL)
-            .unwrap();
-        let now = out.trim().to_string();
-        if now == want || Instant::now() > end {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Whether the guest gets an answer from `ip` (three pings, a second each).
-fn reaches(console: &mut Console, ip: &str) -> bool {
-    let out = console
-        .run(
-            &format!("ping -c 3 -W 1 {ip} >/dev/null 2>&1 && echo REACH-YES || echo REACH-NO"),
-            SHELL,
-        )
-        .unwrap();
-    assert!(out.contains("REACH-"), "{out}");
-    out.contains("REACH-YES")
-}
-
-/// Pings until `ip` answers: the first pings after a change may go to ARP.
-fn comes_to_reach(console: &mut Console, ip: &str) -> bool {
-    (0..5).any(|_| reaches(console, ip))
-}
 
 /// Adapters and their addresses: `ip` on eth0, `ip1` on eth1.
 fn addresses(console: &mut Console, ip: &str, ip1: &str) {
@@ -100,23 +68,20 @@ async fn a_suspended_link_passes_nothing_and_an_unwired_one_can_keep_its_carrier
     let mut cb = Console::connect(b.console_port().await.unwrap());
     addresses(&mut ca, "10.0.0.1", "10.0.1.1");
     addresses(&mut cb, "10.0.0.2", "10.0.1.2");
-    assert_eq!(carrier(&mut ca, "eth1", "1"), "1", "ReplicateLinkState off");
-    assert_eq!(carrier(&mut cb, "eth1", "0"), "0", "ReplicateLinkState on");
-    assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
+    assert_eq!(ca.carrier("eth1", "1"), "1", "ReplicateLinkState off");
+    assert_eq!(cb.carrier("eth1", "0"), "0", "ReplicateLinkState on");
+    assert!(ca.comes_to_reach("10.0.0.2"), "a reaches b");
 
     // a sends on its unwired eth1 (into the sink), and it works once wired.
-    assert!(!reaches(&mut ca, "10.0.1.2"));
+    assert!(!ca.reaches("10.0.1.2"));
     a.add_udp_tunnel(1, ports[2], "127.0.0.1", ports[3])
         .await
         .unwrap();
     b.add_udp_tunnel(1, ports[3], "127.0.0.1", ports[2])
         .await
         .unwrap();
-    assert_eq!(carrier(&mut cb, "eth1", "1"), "1");
-    assert!(
-        comes_to_reach(&mut ca, "10.0.1.2"),
-        "a's eth1 did not stall"
-    );
+    assert_eq!(cb.carrier("eth1", "1"), "1");
+    assert!(ca.comes_to_reach("10.0.1.2"), "a's eth1 did not stall");
 
     // Suspended at a's end: nothing passes either way, both carriers stay up.
     a.set_link_suspended(0, true).await.unwrap();
@@ -129,11 +94,11 @@ async fn a_suspended_link_passes_nothing_and_an_unwired_one_can_keep_its_carrier
         (0, ports[0], "127.0.0.1".to_string(), ports[1]),
         "the cable stays"
     );
-    assert!(!reaches(&mut ca, "10.0.0.2"), "a -> b while suspended");
-    assert!(!reaches(&mut cb, "10.0.0.1"), "b -> a while suspended");
-    assert_eq!(carrier(&mut ca, "eth0", "1"), "1");
-    assert_eq!(carrier(&mut cb, "eth0", "1"), "1");
-    assert!(reaches(&mut ca, "10.0.1.2"), "the other cable still passes");
+    assert!(!ca.reaches("10.0.0.2"), "a -> b while suspended");
+    assert!(!cb.reaches("10.0.0.1"), "b -> a while suspended");
+    assert_eq!(ca.carrier("eth0", "1"), "1");
+    assert_eq!(cb.carrier("eth0", "1"), "1");
+    assert!(ca.reaches("10.0.1.2"), "the other cable still passes");
     // Suspending it again changes nothing; the same tunnel added again keeps it suspended.
     a.set_link_suspended(0, true).await.unwrap();
     a.add_udp_tunnel(0, ports[0], "127.0.0.1", ports[1])
@@ -152,31 +117,25 @@ async fn a_suspended_link_passes_nothing_and_an_unwired_one_can_keep_its_carrier
     let mut ca = Console::connect(a.console_port().await.unwrap());
     let mut cb = Console::connect(b.console_port().await.unwrap());
     assert_eq!(a.links().await.unwrap()[0], (0, true, true));
-    assert!(
-        !reaches(&mut ca, "10.0.0.2"),
-        "still suspended after the restart"
-    );
+    assert!(!ca.reaches("10.0.0.2"), "still suspended after the restart");
 
     // Active again.
     a.set_link_suspended(0, false).await.unwrap();
     assert_eq!(a.links().await.unwrap()[0], (0, true, false));
-    assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b again");
-    assert!(comes_to_reach(&mut cb, "10.0.0.1"), "b reaches a again");
+    assert!(ca.comes_to_reach("10.0.0.2"), "a reaches b again");
+    assert!(cb.comes_to_reach("10.0.0.1"), "b reaches a again");
 
     // Unplugged with ReplicateLinkState off: the carrier stays, and a new cable passes.
     a.set_link_suspended(0, true).await.unwrap();
     a.remove_udp_tunnel(0).await.unwrap();
     assert_eq!(a.links().await.unwrap()[0], (0, true, false));
-    assert_eq!(carrier(&mut ca, "eth0", "1"), "1");
-    assert!(!reaches(&mut ca, "10.0.0.2"));
+    assert_eq!(ca.carrier("eth0", "1"), "1");
+    assert!(!ca.reaches("10.0.0.2"));
     a.add_udp_tunnel(0, ports[0], "127.0.0.1", ports[1])
         .await
         .unwrap();
     assert_eq!(a.links().await.unwrap()[0], (0, true, false), "a new cable");
-    assert!(
-        comes_to_reach(&mut ca, "10.0.0.2"),
-        "a's eth0 did not stall"
-    );
+    assert!(ca.comes_to_reach("10.0.0.2"), "a's eth0 did not stall");
 
     // No tunnel, no link to suspend.
     b.remove_udp_tunnel(1).await.unwrap();

@@ -9,55 +9,14 @@ use common::udp::{all_taken, outsider_sends, queued, Peer};
 use common::*;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zbus::Variant;
 
-const BOOT: Duration = Duration::from_secs(120);
 const SHELL: Duration = Duration::from_secs(30);
 
-/// The guest's carrier on eth0, as the kernel sees it ("1" or "0"), once it is `want` (the
-/// NIC's interrupt takes a moment) or after 10 s.
-fn carrier(console: &mut Console, want: &str) -> String {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = console
-            .run("cat /sys/class/net/eth0/carrier", SHELL)
-            .unwrap();
-        let now = out.trim().to_string();
-        if now == want || Instant::now() > end {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Whether the guest gets an answer from `ip` (three pings, a second each).
-fn reaches(console: &mut Console, ip: &str) -> bool {
-    let out = console
-        .run(
-            &format!("ping -c 3 -W 1 {ip} >/dev/null 2>&1 && echo REACH-YES || echo REACH-NO"),
-            SHELL,
-        )
-        .unwrap();
-    assert!(out.contains("REACH-"), "{out}");
-    out.contains("REACH-YES")
-}
-
-/// Pings until `ip` answers: the first pings after a change may go to ARP.
-fn comes_to_reach(console: &mut Console, ip: &str) -> bool {
-    (0..5).any(|_| reaches(console, ip))
-}
-
-/// Waits for the guest on `console` to boot, and gives eth0 address `ip`; returns the
-/// console and eth0's MAC. The console must be connected before the guest prints: QEMU
-/// drops serial output nobody reads.
+/// The guest on `console` booted, eth0 at `ip`; with eth0's MAC.
 fn boot(mut console: Console, ip: &str) -> (Console, String) {
-    console.wait_for("GUEST-READY", BOOT).unwrap();
-    console.wait_for("GUEST-NET eth0 ", BOOT).unwrap();
-    let mac = console.wait_for("\n", SHELL).unwrap().trim().to_string();
-    console
-        .run(&format!("ip addr add {ip}/24 dev eth0"), SHELL)
-        .unwrap();
+    let mac = console.addressed(ip);
     (console, mac)
 }
 
@@ -164,10 +123,10 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidState", "{e}");
     assert_eq!(tunnel_type(&a).await, "dgram");
     assert_eq!(tunnel_type(&b).await, "socket");
-    assert_eq!(carrier(&mut ca, "1"), "1");
-    assert_eq!(carrier(&mut cc, "0"), "0", "no tunnel: no cable");
-    assert!(comes_to_reach(&mut ca, "10.0.0.2"), "a reaches b");
-    assert!(comes_to_reach(&mut cb, "10.0.0.1"), "b reaches a");
+    assert_eq!(ca.carrier("eth0", "1"), "1");
+    assert_eq!(cc.carrier("eth0", "0"), "0", "no tunnel: no cable");
+    assert!(ca.comes_to_reach("10.0.0.2"), "a reaches b");
+    assert!(cb.comes_to_reach("10.0.0.1"), "b reaches a");
     // Why the socket netdev needs allow_unsafe_tunnels: QEMU binds b's port with
     // SO_REUSEADDR, and so can anyone. a's port is the daemon's socket, lent to its QEMU.
     if root_for("to bind the tunnels' ports as another user") {
@@ -179,24 +138,24 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
     // Unplugged live: the carrier drops and nothing gets through.
     a.remove_udp_tunnel(0).await.unwrap();
     assert!(a.tunnels().await.unwrap().is_empty());
-    assert_eq!(carrier(&mut ca, "0"), "0");
-    assert!(!reaches(&mut ca, "10.0.0.2"));
+    assert_eq!(ca.carrier("eth0", "0"), "0");
+    assert!(!ca.reaches("10.0.0.2"));
     // ... and plugged back.
     a.add_udp_tunnel(0, pa, "127.0.0.1", pb).await.unwrap();
-    assert_eq!(carrier(&mut ca, "1"), "1");
-    assert!(comes_to_reach(&mut ca, "10.0.0.2"));
+    assert_eq!(ca.carrier("eth0", "1"), "1");
+    assert!(ca.comes_to_reach("10.0.0.2"));
 
     // Rewired live from b to c: adding over a tunnel replaces it.
     c.add_udp_tunnel(0, pc, "127.0.0.1", pa).await.unwrap();
-    assert_eq!(carrier(&mut cc, "1"), "1");
+    assert_eq!(cc.carrier("eth0", "1"), "1");
     assert_eq!(tunnel_type(&c).await, "socket");
     a.add_udp_tunnel(0, pa, "127.0.0.1", pc).await.unwrap();
     assert_eq!(
         a.tunnels().await.unwrap(),
         [(0, pa, "127.0.0.1".to_string(), pc)]
     );
-    assert!(comes_to_reach(&mut ca, "10.0.0.3"), "a reaches c");
-    assert!(!reaches(&mut ca, "10.0.0.2"), "a no longer reaches b");
+    assert!(ca.comes_to_reach("10.0.0.3"), "a reaches c");
+    assert!(!ca.reaches("10.0.0.2"), "a no longer reaches b");
 
     // A restarted VM gets its tunnel back.
     drop(cc);
@@ -206,8 +165,8 @@ async fn guests_are_wired_unplugged_and_rewired_live() {
         Console::connect(c.console_port().await.unwrap()),
         "10.0.0.3",
     );
-    assert_eq!(carrier(&mut cc, "1"), "1");
-    assert!(comes_to_reach(&mut cc, "10.0.0.1"), "c reaches a again");
+    assert_eq!(cc.carrier("eth0", "1"), "1");
+    assert!(cc.comes_to_reach("10.0.0.1"), "c reaches a again");
 
     assert_eq!(a.pid().await.unwrap(), a_pid, "a never restarted");
     assert_eq!(a.state().await.unwrap(), "running");
@@ -471,7 +430,7 @@ async fn only_the_daemon_binds_tunnel_ports_and_only_the_peer_reaches_the_guest(
     vm.start().await.unwrap();
     let console = Console::connect(vm.console_port().await.unwrap());
     let (mut console, _) = boot(console, "10.0.0.1");
-    assert_eq!(carrier(&mut console, "1"), "1");
+    assert_eq!(console.carrier("eth0", "1"), "1");
     let first = Ipv4Addr::new(10, 0, 0, 9);
     assert!(peer.ask(pr, first, guest_ip).contains(&first));
     assert_eq!(outsider_sends(&[pr], &junk), all_taken(&[pr]));

@@ -5,6 +5,8 @@
 //! compiler asks for it), its property in `dbus/org.gns3.Qemu.VM.xml`, and the code that
 //! uses it. Everything else (the record field, the change clients send, the writable
 //! property, its parser and introspection) comes from the row.
+//!
+//! Longer than most files: the table has a row per setting, each with its documentation.
 
 use serde::{Deserialize, Serialize};
 

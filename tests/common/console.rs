@@ -214,6 +214,55 @@ impl Console {
         Ok(out.strip_prefix('\n').unwrap_or(&out).to_owned())
     }
 
+    /// Waits for the test guest to boot (2 min at most) and gives eth0 address `ip`/24;
+    /// returns eth0's MAC, as the guest printed it. The console must be connected before the
+    /// guest prints: QEMU drops serial output nobody reads.
+    pub fn addressed(&mut self, ip: &str) -> String {
+        let (boot, shell) = (Duration::from_secs(120), Duration::from_secs(30));
+        self.wait_for("GUEST-READY", boot).unwrap();
+        self.wait_for("GUEST-NET eth0 ", boot).unwrap();
+        let mac = self.wait_for("\n", shell).unwrap().trim().to_string();
+        self.run(&format!("ip addr add {ip}/24 dev eth0"), shell)
+            .unwrap();
+        mac
+    }
+
+    /// Whether the guest gets an answer from `ip` (three pings, a second each).
+    pub fn reaches(&mut self, ip: &str) -> bool {
+        let out = self
+            .run(
+                &format!("ping -c 3 -W 1 {ip} >/dev/null 2>&1 && echo REACH-YES || echo REACH-NO"),
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert!(out.contains("REACH-"), "{out}");
+        out.contains("REACH-YES")
+    }
+
+    /// Pings until `ip` answers: the first pings after a change may go to ARP.
+    pub fn comes_to_reach(&mut self, ip: &str) -> bool {
+        (0..5).any(|_| self.reaches(ip))
+    }
+
+    /// The carrier of `iface` as the guest's kernel sees it ("1" or "0"), once it is `want`
+    /// (the NIC's interrupt takes a moment) or after 10 s.
+    pub fn carrier(&mut self, iface: &str, want: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self
+                .run(
+                    &format!("cat /sys/class/net/{iface}/carrier"),
+                    Duration::from_secs(30),
+                )
+                .unwrap();
+            let now = out.trim().to_string();
+            if now == want || Instant::now() > end {
+                return now;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `cmd` in the guest until it prints `want` (its output, less the last line end),
     /// within `timeout`: what a device or a change shows appears a moment after it.
     pub fn run_until(&mut self, cmd: &str, want: &str, timeout: Duration) {
