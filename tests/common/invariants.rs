@@ -245,7 +245,11 @@ fn same_as_file(record: &Record, all: &HashMap<String, OwnedVariant>) {
         let got = all
             .get(key)
             .unwrap_or_else(|| panic!("{id}: no property {key}"));
-        assert_eq!(&json(got), want, "{id}: {key} differs from vm.json");
+        assert_eq!(
+            &json(got),
+            &as_tuples(want),
+            "{id}: {key} differs from vm.json"
+        );
     }
     let tunnels: Vec<(u32, u16, String, u16)> = get(all, "Tunnels");
     let want: Vec<_> = record.tunnels.iter().map(|t| t.as_tuple()).collect();
@@ -265,8 +269,26 @@ fn same_as_file(record: &Record, all: &HashMap<String, OwnedVariant>) {
     assert_eq!(get::<String>(all, "Project"), record.project, "{id}");
 }
 
+/// A stored list of structs as D-Bus carries it, each an array of its fields in the
+/// contract's order: CustomAdapters' {Adapter, Model, Mac} is (u, s, s).
+fn as_tuples(stored: &serde_json::Value) -> serde_json::Value {
+    const FIELDS: [&str; 3] = ["Adapter", "Model", "Mac"];
+    match stored {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                serde_json::Value::Object(o) => FIELDS.iter().map(|f| o[*f].clone()).collect(),
+                other => other.clone(),
+            })
+            .collect(),
+        other => other.clone(),
+    }
+}
+
 fn json(v: &Variant) -> serde_json::Value {
     match v {
+        Variant::Array(a) => a.iter().map(json).collect(),
+        Variant::Structure(s) => s.fields().iter().map(json).collect(),
         Variant::Str(s) => s.as_str().into(),
         Variant::Bool(b) => (*b).into(),
         Variant::U16(n) => (*n).into(),
