@@ -60,6 +60,7 @@ fn signature_of(ty: &str) -> String {
         "zbus::OwnedFd" => "h".into(),
         "Variant<'_>" => "v".into(),
         _ if ty.starts_with("Vec<") => format!("a{}", signature_of(&inner("Vec<"))),
+        _ if ty.starts_with("&[") => format!("a{}", signature_of(&inner("&["))),
         _ if ty.starts_with("HashMap<") => {
             let parts = split_top(&inner("HashMap<"));
             format!(
