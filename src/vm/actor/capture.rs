@@ -207,7 +207,8 @@ impl Actor {
             self.runtime.remove_capture(adapter);
             tracing::info!(vm_id = %self.id(), vm_name = %self.name(), adapter, file = %path.display(), "capture ended with the VM");
         }
-        self.publish();
+        // Not published here: the caller turns the VM stopped next, and publishes the
+        // captures' end with it, in one PropertiesChanged.
     }
 
     pub(super) fn open_capture(&mut self, adapter: u32) -> Result<OwnedFd> {
