@@ -121,7 +121,7 @@ fn link_json(link: &Link) -> serde_json::Value {
     }
 }
 
-fn endpoint(text: &str) -> Result<Port> {
+pub(super) fn endpoint(text: &str) -> Result<Port> {
     Port::parse(text).map_err(Error::Link)
 }
 

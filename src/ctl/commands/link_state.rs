@@ -1,13 +1,13 @@
 //! `link set VM:ethN suspended|active`: a cable between two of the daemon's VMs is suspended
 //! at both ends, so both VMs show it so (Links); nothing passes once either end is.
 
+use super::link::endpoint;
 use crate::cli::LinkState;
 use crate::error::{Error, Result};
-use crate::links::Port;
 use crate::snapshot::Snapshot;
 
 pub async fn set(conn: &zbus::Connection, end: &str, state: LinkState) -> Result<()> {
-    let port = Port::parse(end).map_err(Error::Link)?;
+    let port = endpoint(end)?;
     let vms = Snapshot::read(conn).await?;
     vms.vm(&port.vm)?;
     let Some(link) = vms.link_on(&port) else {
