@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use settings::{
-    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, Priority, Setting,
-    Settings,
+    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, OnStop, Priority,
+    Setting, Settings,
 };
 pub use tunnel::Tunnel;
 

@@ -15,6 +15,7 @@ use super::table::{settings, Stored};
 const DEFAULT_RAM_MIB: u32 = 256;
 const DEFAULT_ADAPTER_TYPE: &str = "e1000";
 const DEFAULT_MACHINE_TYPE: &str = "pc";
+pub const DEFAULT_STOP_TIMEOUT: u32 = 60;
 
 settings! {
     /// The VM's name: 1 to 64 letters, digits, '.', '_' or '-'; unique on this host.
@@ -163,6 +164,18 @@ settings! {
     /// adapter's MAC must differ from the others' (base + n ones included). Empty by
     /// default.
     CustomAdapters custom_adapters: Vec<CustomAdapter> = Vec::new(), NextStart;
+    /// What Stop does: power-off (the default): QEMU quits at once, as the power cord
+    /// pulled; shutdown: the ACPI power button is pressed and the guest given StopTimeout
+    /// seconds to power itself off, then it is stopped hard; save-state: the guest's RAM and
+    /// devices are saved into the VM's qcow2 files and the next Start resumes from there
+    /// (every writable drive must be qcow2). Applies from the next Stop.
+    OnStop on_stop: OnStop = OnStop::PowerOff, NextStart;
+    /// Seconds, 1 to 3600 (default 60), that Stop gives a shutdown or a save-state before
+    /// the VM is stopped hard (LastError then says so). Applies from the next Stop.
+    StopTimeout stop_timeout: u32 = DEFAULT_STOP_TIMEOUT, NextStart;
+    /// Start the VM when the daemon starts after a boot of the host (not after a restart of
+    /// the daemon alone, which finds its running VMs again). Default false.
+    Autostart autostart: bool = false, NextStart;
 }
 
 /// One entry of CustomAdapters, as stored.
@@ -258,6 +271,15 @@ impl Priority {
         }
     }
 }
+
+named!(
+    /// What Stop does with a running VM.
+    OnStop {
+        PowerOff = "power-off",
+        Shutdown = "shutdown",
+        SaveState = "save-state",
+    }
+);
 
 named!(Accelerator {
     Auto = "auto",

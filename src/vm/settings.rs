@@ -16,8 +16,8 @@ use crate::model::table::When;
 
 use crate::model::settings::{apply_one, Check};
 use crate::model::{
-    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, Priority, Setting,
-    Settings,
+    Accelerator, BootOrder, CustomAdapter, DiskInterface, Display, Firmware, OnStop, Priority,
+    Setting, Settings,
 };
 
 /// GNS3's most; past the root bus's slots they go on PCI bridges (`pci`).
@@ -26,6 +26,8 @@ const MAX_NAME: usize = 64;
 const MAX_PROJECT: usize = 256;
 const MAX_KERNEL_COMMAND_LINE: usize = 4096;
 const MAX_OPTIONS: usize = 16 * 1024;
+/// An hour: the host's shutdown waits for the slowest VM.
+pub const MAX_STOP_TIMEOUT: u32 = 3600;
 
 /// Facts about the host and the daemon's configuration that the checks need.
 #[derive(Clone, Debug)]
@@ -216,6 +218,25 @@ impl Check for Limits {
         check_file("BiosImage", &v)
     }
     fn tpm(&self, v: bool) -> Result<bool> {
+        Ok(v)
+    }
+    fn on_stop(&self, v: String) -> Result<OnStop> {
+        OnStop::from_name(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "OnStop '{}' is not known; use power-off (quit at once), shutdown (the ACPI power button, then power-off after StopTimeout) or save-state",
+                shown(&v)
+            ))
+        })
+    }
+    fn stop_timeout(&self, v: u32) -> Result<u32> {
+        if !(1..=MAX_STOP_TIMEOUT).contains(&v) {
+            return Err(Error::InvalidArgument(format!(
+                "StopTimeout {v} is not 1 to {MAX_STOP_TIMEOUT}: the seconds a shutdown or a save-state may take before the VM is stopped hard"
+            )));
+        }
+        Ok(v)
+    }
+    fn autostart(&self, v: bool) -> Result<bool> {
         Ok(v)
     }
     fn linked_clone(&self, v: bool) -> Result<bool> {
