@@ -64,10 +64,24 @@ impl Vm {
         Ok(self.handle.start().await?)
     }
 
-    /// Stop the VM: QMP quit, then SIGTERM, then SIGKILL, each after a bounded wait.
+    /// Stop the VM as OnStop says and return once it is stopped. power-off: QEMU quits at
+    /// once (QMP quit, then SIGTERM, then SIGKILL, each after a bounded wait). shutdown: the
+    /// ACPI power button is pressed and the guest has StopTimeout seconds to power itself off;
+    /// then it is stopped hard, and LastError says so. save-state: the guest's state is saved
+    /// (SavedState) and QEMU quits; the next Start resumes from it. While a shutdown is under way
+    /// the VM is stopping: another Stop waits for the same end, PowerOff ends it at once, Start
+    /// and Delete are refused with InvalidState, and so are settings applied only while stopped;
+    /// other settings are stored. While a save is under way, every call waits for it to end.
     /// Stopping a stopped VM does nothing.
     async fn stop(&self) -> Result<()> {
         Ok(self.handle.stop().await?)
+    }
+
+    /// Stop the VM at once, whatever OnStop says: QMP quit, then SIGTERM, then SIGKILL, each
+    /// after a bounded wait. A shutdown under way ends here (its Stop returns too); nothing is
+    /// saved. Does nothing on a stopped VM.
+    async fn power_off(&self) -> Result<()> {
+        Ok(self.handle.power_off().await?)
     }
 
     /// Pause the guest's CPUs (QEMU keeps running). Does nothing on a paused VM.

@@ -132,6 +132,8 @@ pub enum Command {
     Configure(Vec<Setting>, Reply<()>),
     Start(Reply<()>),
     Stop(Reply<()>),
+    /// Stop at once, whatever OnStop says, ending a shutdown under way.
+    PowerOff(Reply<()>),
     Suspend(Reply<()>),
     Resume(Reply<()>),
     Reload(Reply<()>),
@@ -193,6 +195,9 @@ impl Handle {
     }
     pub async fn stop(&self) -> Result<()> {
         self.call(Command::Stop).await
+    }
+    pub async fn power_off(&self) -> Result<()> {
+        self.call(Command::PowerOff).await
     }
     pub async fn suspend(&self) -> Result<()> {
         self.call(Command::Suspend).await

@@ -65,7 +65,10 @@ impl State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Start,
+    /// Stop as OnStop says.
     Stop,
+    /// Stop at once (QMP quit, then signals), ending a shutdown under way.
+    PowerOff,
     Suspend,
     Resume,
     Reload,
@@ -90,9 +93,10 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::Start,
         Op::Stop,
+        Op::PowerOff,
         Op::Suspend,
         Op::Resume,
         Op::Reload,
@@ -117,6 +121,8 @@ pub enum Verdict {
     Done,
     /// Do this other operation instead (Start of a paused VM resumes it).
     Instead(Op),
+    /// A stop is under way: wait for it to end (a Stop during a shutdown).
+    Join,
     /// Refused while a start or a stop is under way: try again once it is done.
     Busy,
     /// Refused: the VM's QEMU does not run.
@@ -136,6 +142,11 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Start, Paused) => Instead(Resume),
         (Stop, Running | Paused) => Go,
         (Stop, Stopped) => Done,
+        // A shutdown waits for the guest; another Stop waits with it, a PowerOff ends it.
+        (Stop, Stopping) => Join,
+        (PowerOff, Running | Paused | Stopping) => Go,
+        (PowerOff, Stopped) => Done,
+        (PowerOff, Starting) => Busy,
         (Suspend, Running) | (Resume, Paused) => Go,
         (Suspend, Paused) | (Resume, Running) => Done,
         (Suspend | Resume, Stopped) => NotRunning,
@@ -149,7 +160,7 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         // that timed out leaves the VM Stopping), and holds what it was started with.
         (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
-        (Start | Stop | Delete | Rewire, Starting | Stopping) => Busy,
+        (Start | Stop | Delete | Rewire, Starting) | (Start | Delete | Rewire, Stopping) => Busy,
         // The files QEMU and swtpm have open are neither removed nor repaired under them.
         (ResetDisks | RepairDisks, Stopped) => Go,
         (ResetDisks | RepairDisks, Running | Paused) => Holds,
@@ -220,7 +231,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 70 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 75 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -231,7 +242,12 @@ mod tests {
             (Starting, Op::Stop, Busy),
             (Running, Op::Stop, Go),
             (Paused, Op::Stop, Go),
-            (Stopping, Op::Stop, Busy),
+            (Stopping, Op::Stop, Join),
+            (Stopped, Op::PowerOff, Done),
+            (Starting, Op::PowerOff, Busy),
+            (Running, Op::PowerOff, Go),
+            (Paused, Op::PowerOff, Go),
+            (Stopping, Op::PowerOff, Go),
             (Stopped, Op::Suspend, NotRunning),
             (Starting, Op::Suspend, NotRunning),
             (Running, Op::Suspend, Go),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 use super::Actor;
+use crate::model::OnStop;
 use crate::vm::error::{Error, Result};
 use crate::vm::process::Exit;
 use crate::vm::qemu::{Qemu, QMP_TIMEOUT};
@@ -41,7 +42,16 @@ impl Actor {
         }
     }
 
+    /// Stop as OnStop says, returning once the VM is stopped.
     pub(super) async fn stop(&mut self) -> Result<()> {
+        match self.record.settings.on_stop {
+            OnStop::PowerOff | OnStop::Shutdown => self.power_off().await,
+            OnStop::SaveState => self.save_and_stop().await,
+        }
+    }
+
+    /// The power cord pulled: QMP quit, then SIGTERM, then SIGKILL.
+    pub(super) async fn power_off(&mut self) -> Result<()> {
         self.set_state(State::Stopping);
         let name = self.record.settings.name.clone();
         let Some(qemu) = self.qemu.as_mut() else {

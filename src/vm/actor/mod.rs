@@ -7,7 +7,7 @@
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
 //! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
 //! `console.rs` (the console and monitor), `reset.rs` (ResetDisks, ResizeDisk),
-//! `repair.rs` (RepairDisks), `capture.rs` (packet captures).
+//! `repair.rs` (RepairDisks), `capture.rs` (packet captures), `save.rs` (OnStop save-state).
 
 mod capture;
 mod configure;
@@ -18,6 +18,7 @@ mod log;
 mod readopt;
 mod repair;
 mod reset;
+mod save;
 mod tunnels;
 
 use std::collections::BTreeMap;
@@ -173,6 +174,9 @@ impl Actor {
             Command::Stop(reply) => {
                 let _ = reply.send(self.perform(Op::Stop).await);
             }
+            Command::PowerOff(reply) => {
+                let _ = reply.send(self.perform(Op::PowerOff).await);
+            }
             Command::Suspend(reply) => {
                 let _ = reply.send(self.perform(Op::Suspend).await);
             }
@@ -248,6 +252,7 @@ impl Actor {
         match verdict(self.state, op) {
             Verdict::Go => Ok(Some(op)),
             Verdict::Instead(other) => Ok(Some(other)),
+            Verdict::Join => Ok(Some(op)),
             Verdict::Done => Ok(None),
             refused => Err(self.refusal(refused, op)),
         }
@@ -261,6 +266,7 @@ impl Actor {
         match op {
             Op::Start => Box::pin(self.start()).await,
             Op::Stop => Box::pin(self.stop()).await,
+            Op::PowerOff => Box::pin(self.power_off()).await,
             Op::Suspend => Box::pin(self.suspend()).await,
             Op::Resume => Box::pin(self.resume()).await,
             Op::Reload => Box::pin(self.reload()).await,
