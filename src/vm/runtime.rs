@@ -8,6 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use super::capture::Live;
+use crate::model::OnStop;
 
 const PIDFILE: &str = "qemu.pid";
 const QMP_SOCKET: &str = "qmp.sock";
@@ -16,6 +17,15 @@ const SCROLLBACK: &str = "console";
 const PENDING_PREFIX: &str = "pending-";
 const CLOCK: &str = "clock";
 const CAPTURE_PREFIX: &str = "capture-";
+const STOPPING: &str = "stopping";
+
+/// A shutdown or a save under way, kept so that a daemon started again goes on with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stopping {
+    pub on_stop: OnStop,
+    /// When the VM is stopped hard, in milliseconds since the Unix epoch.
+    pub deadline_ms: u64,
+}
 
 /// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir
 /// from just before the live change until the record is saved (or the change undone), so
@@ -167,9 +177,15 @@ impl Runtime {
 
     /// Keeps the state of a live capture, written whole (renamed over).
     pub fn save_capture(&self, live: &Live) -> Result<(), String> {
-        let path = self.dir.join(format!("{CAPTURE_PREFIX}{}", live.adapter));
+        self.write_whole(&format!("{CAPTURE_PREFIX}{}", live.adapter), live)
+    }
+
+    /// `value` as JSON in the file `name`, renamed over: a reader finds it whole or not at
+    /// all. A tmpfs that lives as long as the QEMU: no fsync.
+    fn write_whole(&self, name: &str, value: &impl serde::Serialize) -> Result<(), String> {
+        let path = self.dir.join(name);
         let tmp = path.with_extension("tmp");
-        serde_json::to_vec(live)
+        serde_json::to_vec(value)
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(&tmp, b))
             .and_then(|()| std::fs::rename(&tmp, &path))
@@ -196,6 +212,16 @@ impl Runtime {
             .collect();
         found.sort_by_key(|l| l.adapter);
         found
+    }
+
+    /// Keeps the stop under way, written whole (renamed over).
+    pub fn begin_stop(&self, stopping: &Stopping) -> Result<(), String> {
+        self.write_whole(STOPPING, stopping)
+    }
+
+    /// The stop a previous daemon left under way.
+    pub fn stop_under_way(&self) -> Option<Stopping> {
+        serde_json::from_slice(&std::fs::read(self.dir.join(STOPPING)).ok()?).ok()
     }
 
     /// Removes everything: the QEMU is gone.
