@@ -82,8 +82,13 @@ pub enum Command {
     },
     /// Start VMs (resume them if paused).
     Start(Vms),
-    /// Stop VMs.
-    Stop(Vms),
+    /// Stop VMs as each one's OnStop says (power-off, shutdown or save-state), and return
+    /// once they are stopped.
+    Stop(Stop),
+    /// Power VMs off at once, whatever their OnStop says (a shutdown under way ends too).
+    Poweroff(Vms),
+    /// Discard the saved state of stopped VMs: their next start boots afresh.
+    DiscardState(Vms),
     /// Pause VMs.
     Suspend(Vms),
     /// Resume paused VMs.
@@ -160,8 +165,8 @@ pub enum Command {
     },
     /// Bring a lab up as its file says: create, configure, wire and start what differs.
     Up(Up),
-    /// Stop every VM of a lab, keeping their disks and cables.
-    Down(LabRef),
+    /// Stop every VM of a lab as each one's OnStop says, keeping their disks and cables.
+    Down(Down),
     /// Delete every VM of a lab and their disks.
     Destroy {
         #[command(flatten)]
@@ -207,6 +212,29 @@ pub struct Up {
     pub timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub json: Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Stop {
+    #[command(flatten)]
+    pub vms: Vms,
+    /// Power off each VM that is not stopped after this long (90s, 2m, or seconds), and say
+    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short.
+    #[arg(long, value_name = "TIME", value_parser = duration::parse)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct Down {
+    #[command(flatten)]
+    pub lab: LabRef,
+    /// Power every VM off at once, whatever its OnStop says.
+    #[arg(long, conflicts_with = "timeout")]
+    pub poweroff: bool,
+    /// Power off each VM that is not stopped after this long (90s, 2m, or seconds), and say
+    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short.
+    #[arg(long, value_name = "TIME", value_parser = duration::parse)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! What can go wrong, and the one place it becomes a message and an exit code (systemd's
-//! tools' codes: 1 refused or failed, 3 not running or timed out, 4 no such unit; clap gives
-//! 2 for usage).
+//! tools' codes: 1 refused or failed, 3 not running or timed out (a stop forced after its
+//! `--timeout` too), 4 no such unit; clap gives 2 for usage).
 
 use std::process::ExitCode;
 
@@ -36,6 +36,9 @@ pub enum Error {
     /// `wait` ran out of time; the message says which VMs were not there yet.
     #[error("Timed out after {after}: {pending}.")]
     TimedOut { after: String, pending: String },
+    /// `stop --timeout` powered the VM off: it had not stopped as its OnStop says in time.
+    #[error("{vm} did not stop within {after}: it was powered off.")]
+    Forced { vm: String, after: String },
     #[error("No VM in lab '{0}'.")]
     NoVmInLab(String),
     #[error("Invalid regular expression '{given}': {why}")]
@@ -85,7 +88,9 @@ impl Error {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NotRunning { .. } | Error::TimedOut { .. } => ExitCode::from(3),
+            Error::NotRunning { .. } | Error::TimedOut { .. } | Error::Forced { .. } => {
+                ExitCode::from(3)
+            }
             Error::NoSuchVm(_) | Error::NoVmInLab(_) => ExitCode::from(4),
             _ => ExitCode::FAILURE,
         }

@@ -256,7 +256,9 @@ A usage error: an unknown command or option, or an argument missing.
 .B 3
 Not running, or
 .B wait
-timed out.
+timed out, or
+.B stop \-\-timeout
+had to power a VM off.
 .TP
 .B 4
 No such VM or lab.
@@ -354,6 +356,16 @@ Several VMs at once, on another host:
 .RS
 .nf
 gns3\-qemuctl \-H admin@lab\-host stop r1 r2 r3
+.fi
+.RE
+.PP
+A clean shutdown (the ACPI power button), and the power cord for a guest that has not
+powered off after 30 seconds:
+.PP
+.RS
+.nf
+gns3\-qemuctl set r1 OnStop=shutdown
+gns3\-qemuctl stop \-\-timeout 30s r1
 .fi
 .RE
 .PP

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::cli::{Graph, LabRef, Vms};
+use crate::cli::{Down, Graph, LabRef, Vms};
 use crate::error::{Error, Result};
 use crate::lab::graph::{self, Edge};
 use crate::lab::End;
@@ -21,11 +21,17 @@ fn name(lab: &LabRef) -> Result<String> {
     }
 }
 
-/// Stops every VM of the lab; their disks and links stay for the next `up`.
-pub async fn down(conn: &zbus::Connection, lab: LabRef) -> Result<()> {
-    let lab = name(&lab)?;
+/// Stops every VM of the lab, in parallel, as each one's OnStop says (or powers them all off,
+/// `--poweroff`); their disks and links stay for the next `up`.
+pub async fn down(conn: &zbus::Connection, down: Down) -> Result<()> {
+    let lab = name(&down.lab)?;
     let names = Snapshot::read(conn).await?.members(&lab)?;
-    super::lifecycle::run(conn, super::Action::Stop, &named(&names)).await?;
+    let vms = named(&names);
+    if down.poweroff {
+        super::lifecycle::run(conn, super::Action::PowerOff, &vms).await?;
+    } else {
+        super::stop::run(conn, &vms, down.timeout).await?;
+    }
     let vms = output::count(names.len(), "VM", "VMs");
     output::print(&format!("Lab {lab} is down: {vms} stopped.\n"))
 }

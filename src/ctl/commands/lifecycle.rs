@@ -1,5 +1,5 @@
-//! `start`, `stop`, `suspend`, `resume`, `reload`, `reset-disks` of several VMs at once (named, `--lab` or
-//! `--all`), in parallel: every VM named must exist before any is touched; each failure is
+//! `start`, `stop`, `poweroff`, `suspend`, `resume`, `reload`, `reset-disks`, `discard-state`
+//! of several VMs at once (named, `--lab` or `--all`), in parallel: every VM named must exist before any is touched; each failure is
 //! reported, and any makes the exit code 1.
 
 use futures_util::future::join_all;
@@ -12,10 +12,12 @@ use crate::proxies::VmProxy;
 pub enum Action {
     Start,
     Stop,
+    PowerOff,
     Suspend,
     Resume,
     Reload,
     ResetDisks,
+    DiscardState,
 }
 
 impl Action {
@@ -23,10 +25,12 @@ impl Action {
         match self {
             Action::Start => "start",
             Action::Stop => "stop",
+            Action::PowerOff => "power off",
             Action::Suspend => "suspend",
             Action::Resume => "resume",
             Action::Reload => "reload",
             Action::ResetDisks => "reset the disks of",
+            Action::DiscardState => "discard the saved state of",
         }
     }
 
@@ -34,10 +38,13 @@ impl Action {
         match self {
             Action::Start => vm.start().await,
             Action::Stop => vm.stop().await,
+            Action::PowerOff => vm.power_off().await,
             Action::Suspend => vm.suspend().await,
             Action::Resume => vm.resume().await,
             Action::Reload => vm.reload().await,
             Action::ResetDisks => vm.reset_disks().await,
+            // Not yet in the proxies, which tests/proxies.rs holds to the contract.
+            Action::DiscardState => vm.inner().call("DiscardSavedState", &()).await,
         }
     }
 }

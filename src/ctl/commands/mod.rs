@@ -16,6 +16,7 @@ mod link_state;
 mod list;
 mod set;
 mod show;
+mod stop;
 mod up;
 mod vm;
 pub(crate) mod wait;
@@ -57,7 +58,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Create(c) => create::run(&conn, c).await,
         Command::Set { vm, settings } => set::run(&conn, &vm, &settings).await,
         Command::Start(v) => lifecycle::run(&conn, Action::Start, &v).await,
-        Command::Stop(v) => lifecycle::run(&conn, Action::Stop, &v).await,
+        Command::Stop(s) => stop::run(&conn, &s.vms, s.timeout).await,
+        Command::Poweroff(v) => lifecycle::run(&conn, Action::PowerOff, &v).await,
+        Command::DiscardState(v) => lifecycle::run(&conn, Action::DiscardState, &v).await,
         Command::Suspend(v) => lifecycle::run(&conn, Action::Suspend, &v).await,
         Command::Resume(v) => lifecycle::run(&conn, Action::Resume, &v).await,
         Command::Reload(v) => lifecycle::run(&conn, Action::Reload, &v).await,
@@ -85,7 +88,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Unlink { end } => link::unlink(&conn, &end).await,
         Command::Links { lab, json } => link::list(&conn, lab.as_deref(), json.json, legend).await,
         Command::Up(up) => up::run(&conn, up).await,
-        Command::Down(lab) => lab::down(&conn, lab).await,
+        Command::Down(d) => lab::down(&conn, d).await,
         Command::Destroy { lab, yes } => lab::destroy(&conn, lab, yes).await,
         Command::Graph(g) => lab::graph(&conn, g).await,
     }

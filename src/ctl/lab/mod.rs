@@ -61,6 +61,9 @@ pub(crate) const ALIASES: &[(&str, &str)] = &[
     ("firmware", "Firmware"),
     ("bios", "BiosImage"),
     ("tpm", "Tpm"),
+    ("on_stop", "OnStop"),
+    ("stop_timeout", "StopTimeout"),
+    ("autostart", "Autostart"),
 ];
 
 /// The key of a node that is not a setting.

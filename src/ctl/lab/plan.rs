@@ -407,6 +407,31 @@ links:
         assert!(plan.wire.is_empty());
     }
 
+    /// OnStop, StopTimeout and Autostart are stored while a VM runs (they apply from its next
+    /// Stop, or the host's next boot): `up` configures them at once, by alias or contract name.
+    #[test]
+    fn how_a_running_vm_stops_is_configured_at_once() {
+        let changed = FILE.replace(
+            "r3: {ram: 512}",
+            "r3: {ram: 512, on_stop: shutdown, stop_timeout: 20, Autostart: true}",
+        );
+        let plan = plan(&lab(&changed), &up_to_date(), 1).unwrap();
+        assert_eq!(
+            plan.configure,
+            [(
+                "r3".to_string(),
+                [
+                    ("Autostart".to_string(), OwnedVariant::from(true)),
+                    ("OnStop".to_string(), string("shutdown")),
+                    ("StopTimeout".to_string(), OwnedVariant::from(20u32)),
+                ]
+                .into_iter()
+                .collect()
+            )]
+        );
+        assert!(plan.blocked.is_empty() && plan.start.is_empty(), "{plan:?}");
+    }
+
     #[test]
     fn a_name_taken_outside_the_lab_is_refused() {
         let vms = [vm("r2", "elsewhere", "running", 256, &[])];
