@@ -1,12 +1,12 @@
 //! Labs from a file with the built gns3-qemuctl, as a user brings them up: a triangle of
 //! test guests that ping each other across their links, the file edited and brought up
 //! again (untouched VMs keep running, the moved link carries traffic), down, up, destroy;
-//! and `link`/`unlink`/`link set`, whose cable is whole or not there. Outputs and exit codes
-//! exact. Longer than most files: each test is one story on booted guests.
+//! and `link`/`unlink`/`link set`, whose cable is whole or not there; a lab's OnStop applied
+//! by `up` and honoured by `down`. Outputs and exit codes exact. Longer than most files: each test is one story on booted guests.
 
 mod common;
 
-use common::ctl::{ctl, failed, ok, Run, BOOT};
+use common::ctl::{ctl, failed, ignore_the_power_button, ok, Run, BOOT};
 use common::{guest, Console, Lab};
 use gns3_qemuctl::lab::plan::vm_id;
 use std::path::{Path, PathBuf};
@@ -258,6 +258,91 @@ async fn a_triangle_is_brought_up_edited_down_up_and_destroyed() {
         ok("Lab tri is destroyed: 3 VMs deleted.\n")
     );
     assert!(lab.manager.list_vms().await.unwrap().is_empty());
+}
+
+/// A node that shuts down (the power button, two minutes to power off) and starts with the
+/// host, beside one with the default OnStop.
+const STOPS: &str = "\
+nodes:
+  s1: {on_stop: shutdown, stop_timeout: 120, autostart: true}
+  p1: {}
+";
+
+/// The consoles of `vms`, once each guest has booted.
+fn consoles(lab: &Lab, vms: &[&str]) -> Vec<Console> {
+    vms.iter().map(|vm| booted(lab, vm, &[])).collect()
+}
+
+/// What the guest on `console` printed until its QEMU was gone.
+fn to_the_end(console: &mut Console) -> String {
+    console.wait_closed(Duration::from_secs(10)).unwrap()
+}
+
+/// `up` applies OnStop, StopTimeout and Autostart from the file; `down` stops each VM as its
+/// own OnStop says, `down --poweroff` pulls every cord, and `down --timeout` powers off a
+/// guest that ignores the power button, saying so with exit code 3.
+#[tokio::test]
+async fn down_stops_each_vm_as_its_on_stop_says() {
+    let lab = Lab::start().await;
+    let stops = lab_file(&lab, "stops.yml", STOPS);
+    let up = |lab: &Lab, done: &str| {
+        assert_eq!(
+            ctl(lab, &["up", "--wait", "--timeout", "5m", file(&stops)]),
+            ok(&format!(
+                "{done}Lab tri is up: 2 VMs, 0 links.\nLab tri is ready.\n"
+            ))
+        );
+    };
+    up(&lab, "Created p1, s1.\nStarted p1, s1.\n");
+    for (prop, s1, p1) in [
+        ("OnStop", "shutdown", "power-off"),
+        ("StopTimeout", "120", "60"),
+        ("Autostart", "yes", "no"),
+    ] {
+        assert_eq!(show(&lab, "s1", prop), s1, "{prop}");
+        assert_eq!(show(&lab, "p1", prop), p1, "{prop}");
+    }
+    let mut c = consoles(&lab, &["s1", "p1"]);
+    assert_eq!(
+        ctl(&lab, &["down", file(&stops)]),
+        ok("Lab tri is down: 2 VMs stopped.\n")
+    );
+    let (s1, p1) = (to_the_end(&mut c[0]), to_the_end(&mut c[1]));
+    assert!(s1.contains("GUEST-POWERDOWN"), "s1 shut down: {s1}");
+    assert!(!p1.contains("GUEST-POWERDOWN"), "p1 powered off: {p1}");
+    assert_eq!(show(&lab, "s1", "LastError"), "", "no timeout forced s1");
+    for vm in ["s1", "p1"] {
+        assert_eq!(show(&lab, vm, "State"), "stopped");
+    }
+
+    up(&lab, "Started p1, s1.\n");
+    let mut c = consoles(&lab, &["s1"]);
+    assert_eq!(
+        ctl(&lab, &["down", "--poweroff", "--lab", "tri"]),
+        ok("Lab tri is down: 2 VMs stopped.\n")
+    );
+    let s1 = to_the_end(&mut c[0]);
+    assert!(!s1.contains("GUEST-POWERDOWN"), "--poweroff: {s1}");
+
+    up(&lab, "Started p1, s1.\n");
+    let mut c = consoles(&lab, &["s1"]);
+    ignore_the_power_button(&mut c[0]);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        ctl(&lab, &["down", "--timeout", "3s", file(&stops)]),
+        failed(3, "s1 did not stop within 3s: it was powered off.\n")
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    let s1 = to_the_end(&mut c[0]);
+    assert!(!s1.contains("GUEST-POWERDOWN"), "{s1}");
+    for vm in ["s1", "p1"] {
+        assert_eq!(show(&lab, vm, "State"), "stopped");
+    }
+    let run = ctl(
+        &lab,
+        &["down", "--poweroff", "--timeout", "3s", file(&stops)],
+    );
+    assert_eq!(run.code, 2, "a usage error: {run:?}");
 }
 
 /// Every UDP port the daemon still hands out, given back at once.

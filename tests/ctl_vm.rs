@@ -1,13 +1,16 @@
 //! gns3-qemuctl on one VM beyond its settings: `cmdline` (a line a shell reads back as the
 //! daemon's own argument list), `monitor` (one command, or lines from stdin), `log`,
-//! `reload`, and `info`; each against the real daemon and a real guest.
+//! `reload`, `info`, and `stop` (as OnStop says, or forced after `--timeout`) and `poweroff`;
+//! each against the real daemon and a real guest.
 
 mod common;
 
-use common::ctl::{create, ctl, failed, ok, BOOT};
-use common::{ctl_bin, Lab};
+use common::ctl::{create, ctl, failed, ignore_the_power_button, ok, BOOT};
+use common::{ctl_bin, Console, Lab};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 
 #[tokio::test]
 async fn cmdline_monitor_log_reload_and_info() {
@@ -117,4 +120,77 @@ async fn resize_disk_and_reset_disks() {
         let run = ctl(&lab, &[&["resize-disk"][..], &bad[..]].concat());
         assert_eq!(run.code, 2, "{bad:?}: {run:?}");
     }
+}
+
+/// The test guest's console, once it has booted (connected before it prints: QEMU drops
+/// serial output nobody reads, so the port is read as soon as Start returns).
+async fn booted(lab: &Lab, vm: &gns3_qemuctl::proxies::VmProxy<'_>, name: &str) -> Console {
+    assert_eq!(ctl(lab, &["start", name]), ok(""));
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    console
+}
+
+/// What the guest printed from now until its console closed with its QEMU.
+fn printed_to_the_end(console: &mut Console) -> String {
+    console.wait_closed(Duration::from_secs(10)).unwrap()
+}
+
+/// `stop` does what OnStop says: with shutdown, the guest sees the power button and powers
+/// itself off; `poweroff` pulls the cord whatever OnStop says; `stop --timeout` powers off a
+/// guest that ignores the button, long before its StopTimeout, and says so with exit code 3.
+#[tokio::test]
+async fn stop_shuts_down_poweroff_pulls_the_cord_and_a_timeout_forces() {
+    let lab = Lab::start().await;
+    assert_eq!(create(&lab, "s1", &["--ram", "96"]), ok(""));
+    assert_eq!(
+        ctl(&lab, &["set", "s1", "OnStop=shutdown", "StopTimeout=120"]),
+        ok("")
+    );
+    let path = lab.manager.get_vm("s1").await.unwrap();
+    let vm = common::vm(&lab.conn, &path).await;
+    assert_eq!(vm.on_stop().await.unwrap(), "shutdown");
+    assert_eq!(vm.stop_timeout().await.unwrap(), 120);
+
+    let mut console = booted(&lab, &vm, "s1").await;
+    assert_eq!(ctl(&lab, &["stop", "s1"]), ok(""));
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert!(
+        printed_to_the_end(&mut console).contains("GUEST-POWERDOWN"),
+        "the guest saw the power button"
+    );
+    assert_eq!(vm.last_error().await.unwrap(), "", "no timeout forced it");
+
+    let mut console = booted(&lab, &vm, "s1").await;
+    assert_eq!(ctl(&lab, &["poweroff", "s1"]), ok(""));
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    let out = printed_to_the_end(&mut console);
+    assert!(!out.contains("GUEST-POWERDOWN"), "no power button: {out}");
+
+    let mut console = booted(&lab, &vm, "s1").await;
+    ignore_the_power_button(&mut console);
+    let t = Instant::now();
+    assert_eq!(
+        ctl(&lab, &["stop", "--timeout", "2", "s1"]),
+        failed(3, "s1 did not stop within 2s: it was powered off.\n")
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "{took:?}: the client's 2 s, not the VM's StopTimeout of 120 s"
+    );
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    let out = printed_to_the_end(&mut console);
+    assert!(!out.contains("GUEST-POWERDOWN"), "{out}");
+
+    // A stopped VM: nothing to do, with or without a limit; a bad limit is a usage error.
+    assert_eq!(ctl(&lab, &["stop", "--timeout", "1m", "s1"]), ok(""));
+    assert_eq!(ctl(&lab, &["poweroff", "s1"]), ok(""));
+    let run = ctl(&lab, &["stop", "--timeout", "soon", "s1"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("'soon' is not a time span"), "{run:?}");
+    assert_eq!(
+        ctl(&lab, &["poweroff", "nosuch"]),
+        failed(4, "No VM named or with id 'nosuch'.\n")
+    );
 }

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::{ctl_bin, guest, Lab};
+use super::{ctl_bin, guest, Console, Lab};
 
 /// How long the test guest may take to boot under TCG.
 pub const BOOT: Duration = Duration::from_secs(120);
@@ -65,4 +65,20 @@ pub fn create(lab: &Lab, name: &str, extra: &[&str]) -> Run {
     args.extend(["--append", "console=ttyS0 panic=-1 quiet"]);
     args.extend(extra);
     ctl(lab, &args)
+}
+
+/// Makes the guest ignore the power button: the background subshell of /init that waits on
+/// the button's evdev (tests/guest/build.sh) is killed before its `dd` (the subshell forks
+/// it, maybe after GUEST-READY: it is waited for), so that nothing is left to print
+/// GUEST-POWERDOWN and power off.
+pub fn ignore_the_power_button(console: &mut Console) {
+    let out = console
+        .run(
+            "until pidof dd >/dev/null; do sleep 1; done; \
+             for p in $(pidof dd); do kill -9 $(cut -d' ' -f4 /proc/$p/stat) && kill -9 $p; done; \
+             pidof dd || echo NO-WATCHER",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(out.contains("NO-WATCHER"), "{out}");
 }
