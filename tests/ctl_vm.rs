@@ -11,7 +11,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 #[tokio::test]
 async fn cmdline_monitor_log_reload_and_info() {
     let lab = Lab::start().await;
