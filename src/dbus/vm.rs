@@ -339,8 +339,9 @@ impl Vm {
         self.handle.view().console_viewers
     }
 
-    /// Why the VM last stopped when nobody asked it to (with the end of qemu.log); empty
-    /// after a requested Stop. Read by root and members of gns3 only: anyone else reads an
+    /// Why the VM last stopped when nobody asked it to (with the end of qemu.log), or why a
+    /// Stop had to power it off (a shutdown past StopTimeout); empty after a Stop that went
+    /// as asked. Read by root and members of gns3 only: anyone else reads an
     /// empty string, as InterfacesAdded carries it for everyone. A change is signalled as
     /// invalidated, without the value: read it again.
     #[zbus(property(emits_changed_signal = "invalidates"))]
