@@ -184,6 +184,7 @@ async fn stop_shuts_down_poweroff_pulls_the_cord_and_a_timeout_forces() {
 
     // A stopped VM: nothing to do, with or without a limit; a bad limit is a usage error.
     assert_eq!(ctl(&lab, &["stop", "--timeout", "1m", "s1"]), ok(""));
+    assert_eq!(ctl(&lab, &["stop", "--timeout", "0", "s1"]), ok(""));
     assert_eq!(ctl(&lab, &["poweroff", "s1"]), ok(""));
     let run = ctl(&lab, &["stop", "--timeout", "soon", "s1"]);
     assert_eq!(run.code, 2, "{run:?}");

@@ -39,16 +39,22 @@ async fn stop(name: &str, vm: &VmProxy<'_>, limit: Option<Duration>) -> Result<(
     if on_stop == SAVE_STATE {
         return stop.await.map_err(failed());
     }
-    match tokio::time::timeout(limit, stop.as_mut()).await {
-        Ok(done) => done.map_err(failed()),
-        Err(_) => {
-            vm.power_off()
-                .await
-                .map_err(Error::call(format!("power off {name}")))?;
-            Err(Error::Forced {
-                vm: name.to_string(),
-                after: duration::format(limit),
-            })
-        }
+    if let Ok(done) = tokio::time::timeout(limit, stop.as_mut()).await {
+        return done.map_err(failed());
     }
+    // A VM that stopped as its reply was on its way was not forced: its Stop ends at once.
+    let state = vm
+        .state()
+        .await
+        .map_err(Error::call(format!("read the state of {name}")))?;
+    if state == "stopped" {
+        return stop.await.map_err(failed());
+    }
+    vm.power_off()
+        .await
+        .map_err(Error::call(format!("power off {name}")))?;
+    Err(Error::Forced {
+        vm: name.to_string(),
+        after: duration::format(limit),
+    })
 }
