@@ -71,7 +71,7 @@ impl Vm {
     /// (SavedState) and QEMU quits; the next Start resumes from it. While a shutdown is under way
     /// the VM is stopping: another Stop waits for the same end, PowerOff ends it at once, Start
     /// and Delete are refused with InvalidState, and so are settings applied only while stopped;
-    /// other settings are stored. While a save is under way, every call waits for it to end.
+    /// other settings are stored, and the console stays open. While a save is under way, every call waits for it to end.
     /// Stopping a stopped VM does nothing.
     async fn stop(&self) -> Result<()> {
         Ok(self.handle.stop().await?)
