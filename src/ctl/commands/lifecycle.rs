@@ -1,6 +1,7 @@
-//! `start`, `stop`, `poweroff`, `suspend`, `resume`, `reload`, `reset-disks`, `discard-state`
-//! of several VMs at once (named, `--lab` or `--all`), in parallel: every VM named must exist before any is touched; each failure is
-//! reported, and any makes the exit code 1.
+//! `start`, `poweroff`, `suspend`, `resume`, `reload`, `reset-disks`, `discard-state` of
+//! several VMs at once (named, `--lab` or `--all`), in parallel: every VM named must exist
+//! before any is touched; each failure is reported, and any makes the exit code 1. `stop`,
+//! which may take a limit, is `stop.rs`'s.
 
 use futures_util::future::join_all;
 
@@ -11,7 +12,6 @@ use crate::proxies::VmProxy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,
-    Stop,
     PowerOff,
     Suspend,
     Resume,
@@ -24,7 +24,6 @@ impl Action {
     fn verb(self) -> &'static str {
         match self {
             Action::Start => "start",
-            Action::Stop => "stop",
             Action::PowerOff => "power off",
             Action::Suspend => "suspend",
             Action::Resume => "resume",
@@ -37,7 +36,6 @@ impl Action {
     async fn apply(self, vm: &VmProxy<'_>) -> zbus::Result<()> {
         match self {
             Action::Start => vm.start().await,
-            Action::Stop => vm.stop().await,
             Action::PowerOff => vm.power_off().await,
             Action::Suspend => vm.suspend().await,
             Action::Resume => vm.resume().await,
