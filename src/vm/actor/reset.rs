@@ -9,6 +9,12 @@ use crate::vm::{disks, reset, resize};
 impl Actor {
     /// Back to the initial state (the VM is stopped); settings, ports and tunnels stay.
     pub(super) async fn reset_disks(&mut self) -> Result<()> {
+        // The state goes with the disks it was saved beside (and off the bases in place).
+        let had = self.saved_state;
+        self.discard_saved().await?;
+        if had {
+            tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "the saved state was discarded: ResetDisks");
+        }
         let (vm_dir, s) = (self.vm_dir(), self.record.settings.clone());
         tokio::task::spawn_blocking(move || reset::remove_own(&vm_dir, &s))
             .await
