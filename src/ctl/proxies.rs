@@ -45,6 +45,7 @@ pub trait Manager {
 pub trait Vm {
     fn start(&self) -> zbus::Result<()>;
     fn stop(&self) -> zbus::Result<()>;
+    fn power_off(&self) -> zbus::Result<()>;
     fn suspend(&self) -> zbus::Result<()>;
     fn resume(&self) -> zbus::Result<()>;
     fn reload(&self) -> zbus::Result<()>;
@@ -66,6 +67,7 @@ pub trait Vm {
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
     fn set_link_suspended(&self, adapter: u32, suspended: bool) -> zbus::Result<()>;
     fn reset_disks(&self) -> zbus::Result<()>;
+    fn discard_saved_state(&self) -> zbus::Result<()>;
     fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
     fn repair_disks(&self) -> zbus::Result<Vec<String>>;
     fn start_capture(
@@ -92,6 +94,8 @@ pub trait Vm {
     fn exit_status(&self) -> zbus::Result<i32>;
     #[zbus(property)]
     fn console_viewers(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn saved_state(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -250,4 +254,16 @@ pub trait Vm {
     fn custom_adapters(&self) -> zbus::Result<Vec<(u32, String, String)>>;
     #[zbus(property)]
     fn set_custom_adapters(&self, value: &[(u32, String, String)]) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn on_stop(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_on_stop(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn stop_timeout(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_stop_timeout(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_autostart(&self, value: bool) -> zbus::Result<()>;
 }

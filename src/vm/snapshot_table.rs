@@ -41,7 +41,7 @@ pub fn parse_entries(mut table: impl Read, count: u32) -> Option<Vec<Snapshot>> 
         table.read_exact(&mut buf).ok()?;
         Some(buf)
     };
-    for _ in 0..count {
+    for i in 0..count {
         let fixed = take(FIXED)?;
         let u16_at = |i: usize| usize::from(u16::from_be_bytes([fixed[i], fixed[i + 1]]));
         let u32_at = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
@@ -63,8 +63,11 @@ pub fn parse_entries(mut table: impl Read, count: u32) -> Option<Vec<Snapshot>> 
             name: String::from_utf8_lossy(&name).into_owned(),
             vm_state_size,
         });
-        let len = FIXED + extra_len + id_len + name_len;
-        take(len.div_ceil(8) * 8 - len)?;
+        // The last entry's padding may be missing: qemu-img ends the file with its name.
+        if i + 1 < count {
+            let len = FIXED + extra_len + id_len + name_len;
+            take(len.div_ceil(8) * 8 - len)?;
+        }
     }
     Some(found)
 }
