@@ -316,7 +316,10 @@ async fn every_bad_input_is_named_and_changes_nothing() {
     let big = "x".repeat(64 * 1024);
     // A raw base the daemon may write in place: one a saved state cannot be put in.
     let raw = files.join("disk.raw");
-    std::fs::File::create(&raw).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let user = daemon_user();
     nix::unistd::chown(&raw, Some(user.uid), Some(user.gid)).unwrap();
 
@@ -520,7 +523,12 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "InvalidArgument",
             "-machine help".into(),
         ),
-        ("OnStop", s("hibernate"), "InvalidArgument", "save-state".into()),
+        (
+            "OnStop",
+            s("hibernate"),
+            "InvalidArgument",
+            "save-state".into(),
+        ),
         (
             "StopTimeout",
             Variant::from(0u32),

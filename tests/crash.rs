@@ -797,7 +797,10 @@ fn saved_on_disk(dir: &std::path::Path, id: &str) -> Option<bool> {
         String::from_utf8_lossy(&out.stdout).contains("gns3-saved")
     };
     let state = vm_dir.join("saved-state.qcow2");
-    match (state.exists() && tagged(&state), tagged(&vm_dir.join("flash.qcow2"))) {
+    match (
+        state.exists() && tagged(&state),
+        tagged(&vm_dir.join("flash.qcow2")),
+    ) {
         (true, true) => Some(true),
         (false, false) if !state.exists() => Some(false),
         _ => None,
@@ -824,7 +827,9 @@ async fn a_save_cut_by_sigkill_leaves_a_whole_state_or_none() {
         vm.start().await.unwrap();
         let mut console = Console::connect(vm.console_port().await.unwrap());
         console.wait_for("GUEST-READY", boot).unwrap();
-        console.run(&format!("echo IN-RAM-{round} > /tmp/mark"), shell).unwrap();
+        console
+            .run(&format!("echo IN-RAM-{round} > /tmp/mark"), shell)
+            .unwrap();
         let conn = lab.daemon.connect().await;
         let stopped = path.clone();
         let stopping = tokio::spawn(async move {
@@ -840,7 +845,9 @@ async fn a_save_cut_by_sigkill_leaves_a_whole_state_or_none() {
         let vm = common::vm(&lab.daemon.connect().await, &path).await;
         // The next daemon goes on with the stop, or a client stops the VM again.
         let settled = eventually(Duration::from_secs(60), || async {
-            vm.state().await.is_ok_and(|s| s != "stopping" && s != "starting")
+            vm.state()
+                .await
+                .is_ok_and(|s| s != "stopping" && s != "starting")
         })
         .await;
         let state = vm.state().await.unwrap();
@@ -851,7 +858,11 @@ async fn a_save_cut_by_sigkill_leaves_a_whole_state_or_none() {
         }
         let saved = vm.saved_state().await.unwrap();
         let on_disk = saved_on_disk(lab.dir.path(), &id);
-        assert_eq!(on_disk, Some(saved), "round {round}: SavedState {saved}, the disk {on_disk:?}");
+        assert_eq!(
+            on_disk,
+            Some(saved),
+            "round {round}: SavedState {saved}, the disk {on_disk:?}"
+        );
         println!("round {round}: SavedState {saved}");
         vm.start().await.unwrap();
         assert!(!vm.saved_state().await.unwrap());
@@ -860,7 +871,11 @@ async fn a_save_cut_by_sigkill_leaves_a_whole_state_or_none() {
         let out = console
             .run("cat /tmp/mark 2>/dev/null || echo NO-MARK", boot)
             .unwrap();
-        let want = if saved { format!("IN-RAM-{round}") } else { "NO-MARK".into() };
+        let want = if saved {
+            format!("IN-RAM-{round}")
+        } else {
+            "NO-MARK".into()
+        };
         assert!(out.contains(&want), "round {round}: saved {saved}: {out}");
         vm.power_off().await.unwrap();
         invariants::check(lab.dir.path(), &lab.manager).await;

@@ -25,7 +25,9 @@ fn counts(text: &str) -> Vec<u64> {
         .filter_map(|rest| {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             // A number cut by the end of the text is not whole yet.
-            (digits.len() < rest.len()).then(|| digits.parse().ok()).flatten()
+            (digits.len() < rest.len())
+                .then(|| digits.parse().ok())
+                .flatten()
         })
         .collect()
 }
@@ -79,8 +81,13 @@ async fn a_counter_goes_on_after_stop_and_start_and_the_state_is_then_gone() {
     assert!(!dir.join("saved-state.qcow2").exists());
     assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
     let mut console = Console::connect(vm.console_port().await.unwrap());
-    let after = console.wait_for(&format!("COUNT {}\r\n", last + 3), SHELL).unwrap();
-    assert!(!after.contains("GUEST-READY"), "the guest booted again: {after}");
+    let after = console
+        .wait_for(&format!("COUNT {}\r\n", last + 3), SHELL)
+        .unwrap();
+    assert!(
+        !after.contains("GUEST-READY"),
+        "the guest booted again: {after}"
+    );
     assert_eq!(
         counts(&after)[..3],
         [last + 1, last + 2, last + 3],
@@ -121,7 +128,9 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
     assert!(vm.saved_state().await.unwrap());
 
     // A setting the state does not depend on keeps it.
-    vm.set_kernel_command_line("console=ttyS0 panic=-1 quiet").await.unwrap();
+    vm.set_kernel_command_line("console=ttyS0 panic=-1 quiet")
+        .await
+        .unwrap();
     vm.set_stop_timeout(30).await.unwrap();
     assert!(vm.saved_state().await.unwrap());
 
@@ -171,7 +180,10 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
 async fn a_raw_drive_in_place_is_refused_by_name() {
     let lab = Lab::start().await;
     let base = lab.dir.path().join("disk.raw");
-    std::fs::File::create(&base).unwrap().set_len(16 << 20).unwrap();
+    std::fs::File::create(&base)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
     let user = daemon_user();
     nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
     let raw = Variant::from(base.to_string_lossy().into_owned());
@@ -191,7 +203,10 @@ async fn a_raw_drive_in_place_is_refused_by_name() {
     let vm = create(
         &lab.manager,
         "raw",
-        guest_settings(&[("HdbDiskImage", raw.clone()), ("LinkedClone", Variant::Bool(false))]),
+        guest_settings(&[
+            ("HdbDiskImage", raw.clone()),
+            ("LinkedClone", Variant::Bool(false)),
+        ]),
     )
     .await;
     let e = vm.set_on_stop("save-state").await.unwrap_err();

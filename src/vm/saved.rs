@@ -279,7 +279,10 @@ mod tests {
         let disks = [img("a.qcow2"), img("b.qcow2")];
         assert_eq!(status(&state, &disks), Status::Absent);
         tag(&disks[0]);
-        assert_eq!(status(&state, &disks), Status::Partial(vec![disks[0].clone()]));
+        assert_eq!(
+            status(&state, &disks),
+            Status::Partial(vec![disks[0].clone()])
+        );
         tag(&disks[1]);
         img(FILE);
         // A state image without the VM state (qemu-img's snapshot has none) is no state.

@@ -44,7 +44,8 @@ pub fn parse_entries(mut table: impl Read, count: u32) -> Option<Vec<Snapshot>> 
     for i in 0..count {
         let fixed = take(FIXED)?;
         let u16_at = |i: usize| usize::from(u16::from_be_bytes([fixed[i], fixed[i + 1]]));
-        let u32_at = |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
         let (id_len, name_len) = (u16_at(12), u16_at(14));
         let extra_len = usize::try_from(u32_at(36)).ok()?;
         if extra_len > MAX_EXTRA {
@@ -110,7 +111,7 @@ mod tests {
         e.extend_from_slice(extra);
         e.extend_from_slice(id.as_bytes());
         e.extend_from_slice(name.as_bytes());
-        while e.len() % 8 != 0 {
+        while !e.len().is_multiple_of(8) {
             e.push(0);
         }
         e

@@ -63,10 +63,7 @@ pub fn writable(reply: &Value) -> Vec<Node> {
 
 /// The state's node in a `query-named-block-nodes` reply, if QEMU has it open. Pure.
 pub fn state_node(reply: &Value) -> Option<Node> {
-    let node = reply
-        .as_array()?
-        .iter()
-        .find(|n| n["node-name"] == NODE)?;
+    let node = reply.as_array()?.iter().find(|n| n["node-name"] == NODE)?;
     Some(Node {
         name: NODE.into(),
         device: NODE.into(),
@@ -89,7 +86,10 @@ async fn execute(qemu: &mut Qemu, cmd: &str, args: Value, deadline: Instant) -> 
 /// The writable drives of the running QEMU, and its state's node if open; each drive is
 /// refused by name unless qcow2.
 pub async fn nodes(qemu: &mut Qemu, deadline: Instant) -> Result<(Vec<Node>, Option<Node>)> {
-    let blocks = qemu.qmp.execute("query-block", None, left(deadline)).await?;
+    let blocks = qemu
+        .qmp
+        .execute("query-block", None, left(deadline))
+        .await?;
     let drives = writable(&blocks);
     if let Some(raw) = drives.iter().find(|n| n.driver != "qcow2") {
         return Err(Error::InvalidArgument(format!(
@@ -97,7 +97,13 @@ pub async fn nodes(qemu: &mut Qemu, deadline: Instant) -> Result<(Vec<Node>, Opt
             raw.device, raw.driver
         )));
     }
-    let all = execute(qemu, "query-named-block-nodes", json!({"flat": true}), deadline).await?;
+    let all = execute(
+        qemu,
+        "query-named-block-nodes",
+        json!({"flat": true}),
+        deadline,
+    )
+    .await?;
     Ok((drives, state_node(&all)))
 }
 
@@ -118,7 +124,11 @@ pub async fn close_state(qemu: &mut Qemu, deadline: Instant) -> Result<()> {
 }
 
 /// The status of job `id` and its error, None if QEMU has no such job.
-async fn job(qemu: &mut Qemu, id: &str, deadline: Instant) -> Result<Option<(String, Option<String>)>> {
+async fn job(
+    qemu: &mut Qemu,
+    id: &str,
+    deadline: Instant,
+) -> Result<Option<(String, Option<String>)>> {
     let jobs = qemu.qmp.execute("query-jobs", None, left(deadline)).await?;
     Ok(jobs.as_array().and_then(|jobs| {
         let job = jobs.iter().find(|j| j["id"] == id)?;
@@ -155,7 +165,13 @@ pub async fn finish(qemu: &mut Qemu, id: &str, deadline: Instant) -> Result<()> 
 }
 
 /// Runs `command` as job `id` with `args`, to its end.
-pub async fn run(qemu: &mut Qemu, command: &str, id: &str, mut args: Value, deadline: Instant) -> Result<()> {
+pub async fn run(
+    qemu: &mut Qemu,
+    command: &str,
+    id: &str,
+    mut args: Value,
+    deadline: Instant,
+) -> Result<()> {
     args["job-id"] = json!(id);
     args["tag"] = json!(TAG);
     execute(qemu, command, args, deadline).await?;

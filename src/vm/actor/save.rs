@@ -47,14 +47,19 @@ impl Actor {
                     on_stop: OnStop::SaveState,
                     deadline_ms: now_ms().saturating_add(u64::from(secs) * 1000),
                 };
-                self.runtime.begin_stop(&stopping).map_err(Error::Internal)?;
+                self.runtime
+                    .begin_stop(&stopping)
+                    .map_err(Error::Internal)?;
                 stopping.deadline_ms
             }
         };
         let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
         let saved = match timeout_at(deadline, self.save_state(deadline)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("the state of VM '{}' could not be saved: {e}", self.name())),
+            Ok(Err(e)) => Err(format!(
+                "the state of VM '{}' could not be saved: {e}",
+                self.name()
+            )),
             Err(_) => Err(format!(
                 "the state of VM '{}' could not be saved within {secs} s (StopTimeout)",
                 self.name()
@@ -85,7 +90,9 @@ impl Actor {
         qemu.qmp.execute("stop", None, QMP_TIMEOUT).await?;
         let (drives, state) = snapshots::nodes(qemu, deadline).await?;
         if let Some(state) = &state {
-            if state.tagged.is_some_and(|size| size > 0) && drives.iter().all(|d| d.tagged.is_some()) {
+            if state.tagged.is_some_and(|size| size > 0)
+                && drives.iter().all(|d| d.tagged.is_some())
+            {
                 // Saved whole by a daemon that died before QEMU quit.
                 return Ok(());
             }
@@ -157,7 +164,10 @@ impl Actor {
         let vm_dir = self.vm_dir();
         let s = &self.record.settings;
         let drives = saved::drives(&vm_dir, s, &self.record.image_formats);
-        (saved::file(&vm_dir), drives.into_iter().map(|d| d.file).collect())
+        (
+            saved::file(&vm_dir),
+            drives.into_iter().map(|d| d.file).collect(),
+        )
     }
 
     /// Removes the saved state of the stopped VM, whole or partial; nothing if there is none.
