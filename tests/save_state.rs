@@ -218,3 +218,78 @@ async fn a_raw_drive_in_place_is_refused_by_name() {
     assert!(e.to_string().contains(&want), "{e}");
     assert!(vm.linked_clone().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() {
+    let lab = Lab::start().await;
+    let user = daemon_user();
+    let raw = lab.dir.path().join("extra.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    nix::unistd::chown(&raw, Some(user.uid), Some(user.gid)).unwrap();
+    // A raw drive of Options' own, which the daemon does not vet: QEMU cannot save into it.
+    let options = format!("-drive if=none,id=extra,file={},format=raw", raw.display());
+    let mut settings = guest_settings(&save_state());
+    settings.insert("Options", Variant::from(options));
+    let vm = create(&lab.manager, "failing", settings).await;
+    let dir = vm_dir(&lab, &vm.id().await.unwrap());
+    vm.start().await.unwrap();
+    vm.stop().await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert!(!vm.saved_state().await.unwrap());
+    assert_eq!(
+        vm.last_error().await.unwrap(),
+        "the state of VM 'failing' could not be saved: drive extra is raw, and only qcow2 \
+         drives can hold a saved state; nothing of it was kept"
+    );
+    assert!(!dir.join("saved-state.qcow2").exists());
+    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(qemu_pids_under(lab.dir.path()).is_empty());
+
+    vm.set_options("").await.unwrap();
+    vm.start().await.unwrap();
+    vm.stop().await.unwrap();
+    assert!(vm.saved_state().await.unwrap());
+    assert_eq!(vm.last_error().await.unwrap(), "");
+    // The state's image replaced by one with the tag and no VM state in it.
+    let state = dir.join("saved-state.qcow2");
+    std::fs::remove_file(&state).unwrap();
+    for args in [
+        &["create", "-q", "-f", "qcow2", state.to_str().unwrap(), "1M"][..],
+        &["snapshot", "-c", "gns3-saved", state.to_str().unwrap()][..],
+    ] {
+        let out = std::process::Command::new("qemu-img")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    nix::unistd::chown(&state, Some(user.uid), Some(user.gid)).unwrap();
+    let e = vm.start().await.unwrap_err();
+    assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed", "{e}");
+    assert!(
+        e.to_string().contains(
+            "VM 'failing' could not be resumed from its saved state (This is a disk-only \
+             snapshot"
+        ),
+        "{e}"
+    );
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert_eq!(vm.pid().await.unwrap(), 0);
+    assert!(qemu_pids_under(lab.dir.path()).is_empty());
+    assert!(!vm.saved_state().await.unwrap());
+    let why = vm.last_error().await.unwrap();
+    assert!(
+        why.contains("could not be resumed from its saved state"),
+        "{why}"
+    );
+    assert!(!state.exists());
+    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    // Discarded: the next Start boots afresh.
+    vm.start().await.unwrap();
+    let mut console = Console::connect(vm.console_port().await.unwrap());
+    console.wait_for("GUEST-READY", BOOT).unwrap();
+    vm.power_off().await.unwrap();
+}

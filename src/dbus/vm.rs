@@ -340,12 +340,15 @@ impl Vm {
     }
 
     /// Whether a saved state is on disk (OnStop save-state): the guest's RAM and devices as
-    /// Stop saved them, which the next Start resumes from and then removes. A state a save or
-    /// a load left partial (gns3-qemud or QEMU killed in the middle) is removed when the daemon
-    /// starts. A change to a setting the state depends on (QemuPath, Ram, Cpus, MaxCpus,
-    /// Adapters, AdapterType, CustomAdapters, MacAddress, the disks and their interfaces,
-    /// LinkedClone, MachineType, Firmware, BiosImage, Tpm, CpuModel, Accelerator) and ResetDisks
-    /// discard it, and LastError says so.
+    /// Stop saved them, in saved-state.qcow2 and the VM's qcow2 drives, which the next Start
+    /// resumes from (tunnels and links as they are then) and removes before the guest runs on.
+    /// A save that fails or passes StopTimeout stops the VM hard and keeps nothing; a state
+    /// that cannot be loaded fails Start with StartFailed and is discarded; LastError says
+    /// why. A state a save or a load left partial (gns3-qemud or QEMU killed in the middle) is
+    /// removed when the daemon starts. A change to a setting the state depends on (QemuPath,
+    /// Ram, Cpus, MaxCpus, Adapters, AdapterType, CustomAdapters, MacAddress, the disks and
+    /// their interfaces, LinkedClone, MachineType, Firmware, BiosImage, Tpm, CpuModel,
+    /// Accelerator), ResizeDisk and ResetDisks discard it, and LastError says so.
     #[zbus(property)]
     async fn saved_state(&self) -> bool {
         self.handle.view().saved_state

@@ -34,6 +34,13 @@ impl Actor {
             resize::check_growth(&vm, disk, current, bytes)?;
             qemu.grow(disk, bytes).await?;
         } else {
+            // Loading the state would take the disk back to the size it was saved at.
+            if self.saved_state {
+                let said = self
+                    .discard_for_change(&format!("the size of {name}"))
+                    .await?;
+                self.note(said).await;
+            }
             self.grow_offline(disk, bytes).await?;
         }
         tracing::info!(vm_id = %self.id(), vm_name = %vm, disk = name, bytes, "disk grown");

@@ -149,7 +149,7 @@ impl Actor {
     }
 
     /// Records `last_error` and publishes it.
-    async fn note(&mut self, last_error: String) {
+    pub(super) async fn note(&mut self, last_error: String) {
         let mut record = self.record.clone();
         record.last_error = last_error;
         if let Err(e) = self.save(record.clone()).await {
