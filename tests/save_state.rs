@@ -291,5 +291,26 @@ async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() 
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
-    vm.power_off().await.unwrap();
+
+    // A QEMU that answers nothing (SIGSTOP) is stopped hard at StopTimeout.
+    vm.set_stop_timeout(2).await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let began = std::time::Instant::now();
+    vm.stop().await.unwrap();
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert!(!pid_alive(pid));
+    assert!(!vm.saved_state().await.unwrap());
+    assert_eq!(
+        vm.last_error().await.unwrap(),
+        "the state of VM 'failing' could not be saved within 2 s (StopTimeout); nothing of \
+         it was kept"
+    );
+    assert!(!state.exists());
 }

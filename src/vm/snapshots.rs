@@ -72,11 +72,10 @@ pub fn state_node(reply: &Value) -> Option<Node> {
     })
 }
 
-/// What is left of a QMP command's time before `deadline`, at least a second.
+/// A QMP command's time: what is left before `deadline`, and a second more, so that the
+/// caller's own bound on the whole (which says what took too long) ends it first.
 fn left(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1))
+    deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1)
 }
 
 async fn execute(qemu: &mut Qemu, cmd: &str, args: Value, deadline: Instant) -> Result<Value> {
@@ -181,9 +180,14 @@ pub async fn run(
 /// Asks QEMU to cancel job `id` and forget it, if it has it; what it says is of no use to
 /// a VM about to be stopped hard.
 pub async fn abandon(qemu: &mut Qemu, id: &str) {
-    let soon = Instant::now() + Duration::from_secs(1);
-    let _ = execute(qemu, "job-cancel", json!({"id": id}), soon).await;
-    let _ = execute(qemu, "job-dismiss", json!({"id": id}), soon).await;
+    // A second each: a QEMU that does not answer is killed next anyway.
+    let now = Instant::now();
+    if execute(qemu, "job-cancel", json!({"id": id}), now)
+        .await
+        .is_ok()
+    {
+        let _ = execute(qemu, "job-dismiss", json!({"id": id}), now).await;
+    }
 }
 
 /// The node names of `drives` and of `state`, as a job's `devices`.
