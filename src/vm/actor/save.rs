@@ -40,8 +40,10 @@ impl Actor {
             return Ok(());
         }
         let secs = self.record.settings.stop_timeout;
-        let deadline_ms = match self.runtime.stop_under_way() {
-            Some(s) if s.on_stop == OnStop::SaveState => s.deadline_ms,
+        let under_way = self.runtime.stop_under_way();
+        let going_on = under_way.is_some_and(|s| s.on_stop == OnStop::SaveState);
+        let deadline_ms = match under_way {
+            Some(s) if going_on => s.deadline_ms,
             _ => {
                 let stopping = Stopping {
                     on_stop: OnStop::SaveState,
@@ -54,7 +56,7 @@ impl Actor {
             }
         };
         let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
-        let saved = match timeout_at(deadline, self.save_state(deadline)).await {
+        let saved = match timeout_at(deadline, self.save_state(going_on, deadline)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!(
                 "the state of VM '{}' could not be saved: {e}",
@@ -79,18 +81,25 @@ impl Actor {
         }
     }
 
-    /// Everything of a save up to the VM state on disk, whole.
-    async fn save_state(&mut self, deadline: Instant) -> Result<()> {
+    /// Everything of a save up to the VM state on disk, whole. `going_on`: with the save a
+    /// previous daemon began (its marker is in the runtime dir), whose job or state is this
+    /// one's; else whatever QEMU has of an earlier save is stale (the guest may have run
+    /// since) and is saved over.
+    async fn save_state(&mut self, going_on: bool, deadline: Instant) -> Result<()> {
         let vm_dir = self.vm_dir();
         let qemu = self.running()?;
         if snapshots::has_job(qemu, SAVE_JOB, deadline).await? {
-            return snapshots::finish(qemu, SAVE_JOB, deadline).await;
+            let finished = snapshots::finish(qemu, SAVE_JOB, deadline).await;
+            if going_on {
+                return finished;
+            }
         }
         // Paused first: a save resumes the guest it found running.
         qemu.qmp.execute("stop", None, QMP_TIMEOUT).await?;
         let (drives, state) = snapshots::nodes(qemu, deadline).await?;
         if let Some(state) = &state {
-            if state.tagged.is_some_and(|size| size > 0)
+            if going_on
+                && state.tagged.is_some_and(|size| size > 0)
                 && drives.iter().all(|d| d.tagged.is_some())
             {
                 // Saved whole by a daemon that died before QEMU quit.
