@@ -173,7 +173,16 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
     console.wait_for("GUEST-READY", BOOT).unwrap();
-    vm.power_off().await.unwrap();
+    // A disk grown while stopped: loading the state would shrink it back.
+    vm.stop().await.unwrap();
+    assert!(vm.saved_state().await.unwrap());
+    vm.resize_disk("hda", 256 << 20).await.unwrap();
+    assert!(!vm.saved_state().await.unwrap());
+    assert_eq!(
+        vm.last_error().await.unwrap(),
+        "the saved state was discarded: the size of hda changed"
+    );
+    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
 }
 
 #[tokio::test]
