@@ -1,7 +1,7 @@
 //! gns3-qemuctl on one VM beyond its settings: `cmdline` (a line a shell reads back as the
 //! daemon's own argument list), `monitor` (one command, or lines from stdin), `log`,
-//! `reload`, `info`, and `stop` (as OnStop says, or forced after `--timeout`) and `poweroff`;
-//! each against the real daemon and a real guest.
+//! `reload`, `info`, `stop` (as OnStop says, or forced after `--timeout`), `poweroff` and
+//! `discard-state`; each against the real daemon and a real guest.
 
 mod common;
 
@@ -191,6 +191,56 @@ async fn stop_shuts_down_poweroff_pulls_the_cord_and_a_timeout_forces() {
     assert!(run.stderr.contains("'soon' is not a time span"), "{run:?}");
     assert_eq!(
         ctl(&lab, &["poweroff", "nosuch"]),
+        failed(4, "No VM named or with id 'nosuch'.\n")
+    );
+}
+
+/// Property `prop` of `vm` as `show` prints it.
+fn shown(lab: &Lab, vm: &str, prop: &str) -> String {
+    let run = ctl(lab, &["show", vm, "-p", prop, "--value"]);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{run:?}");
+    run.stdout.trim_end().to_string()
+}
+
+/// A VM whose OnStop is save-state stops with its state saved, which `show` and `list --json`
+/// show as SavedState, even with `stop --timeout`; `discard-state` drops it, and the next
+/// start boots afresh.
+#[tokio::test]
+async fn a_saved_state_is_shown_and_discarded() {
+    let lab = Lab::start().await;
+    assert_eq!(
+        create(&lab, "v1", &["--ram", "96", "--set", "OnStop=save-state"]),
+        ok("")
+    );
+    let path = lab.manager.get_vm("v1").await.unwrap();
+    let vm = common::vm(&lab.conn, &path).await;
+    assert_eq!(shown(&lab, "v1", "SavedState"), "no");
+    let _console = booted(&lab, &vm, "v1").await;
+    assert_eq!(ctl(&lab, &["stop", "v1"]), ok(""));
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert_eq!(shown(&lab, "v1", "SavedState"), "yes");
+    let listed = ctl(&lab, &["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["SavedState"], serde_json::json!(true), "{listed}");
+
+    assert_eq!(ctl(&lab, &["discard-state", "v1"]), ok(""));
+    assert_eq!(shown(&lab, "v1", "SavedState"), "no");
+    // Nothing to resume from: the guest boots, and says so again.
+    let _console = booted(&lab, &vm, "v1").await;
+    // A save is not cut short, however short the limit: the daemon's StopTimeout bounds it.
+    assert_eq!(ctl(&lab, &["stop", "--timeout", "0", "v1"]), ok(""));
+    assert_eq!(shown(&lab, "v1", "SavedState"), "yes");
+    // Resumed from it, which removes it; PowerOff saves nothing.
+    assert_eq!(ctl(&lab, &["start", "v1"]), ok(""));
+    assert_eq!(shown(&lab, "v1", "SavedState"), "no");
+    assert_eq!(ctl(&lab, &["poweroff", "v1"]), ok(""));
+    assert_eq!(
+        shown(&lab, "v1", "SavedState"),
+        "no",
+        "PowerOff saves nothing"
+    );
+    assert_eq!(
+        ctl(&lab, &["discard-state", "nosuch"]),
         failed(4, "No VM named or with id 'nosuch'.\n")
     );
 }

@@ -219,7 +219,8 @@ pub struct Stop {
     #[command(flatten)]
     pub vms: Vms,
     /// Power off each VM that is not stopped after this long (90s, 2m, or seconds), and say
-    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short.
+    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short:
+    /// the VM's StopTimeout bounds it.
     #[arg(long, value_name = "TIME", value_parser = duration::parse)]
     pub timeout: Option<std::time::Duration>,
 }
@@ -232,7 +233,8 @@ pub struct Down {
     #[arg(long, conflicts_with = "timeout")]
     pub poweroff: bool,
     /// Power off each VM that is not stopped after this long (90s, 2m, or seconds), and say
-    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short.
+    /// so; no limit without, or with infinity. A save (OnStop save-state) is not cut short:
+    /// the VM's StopTimeout bounds it.
     #[arg(long, value_name = "TIME", value_parser = duration::parse)]
     pub timeout: Option<std::time::Duration>,
 }

@@ -41,8 +41,7 @@ impl Action {
             Action::Resume => vm.resume().await,
             Action::Reload => vm.reload().await,
             Action::ResetDisks => vm.reset_disks().await,
-            // Not yet in the proxies, which tests/proxies.rs holds to the contract.
-            Action::DiscardState => vm.inner().call("DiscardSavedState", &()).await,
+            Action::DiscardState => vm.discard_saved_state().await,
         }
     }
 }
