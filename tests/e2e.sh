@@ -4,15 +4,19 @@
 #     what they hold (tests/debs.sh), and builds the test guest (tests/guest/build.sh);
 #   - makes a bookworm root with debootstrap (tests/debian-root.sh: cached in
 #     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd
-#     as PID 1 of the container, a real system bus; --volatile=overlay keeps the cache
-#     clean), driven with nsenter;
+#     as PID 1 of the container, a real system bus), driven with nsenter, on an overlay of
+#     its own (upper dir on a tmpfs of the test's), which keeps the cache clean and keeps
+#     what the first boot wrote for the second;
 #   - inside: installs both packages; drives the service with the installed gns3-qemuctl as
 #     a member of group gns3 would (info, create, list, completion, start, stop, delete, a
 #     two-VM lab brought up until ready and destroyed) and as an outsider (refused, with the
 #     hint); creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
-#     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
-#     purges the packages and checks that what they installed is gone.
+#     the daemon (the VM keeps running and is found again), stops the VM;
+#   - powers the container off with VMs running and boots it again from the same root: the
+#     host's shutdown stopped each VM as its OnStop says (gns3-qemud-guests.service), and
+#     the Autostart VM and the one restore_on_boot keeps come back, the third does not;
+#   - stops the daemon, purges the packages and checks that what they installed is gone.
 # Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
 # Where the machine cannot boot a container (not root, no debootstrap root, nspawn refused),
 # it prints "e2e: SKIPPED: <reason>" and exits 0, except under CI (CI=true), where that is a
@@ -83,7 +87,7 @@ ROOT=$(debian_root "$CACHE" "$SUITE" "$INCLUDE") && [ -n "$ROOT" ] ||
 	skip "cannot make a $SUITE root with debootstrap (above)"
 T_ROOT=$(since "$t0")
 
-# --- boot --------------------------------------------------------------------------------
+# --- boot ----------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/gns3-qemud-e2e.XXXXXX)
 mkdir -p "$WORK/share"
 cp "$DEB" "$CTLDEB" "$WORK/share/"
@@ -91,24 +95,40 @@ DEBNAME=$(basename "$DEB")
 CTLDEBNAME=$(basename "$CTLDEB")
 NSPID=
 LEADER=
+# The container's root: an overlay of the cached root, kept across the container's two
+# boots (--volatile=overlay would drop what the first wrote). Its upper dir is on a tmpfs:
+# overlayfs takes no upper dir on an overlay, which the host's /tmp may be.
+MERGED=$WORK/root
+mkdir -p "$WORK/ovl" "$MERGED"
+mounted() { findmnt -rn "$1" >/dev/null; }
+# poweroff_container [SECONDS]: powers the container off from inside and waits for nspawn
+# to exit; 0 if it did in time.
+poweroff_container() {
+	local tries=$((${1:-20} * 10))
+	if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
+		nsenter --target "$LEADER" --mount --pid -- systemctl --no-block poweroff >/dev/null 2>&1
+	fi
+	for _ in $(seq 1 "$tries"); do
+		kill -0 "$NSPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	! kill -0 "$NSPID" 2>/dev/null
+}
 cleanup() {
 	local rc=$?
 	if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
-		if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
-			nsenter --target "$LEADER" --mount --pid -- systemctl --no-block poweroff >/dev/null 2>&1
-		fi
-		for _ in $(seq 1 200); do
-			kill -0 "$NSPID" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$NSPID" 2>/dev/null; then
+		if ! poweroff_container 20; then
 			echo "e2e: the container did not power off in 20 s; killing it"
 			kill -KILL "$NSPID" 2>/dev/null
 		fi
 		wait "$NSPID" 2>/dev/null
 	fi
+	mounted "$MERGED" && umount "$MERGED"
+	mounted "$WORK/ovl" && umount "$WORK/ovl"
 	if [ "${E2E_KEEP:-0}" = 1 ]; then
 		echo "e2e: kept $WORK"
+	elif mounted "$MERGED" || mounted "$WORK/ovl"; then
+		echo "e2e: $WORK is still mounted; not removed"
 	else
 		rm -rf "$WORK"
 	fi
@@ -117,26 +137,39 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if ! { mount -t tmpfs -o mode=0755 gns3-qemud-e2e "$WORK/ovl" &&
+	mkdir "$WORK/ovl/upper" "$WORK/ovl/work" &&
+	mount -t overlay gns3-qemud-e2e -o "lowerdir=$ROOT,upperdir=$WORK/ovl/upper,workdir=$WORK/ovl/work" "$MERGED"; }; then
+	skip "cannot mount an overlay of the root on $MERGED (above)"
+fi
+
+# boot_container N: boots the root with systemd-nspawn --boot (console in console-N.log)
+# and waits for systemd to answer; sets NSPID and LEADER.
+boot_container() {
+	# The unified cgroup hierarchy, as a Debian 12 host has it (this machine's own is
+	# hybrid): the daemon's unit delegates its cgroup to it there.
+	SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$MERGED" --boot --register=no --keep-unit \
+		--console=read-only --machine=gns3-qemud-e2e \
+		--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
+		>"$WORK/console-$1.log" 2>&1 &
+	NSPID=$!
+	LEADER=
+	for _ in $(seq 1 300); do
+		kill -0 "$NSPID" 2>/dev/null || break
+		LEADER=$(pgrep -P "$NSPID" -x systemd) && [ -S "/proc/$LEADER/root/run/systemd/private" ] && break
+		LEADER=
+		sleep 0.1
+	done
+	if [ -z "$LEADER" ]; then
+		tail -n 20 "$WORK/console-$1.log"
+		kill -0 "$NSPID" 2>/dev/null && kill "$NSPID"
+		return 1
+	fi
+}
+
 echo "== boot: systemd-nspawn --boot"
 T_BOOT0=$(date +%s.%N)
-# The unified cgroup hierarchy, as a Debian 12 host has it (this machine's own is hybrid):
-# the daemon's unit delegates its cgroup to it there.
-SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --volatile=overlay \
-	--console=read-only --machine=gns3-qemud-e2e \
-	--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
-	>"$WORK/console.log" 2>&1 &
-NSPID=$!
-for _ in $(seq 1 300); do
-	kill -0 "$NSPID" 2>/dev/null || break
-	LEADER=$(pgrep -P "$NSPID" -x systemd) && [ -S "/proc/$LEADER/root/run/systemd/private" ] && break
-	LEADER=
-	sleep 0.1
-done
-if [ -z "$LEADER" ]; then
-	tail -n 20 "$WORK/console.log"
-	kill -0 "$NSPID" 2>/dev/null && kill "$NSPID"
-	skip "systemd-nspawn did not boot systemd within 30 s (console above)"
-fi
+boot_container 1 || skip "systemd-nspawn did not boot systemd within 30 s (console above)"
 
 IN() { nsenter --target "$LEADER" --mount --uts --ipc --net --pid --cgroup -- "$@"; }
 
@@ -171,18 +204,23 @@ journal() {
 	IN journalctl --no-pager -o short-precise -u gns3-qemud -u gns3-qemud-supervisor -n 60 2>&1 | sed 's/^/    /'
 }
 
-state=$(IN timeout 120 systemctl is-system-running --wait 2>&1)
+# system_up: waits for the container's boot to end; exits on a boot that failed.
+system_up() {
+	local state
+	state=$(IN timeout 120 systemctl is-system-running --wait 2>&1)
+	echo "   system $state after $(since "$T_BOOT0")s"
+	case "$state" in
+	running) ;;
+	degraded) IN systemctl --failed --no-legend --no-pager | sed 's/^/    failed at boot: /' ;;
+	*)
+		echo "FAIL boot: $state"
+		IN systemctl --failed --no-legend --no-pager | sed 's/^/    /'
+		exit 1
+		;;
+	esac
+}
+system_up
 T_BOOT=$(since "$T_BOOT0")
-echo "   system $state after ${T_BOOT}s"
-case "$state" in
-running) ;;
-degraded) IN systemctl --failed --no-legend --no-pager | sed 's/^/    failed at boot: /' ;;
-*)
-	echo "FAIL boot: $state"
-	IN systemctl --failed --no-legend --no-pager | sed 's/^/    /'
-	exit 1
-	;;
-esac
 FAILED_AT_BOOT=$(IN systemctl --failed --no-legend --plain --no-pager | awk '{print $1}' | sort)
 
 # --- the checks --------------------------------------------------------------------------
@@ -377,8 +415,89 @@ else
 	RESULTS+=("SKIP VM checks")
 fi
 
+# --- the host's shutdown and the next boot ------------------------------------------------
+# Three VMs: e2e-auto (OnStop shutdown, Autostart), e2e-restore (power-off, no Autostart,
+# brought back by restore_on_boot) and e2e-neither (started and stopped before the
+# poweroff). Where the guest's GUEST-POWERDOWN is seen after the fact: the daemon's console
+# scrollback is on /run, gone with the container, and the journal keeps no guest output,
+# so e2e-auto's guest has a second serial port, a file in the state directory (which the
+# unit lets QEMU write), and its /dev/console there (the last console= of its command
+# line); the kernel still writes to ttyS0, the daemon's console. The file is read from the
+# host, through the kept root, while the container is down: the next boot's Autostart
+# opens it anew.
+TTYS1=/var/lib/gns3-qemud/e2e-auto.ttyS1
+GUESTARGS=(KernelImage s /srv/e2e/vmlinuz Initrd s /srv/e2e/initrd.gz Ram u 128 Accelerator s tcg)
+# create_vm NAME N-MORE MORE...: a VM of the test guest with N-MORE more settings; its path.
+create_vm() {
+	local name=$1 more=$2
+	shift 2
+	IN "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' "$name" $((4 + more)) "${GUESTARGS[@]}" "$@" | cut -d'"' -f2
+}
+vm_prop() { IN "${BUS[@]}" get-property org.gns3.Qemu "$1" org.gns3.Qemu.VM "$2" | awk '{print $2}' | tr -d '"'; }
+# wait_running PATH: State running within 60 s (an Autostart goes on after READY=1).
+wait_running() { IN timeout 60 sh -c "until [ \"\$(${BUS[*]} get-property org.gns3.Qemu $1 org.gns3.Qemu.VM State)\" = 's \"running\"' ]; do sleep 0.2; done"; }
+
+check guests-unit-enabled systemctl is-enabled gns3-qemud-guests.service
+check guests-unit-active systemctl is-active gns3-qemud-guests.service || journal
+check restore-on-boot-config sh -c 'echo "restore_on_boot = true" >>/etc/gns3-qemud/gns3-qemud.toml && systemctl restart gns3-qemud' || journal
+AUTO=$(create_vm e2e-auto 4 KernelCommandLine s "console=ttyS0 console=ttyS1 panic=-1 quiet" \
+	OnStop s shutdown Autostart b true Options s "-serial file:$TTYS1")
+RESTORE=$(create_vm e2e-restore 1 KernelCommandLine s "console=ttyS0 panic=-1 quiet")
+NEITHER=$(create_vm e2e-neither 1 KernelCommandLine s "console=ttyS0 panic=-1 quiet")
+echo "    $AUTO $RESTORE $NEITHER"
+check reboot-vms-created test -n "$AUTO" -a -n "$RESTORE" -a -n "$NEITHER" || journal
+check reboot-vms-start sh -c "${BUS[*]} call org.gns3.Qemu $AUTO org.gns3.Qemu.VM Start &&
+	${BUS[*]} call org.gns3.Qemu $RESTORE org.gns3.Qemu.VM Start &&
+	${BUS[*]} call org.gns3.Qemu $NEITHER org.gns3.Qemu.VM Start && ${BUS[*]} call org.gns3.Qemu $NEITHER org.gns3.Qemu.VM Stop" || journal
+# The power button is watched once the guest says GUEST-READY.
+check auto-guest-ready timeout 90 sh -c "until grep -aq GUEST-READY $TTYS1 2>/dev/null; do sleep 0.5; done" || journal
+AUTO_PID=$(vm_prop "$AUTO" Pid)
+RESTORE_PID=$(vm_prop "$RESTORE" Pid)
+echo "    QEMU pids: e2e-auto $AUTO_PID, e2e-restore $RESTORE_PID"
+
+T_OFF0=$(date +%s.%N)
+if poweroff_container 120; then
+	echo "PASS poweroff ($(since "$T_OFF0")s)"
+	pass=$((pass + 1))
+	RESULTS+=("PASS poweroff")
+else
+	echo "FAIL poweroff: the container did not power off in 120 s"
+	tail -n 30 "$WORK/console-1.log" | sed 's/^/    /'
+	kill -KILL "$NSPID" 2>/dev/null
+	fail=$((fail + 1))
+	RESULTS+=("FAIL poweroff")
+fi
+wait "$NSPID" 2>/dev/null
+# What the shutdown left in the kept root, read from the host.
+host_check guest-powerdown grep -a GUEST-POWERDOWN "$MERGED$TTYS1"
+host_check restore-kept sh -c "cat '$MERGED/var/lib/gns3-qemud/restore.json' && grep -q '\"${RESTORE##*/}\"' '$MERGED/var/lib/gns3-qemud/restore.json' &&
+	! grep -q '\"${NEITHER##*/}\"' '$MERGED/var/lib/gns3-qemud/restore.json'"
+
+echo "== boot again from the same root"
+T_BOOT0=$(date +%s.%N)
+boot_container 2 || {
+	echo "FAIL boot-again: systemd-nspawn did not boot systemd within 30 s (console above)"
+	exit 1
+}
+system_up
+check again-daemon-active systemctl is-active gns3-qemud.service gns3-qemud-guests.service || journal
+check again-autostart wait_running "$AUTO" || journal
+check again-restored wait_running "$RESTORE" || journal
+check again-neither-stopped sh -c "[ \"\$(${BUS[*]} get-property org.gns3.Qemu $NEITHER org.gns3.Qemu.VM State)\" = 's \"stopped\"' ]"
+check again-journal sh -c "journalctl -b -u gns3-qemud VM_NAME=e2e-auto -o cat --no-pager | grep -F 'started (Autostart)' &&
+	journalctl -b -u gns3-qemud VM_NAME=e2e-restore -o cat --no-pager | grep -F 'started (restore_on_boot)'" || journal
+AUTO_PID=$(vm_prop "$AUTO" Pid)
+RESTORE_PID=$(vm_prop "$RESTORE" Pid)
+echo "    QEMU pids: e2e-auto $AUTO_PID, e2e-restore $RESTORE_PID"
+check again-restart systemctl restart gns3-qemud || journal
+check again-restart-same-pids sh -c "[ \"\$(${BUS[*]} get-property org.gns3.Qemu $AUTO org.gns3.Qemu.VM Pid State | tr '\n' ' ')\" = 'u $AUTO_PID s \"running\" ' ] &&
+	[ \"\$(${BUS[*]} get-property org.gns3.Qemu $RESTORE org.gns3.Qemu.VM Pid State | tr '\n' ' ')\" = 'u $RESTORE_PID s \"running\" ' ] &&
+	kill -0 $AUTO_PID $RESTORE_PID &&
+	[ \"\$(${BUS[*]} get-property org.gns3.Qemu $NEITHER org.gns3.Qemu.VM State)\" = 's \"stopped\"' ]" || journal
+check again-poweroff-vms sh -c "${BUS[*]} call org.gns3.Qemu $AUTO org.gns3.Qemu.VM PowerOff && ${BUS[*]} call org.gns3.Qemu $RESTORE org.gns3.Qemu.VM PowerOff" || journal
+
 check stop-daemon systemctl stop gns3-qemud
-check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket' || journal
+check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket gns3-qemud-guests.service' || journal
 check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud gns3-qemuctl
 # Every file (not directory) the package had is gone, and its state.
 LEFT=$(IN sh -c 'while read -r f; do [ -d "$f" ] || ! [ -e "$f" ] || echo "$f"; done' <<<"$FILES")
