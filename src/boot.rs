@@ -146,7 +146,11 @@ mod tests {
         let systemd = "3f2504e04f8911d39a0c0305e82c3301";
         assert_eq!(normalize(kernel).unwrap(), systemd);
         assert_eq!(normalize(systemd).unwrap(), systemd);
-        for bad in ["", "3f2504e04f8911d39a0c0305e82c330", "3f2504e04f8911d39a0c0305e82c330x"] {
+        for bad in [
+            "",
+            "3f2504e04f8911d39a0c0305e82c330",
+            "3f2504e04f8911d39a0c0305e82c330x",
+        ] {
             let e = normalize(bad).unwrap_err().to_string();
             assert_eq!(
                 e,
@@ -171,7 +175,10 @@ mod tests {
         boots.store(&a).unwrap();
         assert!(!boots.is_new(&a));
         assert!(boots.is_new(&b));
-        assert_eq!(fs::read_to_string(dir.path().join(BOOT_ID)).unwrap(), format!("{a}\n"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join(BOOT_ID)).unwrap(),
+            format!("{a}\n")
+        );
         assert!(!dir.path().join("boot-id.tmp").exists());
         fs::write(dir.path().join(BOOT_ID), "half").unwrap();
         assert!(boots.is_new(&a));

@@ -78,7 +78,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
             "--config" => out.config = value()?.into(),
             "--supervisor-socket" => out.supervisor_socket = Some(value()?.into()),
             "--boot-id" => {
-                let id = crate::boot::normalize(&value()?).map_err(|e| format!("--boot-id: {e}"))?;
+                let id =
+                    crate::boot::normalize(&value()?).map_err(|e| format!("--boot-id: {e}"))?;
                 out.boot_id = Some(id);
             }
             other => return Err(format!("unknown option '{other}'; see --help")),
@@ -124,7 +125,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(a.boot_id.as_deref(), Some("3f2504e04f8911d39a0c0305e82c3301"));
+        assert_eq!(
+            a.boot_id.as_deref(),
+            Some("3f2504e04f8911d39a0c0305e82c3301")
+        );
         assert_eq!(
             p(&["--boot-id=x"]).unwrap_err(),
             "--boot-id: 'x' is not a boot id (32 hex digits, dashes allowed)"

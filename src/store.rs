@@ -158,7 +158,11 @@ impl Store {
 /// Replaces the file `name` of `dir` atomically with `bytes`, through a temp file that the
 /// next daemon's start never mistakes for the file itself.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    replace(&dir.join(name), &dir.join(format!("{name}{TMP_SUFFIX}")), bytes)
+    replace(
+        &dir.join(name),
+        &dir.join(format!("{name}{TMP_SUFFIX}")),
+        bytes,
+    )
 }
 
 /// Removes the file `path` for good (the removal synced), if it is there.

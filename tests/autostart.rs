@@ -37,7 +37,10 @@ async fn boot_done(lab: &Lab, id: &str) {
     let file = boot_id_file(lab);
     let want = format!("{id}\n");
     assert!(
-        eventually(WAIT, || async { read(&file).as_deref() == Some(want.as_str()) }).await,
+        eventually(WAIT, || async {
+            read(&file).as_deref() == Some(want.as_str())
+        })
+        .await,
         "boot-id is {:?}, not {want:?}; log:\n{}",
         read(&file),
         lab.daemon.log_text()

@@ -241,6 +241,12 @@ check user-and-group sh -c 'getent passwd gns3-qemud && getent group gns3 && id 
 check enable-now systemctl enable --now gns3-qemud
 check is-enabled systemctl is-enabled gns3-qemud.service gns3-qemud-supervisor.socket
 check is-active systemctl is-active gns3-qemud.service gns3-qemud-supervisor.socket || journal
+# The daemon keeps the boot id systemd gives it (%b: the container's, which nspawn makes
+# anew at each boot), once it has started the VMs of this boot (none yet).
+# shellcheck disable=SC2016 # expanded by the container's sh
+BOOTED_ID='[ "$(cat /var/lib/gns3-qemud/boot-id 2>/dev/null)" = "$(tr -d - </proc/sys/kernel/random/boot_id)" ]'
+check boot-id-kept timeout 30 sh -c "until $BOOTED_ID; do sleep 0.2; done" || journal
+BOOT_ID1=$(IN cat /proc/sys/kernel/random/boot_id)
 
 # The guest's files must be readable by the daemon's user: copy them out of the bind mount.
 IN sh -c 'mkdir -p /srv/e2e && cp /guest/vmlinuz /guest/initrd.gz /srv/e2e/ && chmod 755 /srv/e2e && chmod 644 /srv/e2e/*'
@@ -406,7 +412,8 @@ if [ -n "$VM" ]; then
 	check tunnel-live sh -c "${BUS[*]} call ${VMI[*]} AddUdpTunnel uqsq 0 \$(${BUS[*]} call ${MGR[*]} AllocateUdpPort | awk '{print \$2}') 127.0.0.1 40000 &&
 		${BUS[*]} get-property ${VMI[*]} Tunnels | tee /dev/stderr | grep -q '127.0.0.1' && ${BUS[*]} call ${VMI[*]} RemoveUdpTunnel u 0" || journal
 
-	# Stop the VM first: "apt remove" stops the daemon, not its VMs (README, Installing).
+	# Stop the VM here: "apt remove" would stop it as the host's shutdown does, through
+	# gns3-qemud-guests.service, but this is Stop's own check.
 	check stop-vm "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Stop
 	check vm-stopped sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State Pid | tee /dev/stderr | tr '\n' ' ' | grep -qx 's \"stopped\" u 0 ' && ! kill -0 $PID1 2>/dev/null"
 	check vm-cgroup-gone sh -c "! [ -e $UNIT_CG/qemu-$PID1 ]"
@@ -439,7 +446,8 @@ wait_running() { IN timeout 60 sh -c "until [ \"\$(${BUS[*]} get-property org.gn
 
 check guests-unit-enabled systemctl is-enabled gns3-qemud-guests.service
 check guests-unit-active systemctl is-active gns3-qemud-guests.service || journal
-check restore-on-boot-config sh -c 'echo "restore_on_boot = true" >>/etc/gns3-qemud/gns3-qemud.toml && systemctl restart gns3-qemud' || journal
+check restore-on-boot-config sh -c 'sed -i "s/^restore_on_boot = false\$/restore_on_boot = true/" /etc/gns3-qemud/gns3-qemud.toml &&
+	grep -x "restore_on_boot = true" /etc/gns3-qemud/gns3-qemud.toml && systemctl restart gns3-qemud' || journal
 AUTO=$(create_vm e2e-auto 4 KernelCommandLine s "console=ttyS0 console=ttyS1 panic=-1 quiet" \
 	OnStop s shutdown Autostart b true Options s "-serial file:$TTYS1")
 RESTORE=$(create_vm e2e-restore 1 KernelCommandLine s "console=ttyS0 panic=-1 quiet")
@@ -481,8 +489,10 @@ boot_container 2 || {
 }
 system_up
 check again-daemon-active systemctl is-active gns3-qemud.service gns3-qemud-guests.service || journal
+check again-new-boot-id sh -c "[ \"\$(cat /proc/sys/kernel/random/boot_id)\" != '$BOOT_ID1' ]"
 check again-autostart wait_running "$AUTO" || journal
 check again-restored wait_running "$RESTORE" || journal
+check again-boot-id-kept timeout 60 sh -c "until $BOOTED_ID; do sleep 0.2; done" || journal
 check again-neither-stopped sh -c "[ \"\$(${BUS[*]} get-property org.gns3.Qemu $NEITHER org.gns3.Qemu.VM State)\" = 's \"stopped\"' ]"
 check again-journal sh -c "journalctl -b -u gns3-qemud VM_NAME=e2e-auto -o cat --no-pager | grep -F 'started (Autostart)' &&
 	journalctl -b -u gns3-qemud VM_NAME=e2e-restore -o cat --no-pager | grep -F 'started (restore_on_boot)'" || journal

@@ -144,8 +144,8 @@ impl ManagerIface {
     /// and the first start of the daemon after the next boot of the host starts them again;
     /// without it, what an earlier call kept is forgotten. VMs started meanwhile are not
     /// stopped. Errors: those of a VM's Stop, naming the first VM that did not stop (the
-    /// others are stopped all the same); Internal when what to restore cannot be kept (then
-    /// no VM is stopped).
+    /// others are stopped all the same); Internal when what to restore cannot be kept (the
+    /// VMs are stopped all the same).
     async fn stop_all(&self) -> Result<()> {
         Ok(self.manager.stop_all().await?)
     }

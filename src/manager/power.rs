@@ -6,7 +6,6 @@
 use futures_util::future::join_all;
 
 use super::Manager;
-use crate::boot;
 use crate::vm::{Error, Handle, Result, State};
 
 impl Manager {
@@ -55,7 +54,9 @@ impl Manager {
         // started stopped for good. Forgetting before the mark keeps a list that was used
         // from being used again at the next boot.
         if let Err(e) = self.boots.forget_running() {
-            tracing::error!("cannot forget the VMs restored; they will be started again at the next boot: {e}");
+            tracing::error!(
+                "cannot forget the VMs restored; they will be started again at the next boot: {e}"
+            );
         }
         match self.boots.store(boot_id) {
             Ok(()) => tracing::info!("the VMs of this boot are started"),
@@ -67,7 +68,8 @@ impl Manager {
 
     /// Stops every VM whose QEMU runs (paused ones too) as its OnStop says, all at once,
     /// returning once each has stopped (each bounded by its StopTimeout). With
-    /// restore_on_boot, which VMs those were is kept first, for the next boot.
+    /// restore_on_boot, which VMs those were is kept first, for the next boot; without it,
+    /// what an earlier call kept is forgotten.
     pub async fn stop_all(&self) -> Result<()> {
         let active: Vec<Handle> = self
             .list()
@@ -84,10 +86,15 @@ impl Manager {
         } else {
             self.boots.forget_running()
         };
-        kept.map_err(|e| match e {
-            boot::Error::Store(e) => Error::Store(e),
-            other => Error::Internal(other.to_string()),
-        })?;
+        // The VMs are stopped all the same: at the host's shutdown a clean stop matters more
+        // than coming back at the next boot.
+        let kept = kept.map_err(|e| {
+            let e = Error::Internal(format!(
+                "cannot keep which VMs ran, for restore_on_boot (they are stopped all the same): {e}"
+            ));
+            tracing::error!("{e}");
+            e
+        });
         tracing::info!(vms = active.len(), "stopping every VM");
         let stops = active.iter().map(|h| async move { (h, h.stop().await) });
         let mut failed = Vec::new();
@@ -100,7 +107,7 @@ impl Manager {
         }
         let others = failed.len().saturating_sub(1);
         match failed.into_iter().next() {
-            None => Ok(()),
+            None => kept,
             Some((name, e)) => Err(about(&name, others, e)),
         }
     }
