@@ -427,28 +427,29 @@ fi
 # brought back by restore_on_boot) and e2e-neither (started and stopped before the
 # poweroff). Where the guest's GUEST-POWERDOWN is seen after the fact: the daemon's console
 # scrollback is on /run, gone with the container, and the journal keeps no guest output,
-# so e2e-auto's guest has a second serial port, a file in the state directory (which the
-# unit lets QEMU write), and its /dev/console there (the last console= of its command
-# line); the kernel still writes to ttyS0, the daemon's console. The file is read from the
-# host, through the kept root, while the container is down: the next boot's Autostart
-# opens it anew.
+# so e2e-auto's guest has a second serial port (ttyS1), a file in the state directory
+# (which the unit lets QEMU write), and its /dev/console there: console=ttyS1 before
+# console=ttyS0 on its command line gives /dev/console to ttyS1 (the order tried on the
+# test guest; the kernel writes to both). The file is read from the host, through the kept
+# root, while the container is down: the next boot's Autostart opens it anew.
 TTYS1=/var/lib/gns3-qemud/e2e-auto.ttyS1
 GUESTARGS=(KernelImage s /srv/e2e/vmlinuz Initrd s /srv/e2e/initrd.gz Ram u 128 Accelerator s tcg)
 # create_vm NAME N-MORE MORE...: a VM of the test guest with N-MORE more settings; its path.
 create_vm() {
 	local name=$1 more=$2
 	shift 2
-	IN "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' "$name" $((4 + more)) "${GUESTARGS[@]}" "$@" | cut -d'"' -f2
+	# "--": a value may begin with "-" (Options).
+	IN "${BUS[@]}" call -- "${MGR[@]}" CreateVM 'sa{sv}' "$name" $((4 + more)) "${GUESTARGS[@]}" "$@" | cut -d'"' -f2
 }
 vm_prop() { IN "${BUS[@]}" get-property org.gns3.Qemu "$1" org.gns3.Qemu.VM "$2" | awk '{print $2}' | tr -d '"'; }
-# wait_running PATH: State running within 60 s (an Autostart goes on after READY=1).
-wait_running() { IN timeout 60 sh -c "until [ \"\$(${BUS[*]} get-property org.gns3.Qemu $1 org.gns3.Qemu.VM State)\" = 's \"running\"' ]; do sleep 0.2; done"; }
+# until_running PATH: a loop for the container's sh, ending once the VM's State is running.
+until_running() { echo "until [ \"\$(${BUS[*]} get-property org.gns3.Qemu $1 org.gns3.Qemu.VM State)\" = 's \"running\"' ]; do sleep 0.2; done"; }
 
 check guests-unit-enabled systemctl is-enabled gns3-qemud-guests.service
 check guests-unit-active systemctl is-active gns3-qemud-guests.service || journal
 check restore-on-boot-config sh -c 'sed -i "s/^restore_on_boot = false\$/restore_on_boot = true/" /etc/gns3-qemud/gns3-qemud.toml &&
 	grep -x "restore_on_boot = true" /etc/gns3-qemud/gns3-qemud.toml && systemctl restart gns3-qemud' || journal
-AUTO=$(create_vm e2e-auto 4 KernelCommandLine s "console=ttyS0 console=ttyS1 panic=-1 quiet" \
+AUTO=$(create_vm e2e-auto 4 KernelCommandLine s "console=ttyS1 console=ttyS0 panic=-1 quiet" \
 	OnStop s shutdown Autostart b true Options s "-serial file:$TTYS1")
 RESTORE=$(create_vm e2e-restore 1 KernelCommandLine s "console=ttyS0 panic=-1 quiet")
 NEITHER=$(create_vm e2e-neither 1 KernelCommandLine s "console=ttyS0 panic=-1 quiet")
@@ -490,8 +491,9 @@ boot_container 2 || {
 system_up
 check again-daemon-active systemctl is-active gns3-qemud.service gns3-qemud-guests.service || journal
 check again-new-boot-id sh -c "[ \"\$(cat /proc/sys/kernel/random/boot_id)\" != '$BOOT_ID1' ]"
-check again-autostart wait_running "$AUTO" || journal
-check again-restored wait_running "$RESTORE" || journal
+# An Autostart goes on after READY=1: within 60 s.
+check again-autostart timeout 60 sh -c "$(until_running "$AUTO")" || journal
+check again-restored timeout 60 sh -c "$(until_running "$RESTORE")" || journal
 check again-boot-id-kept timeout 60 sh -c "until $BOOTED_ID; do sleep 0.2; done" || journal
 check again-neither-stopped sh -c "[ \"\$(${BUS[*]} get-property org.gns3.Qemu $NEITHER org.gns3.Qemu.VM State)\" = 's \"stopped\"' ]"
 check again-journal sh -c "journalctl -b -u gns3-qemud VM_NAME=e2e-auto -o cat --no-pager | grep -F 'started (Autostart)' &&

@@ -59,7 +59,7 @@ impl Manager {
             );
         }
         match self.boots.store(boot_id) {
-            Ok(()) => tracing::info!("the VMs of this boot are started"),
+            Ok(()) => tracing::info!("every start of this boot has been tried; its id is kept"),
             Err(e) => tracing::error!(
                 "cannot keep the boot id: the next start of the daemon will start the Autostart VMs again: {e}"
             ),
