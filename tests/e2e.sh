@@ -490,6 +490,9 @@ boot_container 2 || {
 }
 system_up
 check again-daemon-active systemctl is-active gns3-qemud.service gns3-qemud-guests.service || journal
+# The shutdown went through StopAll (the journal is kept on disk).
+check again-journal-shutdown sh -c "journalctl -b -1 -u gns3-qemud -o cat --no-pager | grep -F 'stopping every VM' &&
+	journalctl -b -1 -u gns3-qemud-guests -o cat --no-pager | tee /dev/stderr | grep -F 'Stopped gns3-qemud-guests.service'" || journal
 check again-new-boot-id sh -c "[ \"\$(cat /proc/sys/kernel/random/boot_id)\" != '$BOOT_ID1' ]"
 # An Autostart goes on after READY=1: within 60 s.
 check again-autostart timeout 60 sh -c "$(until_running "$AUTO")" || journal
