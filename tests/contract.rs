@@ -515,6 +515,32 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "InvalidArgument",
             "-machine help".into(),
         ),
+        ("OnStop", s("halt"), "InvalidArgument", "power-off".into()),
+        (
+            "OnStop",
+            s("Shutdown"),
+            "InvalidArgument",
+            "'Shutdown'".into(),
+        ),
+        (
+            "StopTimeout",
+            Variant::from(0u32),
+            "InvalidArgument",
+            "1 to 3600".into(),
+        ),
+        (
+            "StopTimeout",
+            Variant::from(3601u32),
+            "InvalidArgument",
+            "3601".into(),
+        ),
+        (
+            "StopTimeout",
+            Variant::from(60u16),
+            "InvalidArgument",
+            "'u'".into(),
+        ),
+        ("Autostart", s("yes"), "InvalidArgument", "'b'".into()),
     ];
     for (key, value, error, word) in &cases {
         let e = props

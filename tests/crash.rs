@@ -11,6 +11,7 @@ mod common;
 
 use common::invariants::{self, Seen};
 use common::*;
+use gns3_qemud::model::OnStop;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use zbus::Variant;
@@ -24,6 +25,8 @@ const ADAPTERS: u32 = 2;
 const MAX_CPUS: u32 = 3;
 /// What a live ResizeDisk adds to the first disk.
 const GROWTH: u64 = 1 << 20;
+/// The StopTimeout of the VMs stopped by a shutdown.
+const SHUTDOWN_S: u32 = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -31,6 +34,8 @@ enum Op {
         name: String,
         hda: bool,
         tpm: bool,
+        /// OnStop shutdown (with a StopTimeout of [`SHUTDOWN_S`]) rather than power-off.
+        shutdown: bool,
     },
     Configure {
         id: String,
@@ -41,6 +46,9 @@ enum Op {
     },
     Start(String),
     Stop(String),
+    /// A Stop of a VM whose OnStop is shutdown: its guest (none here) ignores the power
+    /// button, so the VM is powered off after StopTimeout.
+    Shutdown(String),
     Suspend(String),
     Resume(String),
     AddTunnel {
@@ -78,6 +86,7 @@ impl Op {
             Op::Configure { .. } => "configure",
             Op::Start(_) => "start",
             Op::Stop(_) => "stop",
+            Op::Shutdown(_) => "shutdown",
             Op::Suspend(_) => "suspend",
             Op::Resume(_) => "resume",
             Op::AddTunnel { .. } => "add-tunnel",
@@ -100,6 +109,7 @@ impl Op {
             | Op::SuspendLink { id, .. }
             | Op::Start(id)
             | Op::Stop(id)
+            | Op::Shutdown(id)
             | Op::Suspend(id)
             | Op::Resume(id)
             | Op::Delete(id)
@@ -114,6 +124,7 @@ impl Op {
         Duration::from_millis(match self {
             Op::Start(_) => 300,
             Op::Stop(_) => 40,
+            Op::Shutdown(_) => 1000 * u64::from(SHUTDOWN_S) + 500,
             Op::Suspend(_) | Op::Resume(_) => 10,
             Op::Delete(_) => 20,
             // qemu-img reads what a base image opens (src/vm/bases).
@@ -132,6 +143,7 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
             name: format!("vm-{round}"),
             hda: rng.below(2) == 0,
             tpm: rng.below(2) == 0,
+            shutdown: rng.below(2) == 0,
         }]);
     }
     let mut per_kind: HashMap<&'static str, Vec<Op>> = HashMap::new();
@@ -148,18 +160,14 @@ fn choose(rng: &mut Rng, vms: &BTreeMap<String, Seen>, round: usize, media: &str
                     false => String::new(),
                 }),
         }];
+        let stop = match vm.record.settings.on_stop {
+            OnStop::Shutdown => Op::Shutdown(id.clone()),
+            _ => Op::Stop(id.clone()),
+        };
         match vm.state.as_str() {
             "stopped" if up < MAX_UP => mine.push(Op::Start(id.clone())),
-            "running" => mine.extend([
-                Op::Stop(id.clone()),
-                Op::Suspend(id.clone()),
-                Op::Console(id.clone()),
-            ]),
-            "paused" => mine.extend([
-                Op::Stop(id.clone()),
-                Op::Resume(id.clone()),
-                Op::Console(id.clone()),
-            ]),
+            "running" => mine.extend([stop, Op::Suspend(id.clone()), Op::Console(id.clone())]),
+            "paused" => mine.extend([stop, Op::Resume(id.clone()), Op::Console(id.clone())]),
             _ => {}
         }
         if vm.is_up() && vm.record.settings.cpus < vm.record.settings.max_cpus {
@@ -212,7 +220,20 @@ fn vm_settings(
     hda: Option<&std::path::Path>,
     tpm: bool,
 ) -> HashMap<&'static str, Variant<'static>> {
+    vm_settings_stopped(hda, tpm, false)
+}
+
+/// [`vm_settings`], stopped by a shutdown if `shutdown`.
+fn vm_settings_stopped(
+    hda: Option<&std::path::Path>,
+    tpm: bool,
+    shutdown: bool,
+) -> HashMap<&'static str, Variant<'static>> {
     let mut s: HashMap<&str, Variant> = HashMap::new();
+    if shutdown {
+        s.insert("OnStop", Variant::from("shutdown"));
+        s.insert("StopTimeout", Variant::from(SHUTDOWN_S));
+    }
     // A swtpm beside QEMU, started before it and ended with it.
     s.insert("Tpm", Variant::from(tpm));
     s.insert("Ram", Variant::from(32u32));
@@ -242,8 +263,13 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
         }
     };
     let _ = match op {
-        Op::Create { name, hda, tpm } => {
-            let settings = vm_settings(hda.then_some(base.as_path()), tpm);
+        Op::Create {
+            name,
+            hda,
+            tpm,
+            shutdown,
+        } => {
+            let settings = vm_settings_stopped(hda.then_some(base.as_path()), tpm, shutdown);
             m.create_vm(&name, settings).await.map(drop)
         }
         Op::Configure {
@@ -263,7 +289,7 @@ async fn call(op: Op, conn: zbus::Connection, base: std::path::PathBuf) -> Durat
             on(id).await.configure(s).await
         }
         Op::Start(id) => on(id).await.start().await,
-        Op::Stop(id) => on(id).await.stop().await,
+        Op::Stop(id) | Op::Shutdown(id) => on(id).await.stop().await,
         Op::Suspend(id) => on(id).await.suspend().await,
         Op::Resume(id) => on(id).await.resume().await,
         Op::AddTunnel { id, adapter, port } => {
@@ -312,7 +338,13 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
         assert_eq!(after.get(id), Some(vm), "{op:?} changed another VM");
     }
     let Some(id) = target else {
-        let Op::Create { name, hda, tpm } = op else {
+        let Op::Create {
+            name,
+            hda,
+            tpm,
+            shutdown,
+        } = op
+        else {
             unreachable!()
         };
         let new: Vec<&Seen> = after
@@ -328,6 +360,7 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
                 assert_eq!((s.ram, s.adapters), (32, ADAPTERS), "{op:?}: {vm:?}");
                 assert_eq!(s.hda_disk_image.is_empty(), !hda, "{op:?}: {vm:?}");
                 assert_eq!(s.tpm, *tpm, "{op:?}: {vm:?}");
+                assert_eq!(s.on_stop == OnStop::Shutdown, *shutdown, "{op:?}: {vm:?}");
                 assert_eq!(vm.state, "stopped");
                 true
             }
@@ -388,11 +421,11 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
             );
             !same_settings
         }
-        Op::Start(_) | Op::Stop(_) | Op::Suspend(_) | Op::Resume(_) => {
+        Op::Start(_) | Op::Stop(_) | Op::Shutdown(_) | Op::Suspend(_) | Op::Resume(_) => {
             assert!(same_settings && same_tunnels, "{op:?} changed the settings");
             match op {
                 Op::Start(_) => states("stopped", "running"),
-                Op::Stop(_) => states(&was.state, "stopped"),
+                Op::Stop(_) | Op::Shutdown(_) => states(&was.state, "stopped"),
                 Op::Suspend(_) => states("running", "paused"),
                 _ => states("paused", "running"),
             }
@@ -440,6 +473,19 @@ fn verify(op: &Op, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, See
             !same_tunnels
         }
     }
+}
+
+/// Waits until no VM is stopping.
+async fn no_shutdown_within(m: &ManagerProxy<'_>, within: Duration) {
+    let over = eventually(within, || async {
+        m.list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, _, state, _)| state != "stopping")
+    })
+    .await;
+    assert!(over, "a VM is still stopping after {within:?}");
 }
 
 /// The virtual size of the VM's first disk, from its qcow2 header (bytes 24..32), which
@@ -491,9 +537,9 @@ async fn sigkill_during_random_operations_loses_nothing() {
     let dir = lab.dir.path().to_path_buf();
     let base = blank_base(&dir);
     let conn = lab.conn.clone();
-    for name in ["first", "second"] {
+    for (name, shutdown) in [("first", false), ("second", true)] {
         lab.manager
-            .create_vm(name, vm_settings(None, true))
+            .create_vm(name, vm_settings_stopped(None, true, shutdown))
             .await
             .unwrap();
     }
@@ -517,6 +563,12 @@ async fn sigkill_during_random_operations_loses_nothing() {
         lab.daemon.crash();
         lab.daemon.restart(&lab.bus);
         let took = call.await.unwrap_or_default();
+        // A shutdown the killed daemon began goes on in the new one, to its StopTimeout.
+        no_shutdown_within(
+            &lab.manager,
+            Duration::from_secs(u64::from(SHUTDOWN_S) + 10),
+        )
+        .await;
 
         let after = invariants::check(&dir, &lab.manager).await;
         let mut happened = verify(&op, &vms, &after);
@@ -782,4 +834,39 @@ async fn captures_half_started_or_half_stopped_are_made_whole_on_adoption() {
     assert!(!objects.contains("gns3-capture"), "{objects}");
     assert!(!dir.join("run").join(&id).join("capture-0").exists());
     invariants::check(&dir, &lab.manager).await;
+}
+
+/// A shutdown the rounds may not hit, made on purpose: the daemon killed while the guest
+/// (none here, so the button is ignored) has the power button. The next daemon waits out
+/// the rest of StopTimeout and powers the VM off; the record says so.
+#[tokio::test]
+async fn a_shutdown_killed_half_way_ends_in_the_next_daemon() {
+    let mut lab = Lab::start().await;
+    let vm = create(
+        &lab.manager,
+        "halfway",
+        vm_settings_stopped(None, false, true),
+    )
+    .await;
+    vm.start().await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    let stop = tokio::spawn({
+        let vm = vm.clone();
+        async move { vm.stop().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500 * u64::from(SHUTDOWN_S))).await;
+    assert_eq!(vm.state().await.unwrap(), "stopping");
+    lab.daemon.crash();
+    assert!(stop.await.unwrap().is_err());
+    lab.daemon.restart(&lab.bus);
+    no_shutdown_within(
+        &lab.manager,
+        Duration::from_secs(u64::from(SHUTDOWN_S) + 10),
+    )
+    .await;
+    assert_eq!(vm.state().await.unwrap(), "stopped");
+    assert!(!pid_alive(pid));
+    let why = vm.last_error().await.unwrap();
+    assert!(why.contains("did not power off within 2 s"), "{why}");
+    invariants::check(lab.dir.path(), &lab.manager).await;
 }

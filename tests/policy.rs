@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::users::{gdbus_as, run_as, MEMBER, OUTSIDER};
 use futures_util::StreamExt;
-use zbus::{MatchRule, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
 
 #[tokio::test]
 async fn members_of_gns3_act_everyone_else_only_looks() {
@@ -186,38 +186,6 @@ fn strings(props: &serde_json::Value, names: &[&str]) -> Vec<String> {
             None => panic!("no string {n} in {props}"),
         })
         .collect()
-}
-
-/// The daemon's signals `member` (PropertiesChanged, or the ObjectManager's), from `path` if
-/// given.
-async fn signals(conn: &zbus::Connection, path: Option<&str>, member: &str) -> MessageStream {
-    let iface = match member {
-        "PropertiesChanged" => "org.freedesktop.DBus.Properties",
-        _ => "org.freedesktop.DBus.ObjectManager",
-    };
-    let mut rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender("org.gns3.Qemu")
-        .interface(iface)
-        .member(member);
-    if let Some(path) = path {
-        rule = rule.path(path.to_string());
-    }
-    MessageStream::for_match_rule(rule.build().unwrap(), conn, None)
-        .await
-        .unwrap()
-}
-
-/// One PropertiesChanged: the interface, the changed properties, the invalidated ones.
-type Change = (String, HashMap<String, OwnedVariant>, Vec<String>);
-
-async fn next_change(stream: &mut MessageStream) -> Change {
-    let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("no PropertiesChanged within 10 s")
-        .unwrap()
-        .unwrap();
-    msg.body().deserialize().unwrap()
 }
 
 fn sorted_keys(changed: &HashMap<String, OwnedVariant>) -> Vec<&str> {

@@ -46,6 +46,7 @@ pub trait Manager {
 pub trait Vm {
     fn start(&self) -> zbus::Result<()>;
     fn stop(&self) -> zbus::Result<()>;
+    fn power_off(&self) -> zbus::Result<()>;
     fn suspend(&self) -> zbus::Result<()>;
     fn resume(&self) -> zbus::Result<()>;
     fn reload(&self) -> zbus::Result<()>;
@@ -251,4 +252,16 @@ pub trait Vm {
     fn custom_adapters(&self) -> zbus::Result<Vec<(u32, String, String)>>;
     #[zbus(property)]
     fn set_custom_adapters(&self, value: &[(u32, String, String)]) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn on_stop(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn set_on_stop(&self, value: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn stop_timeout(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn set_stop_timeout(&self, value: u32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn set_autostart(&self, value: bool) -> zbus::Result<()>;
 }

@@ -355,7 +355,8 @@ mod tests {
         assert_eq!(vm["StopCapture"].text, "u");
         assert_eq!(vm["OpenCapture"].text, "u");
         assert_eq!(vm["SetLinkSuspended"].text, "ub");
-        assert_eq!(vm.len(), 22);
+        assert_eq!(vm["PowerOff"].text, "");
+        assert_eq!(vm.len(), 23);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

@@ -71,7 +71,7 @@ impl Vm {
     /// (SavedState) and QEMU quits; the next Start resumes from it. While a shutdown is under way
     /// the VM is stopping: another Stop waits for the same end, PowerOff ends it at once, Start
     /// and Delete are refused with InvalidState, and so are settings applied only while stopped;
-    /// other settings are stored. While a save is under way, every call waits for it to end.
+    /// other settings are stored, and the console stays open. While a save is under way, every call waits for it to end.
     /// Stopping a stopped VM does nothing.
     async fn stop(&self) -> Result<()> {
         Ok(self.handle.stop().await?)
@@ -339,8 +339,9 @@ impl Vm {
         self.handle.view().console_viewers
     }
 
-    /// Why the VM last stopped when nobody asked it to (with the end of qemu.log); empty
-    /// after a requested Stop. Read by root and members of gns3 only: anyone else reads an
+    /// Why the VM last stopped when nobody asked it to (with the end of qemu.log), or why a
+    /// Stop had to power it off (a shutdown past StopTimeout); empty after a Stop that went
+    /// as asked. Read by root and members of gns3 only: anyone else reads an
     /// empty string, as InterfacesAdded carries it for everyone. A change is signalled as
     /// invalidated, without the value: read it again.
     #[zbus(property(emits_changed_signal = "invalidates"))]

@@ -125,7 +125,7 @@ pub struct View {
     pub captures: Vec<(u32, String)>,
 }
 
-type Reply<T> = oneshot::Sender<Result<T>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// The one set of requests between the D-Bus face and a VM.
 pub enum Command {

@@ -152,13 +152,15 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (Suspend | Resume, Stopped) => NotRunning,
         (Reload, Running | Paused) => Go,
         (Reload | Console, Stopped) => NotRunning,
-        (Console, Running | Paused) => Go,
+        // The console shows a guest shutting down too.
+        (Console, Running | Paused | Stopping) => Go,
         (Delete | Rewire, Stopped | Running | Paused) => Go,
         (Configure, _) | (ConfigureStopped, Stopped) => Go,
         (ConfigureStopped, Running | Paused) => Holds,
         // A QEMU being started or stopped answers nothing else until that is over (a Stop
         // that timed out leaves the VM Stopping), and holds what it was started with.
-        (Suspend | Resume | Reload | Console, Starting | Stopping) => NotRunning,
+        (Suspend | Resume | Reload | Console, Starting) => NotRunning,
+        (Suspend | Resume | Reload, Stopping) => NotRunning,
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting) | (Start | Delete | Rewire, Stopping) => Busy,
         // The files QEMU and swtpm have open are neither removed nor repaired under them.
@@ -287,7 +289,7 @@ mod tests {
             (Starting, Op::Console, NotRunning),
             (Running, Op::Console, Go),
             (Paused, Op::Console, Go),
-            (Stopping, Op::Console, NotRunning),
+            (Stopping, Op::Console, Go),
             (Stopped, Op::ResetDisks, Go),
             (Starting, Op::ResetDisks, Busy),
             (Running, Op::ResetDisks, Holds),

@@ -763,3 +763,46 @@ pub fn qemu_img(dir: &Path, args: &[&str]) {
         dir.display()
     );
 }
+
+/// The daemon's signals `member` (PropertiesChanged, or the ObjectManager's), from `path` if
+/// given.
+pub async fn signals(
+    conn: &zbus::Connection,
+    path: Option<&str>,
+    member: &str,
+) -> zbus::MessageStream {
+    let iface = match member {
+        "PropertiesChanged" => "org.freedesktop.DBus.Properties",
+        _ => "org.freedesktop.DBus.ObjectManager",
+    };
+    let mut rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.gns3.Qemu")
+        .interface(iface)
+        .member(member);
+    if let Some(path) = path {
+        rule = rule.path(path.to_string());
+    }
+    zbus::MessageStream::for_match_rule(rule.build().unwrap(), conn, None)
+        .await
+        .unwrap()
+}
+
+/// One PropertiesChanged: the interface, the changed properties, the invalidated ones.
+pub type Change = (
+    String,
+    HashMap<String, zbus::zvariant::OwnedVariant>,
+    Vec<String>,
+);
+
+pub async fn next_change(stream: &mut zbus::MessageStream) -> Change {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(stream),
+    )
+    .await
+    .expect("no PropertiesChanged within 10 s")
+    .unwrap()
+    .unwrap();
+    msg.body().deserialize().unwrap()
+}

@@ -5,6 +5,7 @@ use nix::sys::signal::Signal;
 use std::time::Duration;
 use tokio::time::timeout;
 
+use super::shutdown::Ending;
 use super::Actor;
 use crate::model::OnStop;
 use crate::vm::error::{Error, Result};
@@ -45,13 +46,21 @@ impl Actor {
     /// Stop as OnStop says, returning once the VM is stopped.
     pub(super) async fn stop(&mut self) -> Result<()> {
         match self.record.settings.on_stop {
+            // A shutdown begins in `stop_command`, which answers its Stop when it ends.
             OnStop::PowerOff | OnStop::Shutdown => self.power_off().await,
             OnStop::SaveState => self.save_and_stop().await,
         }
     }
 
-    /// The power cord pulled: QMP quit, then SIGTERM, then SIGKILL.
+    /// PowerOff: at once, ending a shutdown under way.
     pub(super) async fn power_off(&mut self) -> Result<()> {
+        let result = self.pull_cord(Ending::Asked).await;
+        self.answer_shutdown(&result);
+        result
+    }
+
+    /// The power cord pulled: QMP quit, then SIGTERM, then SIGKILL.
+    pub(super) async fn pull_cord(&mut self, ending: Ending) -> Result<()> {
         self.set_state(State::Stopping);
         let name = self.record.settings.name.clone();
         let Some(qemu) = self.qemu.as_mut() else {
@@ -75,7 +84,7 @@ impl Actor {
         }
         match exit {
             Some(exit) => {
-                self.exited(exit, true).await;
+                self.exited(exit, ending).await;
                 Ok(())
             }
             None => Err(Error::Timeout(format!(
@@ -97,7 +106,7 @@ impl Actor {
     }
 
     /// QEMU is gone: record why, unless a client asked for it.
-    pub(super) async fn exited(&mut self, exit: Exit, requested: bool) {
+    pub(super) async fn exited(&mut self, exit: Exit, ending: Ending) {
         let mut qemu = self.qemu.take();
         if let Some(qemu) = &mut qemu {
             self.release(qemu).await;
@@ -115,13 +124,17 @@ impl Actor {
         self.park_tunnels();
         let mut record = self.record.clone();
         record.exit_status = exit.status();
-        record.last_error = if requested {
-            String::new()
-        } else if shutdown.as_deref() == Some("guest-shutdown") {
-            format!("the guest powered itself off ({})", exit.describe())
-        } else {
-            let tail = self.log_tail();
-            format!("{}. {tail}", exit.describe())
+        let requested = !matches!(ending, Ending::Unasked);
+        record.last_error = match ending {
+            Ending::Asked => String::new(),
+            Ending::Forced(why) => why,
+            Ending::Unasked if shutdown.as_deref() == Some("guest-shutdown") => {
+                format!("the guest powered itself off ({})", exit.describe())
+            }
+            Ending::Unasked => {
+                let tail = self.log_tail();
+                format!("{}. {tail}", exit.describe())
+            }
         };
         if !requested {
             tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), exit_status = record.exit_status, "VM stopped on its own: {}", record.last_error);

@@ -7,7 +7,8 @@
 //! `launch.rs` (what Start runs), `configure.rs` (settings), `tunnels.rs` (UDP tunnels),
 //! `readopt.rs` (the QEMU a previous daemon left running), `log.rs` (qemu.log),
 //! `console.rs` (the console and monitor), `reset.rs` (ResetDisks, ResizeDisk),
-//! `repair.rs` (RepairDisks), `capture.rs` (packet captures), `save.rs` (OnStop save-state).
+//! `repair.rs` (RepairDisks), `capture.rs` (packet captures), `shutdown.rs` (OnStop shutdown),
+//! `save.rs` (OnStop save-state).
 
 mod capture;
 mod configure;
@@ -19,6 +20,7 @@ mod readopt;
 mod repair;
 mod reset;
 mod save;
+mod shutdown;
 mod tunnels;
 
 use std::collections::BTreeMap;
@@ -49,6 +51,10 @@ pub struct Actor {
     commands: mpsc::WeakSender<Command>,
     /// The running captures, by adapter.
     captures: BTreeMap<u32, capture::Running>,
+    /// A shutdown under way (OnStop shutdown).
+    shutdown: Option<shutdown::Shutdown>,
+    /// The stop a previous daemon had under way on the QEMU adopted, to go on with.
+    left_stop: Option<super::runtime::Stopping>,
 }
 
 type Inbox = (mpsc::Sender<Command>, mpsc::Receiver<Command>);
@@ -106,6 +112,13 @@ fn links(r: &Record) -> Vec<(u32, bool, bool)> {
         .collect()
 }
 
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => pending().await,
+    }
+}
+
 async fn from_qemu(qemu: &mut Option<Qemu>) -> FromQemu {
     match qemu {
         Some(qemu) => qemu.next().await,
@@ -131,6 +144,8 @@ impl Actor {
             accelerated: false,
             qemu: None,
             captures: BTreeMap::new(),
+            shutdown: None,
+            left_stop: None,
         };
         (actor, (tx, rx))
     }
@@ -145,7 +160,11 @@ impl Actor {
     }
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Command>) {
+        if let Some(left) = self.left_stop.take() {
+            self.go_on_with(left).await;
+        }
         loop {
+            let deadline = self.shutdown_deadline();
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -154,9 +173,14 @@ impl Actor {
                     }
                 }
                 from = from_qemu(&mut self.qemu) => match from {
-                    FromQemu::Exited(exit) => self.exited(exit, false).await,
+                    FromQemu::Exited(exit) => {
+                        let ending = self.ending_now();
+                        self.exited(exit, ending).await;
+                        self.answer_shutdown(&Ok(()));
+                    }
                     FromQemu::Event(event) => self.event(event),
                 },
+                () = until(deadline) => self.shutdown_overdue().await,
             }
         }
     }
@@ -171,9 +195,7 @@ impl Actor {
             Command::Start(reply) => {
                 let _ = reply.send(self.perform(Op::Start).await);
             }
-            Command::Stop(reply) => {
-                let _ = reply.send(self.perform(Op::Stop).await);
-            }
+            Command::Stop(reply) => Box::pin(self.stop_command(reply)).await,
             Command::PowerOff(reply) => {
                 let _ = reply.send(self.perform(Op::PowerOff).await);
             }

@@ -75,6 +75,7 @@ impl Actor {
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), pid = qemu.process.pid(), %state, "found its QEMU running again");
         self.qemu = Some(qemu);
         self.state = state;
+        self.left_stop = self.runtime.stop_under_way();
         self.publish();
     }
 
