@@ -219,3 +219,42 @@ async fn without_restore_on_boot_nothing_is_kept_or_restored() {
     assert_eq!(read(&restore_file(&lab)), None);
     assert!(qemu_pids_under(lab.dir.path()).is_empty());
 }
+
+#[tokio::test]
+async fn stop_all_stops_every_vm_at_once_each_within_its_stop_timeout() {
+    let lab = Lab::start().await;
+    // No disk and no kernel: the firmware never answers the power button, so each
+    // shutdown lasts its StopTimeout and ends in a power-off.
+    let shutdown = || {
+        std::collections::HashMap::from([
+            ("Ram", Variant::from(64u32)),
+            ("OnStop", Variant::from("shutdown")),
+            ("StopTimeout", Variant::from(2u32)),
+        ])
+    };
+    let a = create(&lab.manager, "a", shutdown()).await;
+    let b = create(&lab.manager, "b", shutdown()).await;
+    let c = create(&lab.manager, "c", guest_settings(&[])).await;
+    for vm in [&a, &b, &c] {
+        vm.start().await.unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    lab.manager.stop_all().await.unwrap();
+    let took = t0.elapsed();
+    for vm in [&a, &b, &c] {
+        assert_eq!(state(vm).await, "stopped");
+    }
+    assert!(qemu_pids_under(lab.dir.path()).is_empty());
+    // One after the other would take twice 2 s.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(3900),
+        "StopAll took {took:?}"
+    );
+    for vm in [&a, &b] {
+        assert_eq!(
+            vm.last_error().await.unwrap(),
+            "the guest did not power off within 2 s of the power button; it was powered off"
+        );
+    }
+    assert_eq!(c.last_error().await.unwrap(), "");
+}
