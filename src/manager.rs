@@ -160,6 +160,7 @@ impl Manager {
             &self.ctx.vetted,
         )
         .await?;
+        crate::vm::saved::check_drives(&s, &image_formats)?;
         let record = Record {
             id: id.clone(),
             project,

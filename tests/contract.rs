@@ -314,6 +314,14 @@ async fn every_bad_input_is_named_and_changes_nothing() {
     let _held_in_range = std::net::TcpListener::bind(("127.0.0.1", held_in_range)).unwrap();
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
     let big = "x".repeat(64 * 1024);
+    // A raw base the daemon may write in place: one a saved state cannot be put in.
+    let raw = files.join("disk.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let user = daemon_user();
+    nix::unistd::chown(&raw, Some(user.uid), Some(user.gid)).unwrap();
 
     let before = observe(dir.path(), m, &[&a, &b]).await;
     let props = properties_proxy(conn, &a_path).await;
@@ -515,12 +523,17 @@ async fn every_bad_input_is_named_and_changes_nothing() {
             "InvalidArgument",
             "-machine help".into(),
         ),
-        ("OnStop", s("halt"), "InvalidArgument", "power-off".into()),
         (
             "OnStop",
             s("Shutdown"),
             "InvalidArgument",
             "'Shutdown'".into(),
+        ),
+        (
+            "OnStop",
+            s("hibernate"),
+            "InvalidArgument",
+            "save-state".into(),
         ),
         (
             "StopTimeout",
@@ -577,16 +590,30 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         [("Ram", Variant::from(512u32)), ("Name", s(""))].into(),
         [("Ram", Variant::from(512u32)), ("Nmae", s("c"))].into(),
         [("Name", s("c")), ("ConsolePort", Variant::from(b_console))].into(),
+        [
+            ("OnStop", s("save-state")),
+            ("HdbDiskImage", s(raw.to_str().unwrap())),
+            ("LinkedClone", Variant::Bool(false)),
+        ]
+        .into(),
     ];
     for settings in bad {
         let e = a.configure(settings.clone()).await.unwrap_err();
         assert!(error_name(&e).starts_with("org.gns3.Qemu.Error."), "{e}");
+        if settings.contains_key("OnStop") {
+            assert_eq!(error_name(&e), "org.gns3.Qemu.Error.InvalidArgument");
+            assert!(e.to_string().contains("HdbDiskImage"), "{e}");
+        }
         assert_eq!(
             observe(dir.path(), m, &[&a, &b]).await,
             before,
             "Configure {settings:?}"
         );
     }
+
+    // A stopped VM without a saved state has none to discard: nothing changes.
+    a.discard_saved_state().await.unwrap();
+    assert_eq!(observe(dir.path(), m, &[&a, &b]).await, before);
 
     // CreateVM checks everything before writing anything.
     let bad_creates: Vec<(&str, HashMap<&str, Variant>, &str)> = vec![
@@ -623,6 +650,16 @@ async fn every_bad_input_is_named_and_changes_nothing() {
         (
             "c",
             [("Project", s("bad\nproject"))].into(),
+            "InvalidArgument",
+        ),
+        (
+            "c",
+            [
+                ("OnStop", s("save-state")),
+                ("HdaDiskImage", s(raw.to_str().unwrap())),
+                ("LinkedClone", Variant::Bool(false)),
+            ]
+            .into(),
             "InvalidArgument",
         ),
     ];

@@ -870,3 +870,101 @@ async fn a_shutdown_killed_half_way_ends_in_the_next_daemon() {
     assert!(why.contains("did not power off within 2 s"), "{why}");
     invariants::check(lab.dir.path(), &lab.manager).await;
 }
+
+/// Whether the VM's disk holds a saved state whole (the state's image and the tag in its
+/// flash disk), holds none at all, or something in between (a failure).
+fn saved_on_disk(dir: &std::path::Path, id: &str) -> Option<bool> {
+    let vm_dir = dir.join("state/vms").join(id);
+    let tagged = |image: &std::path::Path| {
+        let out = std::process::Command::new("qemu-img")
+            .args(["snapshot", "-l", "-U"])
+            .arg(image)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("gns3-saved")
+    };
+    let state = vm_dir.join("saved-state.qcow2");
+    match (
+        state.exists() && tagged(&state),
+        tagged(&vm_dir.join("flash.qcow2")),
+    ) {
+        (true, true) => Some(true),
+        (false, false) if !state.exists() => Some(false),
+        _ => None,
+    }
+}
+
+/// The daemon SIGKILLed at moments of a save-state Stop, once with its QEMU killed too:
+/// after the restart the saved state is whole and the next Start resumes from it (the
+/// guest's RAM still holds what was written there), or it is absent and the guest boots.
+#[tokio::test]
+async fn a_save_cut_by_sigkill_leaves_a_whole_state_or_none() {
+    let mut lab = Lab::start().await;
+    let settings = guest_settings(&[("OnStop", Variant::from("save-state"))]);
+    let vm = create(&lab.manager, "saver", settings).await;
+    let id = vm.id().await.unwrap();
+    let path = lab.manager.get_vm("saver").await.unwrap();
+    let boot = Duration::from_secs(120);
+    let shell = Duration::from_secs(30);
+    for (round, (delay_ms, qemu_too)) in [(40, false), (120, false), (80, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let vm = common::vm(&lab.daemon.connect().await, &path).await;
+        vm.start().await.unwrap();
+        let mut console = Console::connect(vm.console_port().await.unwrap());
+        console.wait_for("GUEST-READY", boot).unwrap();
+        console
+            .run(&format!("echo IN-RAM-{round} > /tmp/mark"), shell)
+            .unwrap();
+        let conn = lab.daemon.connect().await;
+        let stopped = path.clone();
+        let stopping = tokio::spawn(async move {
+            let _ = common::vm(&conn, &stopped).await.stop().await;
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        lab.daemon.crash();
+        stopping.abort();
+        if qemu_too {
+            kill_qemus_under(lab.dir.path());
+        }
+        lab.daemon.restart(&lab.bus);
+        let vm = common::vm(&lab.daemon.connect().await, &path).await;
+        // The next daemon goes on with the stop, or a client stops the VM again.
+        let settled = eventually(Duration::from_secs(60), || async {
+            vm.state()
+                .await
+                .is_ok_and(|s| s != "stopping" && s != "starting")
+        })
+        .await;
+        let state = vm.state().await.unwrap();
+        assert!(settled, "round {round}: the VM stays {state}");
+        println!("round {round}: {state} after the restart");
+        if state != "stopped" {
+            vm.stop().await.unwrap();
+        }
+        let saved = vm.saved_state().await.unwrap();
+        let on_disk = saved_on_disk(lab.dir.path(), &id);
+        assert_eq!(
+            on_disk,
+            Some(saved),
+            "round {round}: SavedState {saved}, the disk {on_disk:?}"
+        );
+        println!("round {round}: SavedState {saved}");
+        vm.start().await.unwrap();
+        assert!(!vm.saved_state().await.unwrap());
+        assert_eq!(saved_on_disk(lab.dir.path(), &id), Some(false));
+        let mut console = Console::connect(vm.console_port().await.unwrap());
+        let out = console
+            .run("cat /tmp/mark 2>/dev/null || echo NO-MARK", boot)
+            .unwrap();
+        let want = if saved {
+            format!("IN-RAM-{round}")
+        } else {
+            "NO-MARK".into()
+        };
+        assert!(out.contains(&want), "round {round}: saved {saved}: {out}");
+        vm.power_off().await.unwrap();
+        invariants::check(lab.dir.path(), &lab.manager).await;
+    }
+}

@@ -68,6 +68,7 @@ pub trait Vm {
     fn remove_udp_tunnel(&self, adapter: u32) -> zbus::Result<()>;
     fn set_link_suspended(&self, adapter: u32, suspended: bool) -> zbus::Result<()>;
     fn reset_disks(&self) -> zbus::Result<()>;
+    fn discard_saved_state(&self) -> zbus::Result<()>;
     fn resize_disk(&self, disk: &str, bytes: u64) -> zbus::Result<()>;
     fn repair_disks(&self) -> zbus::Result<Vec<String>>;
     fn start_capture(
@@ -94,6 +95,8 @@ pub trait Vm {
     fn exit_status(&self) -> zbus::Result<i32>;
     #[zbus(property)]
     fn console_viewers(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn saved_state(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn last_error(&self) -> zbus::Result<String>;
     #[zbus(property)]

@@ -356,7 +356,8 @@ mod tests {
         assert_eq!(vm["OpenCapture"].text, "u");
         assert_eq!(vm["SetLinkSuspended"].text, "ub");
         assert_eq!(vm["PowerOff"].text, "");
-        assert_eq!(vm.len(), 23);
+        assert_eq!(vm["DiscardSavedState"].text, "");
+        assert_eq!(vm.len(), 24);
     }
 
     fn table_of(xml: &str) -> Result<HashMap<String, InArgs>, String> {

@@ -29,7 +29,7 @@ pub const BUS_NAME: &str = "org.gns3.Qemu";
 pub const MANAGER_PATH: &str = "/org/gns3/Qemu";
 
 /// The read-only properties of org.gns3.Qemu.VM.
-pub const READ_ONLY: [&str; 11] = [
+pub const READ_ONLY: [&str; 12] = [
     "Id",
     "Project",
     "State",
@@ -41,6 +41,7 @@ pub const READ_ONLY: [&str; 11] = [
     "LastError",
     "ConsoleViewers",
     "Captures",
+    "SavedState",
 ];
 
 pub fn vm_path(id: &str) -> Result<OwnedObjectPath, Error> {

@@ -219,6 +219,12 @@ impl Vm {
         Ok(self.handle.reset_disks().await?)
     }
 
+    /// Remove the stopped VM's saved state (SavedState), so that the next Start boots the
+    /// guest afresh. Does nothing when there is none. InvalidState unless the VM is stopped.
+    async fn discard_saved_state(&self) -> Result<()> {
+        Ok(self.handle.discard_saved_state().await?)
+    }
+
     /// Grow the disk named disk (hda, hdb, hdc or hdd: one the VM has) to bytes, a multiple of
     /// 512 up to 16 TiB and more than its size now: a disk never shrinks. On a stopped VM
     /// its file grows (a VM that never started gets its disk made now, then grown); on a
@@ -331,6 +337,21 @@ impl Vm {
     #[zbus(property)]
     async fn exit_status(&self) -> i32 {
         self.handle.view().exit_status
+    }
+
+    /// Whether a saved state is on disk (OnStop save-state): the guest's RAM and devices as
+    /// Stop saved them, in saved-state.qcow2 and the VM's qcow2 drives, which the next Start
+    /// resumes from (tunnels and links as they are then) and removes before the guest runs on.
+    /// A save that fails or passes StopTimeout stops the VM hard and keeps nothing; a state
+    /// that cannot be loaded fails Start with StartFailed and is discarded; LastError says
+    /// why. A state a save or a load left partial (gns3-qemud or QEMU killed in the middle) is
+    /// removed when the daemon starts. A change to a setting the state depends on (QemuPath,
+    /// Ram, Cpus, MaxCpus, Adapters, AdapterType, CustomAdapters, MacAddress, the disks and
+    /// their interfaces, LinkedClone, MachineType, Firmware, BiosImage, Tpm, CpuModel,
+    /// Accelerator), ResizeDisk and ResetDisks discard it, and LastError says so.
+    #[zbus(property)]
+    async fn saved_state(&self) -> bool {
+        self.handle.view().saved_state
     }
 
     /// How many viewers the console has now: OpenConsole sockets and telnet connections.

@@ -28,7 +28,10 @@ pub mod qmp;
 pub mod reset;
 pub mod resize;
 pub mod runtime;
+pub mod saved;
 pub mod settings;
+pub mod snapshot_table;
+pub mod snapshots;
 pub mod stamp;
 pub mod state;
 pub mod tpm;
@@ -123,6 +126,8 @@ pub struct View {
     pub console_viewers: u32,
     /// Live captures: (adapter, the file it ends in).
     pub captures: Vec<(u32, String)>,
+    /// A saved state is on disk, which the next Start resumes from.
+    pub saved_state: bool,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -151,6 +156,8 @@ pub enum Command {
     /// A VNC viewer's connection, accepted on VncPort.
     GraphicsClient(std::os::fd::OwnedFd, Reply<()>),
     ResetDisks(Reply<()>),
+    /// Remove the stopped VM's saved state.
+    DiscardSavedState(Reply<()>),
     /// Grow a disk (`hda` … `hdd`) to a size in bytes.
     ResizeDisk(String, u64, Reply<()>),
     /// The files repaired.
@@ -198,6 +205,9 @@ impl Handle {
     }
     pub async fn power_off(&self) -> Result<()> {
         self.call(Command::PowerOff).await
+    }
+    pub async fn discard_saved_state(&self) -> Result<()> {
+        self.call(Command::DiscardSavedState).await
     }
     pub async fn suspend(&self) -> Result<()> {
         self.call(Command::Suspend).await

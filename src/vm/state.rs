@@ -90,10 +90,12 @@ pub enum Op {
     RepairDisks,
     /// Start or read a packet capture (StartCapture, OpenCapture): QEMU writes it.
     Capture,
+    /// Remove the saved state (DiscardSavedState), which only a stopped VM has.
+    DiscardSavedState,
 }
 
 impl Op {
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Start,
         Op::Stop,
         Op::PowerOff,
@@ -109,6 +111,7 @@ impl Op {
         Op::ResizeDisk,
         Op::RepairDisks,
         Op::Capture,
+        Op::DiscardSavedState,
     ];
 }
 
@@ -164,9 +167,9 @@ pub fn verdict(state: State, op: Op) -> Verdict {
         (ConfigureStopped, Starting | Stopping) => Holds,
         (Start | Stop | Delete | Rewire, Starting) | (Start | Delete | Rewire, Stopping) => Busy,
         // The files QEMU and swtpm have open are neither removed nor repaired under them.
-        (ResetDisks | RepairDisks, Stopped) => Go,
-        (ResetDisks | RepairDisks, Running | Paused) => Holds,
-        (ResetDisks | RepairDisks, Starting | Stopping) => Busy,
+        (ResetDisks | RepairDisks | DiscardSavedState, Stopped) => Go,
+        (ResetDisks | RepairDisks | DiscardSavedState, Running | Paused) => Holds,
+        (ResetDisks | RepairDisks | DiscardSavedState, Starting | Stopping) => Busy,
         (ResizeDisk, Stopped | Running | Paused) => Go,
         (ResizeDisk, Starting | Stopping) => Busy,
         (Capture, Running | Paused) => Go,
@@ -233,7 +236,7 @@ mod tests {
     #[test]
     fn every_operation_in_every_state() {
         use super::{verdict, Op, Verdict::*};
-        // (state, operation, verdict): all 75 pairs, written out as the contract has them.
+        // (state, operation, verdict): all 80 pairs, written out as the contract has them.
         let table = [
             (Stopped, Op::Start, Go),
             (Starting, Op::Start, Busy),
@@ -310,6 +313,11 @@ mod tests {
             (Running, Op::Capture, Go),
             (Paused, Op::Capture, Go),
             (Stopping, Op::Capture, NotRunning),
+            (Stopped, Op::DiscardSavedState, Go),
+            (Starting, Op::DiscardSavedState, Busy),
+            (Running, Op::DiscardSavedState, Holds),
+            (Paused, Op::DiscardSavedState, Holds),
+            (Stopping, Op::DiscardSavedState, Busy),
         ];
         for (state, op, want) in table {
             assert_eq!(verdict(state, op), want, "{op:?} on a {state} VM");

@@ -10,7 +10,7 @@ use crate::vm::qemu::Qemu;
 use crate::vm::runtime::LiveChange;
 use crate::vm::state::{verdict, Op, Verdict};
 use crate::vm::tunnel::Backend;
-use crate::vm::{base_uses, bases, disks, drives, lock, settings, Pool};
+use crate::vm::{base_uses, bases, disks, drives, lock, saved, settings, Pool};
 
 impl Actor {
     pub(super) async fn configure(&mut self, changes: Vec<Setting>) -> Result<()> {
@@ -79,6 +79,7 @@ impl Actor {
             &self.ctx.vetted,
         )
         .await?;
+        saved::check_drives(&new, &formats)?;
         // The tunnels it has would go on the socket netdev from then on.
         let netdev_changes =
             new.legacy_networking != old.legacy_networking || new.qemu_path != old.qemu_path;
@@ -121,6 +122,12 @@ impl Actor {
             }
         }
         let mut record = self.record.clone();
+        // Gone before the record says what it no longer fits: a daemon killed in between
+        // must not find a state that the new settings would load.
+        let discards = saved::change_that_discards(&old, &new).filter(|_| self.saved_state);
+        if let Some(key) = discards {
+            record.last_error = self.discard_for_change(key).await?;
+        }
         record.settings = new.clone();
         record.image_formats = formats;
         if let Err(e) = self.save(record.clone()).await {

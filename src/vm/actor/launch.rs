@@ -240,6 +240,9 @@ impl Actor {
     /// While QEMU is still paused (-S): tunnels attached, links down where there is none
     /// (or sinks, see ReplicateLinkState), then go. Attaching over QMP here is the same path as attaching to a running VM.
     async fn prepare_guest(&mut self, qemu: &mut Qemu) -> Result<()> {
+        // The saved state first: loading it puts back the NICs' links as they were saved,
+        // which the tunnels below then set as they are now.
+        self.resume_saved(qemu).await?;
         let wiring = Wiring::of(&self.record.settings, &self.ctx);
         for n in 0..self.record.settings.adapters {
             match self.record.tunnels.iter().find(|t| t.adapter == n) {

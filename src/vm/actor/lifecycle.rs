@@ -36,6 +36,7 @@ impl Actor {
                 }
                 self.runtime.clean();
                 self.park_tunnels();
+                self.after_failed_load(&e).await;
                 self.set_state(State::Stopped);
                 tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "start failed: {e}");
                 Err(e)

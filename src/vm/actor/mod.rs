@@ -55,6 +55,10 @@ pub struct Actor {
     shutdown: Option<shutdown::Shutdown>,
     /// The stop a previous daemon had under way on the QEMU adopted, to go on with.
     left_stop: Option<super::runtime::Stopping>,
+    /// A whole saved state is on disk (OnStop save-state), which the next Start loads.
+    saved_state: bool,
+    /// A Start is loading the saved state: if it fails, the state goes.
+    loading: bool,
 }
 
 type Inbox = (mpsc::Sender<Command>, mpsc::Receiver<Command>);
@@ -74,6 +78,7 @@ pub async fn load(ctx: Arc<Context>, record: Record) -> Handle {
     // binds them again when it lets go); a stopped VM's ports are the daemon's to hold.
     if actor.qemu.is_none() {
         actor.hold_tunnels();
+        actor.find_saved_state().await;
     }
     actor.go(inbox)
 }
@@ -83,6 +88,7 @@ fn view_of(
     state: State,
     (pid, accelerated, viewers): (u32, bool, u32),
     captures: Vec<(u32, String)>,
+    saved_state: bool,
 ) -> View {
     View {
         id: r.id.clone(),
@@ -97,6 +103,7 @@ fn view_of(
         last_error: r.last_error.clone(),
         console_viewers: viewers,
         captures,
+        saved_state,
     }
 }
 
@@ -135,6 +142,7 @@ impl Actor {
                 State::Stopped,
                 (0, false, 0),
                 Vec::new(),
+                false,
             ))),
             commands: tx.downgrade(),
             runtime: Runtime::new(ctx.runtime_dir.join(&record.id)),
@@ -146,6 +154,8 @@ impl Actor {
             captures: BTreeMap::new(),
             shutdown: None,
             left_stop: None,
+            saved_state: false,
+            loading: false,
         };
         (actor, (tx, rx))
     }
@@ -242,6 +252,9 @@ impl Actor {
             Command::ResetDisks(reply) => {
                 let _ = reply.send(self.perform(Op::ResetDisks).await);
             }
+            Command::DiscardSavedState(reply) => {
+                let _ = reply.send(self.perform(Op::DiscardSavedState).await);
+            }
             Command::ResizeDisk(disk, bytes, reply) => {
                 let _ = reply.send(Box::pin(self.resize_disk(&disk, bytes)).await);
             }
@@ -294,6 +307,7 @@ impl Actor {
             Op::Reload => Box::pin(self.reload()).await,
             Op::Delete => Box::pin(self.delete()).await,
             Op::ResetDisks => Box::pin(self.reset_disks()).await,
+            Op::DiscardSavedState => Box::pin(self.discard_saved_state()).await,
             Op::Rewire
             | Op::Configure
             | Op::ConfigureStopped
@@ -353,6 +367,7 @@ impl Actor {
             self.state,
             (pid, self.accelerated, viewers),
             captures,
+            self.saved_state,
         );
         self.view.send_if_modified(|old| {
             let changed = *old != view;

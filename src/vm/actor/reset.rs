@@ -9,6 +9,12 @@ use crate::vm::{disks, reset, resize};
 impl Actor {
     /// Back to the initial state (the VM is stopped); settings, ports and tunnels stay.
     pub(super) async fn reset_disks(&mut self) -> Result<()> {
+        // The state goes with the disks it was saved beside (and off the bases in place).
+        let had = self.saved_state;
+        self.discard_saved().await?;
+        if had {
+            tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), "the saved state was discarded: ResetDisks");
+        }
         let (vm_dir, s) = (self.vm_dir(), self.record.settings.clone());
         tokio::task::spawn_blocking(move || reset::remove_own(&vm_dir, &s))
             .await
@@ -28,6 +34,13 @@ impl Actor {
             resize::check_growth(&vm, disk, current, bytes)?;
             qemu.grow(disk, bytes).await?;
         } else {
+            // Loading the state would take the disk back to the size it was saved at.
+            if self.saved_state {
+                let said = self
+                    .discard_for_change(&format!("the size of {name}"))
+                    .await?;
+                self.note(said).await;
+            }
             self.grow_offline(disk, bytes).await?;
         }
         tracing::info!(vm_id = %self.id(), vm_name = %vm, disk = name, bytes, "disk grown");
