@@ -18,6 +18,8 @@ Options:
   --supervisor-socket PATH
                        socket of gns3-qemud-supervisor (default: supervisor_socket
                        of the configuration; none means no privilege at all)
+  --boot-id ID         the id of this boot of the host (default: the kernel's, read
+                       from /proc/sys/kernel/random/boot_id)
   --help               print this help
   --version            print the version
 ";
@@ -29,6 +31,8 @@ pub struct Args {
     pub runtime_dir: PathBuf,
     pub config: PathBuf,
     pub supervisor_socket: Option<PathBuf>,
+    /// The boot id as systemd passes it (`%b`): the unit's sandbox hides /proc/sys.
+    pub boot_id: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -45,6 +49,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         runtime_dir: "/run/gns3-qemud".into(),
         config: "/etc/gns3-qemud/gns3-qemud.toml".into(),
         supervisor_socket: None,
+        boot_id: None,
     };
     let mut args = args.into_iter().skip(1);
     while let Some(arg) = args.next() {
@@ -72,6 +77,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
             "--runtime-dir" => out.runtime_dir = value()?.into(),
             "--config" => out.config = value()?.into(),
             "--supervisor-socket" => out.supervisor_socket = Some(value()?.into()),
+            "--boot-id" => {
+                let id =
+                    crate::boot::normalize(&value()?).map_err(|e| format!("--boot-id: {e}"))?;
+                out.boot_id = Some(id);
+            }
             other => return Err(format!("unknown option '{other}'; see --help")),
         }
     }
@@ -110,6 +120,19 @@ mod tests {
             panic!()
         };
         assert_eq!(a.supervisor_socket, Some(PathBuf::from("/run/s")));
+        assert_eq!(a.boot_id, None);
+        let Parsed::Run(a) = p(&["--boot-id", "3F2504E0-4F89-11D3-9A0C-0305E82C3301"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            a.boot_id.as_deref(),
+            Some("3f2504e04f8911d39a0c0305e82c3301")
+        );
+        assert_eq!(
+            p(&["--boot-id=x"]).unwrap_err(),
+            "--boot-id: 'x' is not a boot id (32 hex digits, dashes allowed)"
+        );
         assert_eq!(p(&["--help"]).unwrap(), Parsed::Help);
         assert!(p(&["--bus"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--frobnicate"]).unwrap_err().contains("unknown option"));

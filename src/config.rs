@@ -62,6 +62,9 @@ pub struct Config {
     pub supervisor_socket: Option<PathBuf>,
     /// The size in MiB at which a packet capture's file stops.
     pub capture_max_mib: u64,
+    /// Start again, at the next boot of the host, the VMs that ran when it shut down
+    /// (Manager.StopAll, which gns3-qemud-guests.service calls).
+    pub restore_on_boot: bool,
 }
 
 /// Who may connect to a console's telnet port (`console_access`). D-Bus (OpenConsole) is
@@ -101,6 +104,7 @@ impl Default for Config {
             qemu_sandbox: true,
             supervisor_socket: None,
             capture_max_mib: 1024,
+            restore_on_boot: false,
         }
     }
 }
@@ -245,6 +249,8 @@ mod tests {
         assert_eq!(c.supervisor_socket, None);
         assert_eq!(c.capture_max_mib, 1024);
         assert!(!c.allow_unsafe_tunnels);
+        assert!(!c.restore_on_boot);
+        assert!(load("restore_on_boot = true").unwrap().restore_on_boot);
         assert!(
             load("allow_unsafe_tunnels = true")
                 .unwrap()
@@ -293,6 +299,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("allow_unsafe_tunnels"), "{e}");
+        let e = load("restore_on_boot = 1").unwrap_err().to_string();
+        assert!(e.contains("restore_on_boot"), "{e}");
         let e = load("accelerator = \"fast\"").unwrap_err().to_string();
         assert!(e.contains("fast"), "{e}");
         assert!(load("[[[").is_err());

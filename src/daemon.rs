@@ -1,5 +1,6 @@
 //! The process around the VMs: logging, directories, the bus connection, readiness for
-//! systemd, and a clean exit on SIGTERM that leaves the VMs running.
+//! systemd, the VMs a boot of the host starts, and a clean exit on SIGTERM that leaves the
+//! VMs running.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::prelude::*;
 
+use crate::boot;
 use crate::cli::Args;
 use crate::config::{Config, ConsoleAccess};
 use crate::dbus;
@@ -145,7 +147,8 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
                 accelerator: config.accelerator,
             },
         )
-        .await?,
+        .await?
+        .restore_on_boot(config.restore_on_boot),
     );
     let builder = match &args.bus {
         Some(address) => zbus::connection::Builder::address(address.as_str()),
@@ -172,6 +175,17 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
     tracing::info!(vms, bus = args.bus.as_deref().unwrap_or("system"), "ready");
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("cannot notify systemd: {e}");
+    }
+    // After READY=1 and beside the bus: guests take their time to boot, and the daemon
+    // serves the VMs (and their state as it changes) meanwhile.
+    match args.boot_id.clone().map_or_else(boot::kernel_boot_id, Ok) {
+        Ok(id) => {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.after_boot(&id).await });
+        }
+        Err(e) => tracing::error!(
+            "this boot of the host cannot be told from a restart of the daemon, so no VM is started for Autostart or restore_on_boot: {e}"
+        ),
     }
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: exiting, VMs keep running"),

@@ -2,9 +2,11 @@
 //!
 //! `dbus` is the face, `vm` one VM (an actor per VM), `manager` the set of VMs, `model` what
 //! is kept of a VM, `store` its record on disk, `ports` the port manager, `console` a running
-//! VM's console and listeners, `access` who may reach them, `daemon` the process around them.
+//! VM's console and listeners, `access` who may reach them, `boot` what the state directory
+//! keeps of the host's boots, `daemon` the process around them.
 
 pub mod access;
+pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -1,13 +1,16 @@
 //! The set of VMs: creation (checked whole before anything is written), lookup by name or
 //! id, deletion, the UDP ports clients allocate for tunnels, and the QEMU binaries this host
-//! has. Cables between two of its VMs (Connect, Disconnect) are in `manager/connect.rs`.
+//! has. Cables between two of its VMs (Connect, Disconnect) are in `manager/connect.rs`;
+//! the host's boots and shutdowns (Autostart, restore_on_boot, StopAll) in `manager/power.rs`.
 
 mod connect;
+mod power;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
+use crate::boot::Boots;
 use crate::model::{Accelerator, Record, Setting, Settings};
 use crate::ports::Holder;
 use crate::vm::claims::Claims;
@@ -29,6 +32,10 @@ pub struct Manager {
     vms: Mutex<BTreeMap<String, Handle>>,
     /// Held by each Connect and Disconnect, so that two never interleave on the same adapters.
     wiring: tokio::sync::Mutex<()>,
+    /// The boot id and the VMs to restore, in the state directory.
+    boots: Boots,
+    /// `restore_on_boot`: StopAll keeps which VMs ran, and the next boot starts them.
+    restore_on_boot: bool,
 }
 
 impl Manager {
@@ -36,10 +43,12 @@ impl Manager {
     /// still runs.
     pub async fn load(ctx: Arc<Context>, defaults: Defaults) -> Result<Manager> {
         let manager = Manager {
+            boots: Boots::new(ctx.store.state_dir()),
             ctx,
             defaults,
             vms: Mutex::default(),
             wiring: tokio::sync::Mutex::default(),
+            restore_on_boot: false,
         };
         for (path, record) in manager.ctx.store.load_all()? {
             let record = match record {
@@ -60,6 +69,12 @@ impl Manager {
         )
         .await;
         Ok(manager)
+    }
+
+    /// With `on`, StopAll keeps which VMs ran and the next boot starts them again.
+    pub fn restore_on_boot(mut self, on: bool) -> Manager {
+        self.restore_on_boot = on;
+        self
     }
 
     /// Takes back one VM found on disk: its name and ports, and an actor, which finds its

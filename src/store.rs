@@ -80,6 +80,11 @@ impl Store {
         Ok(())
     }
 
+    /// The state directory, which holds `vms/`.
+    pub fn state_dir(&self) -> &Path {
+        self.vms.parent().unwrap_or(&self.vms)
+    }
+
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.vms.join(id)
     }
@@ -120,7 +125,7 @@ impl Store {
                 if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
             {
                 Error::Full {
-                    dir: self.vms.parent().unwrap_or(&self.vms).to_path_buf(),
+                    dir: self.state_dir().to_path_buf(),
                 }
             }
             _ => e,
@@ -136,18 +141,7 @@ impl Store {
             source,
         })?;
         json.push(b'\n');
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()
-        })()
-        .map_err(io_err(&tmp));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&dir)
+        replace(&path, &tmp, &json)
     }
 
     /// Removes the VM's directory: renamed first, so a crash half-way leaves a name the
@@ -159,6 +153,40 @@ impl Store {
         sync_dir(&self.vms)?;
         remove_any(&doomed)
     }
+}
+
+/// Replaces the file `name` of `dir` atomically with `bytes`, through a temp file that the
+/// next daemon's start never mistakes for the file itself.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace(
+        &dir.join(name),
+        &dir.join(format!("{name}{TMP_SUFFIX}")),
+        bytes,
+    )
+}
+
+/// Removes the file `path` for good (the removal synced), if it is there.
+pub fn remove_synced(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+        Ok(()) => path.parent().map_or(Ok(()), sync_dir),
+    }
+}
+
+fn replace(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    let written = (|| {
+        let mut f = File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })()
+    .map_err(io_err(tmp));
+    if let Err(e) = written {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    fs::rename(tmp, path).map_err(io_err(path))?;
+    path.parent().map_or(Ok(()), sync_dir)
 }
 
 fn read(path: &Path) -> Result<Record> {

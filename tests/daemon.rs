@@ -16,6 +16,7 @@ fn help_and_bad_flags() {
         "--state-dir",
         "--runtime-dir",
         "--config",
+        "--boot-id",
         "--help",
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");

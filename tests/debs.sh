@@ -3,7 +3,9 @@
 # (gns3-qemuctl) exact file list and modes, its metadata (nothing of the daemon's, no
 # dbus-daemon: only what its binary links), that its man page renders without a warning,
 # that its completion hooks are what bash, zsh and fish load, and that the daemon's package
-# recommends it and does not ship it. tests/e2e.sh runs it on the packages it installs.
+# recommends it and does not ship it, and that an upgrade never stops or restarts
+# gns3-qemud-guests.service (which would stop every VM). tests/e2e.sh runs it on the
+# packages it installs.
 #   tests/debs.sh [DAEMON.deb CLIENT.deb]     (without them: builds both, packaging/build-deb.sh)
 # Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
 set -uo pipefail
@@ -124,6 +126,19 @@ daemon_recommends_ctl() { field "$DEB" Recommends | tee /dev/stderr | tr ',' '\n
 dcheck daemon-recommends-ctl daemon_recommends_ctl
 daemon_not_ctl() { ! dpkg-deb -c "$DEB" | grep -E 'gns3-qemuctl|/usr/bin/'; }
 dcheck daemon-does-not-ship-ctl daemon_not_ctl
+# gns3-qemud-guests.service, whose stop stops every VM: shipped, enabled and started on
+# install, only started (never restarted) by an upgrade, and stopped only on remove.
+dpkg-deb -e "$DEB" "$WORK/control"
+# shellcheck disable=SC2016 # "$1" as the script has it
+guests_unit() {
+	dpkg-deb -c "$DEB" | grep -E ' \./usr/lib/systemd/system/gns3-qemud-guests\.service$' &&
+		grep -F "deb-systemd-helper enable gns3-qemud-guests.service" "$WORK/control/postinst" &&
+		grep -F "deb-systemd-invoke start gns3-qemud-guests.service" "$WORK/control/postinst" &&
+		! grep -E "restart.*gns3-qemud-guests" "$WORK/control/postinst" "$WORK/control/prerm" &&
+		[ "$(grep -c gns3-qemud-guests "$WORK/control/prerm")" = 1 ] &&
+		grep -B1 -F "stop gns3-qemud-guests.service" "$WORK/control/prerm" | grep -F '"$1" = remove'
+}
+dcheck daemon-guests-unit guests_unit
 
 echo "== debs: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -4,16 +4,22 @@
 #     what they hold (tests/debs.sh), and builds the test guest (tests/guest/build.sh);
 #   - makes a bookworm root with debootstrap (tests/debian-root.sh: cached in
 #     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd
-#     as PID 1 of the container, a real system bus; --volatile=overlay keeps the cache
-#     clean), driven with nsenter;
+#     as PID 1 of the container, a real system bus), driven with nsenter, on an overlay of
+#     its own (upper dir on a tmpfs of the test's), which keeps the cache clean and keeps
+#     what the first boot wrote for the second;
 #   - inside: installs both packages; drives the service with the installed gns3-qemuctl as
 #     a member of group gns3 would (info, create, list, completion, start, stop, delete, a
 #     two-VM lab brought up until ready and destroyed) and as an outsider (refused, with the
 #     hint); creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
-#     the daemon (the VM keeps running and is found again), stops the VM and the daemon,
-#     purges the packages and checks that what they installed is gone.
+#     the daemon (the VM keeps running and is found again), stops the VM;
+#   - powers the container off with VMs running and boots it again from the same root: the
+#     host's shutdown stopped each VM as its OnStop says (gns3-qemud-guests.service), and
+#     the Autostart VM and the one restore_on_boot keeps come back, the third does not;
+#   - stops the daemon, purges the packages and checks that what they installed is gone.
 # Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
+# Longer than 400 lines: one scenario in one container, its steps in order; the second boot
+# is tests/e2e-reboot.sh, sourced.
 # Where the machine cannot boot a container (not root, no debootstrap root, nspawn refused),
 # it prints "e2e: SKIPPED: <reason>" and exits 0, except under CI (CI=true), where that is a
 # failure. E2E_SKIP=<reason> skips it on purpose, under CI too, saying so (tests/fresh-machine.sh
@@ -83,7 +89,7 @@ ROOT=$(debian_root "$CACHE" "$SUITE" "$INCLUDE") && [ -n "$ROOT" ] ||
 	skip "cannot make a $SUITE root with debootstrap (above)"
 T_ROOT=$(since "$t0")
 
-# --- boot --------------------------------------------------------------------------------
+# --- boot ----------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/gns3-qemud-e2e.XXXXXX)
 mkdir -p "$WORK/share"
 cp "$DEB" "$CTLDEB" "$WORK/share/"
@@ -91,24 +97,40 @@ DEBNAME=$(basename "$DEB")
 CTLDEBNAME=$(basename "$CTLDEB")
 NSPID=
 LEADER=
+# The container's root: an overlay of the cached root, kept across the container's two
+# boots (--volatile=overlay would drop what the first wrote). Its upper dir is on a tmpfs:
+# overlayfs takes no upper dir on an overlay, which the host's /tmp may be.
+MERGED=$WORK/root
+mkdir -p "$WORK/ovl" "$MERGED"
+mounted() { findmnt -rn "$1" >/dev/null; }
+# poweroff_container [SECONDS]: powers the container off from inside and waits for nspawn
+# to exit; 0 if it did in time.
+poweroff_container() {
+	local tries=$((${1:-20} * 10))
+	if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
+		nsenter --target "$LEADER" --mount --pid -- systemctl --no-block poweroff >/dev/null 2>&1
+	fi
+	for _ in $(seq 1 "$tries"); do
+		kill -0 "$NSPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	! kill -0 "$NSPID" 2>/dev/null
+}
 cleanup() {
 	local rc=$?
 	if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
-		if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
-			nsenter --target "$LEADER" --mount --pid -- systemctl --no-block poweroff >/dev/null 2>&1
-		fi
-		for _ in $(seq 1 200); do
-			kill -0 "$NSPID" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$NSPID" 2>/dev/null; then
+		if ! poweroff_container 20; then
 			echo "e2e: the container did not power off in 20 s; killing it"
 			kill -KILL "$NSPID" 2>/dev/null
 		fi
 		wait "$NSPID" 2>/dev/null
 	fi
+	mounted "$MERGED" && umount "$MERGED"
+	mounted "$WORK/ovl" && umount "$WORK/ovl"
 	if [ "${E2E_KEEP:-0}" = 1 ]; then
 		echo "e2e: kept $WORK"
+	elif mounted "$MERGED" || mounted "$WORK/ovl"; then
+		echo "e2e: $WORK is still mounted; not removed"
 	else
 		rm -rf "$WORK"
 	fi
@@ -117,26 +139,39 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if ! { mount -t tmpfs -o mode=0755 gns3-qemud-e2e "$WORK/ovl" &&
+	mkdir "$WORK/ovl/upper" "$WORK/ovl/work" &&
+	mount -t overlay gns3-qemud-e2e -o "lowerdir=$ROOT,upperdir=$WORK/ovl/upper,workdir=$WORK/ovl/work" "$MERGED"; }; then
+	skip "cannot mount an overlay of the root on $MERGED (above)"
+fi
+
+# boot_container N: boots the root with systemd-nspawn --boot (console in console-N.log)
+# and waits for systemd to answer; sets NSPID and LEADER.
+boot_container() {
+	# The unified cgroup hierarchy, as a Debian 12 host has it (this machine's own is
+	# hybrid): the daemon's unit delegates its cgroup to it there.
+	SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$MERGED" --boot --register=no --keep-unit \
+		--console=read-only --machine=gns3-qemud-e2e \
+		--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
+		>"$WORK/console-$1.log" 2>&1 &
+	NSPID=$!
+	LEADER=
+	for _ in $(seq 1 300); do
+		kill -0 "$NSPID" 2>/dev/null || break
+		LEADER=$(pgrep -P "$NSPID" -x systemd) && [ -S "/proc/$LEADER/root/run/systemd/private" ] && break
+		LEADER=
+		sleep 0.1
+	done
+	if [ -z "$LEADER" ]; then
+		tail -n 20 "$WORK/console-$1.log"
+		kill -0 "$NSPID" 2>/dev/null && kill "$NSPID"
+		return 1
+	fi
+}
+
 echo "== boot: systemd-nspawn --boot"
 T_BOOT0=$(date +%s.%N)
-# The unified cgroup hierarchy, as a Debian 12 host has it (this machine's own is hybrid):
-# the daemon's unit delegates its cgroup to it there.
-SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --volatile=overlay \
-	--console=read-only --machine=gns3-qemud-e2e \
-	--bind-ro="$WORK/share:/share" --bind-ro="$GUEST:/guest" \
-	>"$WORK/console.log" 2>&1 &
-NSPID=$!
-for _ in $(seq 1 300); do
-	kill -0 "$NSPID" 2>/dev/null || break
-	LEADER=$(pgrep -P "$NSPID" -x systemd) && [ -S "/proc/$LEADER/root/run/systemd/private" ] && break
-	LEADER=
-	sleep 0.1
-done
-if [ -z "$LEADER" ]; then
-	tail -n 20 "$WORK/console.log"
-	kill -0 "$NSPID" 2>/dev/null && kill "$NSPID"
-	skip "systemd-nspawn did not boot systemd within 30 s (console above)"
-fi
+boot_container 1 || skip "systemd-nspawn did not boot systemd within 30 s (console above)"
 
 IN() { nsenter --target "$LEADER" --mount --uts --ipc --net --pid --cgroup -- "$@"; }
 
@@ -171,18 +206,23 @@ journal() {
 	IN journalctl --no-pager -o short-precise -u gns3-qemud -u gns3-qemud-supervisor -n 60 2>&1 | sed 's/^/    /'
 }
 
-state=$(IN timeout 120 systemctl is-system-running --wait 2>&1)
+# system_up: waits for the container's boot to end; exits on a boot that failed.
+system_up() {
+	local state
+	state=$(IN timeout 120 systemctl is-system-running --wait 2>&1)
+	echo "   system $state after $(since "$T_BOOT0")s"
+	case "$state" in
+	running) ;;
+	degraded) IN systemctl --failed --no-legend --no-pager | sed 's/^/    failed at boot: /' ;;
+	*)
+		echo "FAIL boot: $state"
+		IN systemctl --failed --no-legend --no-pager | sed 's/^/    /'
+		exit 1
+		;;
+	esac
+}
+system_up
 T_BOOT=$(since "$T_BOOT0")
-echo "   system $state after ${T_BOOT}s"
-case "$state" in
-running) ;;
-degraded) IN systemctl --failed --no-legend --no-pager | sed 's/^/    failed at boot: /' ;;
-*)
-	echo "FAIL boot: $state"
-	IN systemctl --failed --no-legend --no-pager | sed 's/^/    /'
-	exit 1
-	;;
-esac
 FAILED_AT_BOOT=$(IN systemctl --failed --no-legend --plain --no-pager | awk '{print $1}' | sort)
 
 # --- the checks --------------------------------------------------------------------------
@@ -203,6 +243,12 @@ check user-and-group sh -c 'getent passwd gns3-qemud && getent group gns3 && id 
 check enable-now systemctl enable --now gns3-qemud
 check is-enabled systemctl is-enabled gns3-qemud.service gns3-qemud-supervisor.socket
 check is-active systemctl is-active gns3-qemud.service gns3-qemud-supervisor.socket || journal
+# The daemon keeps the boot id systemd gives it (%b: the container's, which nspawn makes
+# anew at each boot), once it has started the VMs of this boot (none yet).
+# shellcheck disable=SC2016 # expanded by the container's sh
+BOOTED_ID='[ "$(cat /var/lib/gns3-qemud/boot-id 2>/dev/null)" = "$(tr -d - </proc/sys/kernel/random/boot_id)" ]'
+check boot-id-kept timeout 30 sh -c "until $BOOTED_ID; do sleep 0.2; done" || journal
+BOOT_ID1=$(IN cat /proc/sys/kernel/random/boot_id)
 
 # The guest's files must be readable by the daemon's user: copy them out of the bind mount.
 IN sh -c 'mkdir -p /srv/e2e && cp /guest/vmlinuz /guest/initrd.gz /srv/e2e/ && chmod 755 /srv/e2e && chmod 644 /srv/e2e/*'
@@ -368,7 +414,8 @@ if [ -n "$VM" ]; then
 	check tunnel-live sh -c "${BUS[*]} call ${VMI[*]} AddUdpTunnel uqsq 0 \$(${BUS[*]} call ${MGR[*]} AllocateUdpPort | awk '{print \$2}') 127.0.0.1 40000 &&
 		${BUS[*]} get-property ${VMI[*]} Tunnels | tee /dev/stderr | grep -q '127.0.0.1' && ${BUS[*]} call ${VMI[*]} RemoveUdpTunnel u 0" || journal
 
-	# Stop the VM first: "apt remove" stops the daemon, not its VMs (README, Installing).
+	# Stop the VM here: "apt remove" would stop it as the host's shutdown does, through
+	# gns3-qemud-guests.service, but this is Stop's own check.
 	check stop-vm "${BUS[@]}" call org.gns3.Qemu "$VM" org.gns3.Qemu.VM Stop
 	check vm-stopped sh -c "${BUS[*]} get-property org.gns3.Qemu $VM org.gns3.Qemu.VM State Pid | tee /dev/stderr | tr '\n' ' ' | grep -qx 's \"stopped\" u 0 ' && ! kill -0 $PID1 2>/dev/null"
 	check vm-cgroup-gone sh -c "! [ -e $UNIT_CG/qemu-$PID1 ]"
@@ -377,8 +424,12 @@ else
 	RESULTS+=("SKIP VM checks")
 fi
 
+# The container powered off with VMs running, and booted again from the same root.
+# shellcheck source=tests/e2e-reboot.sh
+. tests/e2e-reboot.sh
+
 check stop-daemon systemctl stop gns3-qemud
-check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket' || journal
+check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket gns3-qemud-guests.service' || journal
 check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud gns3-qemuctl
 # Every file (not directory) the package had is gone, and its state.
 LEFT=$(IN sh -c 'while read -r f; do [ -d "$f" ] || ! [ -e "$f" ] || echo "$f"; done' <<<"$FILES")

@@ -49,6 +49,16 @@ async fn members_of_gns3_act_everyone_else_only_looks() {
     );
     assert!(!ok && out.contains(denied), "{out}");
 
+    // StopAll stops every VM of the host.
+    let (ok, out) = gdbus_as(
+        OUTSIDER,
+        &bus,
+        "/org/gns3/Qemu",
+        "org.gns3.Qemu.Manager.StopAll",
+        &[],
+    );
+    assert!(!ok && out.contains(denied), "{out}");
+
     // The capture methods: the frames are the lab's traffic.
     for (method, args) in [
         ("org.gns3.Qemu.VM.StartCapture", &["0", "{}"][..]),

@@ -35,6 +35,20 @@ async fn states_until_stopped(changes: &mut zbus::MessageStream) -> Vec<String> 
     seen
 }
 
+/// A Stop of `vm` called, and seen to make it stopping: its answer, to come.
+async fn stop_under_way(vm: &VmProxy<'static>) -> tokio::task::JoinHandle<zbus::Result<()>> {
+    let stop = tokio::spawn({
+        let vm = vm.clone();
+        async move { vm.stop().await }
+    });
+    let stopping = eventually(Duration::from_secs(3), || async {
+        vm.state().await.unwrap() == "stopping"
+    })
+    .await;
+    assert!(stopping, "Stop did not make the VM stopping");
+    stop
+}
+
 fn ignore_the_button(console: &mut Console) {
     let out = console.run(IGNORE_BUTTON, Duration::from_secs(30)).unwrap();
     assert!(out.contains("BUTTON-IGNORED-42"), "{out}");
@@ -84,16 +98,7 @@ async fn a_guest_that_ignores_the_button_is_powered_off_after_stop_timeout() {
     ignore_the_button(&mut console);
     let pid = vm.pid().await.unwrap();
 
-    let stop = tokio::spawn({
-        let vm = vm.clone();
-        async move { vm.stop().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            vm.state().await.unwrap() == "stopping"
-        })
-        .await
-    );
+    let stop = stop_under_way(&vm).await;
     // During the shutdown: another Stop waits for the same end; Start, Delete and a
     // setting held by QEMU are refused and change nothing; a NextStart setting is stored.
     let second = tokio::spawn({
@@ -133,16 +138,7 @@ async fn power_off_ends_a_shutdown_and_never_waits() {
     let lab = Lab::start().await;
     let (vm, mut console) = booted(&lab, "impatient", &shutdown_settings(3600), BOOT).await;
     ignore_the_button(&mut console);
-    let stop = tokio::spawn({
-        let vm = vm.clone();
-        async move { vm.stop().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            vm.state().await.unwrap() == "stopping"
-        })
-        .await
-    );
+    let stop = stop_under_way(&vm).await;
     vm.power_off().await.unwrap();
     assert_eq!(vm.state().await.unwrap(), "stopped");
     stop.await.unwrap().unwrap();
@@ -166,16 +162,7 @@ async fn a_shutdown_goes_on_across_a_restart_of_the_daemon() {
     let (vm, mut console) = booted(&lab, "survivor", &shutdown_settings(8), BOOT).await;
     ignore_the_button(&mut console);
     let pid = vm.pid().await.unwrap();
-    let stop = tokio::spawn({
-        let vm = vm.clone();
-        async move { vm.stop().await }
-    });
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            vm.state().await.unwrap() == "stopping"
-        })
-        .await
-    );
+    let stop = stop_under_way(&vm).await;
     lab.daemon.crash();
     assert!(
         stop.await.unwrap().is_err(),

@@ -33,6 +33,7 @@ pub trait Manager {
         adapter_b: u32,
     ) -> zbus::Result<()>;
     fn disconnect(&self, vm: &zbus::ObjectPath<'_>, adapter: u32) -> zbus::Result<()>;
+    fn stop_all(&self) -> zbus::Result<()>;
     #[zbus(property)]
     fn udp_host(&self) -> zbus::Result<String>;
     #[zbus(property)]

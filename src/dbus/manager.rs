@@ -137,6 +137,19 @@ impl ManagerIface {
         Ok(self.manager.disconnect(end).await?)
     }
 
+    /// Stop every VM whose QEMU runs (paused ones too) as its OnStop says, all at once,
+    /// and return once each has stopped, each bounded by its StopTimeout: what the host's
+    /// shutdown does (gns3-qemud-guests.service calls it before systemd ends what is left).
+    /// With restore_on_boot in the daemon's configuration, which VMs those were is kept first,
+    /// and the first start of the daemon after the next boot of the host starts them again;
+    /// without it, what an earlier call kept is forgotten. VMs started meanwhile are not
+    /// stopped. Errors: those of a VM's Stop, naming the first VM that did not stop (the
+    /// others are stopped all the same); Internal when what to restore cannot be kept (the
+    /// VMs are stopped all the same).
+    async fn stop_all(&self) -> Result<()> {
+        Ok(self.manager.stop_all().await?)
+    }
+
     /// The address at which the tunnels of this daemon's VMs are reached from this host, the
     /// remote host Connect gives each tunnel: udp_host from the daemon's configuration, or
     /// the loopback of its family when that is a wildcard (0.0.0.0: 127.0.0.1, ::: ::1).

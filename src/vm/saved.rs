@@ -8,7 +8,6 @@
 //! short leaves some tags or none, which a daemon starting again removes.
 
 use std::path::{Path, PathBuf};
-use tokio::process::Command;
 
 use super::drives::DISKS;
 use super::error::{Error, Result};
@@ -166,22 +165,7 @@ pub async fn discard(qemu_img: &Path, state: &Path, drives: &[PathBuf]) -> Resul
         }
     }
     for file in drives.iter().filter(|f| tag_of(f).is_some()) {
-        let out = Command::new(qemu_img)
-            .args(["snapshot", "-d", TAG])
-            .arg(file)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| {
-                Error::DiskImageFailed(format!("cannot run {}: {e}", qemu_img.display()))
-            })?;
-        if !out.status.success() {
-            return Err(Error::DiskImageFailed(format!(
-                "cannot remove the saved state's snapshot {TAG} from {}: {}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        super::disks::run(qemu_img, &["snapshot", "-d", TAG, &file.to_string_lossy()]).await?;
     }
     Ok(())
 }

@@ -4,7 +4,6 @@
 
 use nix::sys::signal::Signal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::process::Command;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::shutdown::Ending;
@@ -281,20 +280,13 @@ impl Actor {
 async fn make_image(qemu_path: &str, image: &std::path::Path) -> Result<()> {
     let qemu_img = disks::qemu_img(qemu_path)?;
     let _ = std::fs::remove_file(image);
-    let out = Command::new(&qemu_img)
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(image)
-        .arg(saved::FILE_SIZE)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| Error::DiskImageFailed(format!("cannot run {}: {e}", qemu_img.display())))?;
-    if !out.status.success() {
-        return Err(Error::DiskImageFailed(format!(
-            "cannot make {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    let args = [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        &image.to_string_lossy(),
+        saved::FILE_SIZE,
+    ];
+    disks::run(&qemu_img, &args).await.map(drop)
 }
