@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::ctl::{ctl, failed, ignore_the_power_button, ok, Run, BOOT};
+use common::ctl::{ctl, failed, ok, Run, BOOT};
 use common::{guest, Console, Lab};
 use gns3_qemuctl::lab::plan::vm_id;
 use std::path::{Path, PathBuf};
@@ -326,7 +326,7 @@ async fn down_stops_each_vm_as_its_on_stop_says() {
 
     up(&lab, "Started p1, s1.\n");
     let mut c = consoles(&lab, &["s1"]);
-    ignore_the_power_button(&mut c[0]);
+    c[0].ignore_the_power_button();
     let t = std::time::Instant::now();
     assert_eq!(
         ctl(&lab, &["down", "--timeout", "3s", file(&stops)]),

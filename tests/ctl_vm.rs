@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ctl::{create, ctl, failed, ignore_the_power_button, ok, BOOT};
+use common::ctl::{create, ctl, failed, ok, BOOT};
 use common::{ctl_bin, Console, Lab};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -167,7 +167,7 @@ async fn stop_shuts_down_poweroff_pulls_the_cord_and_a_timeout_forces() {
     assert!(!out.contains("GUEST-POWERDOWN"), "no power button: {out}");
 
     let mut console = booted(&lab, &vm, "s1").await;
-    ignore_the_power_button(&mut console);
+    console.ignore_the_power_button();
     let t = Instant::now();
     assert_eq!(
         ctl(&lab, &["stop", "--timeout", "2", "s1"]),

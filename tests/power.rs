@@ -10,12 +10,6 @@ use zbus::Variant;
 
 const BOOT: Duration = Duration::from_secs(90);
 
-/// Typed on the test guest's console: kills the task that powers the guest off on the power
-/// button (the subshell first, so it cannot go on once its `dd` dies), as an appliance that
-/// ignores ACPI would.
-const IGNORE_BUTTON: &str = "for d in /proc/[0-9]*; do [ \"$(cat $d/comm 2>/dev/null)\" = dd ] \
-     && kill -9 $(cut -d' ' -f4 $d/stat) ${d#/proc/}; done; echo BUTTON-IGNORED-$((6*7))";
-
 fn shutdown_settings(timeout: u32) -> [(&'static str, Variant<'static>); 2] {
     [
         ("OnStop", Variant::from("shutdown")),
@@ -47,11 +41,6 @@ async fn stop_under_way(vm: &VmProxy<'static>) -> tokio::task::JoinHandle<zbus::
     .await;
     assert!(stopping, "Stop did not make the VM stopping");
     stop
-}
-
-fn ignore_the_button(console: &mut Console) {
-    let out = console.run(IGNORE_BUTTON, Duration::from_secs(30)).unwrap();
-    assert!(out.contains("BUTTON-IGNORED-42"), "{out}");
 }
 
 #[tokio::test]
@@ -95,7 +84,7 @@ async fn a_shutdown_presses_the_button_and_the_guest_powers_off() {
 async fn a_guest_that_ignores_the_button_is_powered_off_after_stop_timeout() {
     let lab = Lab::start().await;
     let (vm, mut console) = booted(&lab, "deaf", &shutdown_settings(4), BOOT).await;
-    ignore_the_button(&mut console);
+    console.ignore_the_power_button();
     let pid = vm.pid().await.unwrap();
 
     let stop = stop_under_way(&vm).await;
@@ -137,7 +126,7 @@ async fn a_guest_that_ignores_the_button_is_powered_off_after_stop_timeout() {
 async fn power_off_ends_a_shutdown_and_never_waits() {
     let lab = Lab::start().await;
     let (vm, mut console) = booted(&lab, "impatient", &shutdown_settings(3600), BOOT).await;
-    ignore_the_button(&mut console);
+    console.ignore_the_power_button();
     let stop = stop_under_way(&vm).await;
     vm.power_off().await.unwrap();
     assert_eq!(vm.state().await.unwrap(), "stopped");
@@ -160,7 +149,7 @@ async fn power_off_ends_a_shutdown_and_never_waits() {
 async fn a_shutdown_goes_on_across_a_restart_of_the_daemon() {
     let mut lab = Lab::start().await;
     let (vm, mut console) = booted(&lab, "survivor", &shutdown_settings(8), BOOT).await;
-    ignore_the_button(&mut console);
+    console.ignore_the_power_button();
     let pid = vm.pid().await.unwrap();
     let stop = stop_under_way(&vm).await;
     lab.daemon.crash();

@@ -78,6 +78,28 @@ pub struct Console {
 }
 
 impl Console {
+    /// Makes the guest ignore the power button: the background subshell of /init that waits on
+    /// the button's evdev (tests/guest/build.sh) is killed before its `dd` (the subshell forks
+    /// it, maybe after GUEST-READY: it is waited for), so that nothing is left to print
+    /// GUEST-POWERDOWN and power off. A killed `dd` may linger as a zombie until /init reaps
+    /// it: only a live one is a watcher.
+    pub fn ignore_the_power_button(&mut self) {
+        let out = self
+            .run(
+                "until pidof dd >/dev/null; do sleep 1; done; \
+                 for p in $(pidof dd); do kill -9 $(cut -d' ' -f4 /proc/$p/stat) && kill -9 $p; done; \
+                 sleep 1; for p in $(pidof dd); do \
+                 grep -q '^[0-9]* (dd) [ZX]' /proc/$p/stat 2>/dev/null || echo LIVE-WATCHER; done; \
+                 echo WATCHERS-CHECKED",
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert!(
+            out.contains("WATCHERS-CHECKED") && !out.contains("LIVE-WATCHER"),
+            "{out}"
+        );
+    }
+
     /// Connects to QEMU's telnet serial port on 127.0.0.1, retrying for up to 10 s while QEMU
     /// is still starting. Panics if it never accepts.
     pub fn connect(port: u16) -> Console {

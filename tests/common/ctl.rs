@@ -66,25 +66,3 @@ pub fn create(lab: &Lab, name: &str, extra: &[&str]) -> Run {
     args.extend(extra);
     ctl(lab, &args)
 }
-
-/// Makes the guest ignore the power button: the background subshell of /init that waits on
-/// the button's evdev (tests/guest/build.sh) is killed before its `dd` (the subshell forks
-/// it, maybe after GUEST-READY: it is waited for), so that nothing is left to print
-/// GUEST-POWERDOWN and power off. A killed `dd` may linger as a zombie until /init reaps
-/// it: only a live one is a watcher.
-pub fn ignore_the_power_button(console: &mut Console) {
-    let out = console
-        .run(
-            "until pidof dd >/dev/null; do sleep 1; done; \
-             for p in $(pidof dd); do kill -9 $(cut -d' ' -f4 /proc/$p/stat) && kill -9 $p; done; \
-             sleep 1; for p in $(pidof dd); do \
-             grep -q '^[0-9]* (dd) [ZX]' /proc/$p/stat 2>/dev/null || echo LIVE-WATCHER; done; \
-             echo WATCHERS-CHECKED",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    assert!(
-        out.contains("WATCHERS-CHECKED") && !out.contains("LIVE-WATCHER"),
-        "{out}"
-    );
-}
