@@ -130,7 +130,7 @@ pub struct View {
     pub saved_state: bool,
 }
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// The one set of requests between the D-Bus face and a VM.
 pub enum Command {

@@ -23,8 +23,31 @@ const STOPPING: &str = "stopping";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stopping {
     pub on_stop: OnStop,
-    /// When the VM is stopped hard, in milliseconds since the Unix epoch.
+    /// When the VM is stopped hard, in milliseconds since the Unix epoch: a daemon started
+    /// again reads the same moment.
     pub deadline_ms: u64,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Stopping {
+    /// A stop that is to be over `timeout` from now.
+    pub fn within(on_stop: OnStop, timeout: std::time::Duration) -> Stopping {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        Stopping {
+            on_stop,
+            deadline_ms: unix_ms_now().saturating_add(timeout_ms),
+        }
+    }
+
+    /// What is left of it now: zero once it is past.
+    pub fn left(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.deadline_ms.saturating_sub(unix_ms_now()))
+    }
 }
 
 /// A change made to a running QEMU before it is on disk. Its mark lives in the runtime dir

@@ -148,23 +148,12 @@ pub fn status(state: &Path, drives: &[PathBuf]) -> Status {
 }
 
 /// Removes a saved state, whole or partial: the VM state's image first, so that what is
-/// left at any moment is no whole state, then the tag from every drive that has it.
-pub async fn discard(qemu_img: &Path, state: &Path, drives: &[PathBuf]) -> Result<()> {
-    match std::fs::remove_file(state) {
-        Ok(()) => {
-            if let Some(dir) = state.parent() {
-                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Error::DiskImageFailed(format!(
-                "cannot remove the saved state {}: {e}",
-                state.display()
-            )))
-        }
-    }
-    for file in drives.iter().filter(|f| tag_of(f).is_some()) {
+/// left at any moment is no whole state, then the tag from `tagged`, the drives that carry
+/// it (as [`status`] found them).
+pub async fn discard(qemu_img: &Path, state: &Path, tagged: &[PathBuf]) -> Result<()> {
+    crate::store::remove_synced(state)
+        .map_err(|e| Error::DiskImageFailed(format!("cannot remove the saved state: {e}")))?;
+    for file in tagged {
         super::disks::run(qemu_img, &["snapshot", "-d", TAG, &file.to_string_lossy()]).await?;
     }
     Ok(())

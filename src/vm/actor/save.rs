@@ -3,7 +3,7 @@
 //! save or a load (`saved.rs` says what whole is); SavedState follows it.
 
 use nix::sys::signal::Signal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::shutdown::Ending;
@@ -22,12 +22,6 @@ const LOAD_TIME: Duration = Duration::from_secs(60);
 /// How long a QEMU killed with SIGKILL takes to be gone.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Actor {
     /// Saves the running VM's state, then stops it; returns once it is stopped. A save
     /// that fails or passes StopTimeout stops the VM hard, leaves no state, and says why in
@@ -42,20 +36,18 @@ impl Actor {
         let secs = self.record.settings.stop_timeout;
         let under_way = self.runtime.stop_under_way();
         let going_on = under_way.is_some_and(|s| s.on_stop == OnStop::SaveState);
-        let deadline_ms = match under_way {
-            Some(s) if going_on => s.deadline_ms,
+        let stopping = match under_way {
+            Some(s) if going_on => s,
             _ => {
-                let stopping = Stopping {
-                    on_stop: OnStop::SaveState,
-                    deadline_ms: now_ms().saturating_add(u64::from(secs) * 1000),
-                };
+                let timeout = Duration::from_secs(secs.into());
+                let stopping = Stopping::within(OnStop::SaveState, timeout);
                 self.runtime
                     .begin_stop(&stopping)
                     .map_err(Error::Internal)?;
-                stopping.deadline_ms
+                stopping
             }
         };
-        let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+        let deadline = Instant::now() + stopping.left();
         let saved = match timeout_at(deadline, self.save_state(going_on, deadline)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!(
@@ -182,9 +174,14 @@ impl Actor {
     /// Removes the saved state of the stopped VM, whole or partial; nothing if there is none.
     pub(super) async fn discard_saved(&mut self) -> Result<()> {
         let (state, drives) = self.saved_files();
-        if saved::status(&state, &drives) != Status::Absent {
+        let tagged = match saved::status(&state, &drives) {
+            Status::Absent => None,
+            Status::Whole => Some(drives),
+            Status::Partial(tagged) => Some(tagged),
+        };
+        if let Some(tagged) = tagged {
             let qemu_img = disks::qemu_img(&self.record.settings.qemu_path)?;
-            saved::discard(&qemu_img, &state, &drives).await?;
+            saved::discard(&qemu_img, &state, &tagged).await?;
         }
         self.saved_state = false;
         self.publish();

@@ -2,7 +2,7 @@
 //! off within StopTimeout. The actor goes on serving commands meanwhile, so that a PowerOff
 //! can end it; every Stop that comes during it waits for the same end.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Actor;
@@ -29,11 +29,6 @@ pub(super) enum Ending {
     Forced(String),
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Actor {
     /// A Stop as the actor takes it: refused, done already, joined to the shutdown under
     /// way, the start of a shutdown (answered when it ends), or a stop run now.
@@ -52,8 +47,8 @@ impl Actor {
                     && self.record.settings.on_stop == OnStop::Shutdown
                 {
                     let timeout = Duration::from_secs(self.record.settings.stop_timeout.into());
-                    let deadline = unix_ms(SystemTime::now() + timeout);
-                    self.begin_shutdown(deadline, Some(reply)).await;
+                    let stopping = Stopping::within(OnStop::Shutdown, timeout);
+                    self.begin_shutdown(stopping, Some(reply)).await;
                 } else {
                     // Stopping with no shutdown under way is a power-off that failed: again.
                     let _ = reply.send(Box::pin(self.stop()).await);
@@ -62,19 +57,15 @@ impl Actor {
         }
     }
 
-    /// Presses the power button; the guest has until `deadline_ms` (Unix time) to power off.
+    /// Presses the power button; the guest has until the end of `stopping` to power off.
     /// A paused guest is resumed first, or it could not hear the button.
-    pub(super) async fn begin_shutdown(&mut self, deadline_ms: u64, waiter: Option<Reply<()>>) {
+    pub(super) async fn begin_shutdown(&mut self, stopping: Stopping, waiter: Option<Reply<()>>) {
         let was_paused = self.state == State::Paused;
         self.set_state(State::Stopping);
-        let stopping = Stopping {
-            on_stop: OnStop::Shutdown,
-            deadline_ms,
-        };
         if let Err(e) = self.runtime.begin_stop(&stopping) {
             tracing::warn!(vm_id = %self.id(), "a daemon started during this shutdown will not know of it: {e}");
         }
-        let left = Duration::from_millis(deadline_ms.saturating_sub(unix_ms(SystemTime::now())));
+        let left = stopping.left();
         self.shutdown = Some(Shutdown {
             deadline: Instant::now() + left,
             waiters: waiter.into_iter().collect(),
@@ -107,7 +98,7 @@ impl Actor {
     pub(super) async fn go_on_with(&mut self, left: Stopping) {
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), on_stop = left.on_stop.as_str(), "going on with the stop the previous daemon had under way");
         match left.on_stop {
-            OnStop::Shutdown => self.begin_shutdown(left.deadline_ms, None).await,
+            OnStop::Shutdown => self.begin_shutdown(left, None).await,
             OnStop::SaveState => {
                 if let Err(e) = Box::pin(self.save_and_stop()).await {
                     tracing::warn!(vm_id = %self.id(), "the save the previous daemon began: {e}");
