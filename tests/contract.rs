@@ -316,12 +316,7 @@ async fn every_bad_input_is_named_and_changes_nothing() {
     let big = "x".repeat(64 * 1024);
     // A raw base the daemon may write in place: one a saved state cannot be put in.
     let raw = files.join("disk.raw");
-    std::fs::File::create(&raw)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let user = daemon_user();
-    nix::unistd::chown(&raw, Some(user.uid), Some(user.gid)).unwrap();
+    daemons_raw_image(&raw, 1 << 20);
 
     let before = observe(dir.path(), m, &[&a, &b]).await;
     let props = properties_proxy(conn, &a_path).await;

@@ -875,14 +875,7 @@ async fn a_shutdown_killed_half_way_ends_in_the_next_daemon() {
 /// flash disk), holds none at all, or something in between (a failure).
 fn saved_on_disk(dir: &std::path::Path, id: &str) -> Option<bool> {
     let vm_dir = dir.join("state/vms").join(id);
-    let tagged = |image: &std::path::Path| {
-        let out = std::process::Command::new("qemu-img")
-            .args(["snapshot", "-l", "-U"])
-            .arg(image)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("gns3-saved")
-    };
+    let tagged = |image: &std::path::Path| snapshot_list(image).contains("gns3-saved");
     let state = vm_dir.join("saved-state.qcow2");
     match (
         state.exists() && tagged(&state),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use zbus::Variant;
 
@@ -36,16 +36,6 @@ fn vm_dir(lab: &Lab, id: &str) -> PathBuf {
     lab.dir.path().join("state/vms").join(id)
 }
 
-fn snapshots(image: &Path) -> String {
-    let out = std::process::Command::new("qemu-img")
-        .args(["snapshot", "-l", "-U"])
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn counts_are_read_whole() {
     assert_eq!(counts("x COUNT $i; COUNT 1\r\nCOUNT 2\r\nCOUNT 3"), [1, 2]);
@@ -71,15 +61,15 @@ async fn a_counter_goes_on_after_stop_and_start_and_the_state_is_then_gone() {
     before += &console.wait_closed(SHELL).unwrap();
     let last = *counts(&before).last().unwrap();
     assert!(last >= 5, "{before}");
-    assert!(snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
-    assert!(snapshots(&dir.join("saved-state.qcow2")).contains("gns3-saved"));
+    assert!(snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(snapshot_list(&dir.join("saved-state.qcow2")).contains("gns3-saved"));
 
     vm.start().await.unwrap();
     assert_eq!(vm.state().await.unwrap(), "running");
     assert!(!vm.saved_state().await.unwrap());
     // Removed before the guest ran on: no later Start can load it again.
     assert!(!dir.join("saved-state.qcow2").exists());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     let mut console = Console::connect(vm.console_port().await.unwrap());
     let after = console
         .wait_for(&format!("COUNT {}\r\n", last + 3), SHELL)
@@ -103,7 +93,7 @@ async fn a_counter_goes_on_after_stop_and_start_and_the_state_is_then_gone() {
     vm.discard_saved_state().await.unwrap();
     assert!(!vm.saved_state().await.unwrap());
     assert!(!dir.join("saved-state.qcow2").exists());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     vm.discard_saved_state().await.unwrap();
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());
@@ -149,7 +139,7 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
         "the saved state was discarded: Ram changed"
     );
     assert!(!dir.join("saved-state.qcow2").exists());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
 
     // A state cut short (its image gone, as a discard killed midway leaves it): removed
     // when the daemon starts, and LastError says so.
@@ -160,13 +150,13 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
     assert!(vm.saved_state().await.unwrap());
     lab.daemon.crash();
     std::fs::remove_file(dir.join("saved-state.qcow2")).unwrap();
-    assert!(snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     lab.daemon.restart(&lab.bus);
     let conn = lab.daemon.connect().await;
     let path = manager(&conn).await.get_vm("changer").await.unwrap();
     let vm = common::vm(&conn, &path).await;
     assert!(!vm.saved_state().await.unwrap());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     let e = vm.last_error().await.unwrap();
     assert!(e.contains("was cut short"), "{e}");
     // And the VM boots afresh.
@@ -182,19 +172,14 @@ async fn a_change_it_depends_on_and_a_partial_state_discard_it_saying_so() {
         vm.last_error().await.unwrap(),
         "the saved state was discarded: the size of hda changed"
     );
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
 }
 
 #[tokio::test]
 async fn a_raw_drive_in_place_is_refused_by_name() {
     let lab = Lab::start().await;
     let base = lab.dir.path().join("disk.raw");
-    std::fs::File::create(&base)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let user = daemon_user();
-    nix::unistd::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
+    daemons_raw_image(&base, 16 << 20);
     let raw = Variant::from(base.to_string_lossy().into_owned());
     let want = format!(
         "OnStop save-state needs every writable drive in qcow2, and HdbDiskImage '{}' is raw, \
@@ -231,13 +216,8 @@ async fn a_raw_drive_in_place_is_refused_by_name() {
 #[tokio::test]
 async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() {
     let lab = Lab::start().await;
-    let user = daemon_user();
     let raw = lab.dir.path().join("extra.raw");
-    std::fs::File::create(&raw)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    nix::unistd::chown(&raw, Some(user.uid), Some(user.gid)).unwrap();
+    daemons_raw_image(&raw, 1 << 20);
     // A raw drive of Options' own, which the daemon does not vet: QEMU cannot save into it.
     let options = format!("-drive if=none,id=extra,file={},format=raw", raw.display());
     let mut settings = guest_settings(&save_state());
@@ -254,7 +234,7 @@ async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() 
          drives can hold a saved state; nothing of it was kept"
     );
     assert!(!dir.join("saved-state.qcow2").exists());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     assert!(qemu_pids_under(lab.dir.path()).is_empty());
 
     vm.set_options("").await.unwrap();
@@ -265,16 +245,10 @@ async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() 
     // The state's image replaced by one with the tag and no VM state in it.
     let state = dir.join("saved-state.qcow2");
     std::fs::remove_file(&state).unwrap();
-    for args in [
-        &["create", "-q", "-f", "qcow2", state.to_str().unwrap(), "1M"][..],
-        &["snapshot", "-c", "gns3-saved", state.to_str().unwrap()][..],
-    ] {
-        let out = std::process::Command::new("qemu-img")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    let path = state.to_str().unwrap();
+    qemu_img(&dir, &["create", "-q", "-f", "qcow2", path, "1M"]);
+    qemu_img(&dir, &["snapshot", "-c", "gns3-saved", path]);
+    let user = daemon_user();
     nix::unistd::chown(&state, Some(user.uid), Some(user.gid)).unwrap();
     let e = vm.start().await.unwrap_err();
     assert_eq!(error_name(&e), "org.gns3.Qemu.Error.StartFailed", "{e}");
@@ -295,7 +269,7 @@ async fn a_failed_save_and_a_failed_load_leave_the_vm_stopped_with_the_reason() 
         "{why}"
     );
     assert!(!state.exists());
-    assert!(!snapshots(&dir.join("flash.qcow2")).contains("gns3-saved"));
+    assert!(!snapshot_list(&dir.join("flash.qcow2")).contains("gns3-saved"));
     // Discarded: the next Start boots afresh.
     vm.start().await.unwrap();
     let mut console = Console::connect(vm.console_port().await.unwrap());

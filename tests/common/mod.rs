@@ -750,6 +750,26 @@ pub fn blank_base(dir: &Path) -> PathBuf {
     base
 }
 
+/// A zeroed raw image of `bytes` at `path`, owned by the daemon's user, which may so use
+/// it in place and write to it.
+pub fn daemons_raw_image(path: &Path, bytes: u64) {
+    std::fs::File::create(path).unwrap().set_len(bytes).unwrap();
+    let user = daemon_user();
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();
+}
+
+/// The internal snapshots of a qcow2 image, as `qemu-img snapshot -l` lists them (read
+/// beside the QEMU that may hold it open).
+pub fn snapshot_list(image: &Path) -> String {
+    let out = Command::new("qemu-img")
+        .args(["snapshot", "-l", "-U"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `qemu-img args` in `dir` (relative names are relative to it) and asserts it worked.
 pub fn qemu_img(dir: &Path, args: &[&str]) {
     let out = Command::new("qemu-img")
