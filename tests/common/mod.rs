@@ -178,6 +178,20 @@ impl Daemon {
             "the daemon runs with uids {uids}, not {}'s",
             user.name
         );
+        // The first start on a state dir is taken for the first after a boot of the host, and
+        // keeps the boot id once its Autostart starts are over, after READY=1: waited for here,
+        // so that a test comparing the state dir before and after a call sees only the call.
+        let boot_id = dir.join("state/boot-id");
+        while !boot_id.exists() {
+            let status = daemon.child.as_mut().unwrap().try_wait().unwrap();
+            if status.is_some() || Instant::now() > end {
+                panic!(
+                    "the daemon kept no boot id; exit: {status:?}; log:\n{}",
+                    daemon.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         daemon
     }
 
