@@ -11,5 +11,6 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod ids;
+pub mod node;
 pub mod routes;
 pub mod serve;
