@@ -1,0 +1,127 @@
+//! The built gns3-qemud-compute, run as the unit runs it: a member of gns3 (never root), on
+//! a loopback port of its own, in front of a test daemon's bus.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{append, free_port, users, workspace_bin};
+
+pub const USER: &str = "gns3";
+pub const PASSWORD: &str = "compute-test-pw";
+
+pub fn compute_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("gns3-qemud-compute", "gns3-qemud-compute"))
+}
+
+pub struct Compute {
+    pub child: Child,
+    pub host: String,
+    pub port: u16,
+    /// The image directory, the compute's user's, readable by the daemon's.
+    pub images: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Compute {
+    /// A compute on 127.0.0.1 for the bus at `bus`, its files in `dir`.
+    pub fn start(bus: &str, dir: &Path) -> Compute {
+        Self::start_on(bus, dir, "127.0.0.1", &[])
+    }
+
+    /// A compute listening on `host`, with more flags.
+    pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
+        users::ensure();
+        let member = nix::unistd::User::from_name(users::MEMBER).unwrap().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for d in [dir, &images] {
+            nix::unistd::chown(d, Some(member.uid), Some(member.gid)).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let password = dir.join("compute.password");
+        std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+        nix::unistd::chown(&password, Some(member.uid), Some(member.gid)).unwrap();
+        let notify_path = dir.join("compute-notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        nix::unistd::chown(&notify_path, Some(member.uid), Some(member.gid)).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let port = free_port();
+        let log = dir.join("compute.log");
+        let out = append(&log);
+        let listen = format!("{host}:{port}");
+        let mut command = users::run_as(users::MEMBER, compute_bin().to_str().unwrap());
+        command
+            .args(["--config", "/dev/null", "--bus", bus, "--listen", &listen])
+            .args(["--user", USER])
+            .arg("--password-file")
+            .arg(&password)
+            .arg("--images")
+            .arg(&images)
+            .args(flags)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let mut child = command.spawn().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 512];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    break;
+                }
+            }
+            let status = child.try_wait().unwrap();
+            if status.is_some() || Instant::now() > end {
+                panic!(
+                    "no READY=1 from gns3-qemud-compute; exit: {status:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        Compute {
+            child,
+            host: host.to_string(),
+            port,
+            images,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}:{}/v3/compute{path}", self.host, self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it (SIGTERM) and waits for its end.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Compute {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("gns3-qemud-compute's log:\n{}", self.log_text());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
