@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds the Debian packages with cargo-deb and prints their paths, a line each: the daemon's,
 # <target dir>/debian/gns3-qemud_<version>-1_<arch>.deb, then the client's,
-# <target dir>/debian/gns3-qemuctl_<version>-1_<arch>.deb, where the target dir is
+# <target dir>/debian/gns3-qemuctl_<version>-1_<arch>.deb, then the GNS3 compute's
+# (gns3-qemud-compute_...), where the target dir is
 # $CARGO_TARGET_DIR if set, else the project's target/. The daemon package's contents,
 # dependencies and maintainer scripts are in Cargo.toml, [package.metadata.deb], and
 # packaging/debian/; the client's in src/ctl/Cargo.toml, [package.metadata.deb], and
@@ -47,5 +48,9 @@ fi
 deb=$(cargo deb --locked "${maintainer[@]}" "$@" | tail -n 1)
 # The client, a package of its own (no daemon, no dbus-daemon: only what its binary links).
 ctl=$(cargo deb --locked -p gns3-qemuctl "${maintainer[@]}" "$@" | tail -n 1)
+# The GNS3 compute, a package of its own that depends on the daemon's
+# (src/compute/Cargo.toml, [package.metadata.deb]; packaging/gns3-qemud-compute/).
+compute=$(cargo deb --locked -p gns3-qemud-compute "${maintainer[@]}" "$@" | tail -n 1)
 echo "$deb"
 echo "$ctl"
+echo "$compute"

@@ -24,7 +24,7 @@ install_missing || {
 if [ $# -eq 2 ]; then
 	DEB=$1 CTL=$2
 elif [ $# -eq 0 ]; then
-	mapfile -t built < <(packaging/build-deb.sh | tail -n 2)
+	mapfile -t built < <(packaging/build-deb.sh | tail -n 3 | head -n 2)
 	DEB=${built[0]:-} CTL=${built[1]:-}
 else
 	echo "usage: tests/debs.sh [DAEMON.deb CLIENT.deb]" >&2

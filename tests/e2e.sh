@@ -58,11 +58,11 @@ install_missing || skip "cannot install systemd-container and debootstrap with a
 
 # --- the package and the test guest ------------------------------------------------------
 echo "== building the packages (packaging/build-deb.sh)"
-mapfile -t DEBS < <(packaging/build-deb.sh | tail -n 2)
-DEB=${DEBS[0]:-} CTLDEB=${DEBS[1]:-}
-for d in "$DEB" "$CTLDEB"; do
+mapfile -t DEBS < <(packaging/build-deb.sh | tail -n 3)
+DEB=${DEBS[0]:-} CTLDEB=${DEBS[1]:-} COMPUTEDEB=${DEBS[2]:-}
+for d in "$DEB" "$CTLDEB" "$COMPUTEDEB"; do
 	[ -f "$d" ] || {
-		echo "e2e: FAIL: packaging/build-deb.sh did not print the two .debs (${DEBS[*]})"
+		echo "e2e: FAIL: packaging/build-deb.sh did not print the three .debs (${DEBS[*]})"
 		exit 1
 	}
 	echo "   $d"
