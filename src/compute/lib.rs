@@ -11,6 +11,8 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod ids;
+pub mod images;
 pub mod node;
+pub mod properties;
 pub mod routes;
 pub mod serve;

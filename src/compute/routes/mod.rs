@@ -3,6 +3,7 @@
 //! does not is a 404 with a message, like every other error (`error.rs`).
 
 mod compute;
+mod nodes;
 mod projects;
 
 use axum::extract::rejection::JsonRejection;
@@ -34,7 +35,9 @@ pub fn router(app: App) -> Router {
         )
         .route("/projects/{project}/close", post(projects::close))
         .route("/projects/{project}/ports/udp", post(projects::udp_port))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .merge(nodes::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(crate::images::routes());
     Router::new()
         .nest("/v3/compute", api)
         .fallback(not_found)
