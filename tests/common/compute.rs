@@ -34,7 +34,9 @@ impl Compute {
     /// A compute listening on `host`, with more flags.
     pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
         users::ensure();
-        let member = nix::unistd::User::from_name(users::MEMBER).unwrap().unwrap();
+        let member = nix::unistd::User::from_name(users::MEMBER)
+            .unwrap()
+            .unwrap();
         std::fs::create_dir_all(dir).unwrap();
         let images = dir.join("images");
         std::fs::create_dir_all(&images).unwrap();
