@@ -538,7 +538,7 @@ pub fn ctl_bin() -> &'static Path {
 /// binary for a test nor gives its path (`CARGO_BIN_EXE_*` are the test's own package's), so
 /// the harness has cargo build it, in the test's profile, and takes the path cargo reports:
 /// never a stale one left in target/.
-fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     // The test runs from target/<profile's directory>/deps/; the dev profile's is "debug".
     let exe = std::env::current_exe().unwrap();
     let dir = exe

@@ -1,0 +1,395 @@
+//! gns3-qemud-compute's QEMU nodes, as a GNS3 controller drives them (docs: the GNS3 compute
+//! API record, §1 S5-S15): images uploaded after the 409 that names them, a node created,
+//! started, suspended, resumed by start, reloaded, stopped, edited, created again (a project
+//! re-opened), refused what the daemon lacks, and deleted. A real bus and daemon; the compute
+//! runs as a member of gns3, as its unit's user does.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(90);
+/// "gns3:compute-pw", as the controller sends it.
+const AUTH: &str = "Basic Z25zMzpjb21wdXRlLXB3";
+const PROJECT: &str = "57cb2a43-6a1b-4a56-9c43-1d1e0e1c2f01";
+const NODE: &str = "8c428b23-dc77-4ca6-b724-ea8e4f23eff4";
+
+struct Compute {
+    child: Child,
+    base: String,
+    images: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Drop for Compute {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chown_member(path: &Path) {
+    let user = nix::unistd::User::from_name(users::MEMBER)
+        .unwrap()
+        .unwrap();
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();
+}
+
+impl Compute {
+    fn start(bus: &Bus, dir: &Path) -> Compute {
+        let bin = workspace_bin("gns3-qemud-compute", "gns3-qemud-compute");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown_member(dir);
+        let password = dir.join("password");
+        std::fs::write(&password, "compute-pw\n").unwrap();
+        chown_member(&password);
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let images = dir.join("images");
+        // An empty configuration: the flags say it all, and no host file is read.
+        let config = dir.join("compute.toml");
+        std::fs::write(&config, "").unwrap();
+        chown_member(&config);
+        let log = std::fs::File::create(dir.join("compute.log")).unwrap();
+        let child = users::run_as(users::MEMBER, bin.to_str().unwrap())
+            .args([
+                "--bus",
+                &bus.address,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args([
+                "--user",
+                "gns3",
+                "--password-file",
+                password.to_str().unwrap(),
+            ])
+            .args([
+                "--images",
+                images.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut c = Compute {
+            child,
+            base: format!("http://127.0.0.1:{port}/v3/compute"),
+            images,
+            agent,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.try_call("GET", "/capabilities", None).is_none() {
+            assert!(
+                Instant::now() < deadline && c.child.try_wait().unwrap().is_none(),
+                "the compute did not answer: {}",
+                std::fs::read_to_string(dir.join("compute.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", AUTH).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", AUTH).call(),
+            ("POST", None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", AUTH)
+                .send_empty(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", AUTH)
+                .send_json(b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", AUTH)
+                .send_json(b),
+            (m, _) => panic!("no {m}"),
+        }
+        .ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        Some((status, body))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+    }
+
+    fn upload(&self, name: &str, file: &Path) -> u16 {
+        let mut f = std::fs::File::open(file).unwrap();
+        let resp = self
+            .agent
+            .post(format!("{}/qemu/images/{name}", self.base))
+            .header("Authorization", AUTH)
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut f))
+            .unwrap();
+        resp.status().as_u16()
+    }
+}
+
+fn md5sum(path: &Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn node_path(action: &str) -> String {
+    format!("/projects/{PROJECT}/qemu/nodes/{NODE}{action}")
+}
+
+async fn vm_names(lab: &Lab) -> Vec<String> {
+    let mut names: Vec<String> = lab
+        .manager
+        .list_vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, name, _, _)| name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_node_from_upload_to_delete() {
+    let lab = Lab::start().await;
+    let dir = tempfile::Builder::new()
+        .prefix("gns3-compute-")
+        .tempdir()
+        .unwrap();
+    let compute = Compute::start(&lab.bus, dir.path());
+    assert_eq!(vm_names(&lab).await, Vec::<String>::new());
+
+    let (status, _) = compute.call(
+        "POST",
+        "/projects",
+        Some(json!({"name": "lab", "project_id": PROJECT})),
+    );
+    assert_eq!(status, 201);
+
+    // The template's body, database leftovers included (§1 S5).
+    let mut create = json!({"builtin": false, "compute_id": "e5a0610c-f3e6-5ccd-8aa4-1cb54040d44d",
+        "created_at": "2026-01-01T00:00:00", "qemu_path": "qemu-system-x86_64", "platform": "x86_64",
+        "linked_clone": true, "ram": 128, "cpus": 1, "maxcpus": 1, "adapters": 1,
+        "adapter_type": "e1000", "boot_priority": "c", "hda_disk_interface": "none",
+        "initrd": "initrd.gz", "kernel_image": "vmlinuz",
+        "kernel_command_line": "console=ttyS0 panic=-1 quiet",
+        "replicate_network_connection_state": true, "create_config_disk": false, "tpm": false,
+        "uefi": false, "on_close": "power_off", "cpu_throttling": 0, "process_priority": "normal",
+        "name": "n1", "console_type": "telnet", "aux_type": "none", "node_id": NODE});
+    let nodes = format!("/projects/{PROJECT}/qemu/nodes");
+    let guest = guest();
+    for image in ["initrd.gz", "vmlinuz"] {
+        let (status, body) = compute.call("POST", &nodes, Some(create.clone()));
+        assert_eq!(
+            (status, body),
+            (
+                409,
+                json!({"message": format!("The image '{image}' is missing"),
+            "image": image, "exception": "ImageMissingError"})
+            )
+        );
+        assert_eq!(compute.upload(image, &guest.join(image)), 204);
+        let mode = std::fs::metadata(compute.images.join(image))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o644,
+            "{image} is readable by the daemon's user"
+        );
+    }
+    let mode = std::fs::metadata(&compute.images)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let (kernel_md5, initrd_md5) = (
+        md5sum(&guest.join("vmlinuz")),
+        md5sum(&guest.join("initrd.gz")),
+    );
+
+    let (status, images) = compute.call("GET", "/qemu/images", None);
+    assert_eq!(status, 200);
+    let size = |f: &str| std::fs::metadata(guest.join(f)).unwrap().len();
+    assert_eq!(
+        images,
+        json!([
+            {"filename": "initrd.gz", "path": "initrd.gz", "md5sum": initrd_md5, "filesize": size("initrd.gz")},
+            {"filename": "vmlinuz", "path": "vmlinuz", "md5sum": kernel_md5, "filesize": size("vmlinuz")},
+        ])
+    );
+
+    let (status, node) = compute.call("POST", &nodes, Some(create.clone()));
+    assert_eq!(status, 201, "{node}");
+    assert_eq!(vm_names(&lab).await, ["n1"]);
+    for (k, v) in [
+        ("node_id", json!(NODE)),
+        ("project_id", json!(PROJECT)),
+        ("name", json!("n1")),
+        ("status", json!("stopped")),
+        ("console_type", json!("telnet")),
+        ("aux", Value::Null),
+        ("aux_type", json!("none")),
+        ("kernel_image", json!("vmlinuz")),
+        ("initrd", json!("initrd.gz")),
+        ("kernel_image_md5sum", json!(kernel_md5)),
+        ("initrd_md5sum", json!(initrd_md5)),
+        ("ram", json!(128)),
+        ("adapters", json!(1)),
+        ("adapter_type", json!("e1000")),
+        ("platform", json!("x86_64")),
+        ("custom_adapters", json!([])),
+        ("uefi", json!(false)),
+        ("on_close", json!("power_off")),
+        ("hda_disk_interface", json!("ide")),
+    ] {
+        assert_eq!(node[k], v, "{k} in {node}");
+    }
+    let console = node["console"]
+        .as_u64()
+        .expect("the daemon picked a console port") as u16;
+    assert!(
+        node["mac_address"].as_str().is_some_and(|m| m.len() == 17),
+        "{node}"
+    );
+    assert!(
+        node["qemu_path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/')),
+        "{node}"
+    );
+
+    assert_eq!(compute.call("POST", &node_path("/start"), None).0, 204);
+    assert_eq!(
+        compute.call("GET", &node_path(""), None).1["status"],
+        "started"
+    );
+    let mut tty = Console::connect(console);
+    tty.wait_for("GUEST-READY", BOOT).unwrap();
+    let (_, node) = compute.call("GET", &node_path(""), None);
+    let cmdline = node["command_line"].as_str().unwrap();
+    assert!(
+        cmdline.contains(&compute.images.join("vmlinuz").display().to_string()),
+        "{cmdline}"
+    );
+    assert!(
+        node["node_directory"]
+            .as_str()
+            .is_some_and(|d| d.ends_with(&NODE.replace('-', ""))),
+        "{node}"
+    );
+
+    assert_eq!(compute.call("POST", &node_path("/suspend"), None).0, 204);
+    assert_eq!(
+        compute.call("GET", &node_path(""), None).1["status"],
+        "suspended"
+    );
+    assert_eq!(compute.call("POST", &node_path("/start"), None).0, 204);
+    assert_eq!(
+        compute.call("GET", &node_path(""), None).1["status"],
+        "started"
+    );
+    assert_eq!(
+        compute.call("POST", &node_path("/console/reset"), None).0,
+        204
+    );
+    assert_eq!(compute.call("POST", &node_path("/reload"), None).0, 204);
+    tty.wait_for("GUEST-READY", BOOT).unwrap();
+    assert_eq!(compute.call("POST", &node_path("/stop"), None).0, 204);
+    assert_eq!(
+        compute.call("GET", &node_path(""), None).1["status"],
+        "stopped"
+    );
+    assert_eq!(
+        compute.call("POST", &node_path("/stop"), None).0,
+        204,
+        "stop of a stopped node"
+    );
+
+    // What the controller sends on an edit (the extra run's Z1).
+    let (status, node) = compute.call(
+        "PUT",
+        &node_path(""),
+        Some(json!({"ram": 160, "name": "n1",
+        "console": console, "console_type": "telnet", "aux_type": "none"})),
+    );
+    assert_eq!(
+        (status, node["ram"].clone(), node["console"].clone()),
+        (200, json!(160), json!(console))
+    );
+
+    // A re-opened project: the same node, created again with its stored reply sent back.
+    let mut stored = node.clone();
+    stored["ram"] = json!(144);
+    let (status, again) = compute.call("POST", &nodes, Some(stored));
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        (again["node_id"].clone(), again["ram"].clone()),
+        (json!(NODE), json!(144))
+    );
+    assert_eq!(vm_names(&lab).await, ["n1"]);
+
+    let (status, body) = compute.call("PUT", &node_path(""), Some(json!({"aux_type": "telnet"})));
+    assert_eq!(
+        (status, body),
+        (
+            409,
+            json!({"message":
+        "aux_type \"telnet\" is not supported: the daemon has no auxiliary console"})
+        )
+    );
+    create["create_config_disk"] = json!(true);
+    create["node_id"] = json!("0d4fa1a6-4b8f-4f7e-9b76-0a3c1d1e2f30");
+    let (status, body) = compute.call("POST", &nodes, Some(create));
+    assert_eq!(
+        (status, body),
+        (
+            409,
+            json!({"message":
+        "create_config_disk true is not supported: the daemon makes no config disk"})
+        )
+    );
+    assert_eq!(vm_names(&lab).await, ["n1"]);
+
+    assert_eq!(compute.call("DELETE", &node_path(""), None).0, 204);
+    assert_eq!(compute.call("GET", &node_path(""), None).0, 404);
+    assert_eq!(vm_names(&lab).await, Vec::<String>::new());
+}
