@@ -9,152 +9,12 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(90);
-/// "gns3:compute-pw", as the controller sends it.
-const AUTH: &str = "Basic Z25zMzpjb21wdXRlLXB3";
 const PROJECT: &str = "57cb2a43-6a1b-4a56-9c43-1d1e0e1c2f01";
 const NODE: &str = "8c428b23-dc77-4ca6-b724-ea8e4f23eff4";
-
-struct Compute {
-    child: Child,
-    base: String,
-    images: PathBuf,
-    agent: ureq::Agent,
-}
-
-impl Drop for Compute {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chown_member(path: &Path) {
-    let user = nix::unistd::User::from_name(users::MEMBER)
-        .unwrap()
-        .unwrap();
-    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();
-}
-
-impl Compute {
-    fn start(bus: &Bus, dir: &Path) -> Compute {
-        let bin = workspace_bin("gns3-qemud-compute", "gns3-qemud-compute");
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        chown_member(dir);
-        let password = dir.join("password");
-        std::fs::write(&password, "compute-pw\n").unwrap();
-        chown_member(&password);
-        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let images = dir.join("images");
-        // An empty configuration: the flags say it all, and no host file is read.
-        let config = dir.join("compute.toml");
-        std::fs::write(&config, "").unwrap();
-        chown_member(&config);
-        let log = std::fs::File::create(dir.join("compute.log")).unwrap();
-        let child = users::run_as(users::MEMBER, bin.to_str().unwrap())
-            .args([
-                "--bus",
-                &bus.address,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args([
-                "--user",
-                "gns3",
-                "--password-file",
-                password.to_str().unwrap(),
-            ])
-            .args([
-                "--images",
-                images.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut c = Compute {
-            child,
-            base: format!("http://127.0.0.1:{port}/v3/compute"),
-            images,
-            agent,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.try_call("GET", "/capabilities", None).is_none() {
-            assert!(
-                Instant::now() < deadline && c.child.try_wait().unwrap().is_none(),
-                "the compute did not answer: {}",
-                std::fs::read_to_string(dir.join("compute.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
-        let mut resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", AUTH).call(),
-            ("DELETE", _) => self.agent.delete(&url).header("Authorization", AUTH).call(),
-            ("POST", None) => self
-                .agent
-                .post(&url)
-                .header("Authorization", AUTH)
-                .send_empty(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", AUTH)
-                .send_json(b),
-            ("PUT", Some(b)) => self
-                .agent
-                .put(&url)
-                .header("Authorization", AUTH)
-                .send_json(b),
-            (m, _) => panic!("no {m}"),
-        }
-        .ok()?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        Some((status, body))
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.try_call(method, path, body)
-            .unwrap_or_else(|| panic!("{method} {path}: no answer"))
-    }
-
-    fn upload(&self, name: &str, file: &Path) -> u16 {
-        let mut f = std::fs::File::open(file).unwrap();
-        let resp = self
-            .agent
-            .post(format!("{}/qemu/images/{name}", self.base))
-            .header("Authorization", AUTH)
-            .header("Content-Type", "application/octet-stream")
-            .send(ureq::SendBody::from_reader(&mut f))
-            .unwrap();
-        resp.status().as_u16()
-    }
-}
 
 fn md5sum(path: &Path) -> String {
     let out = std::process::Command::new("md5sum")
@@ -193,7 +53,7 @@ async fn a_node_from_upload_to_delete() {
         .prefix("gns3-compute-")
         .tempdir()
         .unwrap();
-    let compute = Compute::start(&lab.bus, dir.path());
+    let compute = compute::Compute::start(&lab.bus.address, dir.path());
     assert_eq!(vm_names(&lab).await, Vec::<String>::new());
 
     let (status, _) = compute.call(

@@ -3,13 +3,17 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{append, free_port, users, workspace_bin};
 
 pub const USER: &str = "gns3";
-pub const PASSWORD: &str = "compute-test-pw";
+pub const PASSWORD: &str = "compute-pw";
+/// USER:PASSWORD, as the controller sends them.
+pub const AUTH: &str = "Basic Z25zMzpjb21wdXRlLXB3";
 
 pub fn compute_bin() -> &'static Path {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -23,6 +27,7 @@ pub struct Compute {
     /// The image directory, the compute's user's, readable by the daemon's.
     pub images: PathBuf,
     pub log: PathBuf,
+    agent: ureq::Agent,
 }
 
 impl Compute {
@@ -99,11 +104,66 @@ impl Compute {
             port,
             images,
             log,
+            // Statuses are the tests' to check: a 409 is an answer, not an error.
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}:{}/v3/compute{path}", self.host, self.port)
+    }
+
+    pub fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+        let url = self.url(path);
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", AUTH).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", AUTH).call(),
+            ("POST", None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", AUTH)
+                .send_empty(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", AUTH)
+                .send_json(b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", AUTH)
+                .send_json(b),
+            (m, _) => panic!("no {m}"),
+        }
+        .ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        Some((status, body))
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+    }
+
+    pub fn upload(&self, name: &str, file: &Path) -> u16 {
+        let mut f = std::fs::File::open(file).unwrap();
+        let resp = self
+            .agent
+            .post(self.url(&format!("/qemu/images/{name}")))
+            .header("Authorization", AUTH)
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut f))
+            .unwrap();
+        resp.status().as_u16()
     }
 
     pub fn log_text(&self) -> String {
