@@ -3,6 +3,7 @@
 //! does not is a 404 with a message, like every other error (`error.rs`).
 
 mod compute;
+mod links;
 mod nodes;
 mod projects;
 
@@ -36,6 +37,7 @@ pub fn router(app: App) -> Router {
         .route("/projects/{project}/close", post(projects::close))
         .route("/projects/{project}/ports/udp", post(projects::udp_port))
         .merge(nodes::routes())
+        .merge(links::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(crate::images::routes());
     Router::new()
