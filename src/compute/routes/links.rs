@@ -37,6 +37,14 @@ pub struct Nio {
 }
 
 impl Nio {
+    fn decide(&self) -> Result<bool> {
+        decide(
+            &self.kind,
+            self.filters.as_ref(),
+            self.suspend.unwrap_or(false),
+        )
+    }
+
     fn json(&self, suspended: bool) -> Value {
         json!({
             "type": self.kind, "lport": self.lport, "rhost": self.rhost, "rport": self.rport,
@@ -126,11 +134,7 @@ pub async fn add(
     Body(nio): Body<Nio>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (project, node, adapter) = target(&app, path).await?;
-    let suspended = decide(
-        &nio.kind,
-        nio.filters.as_ref(),
-        nio.suspend.unwrap_or(false),
-    )?;
+    let suspended = nio.decide()?;
     plug(&app, project, &node, adapter, &nio, suspended).await?;
     Ok((StatusCode::CREATED, Json(nio.json(suspended))))
 }
@@ -141,11 +145,7 @@ pub async fn update(
     Body(nio): Body<Nio>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (project, node, adapter) = target(&app, path).await?;
-    let suspended = decide(
-        &nio.kind,
-        nio.filters.as_ref(),
-        nio.suspend.unwrap_or(false),
-    )?;
+    let suspended = nio.decide()?;
     let tunnels = node
         .vm
         .tunnels()
