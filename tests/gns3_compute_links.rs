@@ -92,3 +92,127 @@ async fn a_links_end_is_the_vms_tunnel_and_its_suspension() {
     );
     assert_eq!(lab.manager.list_vms().await.unwrap(), []);
 }
+
+/// A capture of a link's end through the compute, as the controller takes it (§6): started
+/// with GNS3's body, its live stream followed until the capture stops, read by tshark; the
+/// frames are the guest's ARP requests for its peer, which the test's end of the tunnel
+/// receives too.
+#[tokio::test]
+async fn a_capture_streams_the_guests_frames_until_it_stops() {
+    const PROJECT: &str = "57cb2a43-6a1b-4a56-9c43-1d1e0e1c2f03";
+    const NODE: &str = "8c428b23-dc77-4ca6-b724-ea8e4f23eff6";
+    let lab = Lab::start().await;
+    let dir = tempfile::Builder::new()
+        .prefix("gns3-compute-")
+        .tempdir()
+        .unwrap();
+    let compute = compute::Compute::start(&lab.bus.address, dir.path());
+    let project = json!({"name": "lab", "project_id": PROJECT});
+    assert_eq!(compute.call("POST", "/projects", Some(project)).0, 201);
+    for image in ["initrd.gz", "vmlinuz"] {
+        assert_eq!(compute.upload(image, &guest().join(image)), 204);
+    }
+    let node = json!({"name": "n1", "node_id": NODE, "ram": 128, "adapters": 1,
+        "kernel_image": "vmlinuz", "initrd": "initrd.gz",
+        "kernel_command_line": "console=ttyS0 panic=-1 quiet", "console_type": "telnet"});
+    let nodes = format!("/projects/{PROJECT}/qemu/nodes");
+    let (status, body) = compute.call("POST", &nodes, Some(node));
+    assert_eq!(status, 201, "{body}");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (_, port) = compute.call("POST", &format!("/projects/{PROJECT}/ports/udp"), None);
+    let port0 = format!("{nodes}/{NODE}/adapters/0/ports/0");
+    let nio = json!({"type": "nio_udp", "lport": port["udp_port"], "rhost": "127.0.0.1",
+        "rport": peer.local_addr().unwrap().port(), "filters": {}, "suspend": false});
+    assert_eq!(
+        compute.call("POST", &format!("{port0}/nio"), Some(nio)).0,
+        201
+    );
+    let console_port = body["console"].as_u64().unwrap() as u16;
+    assert_eq!(
+        compute
+            .call("POST", &format!("{nodes}/{NODE}/start"), None)
+            .0,
+        204
+    );
+    // The daemon replays what the guest printed before: connecting after the start misses
+    // nothing.
+    let mut console = Console::connect(console_port);
+    console.addressed("10.9.9.1");
+
+    let ethernet = json!({"capture_file_name": "n1_0-0_to_n2_0-0.pcap",
+        "data_link_type": "DLT_RAW"});
+    let (status, body) = compute.call("POST", &format!("{port0}/capture/start"), Some(ethernet));
+    assert_eq!(
+        (status, body["message"].as_str().unwrap()),
+        (
+            409,
+            "data link type DLT_RAW is not supported: a QEMU adapter carries Ethernet (DLT_EN10MB)"
+        )
+    );
+    let start = json!({"capture_file_name": "n1_0-0_to_n2_0-0.pcap",
+        "data_link_type": "DLT_EN10MB"});
+    let (status, body) = compute.call("POST", &format!("{port0}/capture/start"), Some(start));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["pcap_file_path"].as_str().unwrap().ends_with(".pcap"),
+        "{body}"
+    );
+
+    let url = compute.url(&format!("{port0}/capture/stream"));
+    let stream = std::thread::spawn(move || {
+        let mut resp = ureq::get(&url)
+            .header("Authorization", compute::AUTH)
+            .call()
+            .unwrap();
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.body_mut().as_reader(), &mut bytes).unwrap();
+        (kind, bytes)
+    });
+    let out = console
+        .run(
+            "ping -c 3 -W 1 10.9.9.2",
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(out.contains("3 packets transmitted"), "{out}");
+    let mut frame = [0u8; 2048];
+    let (n, _) = peer.recv_from(&mut frame).unwrap();
+    assert!(n >= 42, "the tunnel carried a frame of {n} bytes");
+
+    assert_eq!(
+        compute
+            .call("POST", &format!("{port0}/capture/stop"), None)
+            .0,
+        204
+    );
+    let (kind, pcap) = stream.join().unwrap();
+    assert_eq!(kind, "application/vnd.tcpdump.pcap");
+    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "a libpcap file");
+    let mut tshark = std::process::Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-e", "arp.dst.proto_ipv4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tshark (package tshark)");
+    std::io::Write::write_all(&mut tshark.stdin.take().unwrap(), &pcap).unwrap();
+    let read = tshark.wait_with_output().unwrap();
+    let asked: Vec<String> = String::from_utf8_lossy(&read.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|ip| ip == "10.9.9.2"),
+        "ARP requests for the peer: {asked:?}"
+    );
+    assert_eq!(
+        compute
+            .call("DELETE", &format!("/projects/{PROJECT}"), None)
+            .0,
+        204
+    );
+    assert_eq!(lab.manager.list_vms().await.unwrap(), []);
+}

@@ -85,10 +85,14 @@ pub fn decide(nio_type: &str, filters: Option<&Map<String, Value>>, suspend: boo
     }
 }
 
-/// The node and adapter of a NIO's path; only port 0 exists on a QEMU adapter.
-async fn target(
+/// A port's path: project, node, adapter, port.
+pub type PortPath = (String, String, String, String);
+
+/// The node and adapter of a port's path (a NIO's, a capture's); only port 0 exists on a
+/// QEMU adapter.
+pub async fn target(
     app: &App,
-    (project, node, adapter, port): (String, String, String, String),
+    (project, node, adapter, port): PortPath,
 ) -> Result<(Id, Node, u32)> {
     let project = app.project(&project)?;
     let node = app.node(project, &node).await?;
@@ -130,7 +134,7 @@ async fn plug(
 
 pub async fn add(
     State(app): State<App>,
-    Path(path): Path<(String, String, String, String)>,
+    Path(path): Path<PortPath>,
     Body(nio): Body<Nio>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (project, node, adapter) = target(&app, path).await?;
@@ -141,7 +145,7 @@ pub async fn add(
 
 pub async fn update(
     State(app): State<App>,
-    Path(path): Path<(String, String, String, String)>,
+    Path(path): Path<PortPath>,
     Body(nio): Body<Nio>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (project, node, adapter) = target(&app, path).await?;
@@ -165,10 +169,7 @@ pub async fn update(
     Ok((StatusCode::CREATED, Json(nio.json(suspended))))
 }
 
-pub async fn remove(
-    State(app): State<App>,
-    Path(path): Path<(String, String, String, String)>,
-) -> Result<StatusCode> {
+pub async fn remove(State(app): State<App>, Path(path): Path<PortPath>) -> Result<StatusCode> {
     let (_, node, adapter) = target(&app, path).await?;
     node.vm
         .remove_udp_tunnel(adapter)

@@ -2,6 +2,7 @@
 //! each does is in the file named for its part of the API. A route GNS3 has but this compute
 //! does not is a 404 with a message, like every other error (`error.rs`).
 
+mod capture;
 mod compute;
 mod links;
 mod nodes;
@@ -38,6 +39,7 @@ pub fn router(app: App) -> Router {
         .route("/projects/{project}/ports/udp", post(projects::udp_port))
         .merge(nodes::routes())
         .merge(links::routes())
+        .merge(capture::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(crate::images::routes());
     Router::new()
