@@ -23,6 +23,7 @@ need_pkg ovmf # tests/machine_firmware.rs: UEFI guests (Firmware uefi)
 need swtpm swtpm # tests/machine_firmware.rs: a TPM per VM (Tpm)
 need_pkg swtpm-tools
 need tshark tshark # tests/capture.rs: the captures, read back as Wireshark would
+need_pkg python3-venv # tests/common/gns3.rs: a venv for the GNS3 controller (gns3-server from PyPI)
 install_missing
 command -v cargo >/dev/null || {
   echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2

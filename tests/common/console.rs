@@ -37,6 +37,8 @@ enum Telnet {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// A GNS3 controller's web console (tests/common/gns3.rs).
+    Ws(Box<super::gns3::WsStream>),
 }
 
 impl Stream {
@@ -44,6 +46,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(t),
             Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Ws(s) => s.set_read_timeout(t),
         }
     }
 }
@@ -53,6 +56,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Ws(s) => s.read(buf),
         }
     }
 }
@@ -62,6 +66,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Ws(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -126,6 +131,11 @@ impl Console {
     /// A viewer on a socket from OpenConsole.
     pub fn from_fd(fd: std::os::fd::OwnedFd) -> Console {
         Console::over(Stream::Unix(UnixStream::from(fd)))
+    }
+
+    /// A viewer on any stream (a web console's, tests/common/gns3.rs).
+    pub fn over_stream(stream: Stream) -> Console {
+        Console::over(stream)
     }
 
     fn over(stream: Stream) -> Console {

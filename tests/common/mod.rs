@@ -6,6 +6,7 @@ pub mod bus;
 pub mod compute;
 pub mod console;
 pub mod ctl;
+pub mod gns3;
 pub mod invariants;
 pub mod monitor;
 pub mod udp;
