@@ -73,6 +73,7 @@ fn version_and_login(c: &Controller) {
 
 /// Nothing listens there: the controller says so, and keeps the row until it is removed.
 fn unreachable_compute(c: &Controller) {
+    let mut notifications = c.notifications().unwrap();
     let port = common::free_port();
     let e = c
         .add_compute("127.0.0.1", port, "gns3", "pw")
@@ -86,6 +87,20 @@ fn unreachable_compute(c: &Controller) {
         )
     );
     let id = e.compute_id.expect("the failed compute's row");
+    // The controller tells its clients of the new compute, not connected.
+    let created = notifications
+        .wait_for(
+            &format!("\"compute_id\": \"{id}\""),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    // The event that names it (the local compute's come before).
+    let event = created.rsplit(r#"{"action": "#).next().unwrap();
+    assert!(event.starts_with(r#""compute.created""#), "{created}");
+    let rest = notifications
+        .wait_for("}}", Duration::from_secs(10))
+        .unwrap();
+    assert!(rest.contains(r#""connected": false"#), "{created}{rest}");
     let (status, row) = c.get(&format!("/v3/computes/{id}"));
     assert_eq!(status, 200, "{row}");
     assert_eq!(

@@ -11,117 +11,27 @@
 // Every tests/*.rs binary compiles this module but not all of them use all of it.
 #![allow(dead_code)]
 
+mod install;
+mod ws;
+
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::console::{Console, Stream};
+pub use install::gns3_server;
+pub use ws::WsStream;
 
 /// The GNS3 release the compute speaks to: the controller refuses any other (spec §2.3).
 pub const VERSION: &str = "3.0.6";
 
 /// The controller's administrator, as a fresh controller database makes it.
 pub const ADMIN: (&str, &str) = ("admin", "admin");
-
-/// The `gns3server` executable of gns3-server 3.0.6, installed on first use (about 20 s)
-/// into `${XDG_CACHE_HOME:-$HOME/.cache}/gns3-qemud/gns3-server-3.0.6` and reused after.
-pub fn gns3_server() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(install).clone()
-}
-
-fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
-        });
-    cache.join("gns3-qemud")
-}
-
-/// Debian's interpreter where there is one (python3-venv gives it `venv`), so that the venv
-/// does not depend on a user's own Python; else the first python3 in PATH.
-fn python() -> PathBuf {
-    let debian = Path::new("/usr/bin/python3");
-    if debian.exists() {
-        debian.to_path_buf()
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
-/// A venv is not movable (pip writes its absolute path into every script it installs), so
-/// it is made in place, under a lock that test processes running at once all take, and it
-/// counts as installed only once its marker, written last, is there.
-fn install() -> PathBuf {
-    let dir = cache_dir().join(format!("gns3-server-{VERSION}"));
-    let bin = dir.join("bin/gns3server");
-    let marker = dir.join(".installed");
-    std::fs::create_dir_all(cache_dir()).unwrap();
-    let lock = File::create(cache_dir().join(format!("gns3-server-{VERSION}.lock"))).unwrap();
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("locking the gns3-server venv: {e}"));
-    if marker.exists() && version_of(&bin).as_deref() == Some(VERSION) {
-        return bin;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let started = Instant::now();
-    let mut venv = Command::new(python());
-    venv.args(["-m", "venv"]).arg(&dir);
-    run(&mut venv);
-    let mut pip = Command::new(dir.join("bin/pip"));
-    pip.args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("gns3-server=={VERSION}"));
-    // pip trusts its own certificate bundle, not the machine's: where the way to PyPI needs
-    // a local authority (installed in the system's store), it would refuse the connection.
-    let system_store = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    if std::env::var_os("PIP_CERT").is_none() && system_store.exists() {
-        pip.arg("--cert").arg(system_store);
-    }
-    run(&mut pip);
-    let version = version_of(&bin);
-    assert_eq!(
-        version.as_deref(),
-        Some(VERSION),
-        "{} --version after the install",
-        bin.display()
-    );
-    std::fs::write(&marker, "").unwrap();
-    eprintln!(
-        "installed gns3-server {VERSION} in {} ({:.1} s)",
-        dir.display(),
-        started.elapsed().as_secs_f64()
-    );
-    bin
-}
-
-fn run(command: &mut Command) {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}); python3 -m venv needs Debian's python3-venv:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn version_of(bin: &Path) -> Option<String> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// A gns3server running as a controller on 127.0.0.1, logged in as the administrator.
 pub struct Controller {
@@ -373,25 +283,32 @@ impl Controller {
     /// as a `Console`: the controller relays the compute's telnet bytes in binary frames (the
     /// Console skips the telnet commands), and takes what is typed as text frames.
     pub fn web_console(&self, project: &str, node: &str) -> Result<Console, String> {
-        let url = format!(
-            "ws://127.0.0.1:{}/v3/projects/{project}/nodes/{node}/console/ws?token={}",
-            self.port, self.token
-        );
+        self.websocket(&format!("/v3/projects/{project}/nodes/{node}/console/ws"))
+    }
+
+    /// The controller's notifications (`WS /v3/notifications/ws`), one JSON text frame
+    /// each, as a `Console` to wait for: where a compute's live state shows
+    /// (`compute.updated` with `"connected": true`), which its REST record never gives.
+    pub fn notifications(&self) -> Result<Console, String> {
+        self.websocket("/v3/notifications/ws")
+    }
+
+    fn websocket(&self, path: &str) -> Result<Console, String> {
+        let url = format!("ws://127.0.0.1:{}{path}?token={}", self.port, self.token);
         let tcp =
             TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         match tungstenite::client(url.as_str(), tcp) {
-            Ok((ws, _)) => Ok(Console::over_stream(Stream::Ws(Box::new(WsStream {
+            Ok((ws, _)) => Ok(Console::over_stream(Stream::Ws(Box::new(WsStream::new(
                 ws,
-                pending: Vec::new(),
-            })))),
+            ))))),
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(format!(
-                "the controller refused the console websocket: {} {}",
+                "the controller refused the websocket {path}: {} {}",
                 r.status(),
                 String::from_utf8_lossy(r.body().as_deref().unwrap_or_default())
             )),
-            Err(e) => Err(format!("console websocket handshake: {e}")),
+            Err(e) => Err(format!("websocket {path}: {e}")),
         }
     }
 
@@ -483,58 +400,4 @@ fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Valu
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, body)
-}
-
-/// A websocket console as a byte stream for `Console`: each frame's payload in turn (text
-/// frames too: the controller relays the compute's error messages as text), and each write
-/// a text frame, as GNS3's web console sends keystrokes.
-pub struct WsStream {
-    ws: tungstenite::WebSocket<TcpStream>,
-    pending: Vec<u8>,
-}
-
-impl WsStream {
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
-        self.ws.get_ref().set_read_timeout(t)
-    }
-}
-
-impl Read for WsStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use tungstenite::{Error, Message};
-        while self.pending.is_empty() {
-            match self.ws.read() {
-                Ok(Message::Binary(b)) => self.pending.extend_from_slice(&b),
-                Ok(Message::Text(t)) => self.pending.extend_from_slice(t.as_bytes()),
-                Ok(Message::Close(_)) | Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
-                    return Ok(0)
-                }
-                // Pings are answered by tungstenite itself.
-                Ok(_) => {}
-                Err(Error::Io(e)) => return Err(e),
-                Err(e) => return Err(std::io::Error::other(e)),
-            }
-        }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending[..n]);
-        self.pending.drain(..n);
-        Ok(n)
-    }
-}
-
-impl Write for WsStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf).into_owned();
-        match self.ws.send(tungstenite::Message::text(text)) {
-            Ok(()) => Ok(buf.len()),
-            Err(tungstenite::Error::Io(e)) => Err(e),
-            Err(e) => Err(std::io::Error::new(ErrorKind::BrokenPipe, e)),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.ws
-            .flush()
-            .map_err(|e| std::io::Error::new(ErrorKind::BrokenPipe, e))
-    }
 }
