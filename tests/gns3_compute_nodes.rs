@@ -49,11 +49,7 @@ async fn vm_names(lab: &Lab) -> Vec<String> {
 #[tokio::test]
 async fn a_node_from_upload_to_delete() {
     let lab = Lab::start().await;
-    let dir = tempfile::Builder::new()
-        .prefix("gns3-compute-")
-        .tempdir()
-        .unwrap();
-    let compute = compute::Compute::start(&lab.bus.address, dir.path());
+    let (_dir, compute) = compute::Compute::for_lab(&lab);
     assert_eq!(vm_names(&lab).await, Vec::<String>::new());
 
     let (status, _) = compute.call(

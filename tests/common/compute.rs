@@ -36,6 +36,18 @@ impl Compute {
         Self::start_on(bus, dir, "127.0.0.1", &[])
     }
 
+    /// A compute in front of `lab`'s daemon, its files in a directory of its own (returned
+    /// first, so that a binding `let (_dir, compute)` drops the compute, and prints its log,
+    /// before the directory goes).
+    pub fn for_lab(lab: &super::Lab) -> (tempfile::TempDir, Compute) {
+        let dir = tempfile::Builder::new()
+            .prefix("gns3-compute-")
+            .tempdir()
+            .unwrap();
+        let compute = Compute::start(&lab.bus.address, dir.path());
+        (dir, compute)
+    }
+
     /// A compute listening on `host`, with more flags.
     pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
         users::ensure();
