@@ -51,6 +51,27 @@ async fn a_node_from_upload_to_delete() {
     let lab = Lab::start().await;
     let (_dir, compute) = compute::Compute::for_lab(&lab);
     assert_eq!(vm_names(&lab).await, Vec::<String>::new());
+    let mut notes = compute.notifications();
+    let ping = notes
+        .next(Duration::from_secs(5))
+        .expect("a ping on connect");
+    assert_eq!(ping["action"], "ping", "{ping}");
+    let mut keys: Vec<&str> = ping["event"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "cpu_usage_percent",
+            "disk_usage_percent",
+            "memory_usage_percent"
+        ]
+    );
+    refused_without_credentials(&compute);
 
     let (status, _) = compute.call(
         "POST",
@@ -153,13 +174,25 @@ async fn a_node_from_upload_to_delete() {
         "{node}"
     );
 
+    assert_eq!(
+        announced(&mut notes),
+        ["node.updated stopped"],
+        "the new node"
+    );
     assert_eq!(compute.call("POST", &node_path("/start"), None).0, 204);
+    assert_eq!(announced(&mut notes), ["node.updated started"]);
     assert_eq!(
         compute.call("GET", &node_path(""), None).1["status"],
         "started"
     );
+    let mut web = compute.web_console(PROJECT, NODE).unwrap();
+    web.wait_for("GUEST-READY", BOOT).unwrap();
+    // Typed into the web console, answered there.
+    let out = web
+        .run("echo web-$((6*7))", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(out.trim(), "web-42");
     let mut tty = Console::connect(console);
-    tty.wait_for("GUEST-READY", BOOT).unwrap();
     let (_, node) = compute.call("GET", &node_path(""), None);
     let cmdline = node["command_line"].as_str().unwrap();
     assert!(
@@ -174,11 +207,13 @@ async fn a_node_from_upload_to_delete() {
     );
 
     assert_eq!(compute.call("POST", &node_path("/suspend"), None).0, 204);
+    assert_eq!(announced(&mut notes), ["node.updated suspended"]);
     assert_eq!(
         compute.call("GET", &node_path(""), None).1["status"],
         "suspended"
     );
     assert_eq!(compute.call("POST", &node_path("/start"), None).0, 204);
+    assert_eq!(announced(&mut notes), ["node.updated started"]);
     assert_eq!(
         compute.call("GET", &node_path(""), None).1["status"],
         "started"
@@ -189,7 +224,11 @@ async fn a_node_from_upload_to_delete() {
     );
     assert_eq!(compute.call("POST", &node_path("/reload"), None).0, 204);
     tty.wait_for("GUEST-READY", BOOT).unwrap();
+    notes.sent();
     assert_eq!(compute.call("POST", &node_path("/stop"), None).0, 204);
+    assert_eq!(announced(&mut notes), ["node.updated stopped"]);
+    web.wait_closed(Duration::from_secs(10))
+        .expect("the web console closes when the VM stops");
     assert_eq!(
         compute.call("GET", &node_path(""), None).1["status"],
         "stopped"
@@ -245,7 +284,56 @@ async fn a_node_from_upload_to_delete() {
     );
     assert_eq!(vm_names(&lab).await, ["n1"]);
 
+    notes.sent();
     assert_eq!(compute.call("DELETE", &node_path(""), None).0, 204);
+    assert_eq!(announced(&mut notes), ["node.deleted stopped"]);
     assert_eq!(compute.call("GET", &node_path(""), None).0, 404);
     assert_eq!(vm_names(&lab).await, Vec::<String>::new());
+}
+
+/// What the compute announced since the last call, as "action status" with repeats of the
+/// same folded (a VM on its way changes several properties), each checked to be this
+/// node's, in this project.
+fn announced(notes: &mut compute::Notifications) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for m in notes.sent() {
+        assert_eq!(m["project_id"], PROJECT, "{m}");
+        assert_eq!(m["event"]["project_id"], PROJECT, "{m}");
+        assert_eq!(m["event"]["node_id"], NODE, "{m}");
+        let said = format!(
+            "{} {}",
+            m["action"].as_str().unwrap(),
+            m["event"]["status"].as_str().unwrap()
+        );
+        if seen.last() != Some(&said) {
+            seen.push(said);
+        }
+    }
+    seen
+}
+
+/// A websocket without the credentials, or with wrong ones: accepted, told why in GNS3's
+/// words, and closed with 1008; an HTTP request without them is refused with 401.
+fn refused_without_credentials(compute: &compute::Compute) {
+    let wrong = "Basic Z25zMzp3cm9uZw=="; // gns3:wrong
+    for path in [
+        "/notifications/ws".to_string(),
+        format!("/projects/{PROJECT}/qemu/nodes/{NODE}/console/ws"),
+    ] {
+        for auth in [None, Some(wrong)] {
+            let mut ws = compute.websocket(&path, auth).unwrap();
+            let said = ws.read().unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(said.to_text().unwrap()).unwrap(),
+                json!({"action": "log.error", "event": {"message":
+                "Could not authenticate while connecting to compute WebSocket: \
+                 Could not validate credentials"}}),
+                "{path} {auth:?}"
+            );
+            match ws.read().unwrap() {
+                tungstenite::Message::Close(Some(c)) => assert_eq!(u16::from(c.code), 1008),
+                other => panic!("{path}: {other:?}, not a close"),
+            }
+        }
+    }
 }

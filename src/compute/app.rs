@@ -5,13 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use gns3_qemuctl::contract::{SERVICE, VM_INTERFACE};
 use gns3_qemuctl::managed::{self, Keep};
 use gns3_qemuctl::proxies::{ManagerProxy, VmProxy};
-use zbus::OwnedObjectPath;
+use zbus::{OwnedObjectPath, Variant};
 
 use crate::config::Config;
 use crate::error::{ApiError, Result};
+use crate::events::Events;
 use crate::ids::{self, Id};
+use crate::node::{Props, COMMAND_LINE};
 
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
@@ -26,6 +29,8 @@ pub struct Inner {
     /// tunnel: released when the project closes. Lost if the compute restarts; the daemon
     /// frees them at its own next restart.
     ports: Mutex<BTreeMap<Id, BTreeSet<u16>>>,
+    /// What the notification sockets are told.
+    pub events: Events,
 }
 
 impl std::ops::Deref for App {
@@ -60,6 +65,7 @@ impl App {
             manager,
             projects: Mutex::new(projects),
             ports: Mutex::default(),
+            events: Events::default(),
         })))
     }
 
@@ -104,6 +110,10 @@ impl App {
         self.projects().remove(&id)
     }
 
+    pub fn is_open(&self, id: Id) -> bool {
+        self.projects().contains(&id)
+    }
+
     /// The project `id` of a request path, if open here.
     pub fn project(&self, id: &str) -> Result<Id> {
         match Id::parse(id) {
@@ -139,6 +149,30 @@ impl App {
             .build()
             .await
             .map_err(ApiError::call("reach a VM"))
+    }
+
+    /// Every property of the VM at `path` (one GetAll), and its command line under
+    /// [`COMMAND_LINE`]: what a node's JSON is made of.
+    pub async fn node_props(&self, path: &OwnedObjectPath) -> Result<Props> {
+        let properties = zbus::fdo::PropertiesProxy::builder(&self.bus)
+            .destination(SERVICE)
+            .path(path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(ApiError::call("reach a VM"))?;
+        let interface = zbus::names::InterfaceName::from_static_str_unchecked(VM_INTERFACE);
+        let mut props = properties
+            .get_all(interface)
+            .await
+            .map_err(|e| ApiError::call("read a node")(e.into()))?;
+        let vm = self.vm(path.clone()).await?;
+        if let Ok(args) = vm.command_line().await {
+            if let Ok(v) = zbus::OwnedVariant::try_from(Variant::from(args)) {
+                props.insert(COMMAND_LINE.to_string(), v);
+            }
+        }
+        Ok(props)
     }
 
     /// Every VM of `project`: its path and all its properties.

@@ -1,5 +1,5 @@
 //! Runs the compute: connects to the daemon's bus, listens, tells systemd it is ready, and
-//! serves until SIGTERM or SIGINT.
+//! serves until SIGTERM or SIGINT, or until the bus is gone.
 
 use tokio::net::TcpListener;
 
@@ -22,6 +22,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot hear gns3-qemud's signals: {0}")]
+    Events(String),
     #[error("cannot wait for signals: {0}")]
     Signals(#[source] std::io::Error),
     #[error("the server failed: {0}")]
@@ -42,6 +44,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         None => zbus::connection::Builder::system(),
     };
     let bus = builder.build().await.map_err(fail)?;
+    let events = crate::events::subscribe(&bus)
+        .await
+        .map_err(Error::Events)?;
     let app = App::new(config.clone(), bus).await.map_err(Error::Daemon)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -63,8 +68,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    axum::serve(listener, crate::routes::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve)
+    let serve =
+        axum::serve(listener, crate::routes::router(app.clone())).with_graceful_shutdown(shutdown);
+    // Without the daemon's signals the controller would see no node change: better to
+    // stop, and be started again (Restart=on-failure), than to serve a stale view.
+    tokio::select! {
+        served = serve => served.map_err(Error::Serve),
+        gone = crate::events::run(app, events) => Err(Error::Events(gone)),
+    }
 }

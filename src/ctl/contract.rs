@@ -9,6 +9,8 @@ use zbus::{OwnedVariant, Variant};
 use crate::error::{Error, Result};
 
 const VM_XML: &str = include_str!("../../dbus/org.gns3.Qemu.VM.xml");
+/// The daemon's bus name.
+pub const SERVICE: &str = "org.gns3.Qemu";
 /// The VM's interface, as the contract names it.
 pub const VM_INTERFACE: &str = "org.gns3.Qemu.VM";
 /// The settings that name files: the daemon resolves nothing against a client's directory,

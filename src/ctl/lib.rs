@@ -7,7 +7,8 @@
 //! JSON schema, [`complete`] completes the command line for the shells. [`pager`] pages long
 //! outputs for people, [`duration`] reads time spans as systemd does. What is generated for
 //! the package (the man page, the shells' hooks, the schema) is checked and rewritten by the
-//! test in `generated.rs`.
+//! test in `generated.rs`. [`events`] is the daemon's signals as one stream, for `watch`,
+//! `wait` and the GNS3 compute.
 
 pub mod bus;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod complete;
 pub mod contract;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod lab;
 pub mod links;
 pub mod managed;

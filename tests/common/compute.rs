@@ -178,6 +178,48 @@ impl Compute {
         resp.status().as_u16()
     }
 
+    /// A websocket of the compute at `path` (under `/v3/compute`), opened with
+    /// `authorization` as the upgrade's header when there is one; the handshake's error
+    /// as text.
+    pub fn websocket(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<tungstenite::WebSocket<std::net::TcpStream>, String> {
+        use tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{}:{}/v3/compute{path}", self.host, self.port);
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        if let Some(a) = authorization {
+            request
+                .headers_mut()
+                .insert("Authorization", a.parse().unwrap());
+        }
+        let tcp = std::net::TcpStream::connect((self.host.as_str(), self.port))
+            .map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        tungstenite::client(request, tcp)
+            .map(|(ws, _)| ws)
+            .map_err(|e| format!("websocket {path}: {e}"))
+    }
+
+    /// The notification socket, as the controller opens it.
+    pub fn notifications(&self) -> Notifications {
+        Notifications(
+            self.websocket("/notifications/ws", Some(AUTH))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    /// A node's web console through the compute, as a `Console`.
+    pub fn web_console(&self, project: &str, node: &str) -> Result<super::Console, String> {
+        let path = format!("/projects/{project}/qemu/nodes/{node}/console/ws");
+        let ws = self.websocket(&path, Some(AUTH))?;
+        Ok(super::Console::over_stream(super::console::Stream::Ws(
+            Box::new(super::gns3::WsStream::new(ws)),
+        )))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -197,5 +239,41 @@ impl Drop for Compute {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The compute's notification socket: one JSON message per text frame.
+pub struct Notifications(pub tungstenite::WebSocket<std::net::TcpStream>);
+
+impl Notifications {
+    /// The next message, or None if none comes within `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<Value> {
+        self.0.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        loop {
+            match self.0.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    return Some(serde_json::from_str(&t).unwrap())
+                }
+                Ok(tungstenite::Message::Close(c)) => panic!("the compute closed: {c:?}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("the notification socket: {e}"),
+            }
+        }
+    }
+
+    /// The messages already sent, other than pings: what the compute said before the reply
+    /// the test just had.
+    pub fn sent(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.next(Duration::from_millis(200)))
+            .filter(|m| m["action"] != "ping")
+            .collect()
     }
 }

@@ -74,12 +74,7 @@ pub async fn stream(State(app): State<App>, Path(path): Path<PortPath>) -> Resul
         .open_capture(adapter)
         .await
         .map_err(ApiError::call(format!("open adapter {adapter}'s capture")))?;
-    let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| ApiError::Internal(format!("the capture socket: {e}")))?;
-    let socket = tokio::net::UnixStream::from_std(socket)
-        .map_err(|e| ApiError::Internal(format!("the capture socket: {e}")))?;
+    let socket = super::stream_of(fd, "the capture socket")?;
     // The body ends when the daemon closes the socket: the capture ended.
     let chunks = futures_util::stream::unfold(socket, |mut socket| async move {
         let mut buf = vec![0u8; 64 * 1024];

@@ -4,9 +4,11 @@
 
 mod capture;
 mod compute;
+mod console;
 mod links;
 mod nodes;
 mod projects;
+mod sockets;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
@@ -42,14 +44,31 @@ pub fn router(app: App) -> Router {
         .merge(capture::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(crate::images::routes());
-    Router::new()
+    let authenticated = Router::new()
         .nest("/v3/compute", api)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::auth::require,
-        ))
+        ));
+    // The websockets check their credentials themselves (`sockets.rs`).
+    Router::new()
+        .route("/v3/compute/notifications/ws", get(sockets::notifications))
+        .route(
+            "/v3/compute/projects/{project}/qemu/nodes/{node}/console/ws",
+            get(console::socket),
+        )
+        .merge(authenticated)
         .with_state(app)
+}
+
+/// A socket the daemon handed over (OpenConsole, OpenCapture), for tokio.
+fn stream_of(fd: zbus::OwnedFd, what: &str) -> Result<tokio::net::UnixStream, ApiError> {
+    let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| ApiError::Internal(format!("{what}: {e}")))?;
+    tokio::net::UnixStream::from_std(socket).map_err(|e| ApiError::Internal(format!("{what}: {e}")))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -18,7 +18,7 @@ use crate::app::{App, Node};
 use crate::error::{ApiError, Result};
 use crate::ids::{self, Id};
 use crate::images;
-use crate::node::{self, Props, COMMAND_LINE};
+use crate::node;
 use crate::properties::{self, Conv, ROWS};
 
 type Settings = BTreeMap<&'static str, Variant<'static>>;
@@ -36,29 +36,12 @@ pub fn routes() -> Router<App> {
         .route(&format!("{node}/console/reset"), post(console_reset))
 }
 
-/// The node's properties now, its command line among them.
-async fn props(app: &App, project: Id, node: &Node) -> Result<Props> {
-    let mut props = app
-        .project_vms(project)
-        .await?
-        .into_iter()
-        .find(|(path, _)| *path == node.path)
-        .map(|(_, props)| props)
-        .ok_or_else(|| ApiError::NoNode(node.id.to_string()))?;
-    if let Ok(args) = node.vm.command_line().await {
-        if let Ok(v) = zbus::OwnedVariant::try_from(Variant::from(args)) {
-            props.insert(COMMAND_LINE.to_string(), v);
-        }
-    }
-    Ok(props)
-}
-
 async fn reply(app: &App, project: Id, node: &Node) -> Result<Value> {
     Ok(node::json(
         app,
         project,
         node.id,
-        &props(app, project, node).await?,
+        &app.node_props(&node.path).await?,
     ))
 }
 
@@ -80,14 +63,8 @@ async fn checksum_images(settings: &Settings) -> Result<()> {
 /// Only the settings that change: the controller sends back what it has (the console port
 /// among them), and a setting applied only while stopped is refused on a running VM even
 /// when unchanged.
-async fn configure(
-    app: &App,
-    project: Id,
-    node: &Node,
-    settings: Settings,
-    what: &str,
-) -> Result<()> {
-    let now = props(app, project, node).await?;
+async fn configure(app: &App, node: &Node, settings: Settings, what: &str) -> Result<()> {
+    let now = app.node_props(&node.path).await?;
     let changed: HashMap<&str, Variant<'_>> = settings
         .into_iter()
         .filter(|(k, v)| now.get(*k).is_none_or(|cur| **cur != *v))
@@ -127,7 +104,7 @@ async fn create(
     let what = format!("create node {name}");
     match app.node(project, &id.to_string()).await {
         Ok(node) => {
-            configure(&app, project, &node, settings, &what).await?;
+            configure(&app, &node, settings, &what).await?;
             Ok((
                 StatusCode::CREATED,
                 Json(reply(&app, project, &node).await?),
@@ -172,14 +149,7 @@ async fn update(
     let node = app.node(project, &node).await?;
     let settings = properties::to_settings(&body, &app.config.images)?;
     checksum_images(&settings).await?;
-    configure(
-        &app,
-        project,
-        &node,
-        settings,
-        &format!("update node {}", node.id),
-    )
-    .await?;
+    configure(&app, &node, settings, &format!("update node {}", node.id)).await?;
     Ok(Json(reply(&app, project, &node).await?))
 }
 
@@ -198,9 +168,11 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// One of the five calls that each is one method of the VM.
+/// One of the five calls that each is one method of the VM, answered once the notification
+/// sockets were told the node's new status (as GNS3's compute does: the controller learns it
+/// from them only).
 macro_rules! action {
-    ($name:ident, $method:ident, $verb:literal) => {
+    ($name:ident, $method:ident, $verb:literal, $status:expr) => {
         async fn $name(
             State(app): State<App>,
             Path((project, node)): Path<(String, String)>,
@@ -211,17 +183,20 @@ macro_rules! action {
                 .$method()
                 .await
                 .map_err(ApiError::call(format!(concat!($verb, " node {}"), node.id)))?;
+            if let Some(status) = $status {
+                app.events.wait_for(&node.path, status).await;
+            }
             Ok(StatusCode::NO_CONTENT)
         }
     };
 }
 
 // Start resumes a paused VM too: GNS3 has no resume of its own (the GUI's resume is start).
-action!(start, start, "start");
-action!(stop, stop, "stop");
-action!(suspend, suspend, "suspend");
-action!(resume, resume, "resume");
-action!(reload, reload, "reload");
+action!(start, start, "start", Some("started"));
+action!(stop, stop, "stop", Some("stopped"));
+action!(suspend, suspend, "suspend", Some("suspended"));
+action!(resume, resume, "resume", Some("started"));
+action!(reload, reload, "reload", None::<&str>);
 
 /// The daemon's telnet server has nothing to reset: each connection is fresh.
 async fn console_reset(

@@ -6,7 +6,6 @@ mod capture;
 mod console;
 mod create;
 mod delete;
-mod events;
 mod get;
 mod info;
 mod lab;

@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use zbus::{OwnedObjectPath, Variant};
 
-use super::events::{self, Event};
 use crate::cli::{Wait, STATES};
 use crate::duration;
 use crate::error::{error_name, Error, Result};
+use crate::events::{self, Event};
 use crate::output::text;
 use crate::snapshot;
 

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::OwnedVariant;
 
-use super::events::{self, Event};
 use crate::cli::Watch;
 use crate::error::Result;
+use crate::events::{self, Event};
 use crate::output::{self, json, text};
 use crate::snapshot;
 

@@ -13,7 +13,7 @@ pub struct WsStream {
 }
 
 impl WsStream {
-    pub(super) fn new(ws: tungstenite::WebSocket<TcpStream>) -> WsStream {
+    pub fn new(ws: tungstenite::WebSocket<TcpStream>) -> WsStream {
         WsStream {
             ws,
             pending: Vec::new(),

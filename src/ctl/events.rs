@@ -1,6 +1,7 @@
-//! What `watch` and `wait` hear: one match rule for every signal of the daemon under its
-//! root path (ObjectManager's InterfacesAdded/Removed, each VM's PropertiesChanged), added
-//! before the snapshot (GetManagedObjects) is read, so that nothing happens unheard between.
+//! What `watch`, `wait` and the GNS3 compute's notification socket hear: one match rule for
+//! every signal of the daemon under its root path (ObjectManager's InterfacesAdded/Removed,
+//! each VM's PropertiesChanged), added before the snapshot (GetManagedObjects) is read, so
+//! that nothing happens unheard between.
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -8,10 +9,9 @@ use std::num::NonZeroUsize;
 use zbus::message::Type;
 use zbus::{MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
-use crate::contract::VM_INTERFACE;
+use crate::contract::{SERVICE, VM_INTERFACE};
 use crate::error::{Error, Result};
 
-const SERVICE: &str = "org.gns3.Qemu";
 const ROOT: &str = "/org/gns3/Qemu";
 /// Signals kept while the snapshot is read, or while printing lags: a lab's worth of
 /// starts at once.
@@ -19,7 +19,7 @@ const QUEUED: usize = 4096;
 
 /// A VM's event.
 #[derive(Debug)]
-pub(super) enum Event {
+pub enum Event {
     Added {
         path: String,
         properties: HashMap<String, OwnedVariant>,
@@ -36,7 +36,7 @@ pub(super) enum Event {
 
 /// The stream of the daemon's signals: ONE AddMatch, `type='signal',sender='org.gns3.Qemu',
 /// path_namespace='/org/gns3/Qemu'`.
-pub(super) async fn subscribe(conn: &zbus::Connection) -> Result<MessageStream> {
+pub async fn subscribe(conn: &zbus::Connection) -> Result<MessageStream> {
     let rule = MatchRule::builder()
         .msg_type(Type::Signal)
         .sender(SERVICE)
@@ -49,7 +49,7 @@ pub(super) async fn subscribe(conn: &zbus::Connection) -> Result<MessageStream> 
 }
 
 /// The next VM event of `stream`; an error once the connection is gone.
-pub(super) async fn next(stream: &mut MessageStream) -> Result<Event> {
+pub async fn next(stream: &mut MessageStream) -> Result<Event> {
     while let Some(message) = stream.next().await {
         let message = message.map_err(Error::call("read the VMs' events"))?;
         if let Some(event) = event(&message) {
@@ -104,6 +104,6 @@ fn event(message: &Message) -> Option<Event> {
 }
 
 /// A VM's id, the last part of its path: its name where nothing else is known.
-pub(super) fn id_of(path: &str) -> &str {
+pub fn id_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
