@@ -166,6 +166,33 @@ impl Compute {
             .unwrap_or_else(|| panic!("{method} {path}: no answer"))
     }
 
+    /// `method path` with `body` as it is (JSON or not) and `authorization` as the header
+    /// if there is one: the status and the body (JSON, or a String if it is not).
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let url = self.url(path);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        if !body.is_empty() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let mut resp = self
+            .agent
+            .run(req.body(body.to_vec()).unwrap())
+            .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
     pub fn upload(&self, name: &str, file: &Path) -> u16 {
         let mut f = std::fs::File::open(file).unwrap();
         let resp = self

@@ -37,6 +37,15 @@ pub struct Nio {
 }
 
 impl Nio {
+    /// The NIO of a request's body: its type first, so that a TAP or Ethernet NIO is told
+    /// it is not supported rather than that it lacks a UDP port.
+    fn of(body: Map<String, Value>) -> Result<Nio> {
+        let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
+        decide(kind, None, false)?;
+        serde_path_to_error::deserialize(Value::Object(body))
+            .map_err(|e| ApiError::BadRequest(format!("the NIO: {e}")))
+    }
+
     fn decide(&self) -> Result<bool> {
         decide(
             &self.kind,
@@ -135,8 +144,9 @@ async fn plug(
 pub async fn add(
     State(app): State<App>,
     Path(path): Path<PortPath>,
-    Body(nio): Body<Nio>,
+    Body(nio): Body<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>)> {
+    let nio = Nio::of(nio)?;
     let (project, node, adapter) = target(&app, path).await?;
     let suspended = nio.decide()?;
     plug(&app, project, &node, adapter, &nio, suspended).await?;
@@ -146,8 +156,9 @@ pub async fn add(
 pub async fn update(
     State(app): State<App>,
     Path(path): Path<PortPath>,
-    Body(nio): Body<Nio>,
+    Body(nio): Body<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>)> {
+    let nio = Nio::of(nio)?;
     let (project, node, adapter) = target(&app, path).await?;
     let suspended = nio.decide()?;
     let tunnels = node
