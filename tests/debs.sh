@@ -1,12 +1,13 @@
 #!/bin/bash
-# Checks the two Debian packages as built, without installing them: the client's
+# Checks the three Debian packages as built, without installing them: the client's
 # (gns3-qemuctl) exact file list and modes, its metadata (nothing of the daemon's, no
 # dbus-daemon: only what its binary links), that its man page renders without a warning,
 # that its completion hooks are what bash, zsh and fish load, and that the daemon's package
 # recommends it and does not ship it, and that an upgrade never stops or restarts
-# gns3-qemud-guests.service (which would stop every VM). tests/e2e.sh runs it on the
-# packages it installs.
-#   tests/debs.sh [DAEMON.deb CLIENT.deb]     (without them: builds both, packaging/build-deb.sh)
+# gns3-qemud-guests.service (which would stop every VM); the GNS3 compute's file list, its
+# dependency on the daemon, its conffile, man page and unit (enabled and started on
+# install). tests/e2e.sh runs it on the packages it installs.
+#   tests/debs.sh [DAEMON.deb CLIENT.deb COMPUTE.deb]   (without them: builds them, packaging/build-deb.sh)
 # Every check prints PASS or FAIL (with its output); the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -21,16 +22,16 @@ install_missing || {
 	exit 1
 }
 
-if [ $# -eq 2 ]; then
-	DEB=$1 CTL=$2
+if [ $# -eq 3 ]; then
+	DEB=$1 CTL=$2 COMPUTE=$3
 elif [ $# -eq 0 ]; then
-	mapfile -t built < <(packaging/build-deb.sh | tail -n 3 | head -n 2)
-	DEB=${built[0]:-} CTL=${built[1]:-}
+	mapfile -t built < <(packaging/build-deb.sh | tail -n 3)
+	DEB=${built[0]:-} CTL=${built[1]:-} COMPUTE=${built[2]:-}
 else
-	echo "usage: tests/debs.sh [DAEMON.deb CLIENT.deb]" >&2
+	echo "usage: tests/debs.sh [DAEMON.deb CLIENT.deb COMPUTE.deb]" >&2
 	exit 2
 fi
-for f in "$DEB" "$CTL"; do
+for f in "$DEB" "$CTL" "$COMPUTE"; do
 	[ -f "$f" ] || {
 		echo "debs: FAIL: no package at '$f'"
 		exit 1
@@ -58,6 +59,7 @@ field() { dpkg-deb -f "$1" "$2"; }
 WORK=$(mktemp -d /tmp/gns3-qemud-debs.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 dpkg-deb -x "$CTL" "$WORK/ctl"
+dpkg-deb -x "$COMPUTE" "$WORK/compute"
 
 # The client's files, a line each as "MODE PATH" (directories left out).
 files() { dpkg-deb -c "$1" | awk '$1 !~ /^d/ {sub(/^\./, "", $6); print $1, $6}' | sort -k2; }
@@ -96,17 +98,17 @@ binary_runs() {
 }
 dcheck ctl-binary-runs binary_runs
 # As man(1) renders it, warnings on: none.
+# man_renders PAGE.gz TITLE SECTION
 man_renders() {
-	zcat "$WORK/ctl/usr/share/man/man1/gns3-qemuctl.1.gz" >"$WORK/page.1" &&
-		grep -q '^\.TH GNS3-QEMUCTL 1 ' "$WORK/page.1" || return 1
+	zcat "$1" >"$WORK/page" && grep -q "^\.TH $2 $3 " "$WORK/page" || return 1
 	local warnings
-	warnings=$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z "$WORK/page.1" 2>&1)
+	warnings=$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z "$WORK/page" 2>&1)
 	[ -z "$warnings" ] || {
 		echo "$warnings"
 		return 1
 	}
 }
-dcheck ctl-man-renders man_renders
+dcheck ctl-man-renders man_renders "$WORK/ctl/usr/share/man/man1/gns3-qemuctl.1.gz" GNS3-QEMUCTL 1
 # bash-completion sources the file when gns3-qemuctl is first completed: it must define
 # the function and register it for the command.
 bash_completion() {
@@ -139,6 +141,44 @@ guests_unit() {
 		grep -B1 -F "stop gns3-qemud-guests.service" "$WORK/control/prerm" | grep -F '"$1" = remove'
 }
 dcheck daemon-guests-unit guests_unit
+
+# The GNS3 compute: its files, the daemon's package beneath it, its config a conffile, and
+# its unit enabled and started on install (cargo-deb's snippets), stopped on remove.
+compute_files() {
+	sort -k2 <<-'EOF'
+		-rw-r--r-- /etc/gns3-qemud/compute.toml
+		-rwxr-xr-x /usr/bin/gns3-qemud-compute
+		-rw-r--r-- /usr/lib/systemd/system/gns3-qemud-compute.service
+		-rw-r--r-- /usr/lib/sysusers.d/gns3-qemud-compute.conf
+		-rw-r--r-- /usr/share/doc/gns3-qemud-compute/changelog.Debian.gz
+		-rw-r--r-- /usr/share/doc/gns3-qemud-compute/copyright
+		-rw-r--r-- /usr/share/man/man8/gns3-qemud-compute.8.gz
+	EOF
+}
+dcheck compute-files diff <(compute_files) <(files "$COMPUTE")
+compute_fields() {
+	[ "$(field "$COMPUTE" Package)" = gns3-qemud-compute ] &&
+		[ "$(field "$COMPUTE" Version)" = "$(field "$DEB" Version)" ] &&
+		field "$COMPUTE" Depends | tee /dev/stderr | tr ',' '\n' | grep -qx ' *gns3-qemud'
+}
+dcheck compute-name-version-depends compute_fields
+compute_runs() {
+	"$WORK/compute/usr/bin/gns3-qemud-compute" --version | tee /dev/stderr |
+		grep -qx "gns3-qemud-compute $(field "$COMPUTE" Version | cut -d- -f1)"
+}
+dcheck compute-binary-runs compute_runs
+dcheck compute-man-renders man_renders "$WORK/compute/usr/share/man/man8/gns3-qemud-compute.8.gz" GNS3-QEMUD-COMPUTE 8
+dpkg-deb -e "$COMPUTE" "$WORK/compute-control"
+compute_unit() {
+	grep -qx /etc/gns3-qemud/compute.toml "$WORK/compute-control/conffiles" &&
+		grep -F "deb-systemd-helper enable gns3-qemud-compute.service" "$WORK/compute-control/postinst" &&
+		grep -F 'deb-systemd-invoke $_dh_action gns3-qemud-compute.service' "$WORK/compute-control/postinst" &&
+		grep -F "systemd-sysusers" "$WORK/compute-control/postinst" &&
+		grep -F "deb-systemd-invoke stop gns3-qemud-compute.service" "$WORK/compute-control/prerm"
+}
+dcheck compute-unit compute_unit
+daemon_not_compute() { ! dpkg-deb -c "$DEB" | grep -E 'compute'; }
+dcheck daemon-does-not-ship-compute daemon_not_compute
 
 echo "== debs: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

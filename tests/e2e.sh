@@ -1,18 +1,20 @@
 #!/bin/bash
 # End-to-end test of the Debian package on a real systemd, as root on Debian 12:
-#   - builds the packages, the daemon's and gns3-qemuctl's (packaging/build-deb.sh), checks
+#   - builds the packages, the daemon's, gns3-qemuctl's and the GNS3 compute's
+#     (packaging/build-deb.sh), checks
 #     what they hold (tests/debs.sh), and builds the test guest (tests/guest/build.sh);
 #   - makes a bookworm root with debootstrap (tests/debian-root.sh: cached in
 #     $E2E_CACHE/<hash of what it holds>), and boots it with systemd-nspawn --boot (systemd
 #     as PID 1 of the container, a real system bus), driven with nsenter, on an overlay of
 #     its own (upper dir on a tmpfs of the test's), which keeps the cache clean and keeps
 #     what the first boot wrote for the second;
-#   - inside: installs both packages; drives the service with the installed gns3-qemuctl as
+#   - inside: installs the three packages; drives the service with the installed gns3-qemuctl as
 #     a member of group gns3 would (info, create, list, completion, start, stop, delete, a
 #     two-VM lab brought up until ready and destroyed) and as an outsider (refused, with the
 #     hint); creates and starts a VM (TCG) over D-Bus, reads
 #     GUEST-READY on its serial console, finds the VM's id in the daemon's journal, restarts
-#     the daemon (the VM keeps running and is found again), stops the VM;
+#     the daemon (the VM keeps running and is found again), stops the VM; checks the GNS3
+#     compute's user, password file and unit, and that it answers only with the credentials;
 #   - powers the container off with VMs running and boots it again from the same root: the
 #     host's shutdown stopped each VM as its OnStop says (gns3-qemud-guests.service), and
 #     the Autostart VM and the one restore_on_boot keeps come back, the third does not;
@@ -92,9 +94,10 @@ T_ROOT=$(since "$t0")
 # --- boot ----------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/gns3-qemud-e2e.XXXXXX)
 mkdir -p "$WORK/share"
-cp "$DEB" "$CTLDEB" "$WORK/share/"
+cp "$DEB" "$CTLDEB" "$COMPUTEDEB" "$WORK/share/"
 DEBNAME=$(basename "$DEB")
 CTLDEBNAME=$(basename "$CTLDEB")
+COMPUTEDEBNAME=$(basename "$COMPUTEDEB")
 NSPID=
 LEADER=
 # The container's root: an overlay of the cached root, kept across the container's two
@@ -202,8 +205,8 @@ check_with() {
 }
 # Shows the daemon's journal (on a failure).
 journal() {
-	echo "    --- journalctl -u gns3-qemud -u gns3-qemud-supervisor"
-	IN journalctl --no-pager -o short-precise -u gns3-qemud -u gns3-qemud-supervisor -n 60 2>&1 | sed 's/^/    /'
+	echo "    --- journalctl -u gns3-qemud -u gns3-qemud-supervisor -u gns3-qemud-compute"
+	IN journalctl --no-pager -o short-precise -u gns3-qemud -u gns3-qemud-supervisor -u gns3-qemud-compute -n 60 2>&1 | sed 's/^/    /'
 }
 
 # system_up: waits for the container's boot to end; exits on a boot that failed.
@@ -236,9 +239,9 @@ if [ -n "${E2E_UNIT_DROPIN:-}" ]; then
 	IN sh -c 'mkdir -p /etc/systemd/system/gns3-qemud.service.d && printf "[Service]\n%s\n" "$1" >/etc/systemd/system/gns3-qemud.service.d/e2e.conf' - "$E2E_UNIT_DROPIN"
 fi
 # The packages as built: their files, modes and fields (tests/debs.sh prints each check).
-host_check debs tests/debs.sh "$DEB" "$CTLDEB"
-check install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/share/$DEBNAME" "/share/$CTLDEBNAME" || exit 1
-FILES=$(IN dpkg-query -L gns3-qemud gns3-qemuctl)
+host_check debs tests/debs.sh "$DEB" "$CTLDEB" "$COMPUTEDEB"
+check install env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/share/$DEBNAME" "/share/$CTLDEBNAME" "/share/$COMPUTEDEBNAME" || exit 1
+FILES=$(IN dpkg-query -L gns3-qemud gns3-qemuctl gns3-qemud-compute)
 check user-and-group sh -c 'getent passwd gns3-qemud && getent group gns3 && id gns3-qemud'
 check enable-now systemctl enable --now gns3-qemud
 check is-enabled systemctl is-enabled gns3-qemud.service gns3-qemud-supervisor.socket
@@ -295,6 +298,29 @@ EOF
 check ctl-lab-up sh -c "$MEMBER gns3-qemuctl up --wait --timeout 5m /srv/e2e/lab.yml | tee /dev/stderr | grep -qx 'Lab e2e-lab is ready.'" || journal
 check ctl-lab-links sh -c "$MEMBER gns3-qemuctl --no-legend links --lab e2e-lab | tee /dev/stderr | grep -qE '^pc1:eth0 +pc2:eth0 +[0-9]+ [0-9]+\$'"
 check ctl-lab-destroy sh -c "$MEMBER gns3-qemuctl destroy --yes /srv/e2e/lab.yml && { $MEMBER gns3-qemuctl list --lab e2e-lab; [ \$? -eq 4 ]; }" || journal
+
+# The GNS3 compute as its package sets it up: its user in gns3, a password of its own, the
+# unit up on port 3080 and answering the controller's first call only with the credentials.
+# HTTP by bash's /dev/tcp, as the consoles are read.
+IN sh -c 'cat >/srv/e2e/compute-get && chmod 755 /srv/e2e/compute-get' <<'EOF'
+#!/bin/bash
+# compute-get PATH [USER:PASSWORD]: the compute's whole reply to GET /v3/compute/PATH.
+auth=
+[ -n "${2:-}" ] && auth="Authorization: Basic $(printf %s "$2" | base64 -w0)"$'\r\n'
+exec 3<>/dev/tcp/127.0.0.1/3080 || exit 1
+printf 'GET /v3/compute/%s HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n' "$1" "$auth" >&3
+timeout 10 cat <&3
+EOF
+check compute-user sh -c 'getent passwd gns3-qemud-compute && id -nG gns3-qemud-compute | tr " " "\n" | grep -qx gns3'
+check compute-password sh -c 'stat -c "%a %U %G" /etc/gns3-qemud/compute.password | tee /dev/stderr | grep -qx "640 root gns3-qemud-compute" &&
+	[ "$(head -n 1 /etc/gns3-qemud/compute.password | wc -c)" -gt 20 ]'
+check compute-active timeout 30 sh -c 'until systemctl is-active -q gns3-qemud-compute; do sleep 0.2; done' || journal
+check compute-capabilities sh -c '/srv/e2e/compute-get capabilities "gns3:$(head -n 1 /etc/gns3-qemud/compute.password)" |
+	tee /dev/stderr | grep -q "^{.*\"version\":\"3\.0\.6\""' || journal
+check compute-401 sh -c '/srv/e2e/compute-get capabilities | tee /dev/stderr | head -n 1 | grep -q "^HTTP/1.1 401 "' || journal
+check compute-401-wrong-password sh -c '/srv/e2e/compute-get capabilities gns3:wrong | head -n 1 | grep -q "^HTTP/1.1 401 "' || journal
+check compute-security-exposure sh -c "systemd-analyze security --no-pager gns3-qemud-compute.service | tee /dev/stderr | tail -n 1 |
+	grep -E 'exposure level for gns3-qemud-compute.service: (0\\.[0-9]|1\\.[0-9]|2\\.[0-9]) '" || journal
 
 VM=
 if check create-vm "${BUS[@]}" call "${MGR[@]}" CreateVM 'sa{sv}' e2e 5 \
@@ -429,8 +455,8 @@ fi
 . tests/e2e-reboot.sh
 
 check stop-daemon systemctl stop gns3-qemud
-check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket gns3-qemud-guests.service' || journal
-check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud gns3-qemuctl
+check daemon-units-not-failed sh -c '! systemctl is-failed gns3-qemud.service gns3-qemud-supervisor.service gns3-qemud-supervisor.socket gns3-qemud-guests.service gns3-qemud-compute.service' || journal
+check purge env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q gns3-qemud gns3-qemuctl gns3-qemud-compute
 # Every file (not directory) the package had is gone, and its state.
 LEFT=$(IN sh -c 'while read -r f; do [ -d "$f" ] || ! [ -e "$f" ] || echo "$f"; done' <<<"$FILES")
 if [ -z "$LEFT" ] && [ -n "$FILES" ]; then
@@ -443,7 +469,7 @@ else
 	fail=$((fail + 1))
 	RESULTS+=("FAIL purge-files-gone")
 fi
-check purge-state-gone sh -c '! ls -ld /var/lib/gns3-qemud /etc/gns3-qemud /run/gns3-qemud 2>/dev/null'
+check purge-state-gone sh -c '! ls -ld /var/lib/gns3-qemud /var/lib/gns3-qemud-compute /etc/gns3-qemud /run/gns3-qemud 2>/dev/null'
 # (minbase has no procps: look at /proc.)
 check no-qemu-left sh -c 'for p in /proc/[0-9]*; do case $(readlink $p/exe) in *qemu-system*) echo "left: $p $(tr "\\0" " " <$p/cmdline)"; exit 1;; esac; done; exit 0'
 # No unit failed that had not failed at boot already.
