@@ -2,7 +2,8 @@
 //! gns3-qemud-compute as its compute: registered, a project with two QEMU nodes of the test
 //! guest (the controller uploads the images after the compute's 409), a link, both started
 //! and read on the telnet console and on the controller's web console, a ping across, the
-//! link captured through the controller and read by tshark, the link suspended and resumed,
+//! link captured through the controller and read by tshark, the compute restarted under
+//! the running lab (it finds everything again in the daemon), the link suspended and resumed,
 //! a packet filter refused, a node suspended, resumed and reloaded, both stopped, one deleted,
 //! the project closed and deleted. At each step the controller's view of every node's status
 //! is the daemon's, and the daemon keeps no VM of the project at the end.
@@ -87,7 +88,7 @@ impl Session {
 #[tokio::test]
 async fn a_lab_through_the_gns3_controller() {
     let lab = Lab::start().await;
-    let (_compute_dir, compute) = compute::Compute::for_lab(&lab);
+    let (_compute_dir, mut compute) = compute::Compute::for_lab(&lab);
     let dir = tempfile::tempdir().unwrap();
     let c = Controller::start(dir.path(), compute::USER, compute::PASSWORD);
     let cid = c
@@ -151,6 +152,39 @@ async fn a_lab_through_the_gns3_controller() {
     assert!(web2.comes_to_reach(N1_IP), "n2 pings n1 across the link");
 
     capture(&l, &link, &mut web2);
+
+    // A restart of the compute loses nothing: it finds its projects and nodes in the
+    // daemon, the controller connects again, and the lab was never down.
+    // (The later node steps need its notification socket, which the controller opens
+    // again when it reconnects.)
+    let before = compute.child.id();
+    compute.restart();
+    assert_ne!(compute.child.id(), before);
+    let images = format!("/v3/computes/{cid}/qemu/images");
+    let listed = (0..300).find_map(|_| match l.c.get(&images) {
+        (200, list) => Some(list),
+        _ => {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        }
+    });
+    let names: Vec<&str> = listed
+        .as_ref()
+        .and_then(|l| l.as_array())
+        .map(|l| l.iter().filter_map(|i| i["filename"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        ["initrd.gz", "vmlinuz"],
+        "through the restarted compute"
+    );
+    assert!(tty1.reaches(N2_IP), "the lab ran on");
+    l.agree(&[(n1, "started"), (n2, "started")]).await;
+    let (_, again) = l.c.get(&l.nodes(&format!("/{n1}")));
+    assert_eq!(again["console"], node1["console"], "{again}");
+    // The web console went with the compute; a new one reaches the same shell.
+    let mut web2 = l.c.web_console(&l.project, n2).unwrap();
+    assert!(web2.reaches(N1_IP), "the web console, opened again");
 
     // Suspended, the link carries nothing; resumed, it carries again (§5.4 done right).
     let (status, body) = l.c.put(&l.link(&link), &json!({"suspend": true}));

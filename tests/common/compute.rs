@@ -24,6 +24,9 @@ pub struct Compute {
     pub child: Child,
     pub host: String,
     pub port: u16,
+    bus: String,
+    dir: PathBuf,
+    flags: Vec<String>,
     /// The image directory, the compute's user's, readable by the daemon's.
     pub images: PathBuf,
     pub log: PathBuf,
@@ -50,6 +53,25 @@ impl Compute {
 
     /// A compute listening on `host`, with more flags.
     pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        Self::spawn(bus, dir, host, free_port(), flags)
+    }
+
+    /// Stops it and starts it again, on the same port with the same files: what a restart
+    /// of its unit does.
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Self::spawn(
+            &self.bus,
+            &self.dir,
+            &self.host,
+            self.port,
+            std::mem::take(&mut self.flags),
+        );
+        drop(std::mem::replace(self, again));
+    }
+
+    fn spawn(bus: &str, dir: &Path, host: &str, port: u16, flags: Vec<String>) -> Compute {
         users::ensure();
         let member = nix::unistd::User::from_name(users::MEMBER)
             .unwrap()
@@ -72,7 +94,6 @@ impl Compute {
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let port = free_port();
         let log = dir.join("compute.log");
         let out = append(&log);
         let listen = format!("{host}:{port}");
@@ -84,7 +105,7 @@ impl Compute {
             .arg(&password)
             .arg("--images")
             .arg(&images)
-            .args(flags)
+            .args(&flags)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -114,6 +135,9 @@ impl Compute {
             child,
             host: host.to_string(),
             port,
+            bus: bus.to_string(),
+            dir: dir.to_path_buf(),
+            flags,
             images,
             log,
             // Statuses are the tests' to check: a 409 is an answer, not an error.
