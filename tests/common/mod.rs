@@ -29,16 +29,33 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_gns3-qemud");
 /// The tests run guests under TCG: on these machines /dev/kvm opens but a stock guest hangs.
 pub const TEST_CONFIG: &str = "accelerator = \"tcg\"\n";
 
-/// Console (TCP) and UDP port ranges of their own for each daemon of a test process:
-/// daemons running side by side would otherwise hand out the same free ports, and their
-/// QEMUs would collide. Each process starts at a slot of its own (by its pid), so that test
-/// processes running at once (two checkouts' suites) rarely share one either.
+/// Console (TCP) and UDP port ranges of their own for each daemon: daemons running side by
+/// side would otherwise hand out the same free ports, and their QEMUs would collide. Each
+/// range is one of 100 slots, held by a lock on a file (flock) for as long as this process
+/// lives, so that the test binaries tests/cargo-test.sh runs at once never share one. Past
+/// 100 daemons at once, slots are shared again, as it says.
 fn test_port_ranges() -> ([u16; 2], [u16; 2]) {
+    use nix::fcntl::{Flock, FlockArg};
+    static HELD: std::sync::Mutex<Vec<Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ranges = |n: u16| {
+        let (console, udp) = (5000 + n * 50, 20000 + n * 50);
+        ([console, console + 49], [udp, udp + 49])
+    };
+    let dir = Path::new("/tmp/gns3-qemud-test-slots");
+    std::fs::create_dir_all(dir).unwrap();
     let first = (std::process::id() % 100) as u16;
+    for i in 0..100 {
+        let n = (first + i) % 100;
+        let file = std::fs::File::create(dir.join(n.to_string())).unwrap();
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            HELD.lock().unwrap().push(lock);
+            return ranges(n);
+        }
+    }
     let n = (first + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 100;
-    let (console, udp) = (5000 + n * 50, 20000 + n * 50);
-    ([console, console + 49], [udp, udp + 49])
+    eprintln!("every port slot is held: daemon ports {n} shared with another test's");
+    ranges(n)
 }
 
 /// The test config (TCG, port ranges of its own, and `extra` lines) in `dir`.
