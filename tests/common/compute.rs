@@ -50,6 +50,18 @@ impl Compute {
 
     /// A compute listening on `host`, with more flags.
     pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
+        Self::start_with_env(bus, dir, host, flags, &[])
+    }
+
+    /// A compute listening on `host`, with more flags and more environment (after the
+    /// tests' RUST_LOG=debug, so that `env` may set another).
+    pub fn start_with_env(
+        bus: &str,
+        dir: &Path,
+        host: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Compute {
         users::ensure();
         let member = nix::unistd::User::from_name(users::MEMBER)
             .unwrap()
@@ -87,6 +99,7 @@ impl Compute {
             .args(flags)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
