@@ -26,7 +26,7 @@ const SECTION: &str = "cycle";
 const RUNS: usize = 30;
 const STEPS: [&str; 4] = ["CreateVM", "Start", "Stop", "Delete"];
 
-type Settings = HashMap<&'static str, Variant<'static>>;
+pub type Settings = HashMap<&'static str, Variant<'static>>;
 
 pub fn run(rt: &Runtime) -> Report {
     let lab = rt.block_on(BenchLab::start());
@@ -150,7 +150,7 @@ fn leak(name: String) -> &'static str {
 }
 
 /// One life of a VM; the time of each step.
-async fn cycle(lab: &BenchLab, name: &str, settings: &Settings) -> [Duration; 4] {
+pub async fn cycle(lab: &BenchLab, name: &str, settings: &Settings) -> [Duration; 4] {
     let t = Instant::now();
     let path = lab
         .manager

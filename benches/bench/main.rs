@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod console;
 mod cycle;
+mod gns3;
 mod hand;
 mod lab;
 mod memory;
@@ -59,6 +60,10 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "cli",
         run: cli::run,
+    },
+    Section {
+        name: "gns3",
+        run: gns3::run,
     },
 ];
 

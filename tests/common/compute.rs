@@ -27,6 +27,7 @@ pub struct Compute {
     bus: String,
     dir: PathBuf,
     flags: Vec<String>,
+    env: Vec<(String, String)>,
     /// The image directory, the compute's user's, readable by the daemon's.
     pub images: PathBuf,
     pub log: PathBuf,
@@ -53,8 +54,24 @@ impl Compute {
 
     /// A compute listening on `host`, with more flags.
     pub fn start_on(bus: &str, dir: &Path, host: &str, flags: &[&str]) -> Compute {
-        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        Self::spawn(bus, dir, host, free_port(), flags)
+        Self::start_with_env(bus, dir, host, flags, &[])
+    }
+
+    /// A compute listening on `host`, with more flags and more environment (after the
+    /// tests' RUST_LOG=debug, so that `env` may set another).
+    pub fn start_with_env(
+        bus: &str,
+        dir: &Path,
+        host: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Compute {
+        let own = |v: &[&str]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(bus, dir, host, free_port(), own(flags), env)
     }
 
     /// Stops it and starts it again, on the same port with the same files: what a restart
@@ -67,11 +84,19 @@ impl Compute {
             &self.host,
             self.port,
             std::mem::take(&mut self.flags),
+            std::mem::take(&mut self.env),
         );
         drop(std::mem::replace(self, again));
     }
 
-    fn spawn(bus: &str, dir: &Path, host: &str, port: u16, flags: Vec<String>) -> Compute {
+    fn spawn(
+        bus: &str,
+        dir: &Path,
+        host: &str,
+        port: u16,
+        flags: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Compute {
         users::ensure();
         let member = nix::unistd::User::from_name(users::MEMBER)
             .unwrap()
@@ -108,6 +133,7 @@ impl Compute {
             .args(&flags)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -138,6 +164,7 @@ impl Compute {
             bus: bus.to_string(),
             dir: dir.to_path_buf(),
             flags,
+            env,
             images,
             log,
             // Statuses are the tests' to check: a 409 is an answer, not an error.

@@ -126,6 +126,11 @@ impl Controller {
         }
     }
 
+    /// The gns3server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
