@@ -13,7 +13,7 @@ use std::time::Duration;
 use gns3_qemuctl::events::{self, Event};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Notify};
-use zbus::{MessageStream, OwnedObjectPath};
+use zbus::{MessageStream, OwnedObjectPath, OwnedVariant};
 
 use crate::app::App;
 use crate::ids::{self, Id};
@@ -27,6 +27,9 @@ pub struct Events {
     sockets: broadcast::Sender<String>,
     /// Each node's last announced JSON, by its VM's path.
     announced: Mutex<HashMap<OwnedObjectPath, Value>>,
+    /// Each VM's `Project`, from its Added signal (or asked once, for a VM older than the
+    /// compute): a change of a VM of no open project costs no call.
+    projects: Mutex<HashMap<OwnedObjectPath, String>>,
     changed: Notify,
 }
 
@@ -35,6 +38,7 @@ impl Default for Events {
         Events {
             sockets: broadcast::channel(QUEUED).0,
             announced: Mutex::default(),
+            projects: Mutex::default(),
             changed: Notify::new(),
         }
     }
@@ -48,6 +52,20 @@ impl Events {
 
     fn announced(&self) -> MutexGuard<'_, HashMap<OwnedObjectPath, Value>> {
         self.announced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn projects(&self) -> MutexGuard<'_, HashMap<OwnedObjectPath, String>> {
+        self.projects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the VM's `Project` if `properties` (of a signal) name it.
+    fn note_project(&self, path: &OwnedObjectPath, properties: &HashMap<String, OwnedVariant>) {
+        if let Some(project) = properties
+            .get("Project")
+            .and_then(|v| <&str>::try_from(&**v).ok())
+        {
+            self.projects().insert(path.clone(), project.to_string());
+        }
     }
 
     fn status_of(&self, path: &OwnedObjectPath) -> Option<String> {
@@ -99,13 +117,21 @@ pub async fn subscribe(bus: &zbus::Connection) -> Result<MessageStream, String> 
 pub async fn run(app: App, mut stream: MessageStream) -> String {
     loop {
         match events::next(&mut stream).await {
-            Ok(Event::Added { path, .. } | Event::Changed { path, .. }) => {
+            Ok(
+                Event::Added {
+                    path,
+                    properties: changed,
+                }
+                | Event::Changed { path, changed, .. },
+            ) => {
                 if let Ok(path) = OwnedObjectPath::try_from(path) {
+                    app.events.note_project(&path, &changed);
                     updated(&app, path).await;
                 }
             }
             Ok(Event::Removed { path }) => {
                 if let Ok(path) = OwnedObjectPath::try_from(path) {
+                    app.events.projects().remove(&path);
                     deleted(&app, &path);
                 }
             }
@@ -117,6 +143,16 @@ pub async fn run(app: App, mut stream: MessageStream) -> String {
 /// The node's JSON now, if it is a node of a project open here.
 async fn node(app: &App, path: &OwnedObjectPath) -> Option<(Id, Value)> {
     let id = ids::vm_id(path.as_str())?;
+    let known = app.events.projects().get(path).cloned();
+    let project = match known {
+        Some(p) => p,
+        None => {
+            let p = app.vm(path.clone()).await.ok()?.project().await.ok()?;
+            app.events.projects().insert(path.clone(), p.clone());
+            p
+        }
+    };
+    let project = Id::parse(&project).ok().filter(|p| app.is_open(*p))?;
     let props = match app.node_props(path).await {
         Ok(p) => p,
         // Gone meanwhile: its removal comes next.
@@ -125,11 +161,6 @@ async fn node(app: &App, path: &OwnedObjectPath) -> Option<(Id, Value)> {
             return None;
         }
     };
-    let project = props
-        .get("Project")
-        .and_then(|v| <&str>::try_from(v).ok())
-        .and_then(|p| Id::parse(p).ok())
-        .filter(|p| app.is_open(*p))?;
     Some((project, crate::node::json(app, project, id, &props)))
 }
 
