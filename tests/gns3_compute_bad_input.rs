@@ -23,13 +23,7 @@ fn json_body(v: Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_input_changes_nothing_and_the_compute_keeps_serving() {
-    let lab = Lab::start().await;
-    let (_dir, compute) = compute::Compute::for_lab(&lab);
-    let body = json!({"name": "lab", "project_id": PROJECT});
-    assert_eq!(compute.call("POST", "/projects", Some(body)).0, 201);
-    for image in ["initrd.gz", "vmlinuz"] {
-        assert_eq!(compute.upload(image, &guest().join(image)), 204);
-    }
+    let (lab, _dir, compute) = compute::project_with_the_guest(PROJECT).await;
     let nodes = format!("/projects/{PROJECT}/qemu/nodes");
     let node = json!({"name": "n1", "node_id": NODE, "ram": 128, "adapters": 1,
         "kernel_image": "vmlinuz", "initrd": "initrd.gz", "console_type": "telnet"});

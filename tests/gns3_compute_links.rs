@@ -13,22 +13,9 @@ use serde_json::json;
 const PROJECT: &str = "57cb2a43-6a1b-4a56-9c43-1d1e0e1c2f02";
 const NODE: &str = "8c428b23-dc77-4ca6-b724-ea8e4f23eff5";
 
-/// A daemon, a compute in front of it, project `project` open there and the test guest's
-/// kernel and initrd uploaded.
-async fn project_with_the_guest(project: &str) -> (Lab, tempfile::TempDir, compute::Compute) {
-    let lab = Lab::start().await;
-    let (dir, compute) = compute::Compute::for_lab(&lab);
-    let body = json!({"name": "lab", "project_id": project});
-    assert_eq!(compute.call("POST", "/projects", Some(body)).0, 201);
-    for image in ["initrd.gz", "vmlinuz"] {
-        assert_eq!(compute.upload(image, &guest().join(image)), 204);
-    }
-    (lab, dir, compute)
-}
-
 #[tokio::test]
 async fn a_links_end_is_the_vms_tunnel_and_its_suspension() {
-    let (lab, _dir, compute) = project_with_the_guest(PROJECT).await;
+    let (lab, _dir, compute) = compute::project_with_the_guest(PROJECT).await;
     let node = json!({"name": "n1", "node_id": NODE, "ram": 128, "adapters": 2,
         "kernel_image": "vmlinuz", "initrd": "initrd.gz", "console_type": "telnet"});
     let nodes = format!("/projects/{PROJECT}/qemu/nodes");
@@ -104,7 +91,7 @@ async fn a_links_end_is_the_vms_tunnel_and_its_suspension() {
 async fn a_capture_streams_the_guests_frames_until_it_stops() {
     const PROJECT: &str = "57cb2a43-6a1b-4a56-9c43-1d1e0e1c2f03";
     const NODE: &str = "8c428b23-dc77-4ca6-b724-ea8e4f23eff6";
-    let (lab, _dir, compute) = project_with_the_guest(PROJECT).await;
+    let (lab, _dir, compute) = compute::project_with_the_guest(PROJECT).await;
     let node = json!({"name": "n1", "node_id": NODE, "ram": 128, "adapters": 1,
         "kernel_image": "vmlinuz", "initrd": "initrd.gz",
         "kernel_command_line": "console=ttyS0 panic=-1 quiet", "console_type": "telnet"});

@@ -320,6 +320,19 @@ impl Drop for Compute {
     }
 }
 
+/// A daemon, a compute in front of it, project `project` open there and the test guest's
+/// kernel and initrd uploaded.
+pub async fn project_with_the_guest(project: &str) -> (super::Lab, tempfile::TempDir, Compute) {
+    let lab = super::Lab::start().await;
+    let (dir, compute) = Compute::for_lab(&lab);
+    let body = serde_json::json!({"name": "lab", "project_id": project});
+    assert_eq!(compute.call("POST", "/projects", Some(body)).0, 201);
+    for image in ["initrd.gz", "vmlinuz"] {
+        assert_eq!(compute.upload(image, &super::guest().join(image)), 204);
+    }
+    (lab, dir, compute)
+}
+
 /// The compute's notification socket: one JSON message per text frame.
 pub struct Notifications(pub tungstenite::WebSocket<std::net::TcpStream>);
 
