@@ -5,14 +5,16 @@
 # using 0.4 to 1.4 cores). Each binary runs as cargo test runs it (in its package's
 # directory, with --show-output: what tests print is part of the record); its output is
 # printed whole when it ends, with its time. The binaries that measure a guest's share of a
-# CPU (SOLO) run after the others, alone: a neighbour would take that share. The exit status
+# CPU or time a relay to the millisecond (SOLO) run after the others, alone: a neighbour
+# would take that share. The exit status
 # is non-zero if any failed.
 #   tests/cargo-test.sh [TEXT]    (only the binaries whose name holds TEXT; run by tests/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${TEST_JOBS:-2}
-# tests/privilege.rs: a spinning guest must get 70 % of a CPU, then its limit of 30 %.
-SOLO=(privilege)
+# privilege: a spinning guest must get 70 % of a CPU, then its limit of 30 %; capture: each
+# frame stamped within 10 ms of when the test's own relay saw it.
+SOLO=(privilege capture)
 filter=${1:-}
 logs=$(mktemp -d /tmp/gns3-qemud-tests.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
@@ -28,6 +30,9 @@ for line in sys.stdin:
         name = m["target"]["name"] if m["target"]["kind"] != ["lib"] else m["target"]["name"] + " (unit)"
         print(m["executable"], os.path.dirname(m["manifest_path"]), name, sep="\t")
 ' | awk -F'\t' -v f="$filter" 'index($3, f)' >"$logs/binaries"
+# The workspace's programs too (gns3-qemuctl, the compute, the supervisor), which the tests
+# would otherwise build on first use, under a neighbour measuring its guest.
+cargo build --workspace --locked --bins
 [ -s "$logs/binaries" ] || {
 	echo "cargo-test: no test binary${filter:+ matches '$filter'}" >&2
 	exit 1
