@@ -94,6 +94,9 @@ async fn host(addr: &str) -> (Lab, tempfile::TempDir, compute::Compute) {
 
 #[tokio::test]
 async fn a_lab_across_two_hosts_outlives_a_daemon_restart() {
+    // The controller is installed (pip, from PyPI) before the test leaves the host's
+    // network: the namespaces reach nothing beyond each other.
+    common::gns3::gns3_server();
     let hosts = Hosts::make();
     Hosts::enter(&hosts.b);
     let (mut lab_b, _dir_b, compute_b) = host(HOST_B).await;
