@@ -47,7 +47,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub async fn require(State(app): State<App>, request: Request, next: Next) -> Response {
     match check(request.headers(), &app.config.user, &app.config.password) {
         Ok(()) => next.run(request).await,
-        Err(e) => axum::response::IntoResponse::into_response(e),
+        Err(e) => {
+            // The body is read (up to the limit) before the refusal: a reply to a request
+            // whose body is still coming makes the server close the connection under the
+            // client, which then sees a reset instead of the 401.
+            let _ = axum::body::to_bytes(request.into_body(), crate::routes::MAX_BODY).await;
+            axum::response::IntoResponse::into_response(e)
+        }
     }
 }
 
