@@ -41,15 +41,8 @@ impl Session {
         format!("/v3/projects/{}/links/{link}", self.project)
     }
 
-    /// Posts `action` (start, stop, …) for `node` on the controller; panics unless it did.
     fn act(&self, node: &str, action: &str) {
-        let (status, body) = self
-            .c
-            .post(&self.nodes(&format!("/{node}/{action}")), &json!({}));
-        assert!(
-            status == 200 || status == 204,
-            "{action} {node}: {status} {body}"
-        );
+        self.c.node_action(&self.project, node, action);
     }
 
     /// Waits until the controller shows each of `nodes` as its status, then checks the daemon
@@ -95,25 +88,13 @@ async fn a_lab_through_the_gns3_controller() {
         .add_compute("127.0.0.1", compute.port, compute::USER, compute::PASSWORD)
         .unwrap_or_else(|e| panic!("the controller refused the compute: {e:?}"));
 
-    let (status, project) = c.post("/v3/projects", &json!({"name": "lab"}));
-    assert_eq!(status, 201, "{project}");
-    let project = project["project_id"].as_str().unwrap().to_string();
-    for image in ["vmlinuz", "initrd.gz"] {
-        c.upload_image(image, &guest().join(image));
-    }
+    let project = c.project_with_the_guest("lab");
     let l = Session { lab, c, project };
 
     // Two nodes; the first makes the controller upload both images (§7).
-    let node = |name: &str| {
-        json!({"name": name, "node_type": "qemu", "compute_id": cid, "properties": {
-            "ram": 128, "adapters": 1, "kernel_image": "vmlinuz", "initrd": "initrd.gz",
-            "kernel_command_line": "console=ttyS0 panic=-1 quiet", "console_type": "telnet",
-            "qemu_path": "qemu-system-x86_64"}})
-    };
     let mut ids = Vec::new();
     for name in ["n1", "n2"] {
-        let (status, body) = l.c.post(&l.nodes(""), &node(name));
-        assert_eq!(status, 201, "{body}");
+        let body = l.c.guest_node(&l.project, &cid, name);
         assert_eq!(body["compute_id"], cid.as_str(), "{body}");
         ids.push(body["node_id"].as_str().unwrap().to_string());
     }
@@ -131,13 +112,7 @@ async fn a_lab_through_the_gns3_controller() {
     let (n1, n2) = (ids[0].as_str(), ids[1].as_str());
     l.agree(&[(n1, "stopped"), (n2, "stopped")]).await;
 
-    let ends = json!({"nodes": [
-        {"node_id": n1, "adapter_number": 0, "port_number": 0},
-        {"node_id": n2, "adapter_number": 0, "port_number": 0}]});
-    let (status, link) =
-        l.c.post(&format!("/v3/projects/{}/links", l.project), &ends);
-    assert_eq!(status, 201, "{link}");
-    let link = link["link_id"].as_str().unwrap().to_string();
+    let link = l.c.link(&l.project, n1, n2);
 
     for n in [n1, n2] {
         l.act(n, "start");

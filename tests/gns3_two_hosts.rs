@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::gns3::Controller;
 use common::*;
-use serde_json::json;
 
 const SHORTLY: Duration = Duration::from_secs(10);
 const HOST_A: &str = "10.99.0.1";
@@ -117,29 +116,18 @@ async fn a_lab_across_two_hosts_outlives_a_daemon_restart() {
         computes.push(id);
     }
 
-    let (status, project) = c.post("/v3/projects", &json!({"name": "two hosts"}));
-    assert_eq!(status, 201, "{project}");
-    let project = project["project_id"].as_str().unwrap().to_string();
-    for image in ["vmlinuz", "initrd.gz"] {
-        c.upload_image(image, &guest().join(image));
-    }
+    let project = c.project_with_the_guest("two hosts");
     let nodes = format!("/v3/projects/{project}/nodes");
-    let mut ids = Vec::new();
-    for (name, compute_id) in ["n1", "n2"].iter().zip(&computes) {
-        let body = json!({"name": name, "node_type": "qemu", "compute_id": compute_id,
-            "properties": {"ram": 128, "adapters": 1, "kernel_image": "vmlinuz",
-            "initrd": "initrd.gz", "kernel_command_line": "console=ttyS0 panic=-1 quiet",
-            "console_type": "telnet", "qemu_path": "qemu-system-x86_64"}});
-        let (status, node) = c.post(&nodes, &body);
-        assert_eq!(status, 201, "{node}");
-        ids.push(node["node_id"].as_str().unwrap().to_string());
-    }
+    let ids: Vec<String> = ["n1", "n2"]
+        .iter()
+        .zip(&computes)
+        .map(|(name, compute_id)| {
+            let node = c.guest_node(&project, compute_id, name);
+            node["node_id"].as_str().unwrap().to_string()
+        })
+        .collect();
     let (n1, n2) = (ids[0].as_str(), ids[1].as_str());
-    let ends = json!({"nodes": [
-        {"node_id": n1, "adapter_number": 0, "port_number": 0},
-        {"node_id": n2, "adapter_number": 0, "port_number": 0}]});
-    let (status, link) = c.post(&format!("/v3/projects/{project}/links"), &ends);
-    assert_eq!(status, 201, "{link}");
+    c.link(&project, n1, n2);
 
     // Each end sends to the other host's address, from its own.
     let vm_b = vm(
@@ -160,8 +148,7 @@ async fn a_lab_across_two_hosts_outlives_a_daemon_restart() {
     );
 
     for n in [n1, n2] {
-        let (status, body) = c.post(&format!("{nodes}/{n}/start"), &json!({}));
-        assert!(status == 200 || status == 204, "start {n}: {status} {body}");
+        c.node_action(&project, n, "start");
     }
     for n in [n1, n2] {
         assert!(c.wait_node_status(&project, n, "started", SHORTLY), "{n}");

@@ -255,6 +255,49 @@ impl Controller {
         assert_eq!(status, 204, "DELETE /v3/computes/{id}: {body}");
     }
 
+    /// A project with the test guest's kernel and initrd uploaded to the controller (which
+    /// uploads them to a compute after its 409, spec §7); its id.
+    pub fn project_with_the_guest(&self, name: &str) -> String {
+        let (status, project) = self.post("/v3/projects", &json!({"name": name}));
+        assert_eq!(status, 201, "{project}");
+        for image in ["vmlinuz", "initrd.gz"] {
+            self.upload_image(image, &super::guest().join(image));
+        }
+        project["project_id"].as_str().unwrap().to_string()
+    }
+
+    /// A QEMU node of the test guest (128 MiB, one adapter, telnet console) in `project`
+    /// on compute `compute_id`: its JSON. Panics unless the controller made it.
+    pub fn guest_node(&self, project: &str, compute_id: &str, name: &str) -> Value {
+        let body = json!({"name": name, "node_type": "qemu", "compute_id": compute_id,
+            "properties": {"ram": 128, "adapters": 1, "kernel_image": "vmlinuz",
+            "initrd": "initrd.gz", "kernel_command_line": "console=ttyS0 panic=-1 quiet",
+            "console_type": "telnet", "qemu_path": "qemu-system-x86_64"}});
+        let (status, node) = self.post(&format!("/v3/projects/{project}/nodes"), &body);
+        assert_eq!(status, 201, "{node}");
+        node
+    }
+
+    /// A link between adapter 0 of nodes `a` and `b`: its id.
+    pub fn link(&self, project: &str, a: &str, b: &str) -> String {
+        let ends = json!({"nodes": [
+            {"node_id": a, "adapter_number": 0, "port_number": 0},
+            {"node_id": b, "adapter_number": 0, "port_number": 0}]});
+        let (status, link) = self.post(&format!("/v3/projects/{project}/links"), &ends);
+        assert_eq!(status, 201, "{link}");
+        link["link_id"].as_str().unwrap().to_string()
+    }
+
+    /// Posts `action` (start, stop, suspend, reload…) for `node`; panics unless it was done.
+    pub fn node_action(&self, project: &str, node: &str, action: &str) {
+        let path = format!("/v3/projects/{project}/nodes/{node}/{action}");
+        let (status, body) = self.post(&path, &json!({}));
+        assert!(
+            status == 200 || status == 204,
+            "{action} {node}: {status} {body}"
+        );
+    }
+
     /// The node's `status` in the controller's view (started, stopped, suspended), which
     /// only the compute's notifications change (spec §3.1).
     pub fn node_status(&self, project: &str, node: &str) -> String {
