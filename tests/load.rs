@@ -1,5 +1,6 @@
 //! Many clients at once: 8 clients × 200 random calls on 20 VMs while one more VM is stuck
-//! (its QEMU SIGSTOPped). Every call is answered, by a result or a named error, in bounded
+//! (its QEMU SIGSTOPped), beside a thousand VMs defined and left alone (`common::bystanders`;
+//! ListVMs answers with them all). Every call is answered, by a result or a named error, in bounded
 //! time; the stuck VM delays no one else; the invariants hold afterwards; the daemon's
 //! memory stays flat, under the storm and over 1 000 create/delete cycles.
 
@@ -167,6 +168,8 @@ async fn eight_clients_and_a_stuck_vm() {
     for n in 0..VMS {
         m.create_vm(&format!("vm-{n}"), settings()).await.unwrap();
     }
+    let beside = bystanders::count();
+    bystanders::define(m, beside).await;
     let stuck = create(m, "stuck", settings()).await;
     stuck.start().await.unwrap();
     let stuck_pid = nix::unistd::Pid::from_raw(stuck.pid().await.unwrap() as i32);
@@ -238,7 +241,10 @@ async fn eight_clients_and_a_stuck_vm() {
     let (what, took) = slowest.unwrap();
     assert!(took < QMP_TIMEOUT, "{what} took {took:?}");
     let rss_after = rss_kib(pid);
-    println!("daemon RSS: {rss_idle} KiB idle, {rss_before} KiB with 21 VMs, {rss_after} KiB after the storm");
+    println!(
+        "daemon RSS: {rss_idle} KiB idle, {rss_before} KiB with {} VMs, {rss_after} KiB after the storm",
+        VMS + 1 + beside
+    );
 
     assert!(
         lab.daemon.child.is_some() && pid_alive(pid),
@@ -247,6 +253,8 @@ async fn eight_clients_and_a_stuck_vm() {
     let log = lab.daemon.log_text();
     assert!(!log.contains("panicked"), "{log}");
     let seen = invariants::check(dir, m).await;
+    let left = seen.values().filter(|v| bystanders::is_one(v.name()));
+    assert_eq!(left.count(), beside, "the VMs beside are all there");
     invariants::check_ports(m, &seen, &lab.daemon.ports, &lab.daemon.udp_ports).await;
 }
 

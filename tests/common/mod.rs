@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses a part of the harness
 
 pub mod bus;
+pub mod bystanders;
 pub mod compute;
 pub mod console;
 pub mod ctl;
