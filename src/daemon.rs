@@ -176,6 +176,9 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("cannot notify systemd: {e}");
     }
+    // Loading the VMs read every record at once and announced every object: with thousands
+    // of VMs, tens of MiB the allocator would otherwise keep.
+    crate::heap::give_back_soon();
     // After READY=1 and beside the bus: guests take their time to boot, and the daemon
     // serves the VMs (and their state as it changes) meanwhile.
     match args.boot_id.clone().map_or_else(boot::kernel_boot_id, Ok) {

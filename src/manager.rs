@@ -227,7 +227,7 @@ impl Manager {
             .ok_or_else(|| not_found(id))?;
         handle.delete().await?;
         lock(&self.vms).remove(id);
-        crate::heap::give_back();
+        crate::heap::give_back_soon();
         Ok(())
     }
 

@@ -3,13 +3,17 @@
 //! QEMU is using it, so two VMs never get the same port; ports that another program holds
 //! are skipped.
 //!
+//! The free ports of the range are a set of their own, so taking the lowest free port costs
+//! a lookup in it, whatever the number of VMs; only ports another program holds are tried
+//! and passed over.
+//!
 //! A UDP port is more than a reservation: the daemon binds it when it is taken and holds
 //! that socket until the port is released (`held.rs`), and a tunnel's QEMU gets that very
 //! socket. One descriptor a port, in the daemon.
 
 mod held;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::ops::RangeInclusive;
 
@@ -54,6 +58,8 @@ pub struct Ports {
     host: String,
     range: RangeInclusive<u16>,
     reserved: BTreeMap<u16, Holder>,
+    /// The ports of the range not reserved: what `allocate` picks from.
+    free: BTreeSet<u16>,
     /// UDP only: the socket held for each reserved port.
     held: BTreeMap<u16, Held>,
 }
@@ -63,6 +69,7 @@ impl Ports {
         Ports {
             protocol,
             host: host.to_string(),
+            free: range.clone().collect(),
             range,
             reserved: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -125,22 +132,31 @@ impl Ports {
             }
             None => self.take(port)?,
         }
-        self.reserved.insert(port, holder);
+        self.mark(port, holder);
         Ok(previous)
     }
 
-    /// Reserves the lowest free port of the range.
+    fn mark(&mut self, port: u16, holder: Holder) {
+        self.free.remove(&port);
+        self.reserved.insert(port, holder);
+    }
+
+    /// Reserves the lowest free port of the range that no other program holds.
     pub fn allocate(&mut self, holder: Holder) -> Result<u16, Error> {
-        let free = self
-            .range
-            .clone()
-            .find(|p| !self.reserved.contains_key(p) && self.take(*p).is_ok());
-        let port = free.ok_or(Error::Exhausted {
+        let exhausted = Error::Exhausted {
             start: *self.range.start(),
             end: *self.range.end(),
-        })?;
-        self.reserved.insert(port, holder);
-        Ok(port)
+        };
+        let mut from = Some(*self.range.start());
+        while let Some(port) = from.and_then(|f| self.free.range(f..).next().copied()) {
+            if self.take(port).is_ok() {
+                self.mark(port, holder);
+                return Ok(port);
+            }
+            // Another program's: passed over, and tried again next time.
+            from = port.checked_add(1);
+        }
+        Err(exhausted)
     }
 
     /// Takes back a port recorded on disk, without a bind: a QEMU that outlived the daemon
@@ -155,7 +171,7 @@ impl Ports {
                 self.held.insert(port, Held::away(at));
             }
         }
-        self.reserved.insert(port, holder);
+        self.mark(port, holder);
         true
     }
 
@@ -167,11 +183,13 @@ impl Ports {
                 tracing::warn!(port, "cannot take back the socket of UDP port {port}: {e}");
             }
         }
-        self.reserved.insert(port, holder);
+        self.mark(port, holder);
     }
 
     pub fn release(&mut self, port: u16) {
-        self.reserved.remove(&port);
+        if self.reserved.remove(&port).is_some() && self.range.contains(&port) {
+            self.free.insert(port);
+        }
         self.held.remove(&port);
     }
 
@@ -237,8 +255,8 @@ mod tests {
     /// outgoing connections of other programs do not land, and above the integration tests'
     /// ranges.
     fn free_range(slot: u16, n: u16) -> RangeInclusive<u16> {
-        assert!(slot < 5 && n <= 4);
-        let base = 25000 + (std::process::id() % 300) as u16 * 20 + slot * 4;
+        assert!(slot < 6 && n <= 4);
+        let base = 25000 + (std::process::id() % 250) as u16 * 24 + slot * 4;
         base..=base + n - 1
     }
 
@@ -313,6 +331,25 @@ mod tests {
         assert!(e.contains("cannot bind"), "{e}");
         assert_eq!(p.allocate(vm("a")).unwrap(), range.start() + 1);
         drop(held);
+    }
+
+    #[test]
+    fn the_lowest_free_port_comes_back_after_a_release() {
+        let range = free_range(5, 4);
+        let mut p = Ports::new(Protocol::Tcp, "127.0.0.1", range.clone());
+        let start = *range.start();
+        assert!(p.restore(start + 1, vm("r")));
+        assert_eq!(p.reserve(start + 3, vm("q")).unwrap(), None);
+        assert_eq!(p.allocate(vm("a")).unwrap(), start);
+        assert_eq!(p.allocate(vm("b")).unwrap(), start + 2);
+        assert!(p.allocate(vm("c")).is_err(), "all four held");
+        p.release(start + 1);
+        p.release(start + 1);
+        assert_eq!(p.allocate(vm("c")).unwrap(), start + 1);
+        assert_eq!(p.free.len(), 0);
+        // A port outside the range never joins the free set.
+        p.release(*range.end() + 7);
+        assert_eq!(p.free.len(), 0);
     }
 
     #[test]

@@ -3,46 +3,72 @@
 
 use crate::common::{self, Bus, Console, Daemon, ManagerProxy, VmProxy};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use zbus::{DynamicType, OwnedObjectPath, Variant};
 
 /// A daemon as a distro runs it (log level info, the environment its unit gives it; TCG for
 /// the guests), on a private bus with the project's policy, and a client connection. Its
-/// port ranges hold 1 000 VMs.
+/// port ranges hold 1 000 VMs, apart from the tests' ranges.
 pub struct BenchLab {
     pub manager: ManagerProxy<'static>,
     pub conn: zbus::Connection,
     pub daemon: Daemon,
+    env: Vec<(String, String)>,
     // Dropped after the daemon, which uses them.
-    _bus: Bus,
-    _dir: tempfile::TempDir,
+    bus: Bus,
+    dir: tempfile::TempDir,
 }
 
 impl BenchLab {
     pub async fn start() -> BenchLab {
-        let bus = Bus::start();
-        let dir = tempfile::tempdir().expect("temp dir for the daemon");
-        std::fs::write(
-            dir.path().join("gns3-qemud.toml"),
+        Self::with_config(
             "accelerator = \"tcg\"\nconsole_port_range = [30000, 32700]\nudp_port_range = [20000, 29999]\n",
+            None,
         )
-        .expect("writing the bench config");
-        let unit_env = unit_environment();
-        let mut env: Vec<(&str, &str)> = unit_env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        env.push(("RUST_LOG", "info"));
-        let daemon = Daemon::start_in_with_env(&bus, dir.path(), &env);
+        .await
+    }
+
+    /// A lab whose daemon reads `config`, with its state and runtime directories in
+    /// `parent` (a temp dir of the default place if none).
+    pub async fn with_config(config: &str, parent: Option<&Path>) -> BenchLab {
+        let bus = Bus::start();
+        let dir = match parent {
+            Some(p) => tempfile::tempdir_in(p),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir for the daemon");
+        std::fs::write(dir.path().join("gns3-qemud.toml"), config)
+            .expect("writing the bench config");
+        let mut env = unit_environment();
+        env.push(("RUST_LOG".into(), "info".into()));
+        let daemon = Daemon::start_in_with_env(&bus, dir.path(), &pairs(&env));
         let conn = daemon.connect().await;
         BenchLab {
             manager: common::manager(&conn).await,
             conn,
             daemon,
-            _bus: bus,
-            _dir: dir,
+            env,
+            bus,
+            dir,
         }
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again on its state; the time from the new
+    /// daemon's spawn to its READY=1 (and its boot id kept, as the tests wait for). The lab's client connection stays.
+    pub fn restart(&mut self) -> Duration {
+        let status = self.daemon.terminate();
+        assert!(
+            status.success(),
+            "the daemon exited with {status} on SIGTERM"
+        );
+        let t = Instant::now();
+        let new = Daemon::start_in_with_env(&self.bus, self.dir.path(), &pairs(&self.env));
+        let ready = t.elapsed();
+        // Not dropped: that would end the QEMUs under the state dir, which are the new one's.
+        std::mem::forget(std::mem::replace(&mut self.daemon, new));
+        ready
     }
 
     /// Creates `n` VMs named `<prefix>-<i>` with `settings`; returns their paths.
@@ -77,12 +103,21 @@ impl BenchLab {
     pub fn cpu_time(&self) -> Duration {
         cpu_time(self.daemon.pid())
     }
+
+    /// CPU time the bus (dbus-daemon) has used so far.
+    pub fn bus_cpu_time(&self) -> Duration {
+        cpu_time(self.bus.pid())
+    }
 }
 
 /// The VM the sections measure: 64 MiB of RAM, no disk of its own (the daemon makes its
 /// blank flash disk at the first Start) and no kernel.
 pub fn small_vm() -> HashMap<&'static str, Variant<'static>> {
     HashMap::from([("Ram", Variant::from(64u32))])
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// The `Environment=` lines of the daemon's unit.

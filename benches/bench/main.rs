@@ -20,6 +20,7 @@ mod memory;
 mod parallel;
 mod report;
 mod ring;
+mod scale;
 mod tunnels;
 
 use report::Report;
@@ -64,6 +65,10 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "gns3",
         run: gns3::run,
+    },
+    Section {
+        name: "scale",
+        run: scale::run,
     },
 ];
 

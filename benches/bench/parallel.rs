@@ -1,10 +1,11 @@
 //! A lab coming up: 20 VMs (64 MiB, no disk) started at once, wall time until every Start
 //! has answered (each answers once its VM runs), and stopped at once; beside it one VM
-//! started alone, and the floor: the same 20 QEMU command lines run by hand at once, until
-//! each has greeted on QMP, quit and exited. The daemon's own CPU time during the 20 starts
-//! shows its share; the rest is QEMU starting, 20 times over, on the machine's cores.
+//! started alone, and the floor: the same 20 QEMU command lines run by hand at once, each
+//! continued (`cont`) as soon as its QMP greets, until all 20 run — the same work as the
+//! daemon's. The daemon's own CPU time during the 20 starts shows its share; the rest is
+//! QEMU starting, 20 times over, on the machine's cores.
 
-use crate::cycle;
+use crate::hand::{self, ByHand};
 use crate::lab::{ms, small_vm, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ const SECTION: &str = "parallel";
 const VMS: usize = 20;
 const RUNS: usize = 5;
 const ALONE_RUNS: usize = 10;
-/// 20 VMs may take this many times one.
-const LIMIT: f64 = 2.0;
+/// 20 VMs started by the daemon may take this many times the same 20 started by hand.
+const LIMIT: f64 = 1.2;
 
 pub fn run(rt: &Runtime) -> Report {
     rt.block_on(async {
@@ -32,7 +33,7 @@ pub fn run(rt: &Runtime) -> Report {
             .collect();
         let mut by_hand = Vec::new();
         for (vm, dir) in vms.iter().zip(&work) {
-            by_hand.push(cycle::by_hand_command(vm, dir.path()).await);
+            by_hand.push(hand::command_of(vm, dir.path()).await);
         }
 
         let (mut alone, mut alone_stop) = (Vec::new(), Vec::new());
@@ -56,12 +57,12 @@ pub fn run(rt: &Runtime) -> Report {
                 floor[r]
             );
         }
-        let ratio = report::median(&starts) / report::median(&alone);
+        let ratio = report::median(&starts) / report::median(&floor);
         Report {
             figures: vec![
                 Figure::new(
                     SECTION,
-                    &format!("{VMS} QEMUs by hand at once: up, quit, exit (floor)"),
+                    &format!("{VMS} QEMUs by hand at once, each continued at its greeting: until all run (floor)"),
                     "ms",
                     floor,
                 ),
@@ -78,7 +79,7 @@ pub fn run(rt: &Runtime) -> Report {
             ],
             targets: vec![Target::new(
                 SECTION,
-                &format!("{VMS} up / one up (medians)"),
+                &format!("{VMS} up / {VMS} by hand (medians)"),
                 ratio,
                 LIMIT,
                 "ratio",
@@ -87,16 +88,31 @@ pub fn run(rt: &Runtime) -> Report {
     })
 }
 
-/// Runs every command line of `cmds` by hand at once (`cycle::by_hand`); the wall time
-/// until the last QEMU has exited.
+/// Runs every command line of `cmds` by hand at once, each continued as soon as its QMP has
+/// greeted; the wall time until the last runs. Then each is quit (not counted).
 fn all_by_hand(cmds: &[Vec<String>], work: &[tempfile::TempDir]) -> Duration {
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for (cmd, dir) in cmds.iter().zip(work) {
-            s.spawn(move || cycle::by_hand(cmd, dir.path()));
-        }
+    let running: Vec<ByHand> = std::thread::scope(|s| {
+        let up: Vec<_> = cmds
+            .iter()
+            .zip(work)
+            .map(|(cmd, dir)| {
+                s.spawn(move || {
+                    let mut qemu = ByHand::spawn(cmd, dir.path());
+                    qemu.execute("cont");
+                    qemu
+                })
+            })
+            .collect();
+        up.into_iter()
+            .map(|h| h.join().expect("a floor's thread panicked"))
+            .collect()
     });
-    t.elapsed()
+    let elapsed = t.elapsed();
+    for qemu in running {
+        qemu.quit();
+    }
+    elapsed
 }
 
 #[derive(Clone, Copy)]

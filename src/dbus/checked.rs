@@ -74,6 +74,10 @@ impl<I: Interface + Table> Checked<I> {
         Checked { inner, members }
     }
 
+    pub fn inner(&self) -> &I {
+        &self.inner
+    }
+
     /// The refusal of `msg` when its body does not fit `member`'s in-arguments.
     fn refusal(&self, msg: &Message, member: &MemberName<'_>) -> Option<String> {
         let want = self.members.methods.get(member.as_str())?;

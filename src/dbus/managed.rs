@@ -44,6 +44,17 @@ struct Entry {
 }
 
 impl Entries {
+    /// Drops a deleted VM's entry at once, rather than at the next call: with thousands of
+    /// VMs deleted, their bytes would stay held until someone asks again.
+    pub async fn forget(&self, id: &str) {
+        let mut by_id = self.by_id.lock().await;
+        by_id.remove(id);
+        // Nor should the table for them stay.
+        if by_id.len() * 4 < by_id.capacity() {
+            by_id.shrink_to_fit();
+        }
+    }
+
     /// The body of GetManagedObjects' reply: every VM of `manager`, as drivers read them when
     /// `driver`, else as everyone else does.
     pub async fn body(

@@ -95,6 +95,10 @@ pub async fn unexport(server: &ObjectServer, id: &str) {
     if let Err(e) = server.remove::<Checked<Vm>, _>(&path).await {
         tracing::warn!(vm_id = %id, "cannot remove the VM's object: {e}");
     }
+    let objects = server.interface::<_, Checked<objects::Objects>>(MANAGER_PATH);
+    if let Ok(objects) = objects.await {
+        objects.get().await.inner().forget(id).await;
+    }
 }
 
 /// Serves the manager and every VM, then takes the bus name: no call can arrive before

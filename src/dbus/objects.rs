@@ -46,6 +46,11 @@ impl Objects {
         }
     }
 
+    /// A VM's object is gone: so is its entry.
+    pub async fn forget(&self, id: &str) {
+        self.entries.forget(id).await;
+    }
+
     async fn reply(&self, conn: &Connection, msg: &Message) -> zbus::Result<()> {
         let header = msg.header();
         let driver = caller::is_driver(conn, Some(&header)).await;

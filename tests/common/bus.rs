@@ -24,6 +24,11 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// The dbus-daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `dbus-daemon` on a socket in a fresh temp dir and returns once it accepts
     /// connections, once the users its policy names exist. Panics (with the daemon's own
     /// error output) if it cannot be started.
