@@ -219,6 +219,12 @@ impl Manager {
         lock(&self.vms).values().cloned().collect()
     }
 
+    /// `f` of every VM, in id order, without a copy of each handle: what ListVMs answers,
+    /// at 10 000 VMs.
+    pub fn map<T, C: FromIterator<T>>(&self, f: impl FnMut(&Handle) -> T) -> C {
+        lock(&self.vms).values().map(f).collect()
+    }
+
     /// Stops the VM if it runs, removes its files, gives back its name and ports.
     pub async fn delete(&self, id: &str) -> Result<()> {
         let handle = lock(&self.vms)

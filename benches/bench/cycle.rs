@@ -9,7 +9,7 @@
 //! Runs alternate with the floor's, so a shared machine's drifting load weighs on both.
 
 use crate::hand;
-use crate::lab::{ms, small_vm, BenchLab};
+use crate::lab::{ms, run_time, small_vm, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,21 +51,32 @@ fn measure(
     rt.block_on(cycle(lab, &format!("{prefix}warm-up"), &settings));
     hand::up_and_quit(&floor_cmd, work.path());
 
-    let mut steps: [Vec<f64>; 4] = Default::default();
-    let (mut cycles, mut floors) = (Vec::new(), Vec::new());
+    let (mut steps, mut cpu): ([Vec<f64>; 4], [Vec<f64>; 4]) = Default::default();
+    let (mut cycles, mut floors, mut ups, mut downs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..RUNS {
         let mut run_cycle = || {
-            let t = rt.block_on(cycle(lab, &format!("{prefix}cycle-{r}"), &settings));
+            let name = format!("{prefix}cycle-{r}");
+            let (t, used) = rt.block_on(cycle_charged(lab, &name, &settings));
             for (s, d) in steps.iter_mut().zip(t) {
+                s.push(ms(d));
+            }
+            for (s, d) in cpu.iter_mut().zip(used) {
                 s.push(ms(d));
             }
             cycles.push(ms(t.iter().sum()));
         };
+        let mut run_floor = || {
+            let (up, down) = hand::up_and_quit(&floor_cmd, work.path());
+            floors.push(ms(up + down));
+            ups.push(ms(up));
+            downs.push(ms(down));
+        };
         if r % 2 == 0 {
             run_cycle();
-            floors.push(ms(hand::up_and_quit(&floor_cmd, work.path())));
+            run_floor();
         } else {
-            floors.push(ms(hand::up_and_quit(&floor_cmd, work.path())));
+            run_floor();
             run_cycle();
         }
     }
@@ -90,8 +101,28 @@ fn measure(
             cycles,
         ),
     ];
+    figures.push(Figure::new(
+        SECTION,
+        &named("floor: spawn to the end of QMP's negotiation"),
+        "ms",
+        ups,
+    ));
+    figures.push(Figure::new(
+        SECTION,
+        &named("floor: quit to exit"),
+        "ms",
+        downs,
+    ));
     for (name, samples) in STEPS.iter().zip(steps) {
         figures.push(Figure::new(SECTION, &named(name), "ms", samples));
+    }
+    for (name, samples) in STEPS.iter().zip(cpu) {
+        figures.push(Figure::new(
+            SECTION,
+            &named(&format!("{name}: the daemon's CPU")),
+            "ms",
+            samples,
+        ));
     }
     Report {
         figures,
@@ -149,6 +180,19 @@ fn leak(name: String) -> &'static str {
 
 /// One life of a VM; the time of each step.
 pub async fn cycle(lab: &BenchLab, name: &str, settings: &Settings) -> [Duration; 4] {
+    cycle_charged(lab, name, settings).await.0
+}
+
+/// One life of a VM; the time of each step, and the CPU time the daemon's threads spent in
+/// each (to the nanosecond: `lab::run_time`).
+async fn cycle_charged(
+    lab: &BenchLab,
+    name: &str,
+    settings: &Settings,
+) -> ([Duration; 4], [Duration; 4]) {
+    let pid = lab.daemon.pid();
+    let mut used = [Duration::ZERO; 4];
+    let cpu = run_time(pid);
     let t = Instant::now();
     let path = lab
         .manager
@@ -156,22 +200,30 @@ pub async fn cycle(lab: &BenchLab, name: &str, settings: &Settings) -> [Duration
         .await
         .unwrap_or_else(|e| panic!("CreateVM {name}: {e}"));
     let create = t.elapsed();
+    used[0] = run_time(pid).saturating_sub(cpu);
     let vm = lab.vm(&path).await;
+    let cpu = run_time(pid);
     let t = Instant::now();
     vm.start()
         .await
         .unwrap_or_else(|e| panic!("Start {name}: {e}"));
     let start = t.elapsed();
+    used[1] = run_time(pid).saturating_sub(cpu);
+    let cpu = run_time(pid);
     let t = Instant::now();
     vm.stop()
         .await
         .unwrap_or_else(|e| panic!("Stop {name}: {e}"));
     let stop = t.elapsed();
+    used[2] = run_time(pid).saturating_sub(cpu);
+    let cpu = run_time(pid);
     let t = Instant::now();
     vm.delete()
         .await
         .unwrap_or_else(|e| panic!("Delete {name}: {e}"));
-    [create, start, stop, t.elapsed()]
+    let delete = t.elapsed();
+    used[3] = run_time(pid).saturating_sub(cpu);
+    ([create, start, stop, delete], used)
 }
 
 /// The command line the daemon runs for a VM like the cycle's. The VM is kept: its console

@@ -22,7 +22,7 @@
 use crate::common::compute::{self, Compute};
 use crate::common::gns3::Controller;
 use crate::cycle::{cycle, Settings};
-use crate::lab::{ms, small_vm, BenchLab, Memory};
+use crate::lab::{ms, run_time, small_vm, BenchLab, Memory};
 use crate::report::{self, Figure, Report, Target};
 use serde_json::json;
 use std::collections::HashMap;
@@ -154,23 +154,6 @@ fn charged<T>(pids: [u32; 3], f: impl FnOnce() -> T) -> (T, [Duration; 3]) {
     let out = f();
     let after = pids.map(run_time);
     (out, [0, 1, 2].map(|i| after[i].saturating_sub(before[i])))
-}
-
-/// The time the threads of process `pid` have run so far, to the nanosecond (the first
-/// field of each one's /proc/<pid>/task/<tid>/schedstat): the clock ticks of
-/// /proc/<pid>/stat are 10 ms, longer than a call. Threads that ended are not counted.
-fn run_time(pid: u32) -> Duration {
-    let tasks = format!("/proc/{pid}/task");
-    let ns: u64 = std::fs::read_dir(&tasks)
-        .unwrap_or_else(|e| panic!("reading {tasks}: {e}"))
-        .filter_map(|task| {
-            let path = task.ok()?.path().join("schedstat");
-            // A thread that ended meanwhile has none.
-            let text = std::fs::read_to_string(path).ok()?;
-            text.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    Duration::from_nanos(ns)
 }
 
 /// A project of the compute's own, which the controller does not know, for the calls made

@@ -102,12 +102,15 @@ pub async fn command_of(vm: &VmProxy<'static>, work: &Path) -> Vec<String> {
     cmd
 }
 
-/// The daemon's command line run by hand: the time from spawn to its exit after the QMP
-/// greeting, capabilities negotiation and `quit`.
-pub fn up_and_quit(cmd: &[String], work: &Path) -> Duration {
+/// The daemon's command line run by hand: the time from spawn to the end of QMP's
+/// capabilities negotiation after its greeting, and from `quit` to its exit.
+pub fn up_and_quit(cmd: &[String], work: &Path) -> (Duration, Duration) {
     let t = Instant::now();
-    ByHand::spawn(cmd, work).quit();
-    t.elapsed()
+    let qemu = ByHand::spawn(cmd, work);
+    let up = t.elapsed();
+    let t = Instant::now();
+    qemu.quit();
+    (up, t.elapsed())
 }
 
 /// The daemon's command line run by hand, QMP on fd 3 and the serial port's socket on fd 4
@@ -190,6 +193,10 @@ impl ByHand {
                 return;
             }
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Runs a QMP command without arguments, until its return.

@@ -198,6 +198,33 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
+/// The time the threads of process `pid` have run so far, to the nanosecond (the first
+/// field of each one's /proc/<pid>/task/<tid>/schedstat): the clock ticks of
+/// /proc/<pid>/stat are 10 ms, longer than a call. Threads that ended are not counted.
+pub fn run_time(pid: u32) -> Duration {
+    schedstat(pid, 0)
+}
+
+/// The time the threads of process `pid` have waited for a CPU so far, runnable but not
+/// running (the second field of the same).
+pub fn wait_time(pid: u32) -> Duration {
+    schedstat(pid, 1)
+}
+
+fn schedstat(pid: u32, field: usize) -> Duration {
+    let tasks = format!("/proc/{pid}/task");
+    let ns: u64 = std::fs::read_dir(&tasks)
+        .unwrap_or_else(|e| panic!("reading {tasks}: {e}"))
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("schedstat");
+            // A thread that ended meanwhile has none.
+            let text = std::fs::read_to_string(path).ok()?;
+            text.split_whitespace().nth(field)?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// Milliseconds of a duration, the unit most figures are printed in.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -6,7 +6,7 @@
 //! QEMU starting, 20 times over, on the machine's cores.
 
 use crate::hand::{self, ByHand};
-use crate::lab::{ms, small_vm, BenchLab};
+use crate::lab::{ms, run_time, small_vm, wait_time, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -43,11 +43,20 @@ pub fn run(rt: &Runtime) -> Report {
         }
         let (mut starts, mut stops, mut cpu, mut floor) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut spread, mut floor_spread, mut waited) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..RUNS {
-            floor.push(ms(all_by_hand(&by_hand, &work)));
-            let before = lab.cpu_time();
+            let (up, between) = all_by_hand(&by_hand, &work);
+            floor.push(ms(up));
+            floor_spread.push(between);
+            let before = (run_time(lab.daemon.pid()), wait_time(lab.daemon.pid()));
             starts.push(ms(all(&vms, Op::Start).await));
-            cpu.push(ms(lab.cpu_time() - before) / VMS as f64);
+            cpu.push(ms(run_time(lab.daemon.pid()) - before.0) / VMS as f64);
+            waited.push(ms(wait_time(lab.daemon.pid()) - before.1));
+            let mut pids = Vec::new();
+            for vm in &vms {
+                pids.push(vm.pid().await.expect("Pid"));
+            }
+            spread.push(started_between(&pids));
             stops.push(ms(all(&vms, Op::Stop).await));
             eprintln!(
                 "run {}: {VMS} up in {:.0} ms, down in {:.0} ms; by hand {:.0} ms",
@@ -74,6 +83,24 @@ pub fn run(rt: &Runtime) -> Report {
                     starts,
                 ),
                 Figure::new(SECTION, "daemon CPU per VM of those", "ms", cpu),
+                Figure::new(
+                    SECTION,
+                    "the daemon's threads waiting for a CPU meanwhile (sum)",
+                    "ms",
+                    waited,
+                ),
+                Figure::new(
+                    SECTION,
+                    "the daemon's 20 QEMUs: first to last spawned",
+                    "ms",
+                    spread,
+                ),
+                Figure::new(
+                    SECTION,
+                    "the 20 by hand: first to last spawned",
+                    "ms",
+                    floor_spread,
+                ),
                 Figure::new(SECTION, "Stop, one VM alone", "ms", alone_stop),
                 Figure::new(SECTION, &format!("Stop, {VMS} at once (wall)"), "ms", stops),
             ],
@@ -88,9 +115,31 @@ pub fn run(rt: &Runtime) -> Report {
     })
 }
 
+/// The time between the first and the last start of the processes `pids` (ms, to the
+/// kernel's clock tick: field 22 of /proc/<pid>/stat).
+fn started_between(pids: &[u32]) -> f64 {
+    let ticks: Vec<u64> = pids
+        .iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+            gns3_qemud::procfs::stat_field(&stat, 22)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("field 22 of /proc/{pid}/stat"))
+        })
+        .collect();
+    let (first, last) = (ticks.iter().min(), ticks.iter().max());
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    first
+        .zip(last)
+        .map_or(0.0, |(f, l)| (l - f) as f64 * 1e3 / hz)
+}
+
 /// Runs every command line of `cmds` by hand at once, each continued as soon as its QMP has
-/// greeted; the wall time until the last runs. Then each is quit (not counted).
-fn all_by_hand(cmds: &[Vec<String>], work: &[tempfile::TempDir]) -> Duration {
+/// greeted; the wall time until the last runs, and the time between their first and last
+/// spawn (`started_between`). Then each is quit (not counted).
+fn all_by_hand(cmds: &[Vec<String>], work: &[tempfile::TempDir]) -> (Duration, f64) {
     let t = Instant::now();
     let running: Vec<ByHand> = std::thread::scope(|s| {
         let up: Vec<_> = cmds
@@ -109,10 +158,12 @@ fn all_by_hand(cmds: &[Vec<String>], work: &[tempfile::TempDir]) -> Duration {
             .collect()
     });
     let elapsed = t.elapsed();
+    let pids: Vec<u32> = running.iter().map(ByHand::pid).collect();
+    let between = started_between(&pids);
     for qemu in running {
         qemu.quit();
     }
-    elapsed
+    (elapsed, between)
 }
 
 #[derive(Clone, Copy)]

@@ -61,7 +61,8 @@ pub fn run(rt: &Runtime) -> Report {
     rt.block_on(async {
         let tmpfs = std::path::Path::new("/dev/shm");
         let mut lab = BenchLab::with_config("accelerator = \"tcg\"\n", Some(tmpfs)).await;
-        let idle = warm(&lab).await;
+        let idle_anon = warm(&lab).await;
+        let idle = lab.memory().rss_kib;
         let mut paths = Vec::new();
         let mut costs = [Costs::default(), Costs::default()];
         let mut lists = [Lists::default(), Lists::default()];
@@ -106,8 +107,13 @@ pub fn run(rt: &Runtime) -> Report {
             lab.vm(p).await.delete().await.expect("Delete");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = lab.memory().rss_kib;
-        report(&costs, lists, (idle, rss, restarted, after), ready)
+        let (after, after_anon) = (lab.memory().rss_kib, lab.memory().anon_kib);
+        let mut r = report(&costs, lists, (idle, rss, restarted, after), ready);
+        r.figures.extend([
+            Figure::new(SECTION, "anon (heap and stacks), idle", "KiB", vec![idle_anon]),
+            Figure::new(SECTION, "anon, all deleted", "KiB", vec![after_anon]),
+        ]);
+        r
     })
 }
 
@@ -159,15 +165,15 @@ async fn at(lab: &BenchLab, paths: &[OwnedObjectPath], c: &mut Costs, lists: &mu
     lists.cpu.push(cpu);
 }
 
-/// The idle daemon's resident set, after one VM's whole life has paged in the code every
-/// call runs (as the memory section does).
+/// The idle daemon's heap and stacks ("anon"), after one VM's whole life has paged in the
+/// code every call runs (as the memory section does).
 async fn warm(lab: &BenchLab) -> f64 {
     let path = create(lab, "warm-up").await;
     let vm = [lab.vm(&path).await];
     all(&vm, Op::Start).await;
     all(&vm, Op::Stop).await;
     vm[0].delete().await.expect("Delete");
-    lab.memory().rss_kib
+    lab.memory().anon_kib
 }
 
 async fn create(lab: &BenchLab, name: &str) -> OwnedObjectPath {

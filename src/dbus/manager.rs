@@ -33,8 +33,9 @@ impl super::table::Table for ManagerIface {}
 impl ManagerIface {
     /// Create a VM. `settings` takes any writable property of org.gns3.Qemu.VM by name,
     /// plus Id (s: a UUID chosen by the caller) and Project (s: a free-form group id).
-    /// Everything is checked before anything is written; console and monitor ports not
-    /// given are allocated. Returns the new VM's object path.
+    /// Everything is checked before anything is written; a console port not given is
+    /// allocated, and kept by the VM until it is deleted (see the VM's ConsolePort); a
+    /// monitor port only if given. Returns the new VM's object path.
     #[zbus(name = "CreateVM")]
     async fn create_vm(
         &self,
@@ -63,20 +64,16 @@ impl ManagerIface {
 
     /// Every VM as (id, name, state, object path), in id order.
     #[zbus(name = "ListVMs")]
-    async fn list_vms(&self) -> Result<Vec<(String, String, String, OwnedObjectPath)>> {
-        self.manager
-            .list()
-            .iter()
-            .map(|h| {
-                let v = h.view();
-                Ok((
-                    v.id.clone(),
-                    v.settings.name.clone(),
-                    v.state.as_str().to_string(),
-                    super::vm_path(&v.id)?,
-                ))
-            })
-            .collect()
+    async fn list_vms(&self) -> Result<Vec<(String, String, &'static str, OwnedObjectPath)>> {
+        self.manager.map(|h| {
+            let v = h.view();
+            Ok((
+                v.id.clone(),
+                v.settings.name.clone(),
+                v.state.as_str(),
+                super::vm_path(&v.id)?,
+            ))
+        })
     }
 
     /// The qemu-system-* binaries found in the daemon's PATH: (path, version).

@@ -72,7 +72,10 @@ settings! {
     ProcessPriority process_priority: Priority = Priority::Low, Live;
     /// TCP port of the console's telnet server on ConsoleHost, served by the daemon to whom
     /// its console_access lets in (by default root and members of gns3); 0 for none
-    /// (OpenConsole still works). Held by the daemon while the VM runs. Only while stopped.
+    /// (OpenConsole still works). Without one at CreateVM, the lowest free port of the
+    /// daemon's console_port_range; the VM keeps it, reserved for it while stopped and across
+    /// restarts of the daemon, until it is deleted. Held by the daemon while the VM runs. Only
+    /// while stopped.
     ConsolePort console_port: u16 = 0, Stopped;
     /// TCP port of the VM's HMP monitor (telnet, one command per line) on the daemon's
     /// monitor_host, served to root and members of gns3 only; 0 (the default) for none
