@@ -3,20 +3,22 @@
 //! QEMU is using it, so two VMs never get the same port; ports that another program holds
 //! are skipped.
 //!
-//! The free ports of the range are a set of their own, so taking the lowest free port costs
-//! a lookup in it, whatever the number of VMs; only ports another program holds are tried
-//! and passed over.
+//! The free ports of the range are a set of their own (`free.rs`), so taking the lowest free
+//! port costs a lookup in it, whatever the number of VMs; only ports another program holds
+//! are tried and passed over.
 //!
 //! A UDP port is more than a reservation: the daemon binds it when it is taken and holds
 //! that socket until the port is released (`held.rs`), and a tunnel's QEMU gets that very
 //! socket. One descriptor a port, in the daemon.
 
+mod free;
 mod held;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::ops::RangeInclusive;
 
+use free::Free;
 use held::Held;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ pub struct Ports {
     range: RangeInclusive<u16>,
     reserved: BTreeMap<u16, Holder>,
     /// The ports of the range not reserved: what `allocate` picks from.
-    free: BTreeSet<u16>,
+    free: Free,
     /// UDP only: the socket held for each reserved port.
     held: BTreeMap<u16, Held>,
 }
@@ -69,7 +71,7 @@ impl Ports {
         Ports {
             protocol,
             host: host.to_string(),
-            free: range.clone().collect(),
+            free: Free::new(range.clone()),
             range,
             reserved: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -137,7 +139,7 @@ impl Ports {
     }
 
     fn mark(&mut self, port: u16, holder: Holder) {
-        self.free.remove(&port);
+        self.free.remove(port);
         self.reserved.insert(port, holder);
     }
 
@@ -148,7 +150,7 @@ impl Ports {
             end: *self.range.end(),
         };
         let mut from = Some(*self.range.start());
-        while let Some(port) = from.and_then(|f| self.free.range(f..).next().copied()) {
+        while let Some(port) = from.and_then(|f| self.free.first_from(f)) {
             if self.take(port).is_ok() {
                 self.mark(port, holder);
                 return Ok(port);

@@ -270,11 +270,15 @@ async fn memory_stays_flat_over_a_thousand_creates_and_deletes() {
     for n in 0..100 {
         cycle(n).await;
     }
+    // The daemon trims its heap once deletions pause (src/heap.rs): both readings after one.
+    let settle = Duration::from_secs(1);
+    tokio::time::sleep(settle).await;
     let before = rss_kib(pid);
     let began = Instant::now();
     for n in 0..1000 {
         cycle(n).await;
     }
+    tokio::time::sleep(settle).await;
     let after = rss_kib(pid);
     println!(
         "1000 create/delete cycles in {:.1?}: daemon RSS {before} KiB -> {after} KiB",

@@ -29,6 +29,7 @@ pub fn run(rt: &Runtime) -> Report {
         all(&warm_up, Op::Start).await;
         all(&warm_up, Op::Stop).await;
         warm_up[0].delete().await.expect("Delete");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let idle = lab.memory();
         eprintln!(
             "idle: {:.0} KiB resident, {:.0} KiB anon",
@@ -55,6 +56,8 @@ pub fn run(rt: &Runtime) -> Report {
             for p in &paths {
                 lab.vm(p).await.delete().await.expect("Delete");
             }
+            // The daemon trims its heap once deletions pause (src/heap.rs).
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             at[3].push(lab.memory());
             eprintln!(
                 "round {}: {:.0} KiB with 1 000 VMs, {:.0} KiB after deleting them",

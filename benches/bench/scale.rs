@@ -110,7 +110,12 @@ pub fn run(rt: &Runtime) -> Report {
         let (after, after_anon) = (lab.memory().rss_kib, lab.memory().anon_kib);
         let mut r = report(&costs, lists, (idle, rss, restarted, after), ready);
         r.figures.extend([
-            Figure::new(SECTION, "anon (heap and stacks), idle", "KiB", vec![idle_anon]),
+            Figure::new(
+                SECTION,
+                "anon (heap and stacks), idle",
+                "KiB",
+                vec![idle_anon],
+            ),
             Figure::new(SECTION, "anon, all deleted", "KiB", vec![after_anon]),
         ]);
         r
