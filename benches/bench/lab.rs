@@ -56,7 +56,8 @@ impl BenchLab {
     }
 
     /// Stops the daemon (SIGTERM) and starts it again on its state; the time from the new
-    /// daemon's spawn to its READY=1 (and its boot id kept, as the tests wait for). The lab's client connection stays.
+    /// daemon's spawn to its READY=1 (and its boot id kept, as the tests wait for). The
+    /// lab's client connection stays.
     pub fn restart(&mut self) -> Duration {
         let status = self.daemon.terminate();
         assert!(

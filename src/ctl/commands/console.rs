@@ -222,7 +222,9 @@ impl Raw {
             restore();
             previous(info);
         }));
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, &raw).map_err(std::io::Error::from)?;
+        // TCSADRAIN, not TCSAFLUSH: what was typed since the banner goes to the console
+        // rather than away (a flush lost a line typed at once, as a test typed it).
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, &raw).map_err(std::io::Error::from)?;
         Ok(Raw)
     }
 }
