@@ -129,7 +129,7 @@ struct Lists {
     list_vms: Vec<f64>,
     managed: Vec<f64>,
     list_cpu: Vec<(f64, f64)>,
-    cpu: Vec<(f64, f64)>,
+    managed_cpu: Vec<(f64, f64)>,
 }
 
 /// The round trips of `LISTS` calls of `call`, and the CPU time the daemon and the bus spent
@@ -167,7 +167,7 @@ async fn at(lab: &BenchLab, paths: &[OwnedObjectPath], c: &mut Costs, lists: &mu
     lists.list_vms.extend(l);
     lists.managed.extend(m);
     lists.list_cpu.push(list_cpu);
-    lists.cpu.push(cpu);
+    lists.managed_cpu.push(cpu);
 }
 
 /// The idle daemon's heap and stacks ("anon"), after one VM's whole life has paged in the
@@ -273,21 +273,20 @@ fn report(
         let at = vms(n);
         let in_ms = |v: Vec<f64>| v.into_iter().map(|us| us / 1e3).collect::<Vec<_>>();
         let (l, m) = (in_ms(lists.list_vms), in_ms(lists.managed));
-        let daemon = lists.cpu.iter().map(|c| c.0).collect::<Vec<_>>();
-        let bus = lists.cpu.iter().map(|c| c.1).collect::<Vec<_>>();
-        for (whose, cpu) in [
-            (
-                "daemon",
-                lists.list_cpu.iter().map(|c| c.0).collect::<Vec<_>>(),
-            ),
-            ("bus", lists.list_cpu.iter().map(|c| c.1).collect()),
+        for (call, split) in [
+            ("ListVMs", &lists.list_cpu),
+            ("GetManagedObjects", &lists.managed_cpu),
         ] {
-            r.figures.push(Figure::new(
-                SECTION,
-                &format!("ListVMs, {at}: the {whose}'s CPU per call"),
-                "ms",
-                cpu,
-            ));
+            let daemon = split.iter().map(|c| c.0).collect::<Vec<_>>();
+            let bus = split.iter().map(|c| c.1).collect();
+            for (whose, cpu) in [("daemon", daemon), ("bus", bus)] {
+                r.figures.push(Figure::new(
+                    SECTION,
+                    &format!("{call}, {at}: the {whose}'s CPU per call"),
+                    "ms",
+                    cpu,
+                ));
+            }
         }
         if n == last {
             r.targets.push(Target::new(
@@ -312,18 +311,6 @@ fn report(
             &format!("GetManagedObjects, {at}"),
             "ms",
             m,
-        ));
-        r.figures.push(Figure::new(
-            SECTION,
-            &format!("GetManagedObjects, {at}: the daemon's CPU per call"),
-            "ms",
-            daemon,
-        ));
-        r.figures.push(Figure::new(
-            SECTION,
-            &format!("GetManagedObjects, {at}: the bus's CPU per call"),
-            "ms",
-            bus,
         ));
     }
     let per_vm = (rss - idle) / last as f64;
