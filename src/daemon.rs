@@ -138,6 +138,7 @@ pub async fn run(args: Args, config: Config) -> Result<(), Error> {
         vetted: Default::default(),
         vars_templates: Default::default(),
         capture_max_bytes: config.capture_max_mib << 20,
+        changes: Default::default(),
     });
     let manager = Arc::new(
         Manager::load(

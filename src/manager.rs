@@ -14,7 +14,7 @@ use crate::boot::Boots;
 use crate::model::{Accelerator, Record, Setting, Settings};
 use crate::ports::Holder;
 use crate::vm::claims::Claims;
-use crate::vm::{actor, adopt, lock, network, Context, Error, Handle, Pool, Result};
+use crate::vm::{actor, adopt, changes, lock, network, Context, Error, Handle, Pool, Result};
 use crate::vm::{bases, drives, paths, settings};
 
 pub use connect::End;
@@ -112,7 +112,7 @@ impl Manager {
         }
         let id = record.id.clone();
         let handle = actor::load(self.ctx.clone(), record).await;
-        lock(&self.vms).insert(id, handle);
+        self.insert(id, handle);
     }
 
     pub async fn create(
@@ -178,8 +178,14 @@ impl Manager {
         claims.commit();
         tracing::info!(vm_id = %id, vm_name = %record.settings.name, "VM created");
         let handle = actor::spawn(self.ctx.clone(), record);
-        lock(&self.vms).insert(id, handle.clone());
+        self.insert(id, handle.clone());
         Ok(handle)
+    }
+
+    fn insert(&self, id: String, handle: Handle) {
+        let told = Arc::from(id.as_str());
+        lock(&self.vms).insert(id, handle);
+        self.ctx.changes.tell(&told);
     }
 
     /// The new VM's name, and its ports: a requested one is honoured or refused, the
@@ -225,6 +231,16 @@ impl Manager {
         lock(&self.vms).values().map(f).collect()
     }
 
+    /// `f` of the VM of this id, if there is one, without a copy of its handle.
+    pub fn with<T>(&self, id: &str, f: impl FnOnce(&Handle) -> T) -> Option<T> {
+        lock(&self.vms).get(id).map(f)
+    }
+
+    /// Hears which VMs change from now on: added, deleted, or their views changed.
+    pub fn changes(&self) -> changes::Reader {
+        self.ctx.changes.reader()
+    }
+
     /// Stops the VM if it runs, removes its files, gives back its name and ports.
     pub async fn delete(&self, id: &str) -> Result<()> {
         let handle = lock(&self.vms)
@@ -233,6 +249,7 @@ impl Manager {
             .ok_or_else(|| not_found(id))?;
         handle.delete().await?;
         lock(&self.vms).remove(id);
+        self.ctx.changes.tell(&Arc::from(id));
         crate::heap::give_back_soon();
         Ok(())
     }

@@ -165,6 +165,30 @@ async fn manager_basics_and_object_manager_signals() {
     assert_eq!(listed, &all);
     let changed = ram_changes.next().await.unwrap();
     assert_eq!(changed.get().await.unwrap(), 96);
+    // ListVMs, whose rows the daemon keeps serialized too, has a new name once its Set has
+    // returned, and a VM created since.
+    vm.set_name("r1-renamed").await.unwrap();
+    let other = m.create_vm("r0", HashMap::new()).await.unwrap();
+    let listed: Vec<(String, String, String)> = m
+        .list_vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, name, state, _)| (id, name, state))
+        .collect();
+    let other_id = other.as_str().rsplit('/').next().unwrap().to_string();
+    let mut want = vec![
+        (
+            id.replace('-', ""),
+            "r1-renamed".to_string(),
+            "stopped".to_string(),
+        ),
+        (other_id, "r0".to_string(), "stopped".to_string()),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "in id order");
+    common::vm(conn, &other).await.delete().await.unwrap();
+    vm.set_name("r1").await.unwrap();
 
     vm.delete().await.unwrap();
     // CreateVM also emits InterfacesRemoved([org.freedesktop.DBus.Properties]) today (see
@@ -172,16 +196,17 @@ async fn manager_basics_and_object_manager_signals() {
     let signal = loop {
         let signal = removed.next().await.unwrap();
         let args = signal.args().unwrap();
-        if args
-            .interfaces()
-            .iter()
-            .any(|i| i.as_str() == "org.gns3.Qemu.VM")
+        // r0's, deleted above, comes first.
+        if args.object_path().as_str() == path.as_str()
+            && args
+                .interfaces()
+                .iter()
+                .any(|i| i.as_str() == "org.gns3.Qemu.VM")
         {
             break signal;
         }
     };
     let args = signal.args().unwrap();
-    assert_eq!(args.object_path().as_str(), path.as_str());
     let names: Vec<&str> = args.interfaces().iter().map(|i| i.as_str()).collect();
     assert_eq!(names, ["org.gns3.Qemu.VM"]);
     assert!(m.list_vms().await.unwrap().is_empty());

@@ -18,7 +18,9 @@
 //! the properties only drivers read ([`Table::DRIVERS_ONLY`]) with empty strings unless
 //! [`caller`] finds the sender a driver. GetManagedObjects and zbus's InterfacesAdded read
 //! through GetAll here too (InterfacesAdded with no message, so empty for everyone).
-//! Everything else goes to the wrapped interface unchanged.
+//! A method the interface answers itself from bytes kept serialized ([`Table::reply_raw`],
+//! ListVMs) goes there once its arguments fit. Everything else goes to the wrapped interface
+//! unchanged.
 //!
 //! The signatures and the read-only properties come from the wrapped interface's own
 //! introspection data, so they cannot drift from what the macro serves.
@@ -289,6 +291,13 @@ impl<I: Interface + Table> Interface for Checked<I> {
     ) -> DispatchResult<'call> {
         if let Some(text) = self.refusal(msg, &name) {
             return Self::refuse(connection, msg, text);
+        }
+        if let Some(reply) = self.inner.reply_raw(name.as_str(), connection, msg) {
+            return DispatchResult::Async(Box::pin(async move {
+                reply
+                    .await
+                    .map_err(|e| Box::new(fdo::Error::Failed(e.to_string())) as BoxDBusError)
+            }));
         }
         self.inner.call(server, connection, msg, name)
     }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 use zbus::object_server::SignalEmitter;
-use zbus::wire::serialized::{Context, Data};
-use zbus::wire::{to_bytes, Endian, ObjectPath, OwnedObjectPath, OwnedVariant, NATIVE_ENDIAN};
+use zbus::wire::serialized::Data;
+use zbus::wire::{ObjectPath, OwnedObjectPath, OwnedVariant};
 use zbus::{fdo, Connection};
 
 use super::checked::{self, Checked};
+use super::raw;
 use super::table;
 use super::vm::Vm;
 use crate::manager::Manager;
@@ -26,9 +27,6 @@ use crate::vm::View;
 
 /// The body's signature: object path → interface → property → value.
 pub const SIGNATURE: &str = "a{oa{sa{sv}}}";
-
-/// The byte order entries are written in, and so the reply's.
-pub const ENDIAN: Endian = NATIVE_ENDIAN;
 
 /// Every VM's entry, by id.
 #[derive(Default)]
@@ -126,48 +124,36 @@ impl Entry {
     }
 }
 
-/// One entry of the reply, `{oa{sa{sv}}}`, serialized as the struct `(oa{sa{sv}})` from
-/// offset 0: a dict entry has a struct's layout and 8-byte alignment, and every alignment
-/// within is relative to that, so the bytes are the same at any 8-aligned offset.
+/// One entry of the reply, `{oa{sa{sv}}}`, serialized as the struct `(oa{sa{sv}})`, which
+/// has a dict entry's layout.
 fn entry(
     path: &ObjectPath<'_>,
     properties: &HashMap<String, OwnedVariant>,
 ) -> fdo::Result<Data<'static, 'static>> {
     let interfaces = HashMap::from([(super::vm::INTERFACE, properties)]);
-    to_bytes(Context::new(ENDIAN, 0), &(path, interfaces))
-        .map_err(|e| fdo::Error::Failed(format!("cannot serialize a VM's properties: {e}")))
+    raw::piece(&(path, interfaces))
 }
 
-/// `entries` as an array of dict entries: its length in bytes, the padding to the 8-byte
-/// boundary where the first entry starts (there even when there is none), then the entries,
-/// each starting on such a boundary.
-fn body<'a>(entries: impl Iterator<Item = &'a [u8]>) -> fdo::Result<Vec<u8>> {
-    let mut body = vec![0u8; 8];
+/// `entries` as an array of dict entries.
+fn body<'a>(entries: impl ExactSizeIterator<Item = &'a [u8]>) -> fdo::Result<Vec<u8>> {
+    // About 1 KiB a VM today.
+    let mut body = raw::Array::with_capacity(entries.len() << 10);
     for entry in entries {
-        body.resize(body.len().next_multiple_of(8), 0);
-        body.extend_from_slice(entry);
+        body.push(entry);
     }
-    // D-Bus arrays hold at most 64 MiB; about 64 000 VMs as they are today.
-    const MAX: usize = 64 << 20;
-    let len = body.len() - 8;
-    if len > MAX {
-        return Err(fdo::Error::LimitsExceeded(format!(
-            "the VMs' properties take {} MiB, past the 64 MiB one D-Bus reply holds: \
-             list them with Manager.ListVMs and read each with GetAll",
-            len >> 20
-        )));
-    }
-    let len = len as u32;
-    body[..4].copy_from_slice(&match ENDIAN {
-        Endian::Little => len.to_le_bytes(),
-        Endian::Big => len.to_be_bytes(),
-    });
-    Ok(body)
+    // About 64 000 VMs as they are today.
+    body.finish(|mib| {
+        format!(
+            "the VMs' properties take {mib} MiB, past the 64 MiB one D-Bus reply holds: \
+             list them with Manager.ListVMs and read each with GetAll"
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zbus::wire::serialized::Context;
     use zbus::wire::{Str, Variant};
 
     type Decoded = HashMap<String, HashMap<String, HashMap<String, OwnedVariant>>>;
@@ -192,7 +178,7 @@ mod tests {
     }
 
     fn decode(body: &[u8]) -> Decoded {
-        let data = Data::new(body, Context::new(ENDIAN, 0));
+        let data = Data::new(body, Context::new(raw::ENDIAN, 0));
         let (decoded, read): (Decoded, usize) = data.deserialize_for_signature(SIGNATURE).unwrap();
         assert_eq!(read, body.len(), "the whole body is the array");
         decoded

@@ -5,10 +5,12 @@ pub mod caller;
 pub mod checked;
 pub mod console;
 pub mod error;
+pub mod listed;
 pub mod managed;
 pub mod manager;
 pub mod mirror;
 pub mod objects;
+pub mod raw;
 pub mod settings;
 pub mod table;
 pub mod vm;
@@ -99,6 +101,10 @@ pub async fn unexport(server: &ObjectServer, id: &str) {
     if let Ok(objects) = objects.await {
         objects.get().await.inner().forget(id).await;
     }
+    let manager = server.interface::<_, Checked<manager::ManagerIface>>(MANAGER_PATH);
+    if let Ok(manager) = manager.await {
+        manager.get().await.inner().rows.forget(id);
+    }
 }
 
 /// Serves the manager and every VM, then takes the bus name: no call can arrive before
@@ -116,6 +122,7 @@ pub async fn serve(
             Checked::new(manager::ManagerIface {
                 manager: manager.clone(),
                 console_host,
+                rows: listed::Rows::default(),
             }),
         )
         .await?;

@@ -21,13 +21,14 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use zbus::message::{Flags, Header, Message};
+use zbus::message::{Header, Message};
 use zbus::names::{InterfaceName, MemberName};
 use zbus::object_server::{DispatchResult, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
 
 use super::caller;
 use super::managed::{self, Entries};
+use super::raw;
 use super::table::Table;
 use crate::manager::Manager;
 
@@ -52,25 +53,9 @@ impl Objects {
     }
 
     async fn reply(&self, conn: &Connection, msg: &Message) -> zbus::Result<()> {
-        let header = msg.header();
-        let driver = caller::is_driver(conn, Some(&header)).await;
-        let reply = match self.entries.body(&self.manager, conn, driver).await {
-            Ok(body) => {
-                let mut builder = Message::method_return(&header).endian(managed::ENDIAN);
-                if let Some(name) = conn.unique_name() {
-                    builder = builder.sender(name);
-                }
-                // SAFETY: the body is zbus's own serialization of each entry, laid out as
-                // D-Bus lays out an array of dict entries (managed.rs; its tests read it
-                // back as the signature says).
-                unsafe { builder.build_raw_body(&body, managed::SIGNATURE, Vec::new()) }?
-            }
-            Err(e) => zbus::DBusError::create_reply(&e, &header)?,
-        };
-        if header.primary().flags().contains(Flags::NO_REPLY_EXPECTED) {
-            return Ok(());
-        }
-        conn.send(&reply).await
+        let driver = caller::is_driver(conn, Some(&msg.header())).await;
+        let body = self.entries.body(&self.manager, conn, driver).await;
+        raw::reply(conn, msg, body, managed::SIGNATURE).await
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::future::Future;
 use std::pin::Pin;
 
-use zbus::message::Header;
+use zbus::message::{Header, Message};
 use zbus::object_server::{introspect_doc_comment, Interface, SignalEmitter};
 use zbus::{fdo, BoxDBusError, Connection, ObjectServer, OwnedVariant, Variant};
 
@@ -20,6 +20,9 @@ use crate::model::table::{Row, When};
 
 /// A Set answered by the core: its reply.
 pub type SetFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxDBusError>> + Send + 'a>>;
+
+/// A method call answered by [`Table::reply_raw`]: sending its reply.
+pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = zbus::Result<()>> + Send + 'a>>;
 
 /// Properties an interface serves from a table (the VM's settings, `model/settings.rs`)
 /// rather than through the macro: their introspection data, Get, GetAll and Set all come from
@@ -42,6 +45,18 @@ pub trait Table {
     /// The Set of row `name` to `value`.
     fn set_row<'a>(&'a self, name: &str, value: &Variant<'_>) -> Option<SetFuture<'a>> {
         let _ = (name, value);
+        None
+    }
+
+    /// The answer to `call` of method `name`, when the interface replies itself with a body
+    /// kept serialized (ListVMs, [`raw`](super::raw)) rather than through the macro's code.
+    fn reply_raw<'a>(
+        &'a self,
+        name: &str,
+        conn: &'a Connection,
+        call: &'a Message,
+    ) -> Option<ReplyFuture<'a>> {
+        let _ = (name, conn, call);
         None
     }
 }

@@ -1,13 +1,14 @@
 //! What a QEMU binary offers: its version, its NIC models, its netdev backends. Each binary is
 //! asked once (by path and modification time), since asking means running it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::error::{Error, Result};
 use super::lock;
+use super::names::Names;
 
 /// How long a binary may take to answer `--version` or `help`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,17 +18,17 @@ pub struct Capabilities {
     /// "7.2.22", or empty if the binary did not say.
     pub version: String,
     /// Names and aliases of the "Network devices" of `-device help`.
-    pub nic_models: BTreeSet<String>,
+    pub nic_models: Names,
     /// Names of every device of `-device help` (the disk controllers: ahci, nvme, …).
-    pub devices: BTreeSet<String>,
+    pub devices: Names,
     /// Backends of `-netdev help` (socket, dgram, hubport, …).
-    pub netdevs: BTreeSet<String>,
+    pub netdevs: Names,
     /// Whether it has `-sandbox`: QEMU built with seccomp lists it in `-help`.
     pub sandbox: bool,
     /// CPU models of `-cpu help` (aliases included).
-    pub cpu_models: BTreeSet<String>,
+    pub cpu_models: Names,
     /// Machine types of `-machine help` (aliases such as `pc` and `q35` included).
-    pub machines: BTreeSet<String>,
+    pub machines: Names,
 }
 
 impl Capabilities {
@@ -44,12 +45,11 @@ impl Capabilities {
         const COMMON: [&str; 5] = ["e1000", "virtio-net-pci", "rtl8139", "e1000e", "vmxnet3"];
         let mut some: Vec<&str> = COMMON
             .into_iter()
-            .filter(|m| self.nic_models.contains(*m))
+            .filter(|m| self.nic_models.contains(m))
             .collect();
         some.extend(
             self.nic_models
                 .iter()
-                .map(String::as_str)
                 .filter(|m| !COMMON.contains(m))
                 .take(6usize.saturating_sub(some.len())),
         );
@@ -84,7 +84,7 @@ impl Capabilities {
 
 /// The first word of each line of `-cpu help`'s first section, after the architecture
 /// (x86 prints `x86 Broadwell   (alias …)`, others an indented name).
-fn parse_cpu_models(out: &str) -> BTreeSet<String> {
+fn parse_cpu_models(out: &str) -> Names {
     out.lines()
         .skip_while(|l| !l.starts_with("Available CPUs"))
         .skip(1)
@@ -94,17 +94,15 @@ fn parse_cpu_models(out: &str) -> BTreeSet<String> {
             let first = words.next()?;
             Some(if first == "x86" { words.next()? } else { first })
         })
-        .map(str::to_string)
         .collect()
 }
 
 /// The first word of each line after "Supported machines are:".
-fn parse_machines(out: &str) -> BTreeSet<String> {
+fn parse_machines(out: &str) -> Names {
     out.lines()
         .skip_while(|l| !l.starts_with("Supported machines"))
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
         .collect()
 }
 
@@ -119,7 +117,7 @@ fn parse_version(out: &str) -> String {
 }
 
 /// The `name "…"` and `alias "…"` of every line of the "Network devices:" section.
-fn parse_nic_models(out: &str) -> BTreeSet<String> {
+fn parse_nic_models(out: &str) -> Names {
     let section = out
         .split("\n\n")
         .find(|s| s.trim_start().starts_with("Network devices:"));
@@ -128,33 +126,32 @@ fn parse_nic_models(out: &str) -> BTreeSet<String> {
 
 /// The `name "…"` and `alias "…"` of every line of `lines` (QEMU lists the AHCI
 /// controller as `name "ich9-ahci", …, alias "ahci"`).
-fn names_and_aliases<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+fn names_and_aliases<'a>(lines: impl Iterator<Item = &'a str>) -> Names {
+    let mut names = Vec::new();
     for line in lines {
         for key in ["name \"", "alias \""] {
             if let Some(rest) = line.split(key).nth(1) {
                 if let Some(name) = rest.split('"').next() {
-                    names.insert(name.to_string());
+                    names.push(name);
                 }
             }
         }
     }
-    names
+    names.into_iter().collect()
 }
 
 /// Every device of `-device help`, by name and alias.
-fn parse_devices(out: &str) -> BTreeSet<String> {
+fn parse_devices(out: &str) -> Names {
     names_and_aliases(out.lines().filter(|l| l.starts_with("name \"")))
 }
 
 /// The lines after "Available netdev backend types:".
-fn parse_netdevs(out: &str) -> BTreeSet<String> {
+fn parse_netdevs(out: &str) -> Names {
     out.lines()
         .skip_while(|l| !l.starts_with("Available netdev backend types"))
         .skip(1)
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(str::to_string)
         .collect()
 }
 
@@ -286,7 +283,7 @@ mod tests {
         assert_eq!(parse_version("garbage"), "");
         let models = parse_nic_models(DEVICES);
         assert_eq!(
-            models.iter().map(String::as_str).collect::<Vec<_>>(),
+            models.iter().collect::<Vec<_>>(),
             [
                 "e1000",
                 "e1000-82540em",
@@ -296,7 +293,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_devices(DEVICES).into_iter().collect::<Vec<_>>(),
+            parse_devices(DEVICES).iter().collect::<Vec<_>>(),
             [
                 "e1000",
                 "e1000-82540em",

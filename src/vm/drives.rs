@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn an_interface_the_binary_lacks_is_refused_naming_those_it_has() {
         let caps = Capabilities {
-            devices: ["ahci", "virtio-blk-pci"].map(String::from).into(),
+            devices: ["ahci", "virtio-blk-pci"].into_iter().collect(),
             ..Default::default()
         };
         let mut s = settings();

@@ -8,6 +8,7 @@ pub mod base_uses;
 pub mod bases;
 pub mod binary;
 pub mod capture;
+pub mod changes;
 pub mod claims;
 pub mod cmdline;
 pub mod custom_adapters;
@@ -17,6 +18,7 @@ pub mod drives;
 pub mod error;
 pub mod firmware;
 pub mod machine;
+pub mod names;
 pub mod network;
 pub mod options;
 pub mod paths;
@@ -90,6 +92,8 @@ pub struct Context {
     pub vars_templates: firmware::Templates,
     /// The size at which a capture file stops (`capture_max_mib`).
     pub capture_max_bytes: u64,
+    /// Which VMs changed, for the lists of every VM.
+    pub changes: changes::Changes,
 }
 
 /// The two port pools of [`Context`].
@@ -317,6 +321,7 @@ pub mod testing {
             vetted: Default::default(),
             vars_templates: Default::default(),
             capture_max_bytes: 1 << 30,
+            changes: Default::default(),
         };
         (dir, Arc::new(ctx))
     }

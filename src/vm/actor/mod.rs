@@ -27,8 +27,9 @@ use std::collections::BTreeMap;
 use std::future::pending;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use super::changes::Publisher;
 use super::error::{Error, Result};
 use super::qemu::{FromQemu, Qemu};
 use super::runtime::Runtime;
@@ -46,7 +47,7 @@ pub struct Actor {
     qemu: Option<Qemu>,
     runtime: Runtime,
     /// Shared with the console, which counts its viewers in it.
-    view: Arc<watch::Sender<View>>,
+    view: Arc<Publisher>,
     /// The actor's own inbox, for the monitor port's commands and full captures.
     commands: mpsc::WeakSender<Command>,
     /// The running captures, by adapter.
@@ -137,13 +138,10 @@ impl Actor {
     fn new(ctx: Arc<Context>, record: Record) -> (Actor, Inbox) {
         let (tx, rx) = mpsc::channel(16);
         let actor = Actor {
-            view: Arc::new(watch::Sender::new(view_of(
-                &record,
-                State::Stopped,
-                (0, false, 0),
-                Vec::new(),
-                false,
-            ))),
+            view: Arc::new(Publisher::new(
+                view_of(&record, State::Stopped, (0, false, 0), Vec::new(), false),
+                &ctx.changes,
+            )),
             commands: tx.downgrade(),
             runtime: Runtime::new(ctx.runtime_dir.join(&record.id)),
             ctx,
