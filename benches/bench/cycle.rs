@@ -4,7 +4,7 @@
 //! four interfaces (each a linked clone of its base, made at Start), a CD-ROM with media and
 //! UEFI (the VARS copy made at Start). The floor is QEMU itself: the daemon's own command line
 //! for such a VM, run by hand with a listening QMP socket as fd 3, until QMP greets, then
-//! `quit` and its exit.
+//! `cont` (the guest runs, as after Start), `quit` and its exit.
 //!
 //! Runs alternate with the floor's, so a shared machine's drifting load weighs on both.
 
@@ -45,7 +45,7 @@ fn measure(
     (kind, prefix): (&str, &str),
     settings: Settings,
 ) -> Report {
-    let work = tempfile::tempdir().expect("temp dir for the floor's QEMU");
+    let work = crate::lab::tmpfs_dir();
     let floor_cmd = rt.block_on(floor_command(lab, work.path(), prefix, &settings));
     // Not counted: the first start probes the QEMU binary and warms the page cache.
     rt.block_on(cycle(lab, &format!("{prefix}warm-up"), &settings));
@@ -90,7 +90,7 @@ fn measure(
     let mut figures = vec![
         Figure::new(
             SECTION,
-            &named("QEMU by hand: spawn to QMP greeting, quit, exit (floor)"),
+            &named("QEMU by hand: spawn to QMP greeting, cont, quit, exit (floor)"),
             "ms",
             floors,
         ),
@@ -103,7 +103,7 @@ fn measure(
     ];
     figures.push(Figure::new(
         SECTION,
-        &named("floor: spawn to the end of QMP's negotiation"),
+        &named("floor: spawn to the guest running (greeting, negotiation, cont)"),
         "ms",
         ups,
     ));

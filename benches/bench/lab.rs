@@ -19,6 +19,7 @@ pub struct BenchLab {
     // Dropped after the daemon, which uses them.
     bus: Bus,
     dir: tempfile::TempDir,
+    _run: tempfile::TempDir,
 }
 
 impl BenchLab {
@@ -30,8 +31,8 @@ impl BenchLab {
         .await
     }
 
-    /// A lab whose daemon reads `config`, with its state and runtime directories in
-    /// `parent` (a temp dir of the default place if none).
+    /// A lab whose daemon reads `config`, with its state directory in `parent` (a temp dir
+    /// of the default place if none) and its runtime directory on tmpfs, as /run is.
     pub async fn with_config(config: &str, parent: Option<&Path>) -> BenchLab {
         let bus = Bus::start();
         let dir = match parent {
@@ -39,6 +40,12 @@ impl BenchLab {
             None => tempfile::tempdir(),
         }
         .expect("temp dir for the daemon");
+        let run = tmpfs_dir();
+        let user = common::daemon_user();
+        nix::unistd::chown(run.path(), Some(user.uid), Some(user.gid))
+            .expect("the runtime dir given to the daemon's user");
+        std::os::unix::fs::symlink(run.path(), dir.path().join("run"))
+            .expect("the daemon's runtime dir linked to tmpfs");
         std::fs::write(dir.path().join("gns3-qemud.toml"), config)
             .expect("writing the bench config");
         let mut env = unit_environment();
@@ -52,6 +59,7 @@ impl BenchLab {
             env,
             bus,
             dir,
+            _run: run,
         }
     }
 
@@ -254,4 +262,11 @@ pub fn timed(
     let last = format!("T1_{}_", n + 1);
     let out = console.wait_for(&last, end)?;
     Ok((start.elapsed(), out[..out.len() - last.len()].to_string()))
+}
+
+/// A temp dir on tmpfs (/dev/shm), where the runtime files of the daemon and of the QEMUs
+/// started by hand go: /run is tmpfs on every systemd host; a disk's filesystem makes creating
+/// and removing them cost what production never pays.
+pub fn tmpfs_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").expect("a temp dir on /dev/shm")
 }

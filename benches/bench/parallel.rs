@@ -29,7 +29,7 @@ pub fn run(rt: &Runtime) -> Report {
         }
         // Each VM's first start (not counted) makes its flash disk.
         let work: Vec<tempfile::TempDir> = (0..VMS)
-            .map(|_| tempfile::tempdir().expect("temp dir for a hand-started QEMU"))
+            .map(|_| crate::lab::tmpfs_dir())
             .collect();
         let mut by_hand = Vec::new();
         for (vm, dir) in vms.iter().zip(&work) {

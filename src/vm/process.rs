@@ -64,8 +64,17 @@ pub struct Process {
 
 impl Process {
     /// Spawns `cmd` with stdout and stderr to `log`, `fds` as fds [`FIRST_FD`], +1, …, in
-    /// `cwd`.
-    pub fn spawn(cmd: &[String], cwd: &Path, log: File, fds: &[&OwnedFd]) -> io::Result<Process> {
+    /// `cwd`, at niceness `nice` when that is above 0 and the kernel lets the daemon lower
+    /// its child so: from its first instruction, so that 20 QEMUs booting at once at a low
+    /// priority do not keep the daemon from spawning the next ones. Whoever asked checks
+    /// that it holds (a failure here is not one), and renices otherwise.
+    pub fn spawn(
+        cmd: &[String],
+        cwd: &Path,
+        log: File,
+        fds: &[&OwnedFd],
+        nice: i32,
+    ) -> io::Result<Process> {
         let (program, args) = cmd
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
@@ -96,9 +105,14 @@ impl Process {
             .stdout(log)
             .stderr(log_err);
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
-        // (setsid, dup2) and touches no memory of the parent but `raw`, read only.
+        // (setsid, dup2, setpriority) and touches no memory of the parent but `raw`, read
+        // only.
         unsafe {
             command.pre_exec(move || {
+                if nice > 0 {
+                    // The calling thread's, which exec keeps and QEMU's threads inherit.
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                }
                 // A session of its own: a Ctrl-C or SIGTERM for the daemon's process group
                 // must not reach the VMs, which outlive the daemon.
                 nix::unistd::setsid()?;

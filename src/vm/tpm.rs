@@ -91,7 +91,7 @@ impl Swtpm {
         let log = std::fs::File::create(&log_path)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", log_path.display())))?;
         let fd = OwnedFd::from(listener);
-        let process = Process::spawn(&command(swtpm, vm_dir, pidfile), vm_dir, log, &[&fd])
+        let process = Process::spawn(&command(swtpm, vm_dir, pidfile), vm_dir, log, &[&fd], 0)
             .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", swtpm.display())))?;
         Ok(Swtpm { process })
     }

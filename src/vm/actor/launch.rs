@@ -157,7 +157,8 @@ impl Actor {
 
         tracing::info!(vm_id = %self.id(), vm_name = %self.name(), command = %cmd.join(" "), "starting QEMU");
         let fds = sockets.map(OwnedFd::from);
-        let mut process = Process::spawn(&cmd, &vm_dir, log, &[&fds[0], &fds[1]])
+        let nice = self.record.settings.process_priority.nice();
+        let mut process = Process::spawn(&cmd, &vm_dir, log, &[&fds[0], &fds[1]], nice)
             .map_err(|e| Error::StartFailed(format!("cannot run {}: {e}", s.qemu_path)))?;
         drop(fds);
 
