@@ -182,10 +182,10 @@ impl Manager {
         Ok(handle)
     }
 
+    /// Told once the VM is in the list: a reader looking it up sooner would not find it.
     fn insert(&self, id: String, handle: Handle) {
-        let told = Arc::from(id.as_str());
-        lock(&self.vms).insert(id, handle);
-        self.ctx.changes.tell(&told);
+        lock(&self.vms).insert(id.clone(), handle);
+        self.ctx.changes.tell(&id);
     }
 
     /// The new VM's name, and its ports: a requested one is honoured or refused, the
@@ -249,7 +249,7 @@ impl Manager {
             .ok_or_else(|| not_found(id))?;
         handle.delete().await?;
         lock(&self.vms).remove(id);
-        self.ctx.changes.tell(&Arc::from(id));
+        self.ctx.changes.tell(id);
         crate::heap::give_back_soon();
         Ok(())
     }

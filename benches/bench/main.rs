@@ -18,6 +18,7 @@ mod hand;
 mod lab;
 mod memory;
 mod parallel;
+mod relay;
 mod report;
 mod ring;
 mod scale;

@@ -8,10 +8,13 @@
 //! A cost is flat when its median at 10 000 is within 1.2× of the one at 1 000. The state
 //! directory is on tmpfs (/dev/shm): a disk's flush latency, the same whatever the number
 //! of VMs but noisy from one call to the next, would hide the daemon's own cost. The lists
-//! also report the CPU time the daemon and the bus (dbus-daemon) spent per call.
+//! also report the CPU time the daemon and the bus (dbus-daemon) spent per call, and
+//! GetManagedObjects' reply at 10 000 is served again by a bare peer on the same bus: the
+//! bus's and the client's floor for those bytes ([`Relay`]).
 
 use crate::lab::{ms, small_vm, time_calls, BenchLab};
 use crate::parallel::{all, Op};
+use crate::relay::Relay;
 use crate::report::{self, Figure, Report, Target};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -130,6 +133,10 @@ struct Lists {
     managed: Vec<f64>,
     list_cpu: Vec<(f64, f64)>,
     managed_cpu: Vec<(f64, f64)>,
+    /// GetManagedObjects' reply served again by a bare peer ([`Relay`]): the round trips, the
+    /// bus's CPU per call.
+    relayed: Vec<f64>,
+    relayed_bus: Vec<f64>,
 }
 
 /// The round trips of `LISTS` calls of `call`, and the CPU time the daemon and the bus spent
@@ -164,6 +171,25 @@ async fn at(lab: &BenchLab, paths: &[OwnedObjectPath], c: &mut Costs, lists: &mu
         cpu.0,
         cpu.1
     );
+    if n == COUNTS[COUNTS.len() - 1] {
+        let reply = lab
+            .conn
+            .call_method(
+                Some(MANAGED_OBJECTS.0),
+                MANAGED_OBJECTS.1,
+                Some(MANAGED_OBJECTS.2),
+                MANAGED_OBJECTS.3,
+                &(),
+            )
+            .await
+            .expect("GetManagedObjects");
+        let relay = Relay::serve(lab.daemon.connect().await, &reply);
+        let bus = lab.bus_cpu_time();
+        lists.relayed.extend(relay.time(&lab.conn, LISTS).await);
+        lists
+            .relayed_bus
+            .push(ms(lab.bus_cpu_time() - bus) / LISTS as f64);
+    }
     lists.list_vms.extend(l);
     lists.managed.extend(m);
     lists.list_cpu.push(list_cpu);
@@ -303,6 +329,22 @@ fn report(
                 LIST_LIMIT_MS,
                 "ms",
             ));
+        }
+        if n == last {
+            r.figures.extend([
+                Figure::new(
+                    SECTION,
+                    &format!("GetManagedObjects' reply, {at}, from a bare peer (floor)"),
+                    "ms",
+                    in_ms(lists.relayed),
+                ),
+                Figure::new(
+                    SECTION,
+                    "the same: the bus's CPU per call",
+                    "ms",
+                    lists.relayed_bus,
+                ),
+            ]);
         }
         r.figures
             .push(Figure::new(SECTION, &format!("ListVMs, {at}"), "ms", l));

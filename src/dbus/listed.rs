@@ -104,16 +104,12 @@ fn row(id: &str, name: &str, state: State) -> fdo::Result<Box<[u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::wire::serialized::{Context, Data};
     use zbus::OwnedObjectPath;
 
     type Decoded = Vec<(String, String, String, OwnedObjectPath)>;
 
     fn decode(body: &[u8]) -> Decoded {
-        let data = Data::new(body, Context::new(raw::ENDIAN, 0));
-        let (decoded, read): (Decoded, usize) = data.deserialize_for_signature(SIGNATURE).unwrap();
-        assert_eq!(read, body.len(), "the whole body is the array");
-        decoded
+        raw::read_back(body, SIGNATURE)
     }
 
     /// Rows of names of 1 to 16 letters, so that each padding between rows is exercised;

@@ -153,7 +153,6 @@ fn body<'a>(entries: impl ExactSizeIterator<Item = &'a [u8]>) -> fdo::Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::wire::serialized::Context;
     use zbus::wire::{Str, Variant};
 
     type Decoded = HashMap<String, HashMap<String, HashMap<String, OwnedVariant>>>;
@@ -178,10 +177,7 @@ mod tests {
     }
 
     fn decode(body: &[u8]) -> Decoded {
-        let data = Data::new(body, Context::new(raw::ENDIAN, 0));
-        let (decoded, read): (Decoded, usize) = data.deserialize_for_signature(SIGNATURE).unwrap();
-        assert_eq!(read, body.len(), "the whole body is the array");
-        decoded
+        raw::read_back(body, SIGNATURE)
     }
 
     /// Entries of lengths that leave every remainder modulo 8, so that each padding is

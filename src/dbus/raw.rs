@@ -84,11 +84,21 @@ pub async fn reply(
                 builder = builder.sender(name);
             }
             // SAFETY: the body is an array of zbus's own serializations of each piece, laid
-            // out as D-Bus lays out an array (`array`; the tests of managed.rs and listed.rs
+            // out as D-Bus lays out an array ([`Array`]; the tests of managed.rs and listed.rs
             // read bodies back as their signatures say).
             unsafe { builder.build_raw_body(&body, signature, Vec::new()) }?
         }
         Err(e) => zbus::DBusError::create_reply(&e, &header)?,
     };
     conn.send(&reply).await
+}
+
+/// `body` read back as the `T` its `signature` says, which must be the whole of it: what the
+/// tests of the replies laid out of pieces check.
+#[cfg(test)]
+pub fn read_back<T: serde::de::DeserializeOwned>(body: &[u8], signature: &str) -> T {
+    let data = Data::new(body, Context::new(ENDIAN, 0));
+    let (decoded, read): (T, usize) = data.deserialize_for_signature(signature).unwrap();
+    assert_eq!(read, body.len(), "the whole body is the array");
+    decoded
 }

@@ -5,8 +5,7 @@
 //! and once the VMs are deleted each pins the page it lies in: 3 MiB after deleting 10 000.
 //! Here a set is two allocations.
 
-/// Names, sorted and without repeats; a name holds no newline (each is a word QEMU prints
-/// on a line of its own).
+/// Names, sorted and without repeats, laid end to end.
 #[derive(Debug, Default, PartialEq)]
 pub struct Names {
     text: Box<str>,
