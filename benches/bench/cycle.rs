@@ -191,39 +191,29 @@ async fn cycle_charged(
     settings: &Settings,
 ) -> ([Duration; 4], [Duration; 4]) {
     let pid = lab.daemon.pid();
-    let mut used = [Duration::ZERO; 4];
-    let cpu = run_time(pid);
-    let t = Instant::now();
-    let path = lab
-        .manager
-        .create_vm(name, settings.clone())
-        .await
-        .unwrap_or_else(|e| panic!("CreateVM {name}: {e}"));
-    let create = t.elapsed();
-    used[0] = run_time(pid).saturating_sub(cpu);
+    let (path, create) = step(pid, lab.manager.create_vm(name, settings.clone())).await;
+    let path = path.unwrap_or_else(|e| panic!("CreateVM {name}: {e}"));
     let vm = lab.vm(&path).await;
+    let (started, start) = step(pid, vm.start()).await;
+    started.unwrap_or_else(|e| panic!("Start {name}: {e}"));
+    let (stopped, stop) = step(pid, vm.stop()).await;
+    stopped.unwrap_or_else(|e| panic!("Stop {name}: {e}"));
+    let (deleted, delete) = step(pid, vm.delete()).await;
+    deleted.unwrap_or_else(|e| panic!("Delete {name}: {e}"));
+    let steps = [create, start, stop, delete];
+    (steps.map(|s| s.0), steps.map(|s| s.1))
+}
+
+/// What `call` returns, with its time and the CPU time the threads of process `pid` spent
+/// meanwhile.
+async fn step<T>(
+    pid: u32,
+    call: impl std::future::Future<Output = T>,
+) -> (T, (Duration, Duration)) {
     let cpu = run_time(pid);
     let t = Instant::now();
-    vm.start()
-        .await
-        .unwrap_or_else(|e| panic!("Start {name}: {e}"));
-    let start = t.elapsed();
-    used[1] = run_time(pid).saturating_sub(cpu);
-    let cpu = run_time(pid);
-    let t = Instant::now();
-    vm.stop()
-        .await
-        .unwrap_or_else(|e| panic!("Stop {name}: {e}"));
-    let stop = t.elapsed();
-    used[2] = run_time(pid).saturating_sub(cpu);
-    let cpu = run_time(pid);
-    let t = Instant::now();
-    vm.delete()
-        .await
-        .unwrap_or_else(|e| panic!("Delete {name}: {e}"));
-    let delete = t.elapsed();
-    used[3] = run_time(pid).saturating_sub(cpu);
-    ([create, start, stop, delete], used)
+    let out = call.await;
+    (out, (t.elapsed(), run_time(pid).saturating_sub(cpu)))
 }
 
 /// The command line the daemon runs for a VM like the cycle's. The VM is kept: its console

@@ -192,9 +192,15 @@ impl Memory {
 }
 
 pub fn cpu_time(pid: u32) -> Duration {
+    stat_ticks(pid, &[14, 15])
+}
+
+/// The sum of fields `fields` of /proc/<pid>/stat, which count the kernel's clock ticks
+/// (user and system time; a start time since boot).
+pub fn stat_ticks(pid: u32, fields: &[usize]) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
-    let ticks: u64 = [14, 15]
+    let ticks: u64 = fields
         .iter()
         .map(|&n| {
             gns3_qemud::procfs::stat_field(&stat, n)

@@ -6,7 +6,7 @@
 //! QEMU starting, 20 times over, on the machine's cores.
 
 use crate::hand::{self, ByHand};
-use crate::lab::{ms, run_time, small_vm, wait_time, BenchLab};
+use crate::lab::{ms, run_time, small_vm, stat_ticks, wait_time, BenchLab};
 use crate::report::{self, Figure, Report, Target};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -118,22 +118,9 @@ pub fn run(rt: &Runtime) -> Report {
 /// The time between the first and the last start of the processes `pids` (ms, to the
 /// kernel's clock tick: field 22 of /proc/<pid>/stat).
 fn started_between(pids: &[u32]) -> f64 {
-    let ticks: Vec<u64> = pids
-        .iter()
-        .map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
-            gns3_qemud::procfs::stat_field(&stat, 22)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("field 22 of /proc/{pid}/stat"))
-        })
-        .collect();
-    let (first, last) = (ticks.iter().min(), ticks.iter().max());
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    first
-        .zip(last)
-        .map_or(0.0, |(f, l)| (l - f) as f64 * 1e3 / hz)
+    let starts: Vec<Duration> = pids.iter().map(|&pid| stat_ticks(pid, &[22])).collect();
+    let (first, last) = (starts.iter().min(), starts.iter().max());
+    first.zip(last).map_or(0.0, |(f, l)| ms(*l - *f))
 }
 
 /// Runs every command line of `cmds` by hand at once, each continued as soon as its QMP has

@@ -44,8 +44,8 @@ pub async fn mirror(vm: Vm, conn: zbus::Connection, emitter: SignalEmitter<'stat
 }
 
 /// The values last told, kept serialized between changes: about 1 KiB a VM, where the map
-/// of boxed values took about 8 KiB more, for every VM defined (the `scale` bench). None if they could not be
-/// (then the next change tells every property).
+/// of boxed values took about 8 KiB more, for every VM defined (the `scale` bench). None if
+/// they could not be (then the next change tells every property).
 fn keep(props: &HashMap<String, OwnedVariant>) -> Option<Data<'static, 'static>> {
     to_bytes(Context::new(NATIVE_ENDIAN, 0), props).ok()
 }

@@ -140,8 +140,8 @@ impl Actor {
         if !requested {
             tracing::warn!(vm_id = %self.id(), vm_name = %self.name(), exit_status = record.exit_status, "VM stopped on its own: {}", record.last_error);
         }
-        // A stop asked for, after one before, leaves the record as it was: no write (and its
-        // two fsyncs) to make.
+        // A stop that changes neither the exit status nor the last error (one asked for, after
+        // another) leaves the record as it was: no write, and no fsyncs, to make.
         if record != self.record {
             if let Err(e) = self.save(record.clone()).await {
                 tracing::error!(vm_id = %self.id(), "cannot record why the VM stopped: {e}");
